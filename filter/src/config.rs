@@ -1,0 +1,1072 @@
+//! The plugin configuration: defined here once, parsed in two stages.
+//!
+//! Stage one is serde (`Raw*` structs, camelCase, unknown fields rejected), with
+//! `serde_path_to_error` so a type error names its field path. Stage two
+//! ([`Raw::validate`]) turns the raw structs into a [`Config`] that cannot hold an
+//! invalid state, collecting every problem with its path and what was expected
+//! (`routes[1].distribute[0].to: weights sum to 90, expected 100`).
+//!
+//! The `.wasm` parses JSON (Istio delivers `pluginConfig` as JSON); the
+//! `hybridmesh` tools feed YAML through the same [`parse_with`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::hosts::{HostPattern, HostTable};
+use crate::identity::Locality;
+
+/// One problem in a config: where (field path) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+    /// Line and column in the source text, where the parser knows them.
+    pub position: Option<(usize, usize)>,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+            position: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            f.write_str(&self.message)?;
+        } else {
+            write!(f, "{}: {}", self.path, self.message)?;
+        }
+        if let Some((line, column)) = self.position {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------
+// Stage one: what an operator writes.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Raw {
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub direction: DirectionSetting,
+    pub domain_suffix: Option<String>,
+    pub header_prefix: Option<String>,
+    #[serde(default)]
+    pub trust_source: TrustSource,
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub unknown_source: UnknownSource,
+    pub deny_status: Option<u32>,
+    #[serde(default)]
+    pub allow_debug: bool,
+    #[serde(default)]
+    pub hop_log: HopLog,
+    pub filter_state: Option<bool>,
+    pub metrics_flush_interval: Option<String>,
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+    pub outlier_detection: Option<RawOutlier>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawIdentity {
+    pub cluster: Option<String>,
+    pub network: Option<String>,
+    pub locality: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawCluster {
+    pub name: String,
+    #[serde(default)]
+    pub network: String,
+    #[serde(default)]
+    pub locality: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOutlier {
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx_errors: Option<u32>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRoute {
+    pub hosts: Vec<String>,
+    pub policy: PolicyKind,
+    pub clusters: Option<Vec<String>>,
+    pub distribute: Option<Vec<RawDistribute>>,
+    pub sticky_header: Option<String>,
+    pub failover: Option<Vec<RawFailover>>,
+    pub failover_priority: Option<Vec<String>>,
+    pub outlier_detection: Option<RawOutlier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawDistribute {
+    pub from: String,
+    pub to: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawFailover {
+    pub from: String,
+    pub to: String,
+}
+
+/// Which side of a request this filter runs on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DirectionSetting {
+    /// From the listener direction Istio sets (one property read per request).
+    #[default]
+    Auto,
+    Outbound,
+    Inbound,
+}
+
+/// When the server side believes the source headers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrustSource {
+    /// Only over mTLS from a mesh peer (and a listed trust domain, if any are listed).
+    #[default]
+    Mtls,
+    /// Always (tests without mTLS).
+    Any,
+}
+
+/// What the server side does with a cluster-local host when the source is unknown.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UnknownSource {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Level of the per-request hop log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HopLog {
+    Off,
+    Trace,
+    #[default]
+    Debug,
+    Info,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyKind {
+    None,
+    ClusterLocal,
+    Weighted,
+    Failover,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::None => "none",
+            PolicyKind::ClusterLocal => "clusterLocal",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::Failover => "failover",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage two: the validated model.
+// ---------------------------------------------------------------------------
+
+/// A validated plugin configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub identity: IdentityOverride,
+    pub direction: DirectionSetting,
+    /// `cluster.local`: short names expand to `<svc>.<ns>.svc.<domainSuffix>`.
+    pub domain_suffix: String,
+    pub headers: HeaderNames,
+    pub trust_source: TrustSource,
+    pub trust_domains: Vec<String>,
+    pub unknown_source: UnknownSource,
+    pub deny_status: u32,
+    pub allow_debug: bool,
+    pub hop_log: HopLog,
+    pub filter_state: bool,
+    pub metrics_flush_ms: u64,
+    pub clusters: Vec<ClusterInfo>,
+    pub routes: Vec<Route>,
+    pub hosts: HostTable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityOverride {
+    pub cluster: Option<String>,
+    pub network: Option<String>,
+    pub locality: Option<Locality>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub network: String,
+    pub locality: Locality,
+}
+
+/// Outlier detection, with DestinationRule's field names and Envoy's semantics:
+/// after `consecutive_5xx` consecutive errors a cluster is ejected for
+/// `base_ejection_ms` times the number of times it was ejected, at most `max_ejection_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// 0 disables ejection.
+    pub consecutive_5xx: u32,
+    pub base_ejection_ms: u64,
+    pub max_ejection_ms: u64,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        // Istio's defaults for a DestinationRule's outlierDetection.
+        OutlierDetection {
+            consecutive_5xx: 5,
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub hosts: Vec<HostPattern>,
+    pub policy: Policy,
+    /// Indices into [`Config::clusters`] that may serve this route's hosts.
+    pub candidates: Vec<usize>,
+    pub outlier: OutlierDetection,
+}
+
+#[derive(Debug, Clone)]
+pub enum Policy {
+    None,
+    ClusterLocal,
+    Weighted {
+        distribute: Vec<Distribute>,
+        sticky_header: Option<String>,
+    },
+    Failover {
+        /// `from` region -> `to` region, in order.
+        failover: Vec<(String, String)>,
+        priority: Vec<TopologyLabel>,
+    },
+}
+
+impl Policy {
+    pub fn kind(&self) -> PolicyKind {
+        match self {
+            Policy::None => PolicyKind::None,
+            Policy::ClusterLocal => PolicyKind::ClusterLocal,
+            Policy::Weighted { .. } => PolicyKind::Weighted,
+            Policy::Failover { .. } => PolicyKind::Failover,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Distribute {
+    pub from: LocalityPattern,
+    /// (cluster index, weight), in the order of [`Config::clusters`]; weights sum to 100.
+    pub to: Vec<(usize, u32)>,
+}
+
+/// A `from` pattern: up to three segments, each a name or `*`; a trailing `*`
+/// matches everything below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalityPattern {
+    pub text: String,
+    segments: Vec<Option<String>>,
+}
+
+impl LocalityPattern {
+    pub fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.split('/').collect();
+        if text.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for p in parts {
+            if p == "*" {
+                segments.push(None);
+            } else if p.contains('*') {
+                return None;
+            } else {
+                segments.push(Some(p.to_string()));
+            }
+        }
+        Some(LocalityPattern {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    pub fn matches(&self, locality: &Locality) -> bool {
+        let parts = [
+            locality.region.as_str(),
+            locality.zone.as_str(),
+            locality.subzone.as_str(),
+        ];
+        let trailing_wildcard = matches!(self.segments.last(), Some(None));
+        for (i, part) in parts.iter().enumerate() {
+            match self.segments.get(i) {
+                Some(Some(name)) if name != part => return false,
+                Some(_) => {}
+                // Pattern shorter than the locality: `region/zone` matches only an
+                // empty subzone unless it ended in `*`.
+                None => return trailing_wildcard || part.is_empty(),
+            }
+        }
+        true
+    }
+}
+
+/// A `failoverPriority` label this filter knows how to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopologyLabel {
+    Network,
+    Cluster,
+    Region,
+    Zone,
+    Subzone,
+}
+
+impl TopologyLabel {
+    pub const ALL: [(&'static str, TopologyLabel); 5] = [
+        ("topology.istio.io/network", TopologyLabel::Network),
+        ("topology.istio.io/cluster", TopologyLabel::Cluster),
+        ("topology.kubernetes.io/region", TopologyLabel::Region),
+        ("topology.kubernetes.io/zone", TopologyLabel::Zone),
+        ("topology.istio.io/subzone", TopologyLabel::Subzone),
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == text).map(|(_, l)| *l)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, l)| *l == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("")
+    }
+}
+
+/// Default `failoverPriority`: same network, then same region, then same zone.
+pub const DEFAULT_FAILOVER_PRIORITY: [TopologyLabel; 3] = [
+    TopologyLabel::Network,
+    TopologyLabel::Region,
+    TopologyLabel::Zone,
+];
+
+/// The header names, all under one prefix (default `x-hybridmesh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub prefix: String,
+    pub source_cluster: String,
+    pub source_network: String,
+    pub source_locality: String,
+    pub target_cluster: String,
+    pub served_by: String,
+    pub decision: String,
+    pub debug: String,
+    pub denied: String,
+}
+
+pub const DEFAULT_HEADER_PREFIX: &str = "x-hybridmesh";
+
+impl HeaderNames {
+    pub fn new(prefix: &str) -> Self {
+        let h = |suffix: &str| format!("{prefix}-{suffix}");
+        HeaderNames {
+            prefix: prefix.to_string(),
+            source_cluster: h("source-cluster"),
+            source_network: h("source-network"),
+            source_locality: h("source-locality"),
+            target_cluster: h("target-cluster"),
+            served_by: h("served-by"),
+            decision: h("decision"),
+            debug: h("debug"),
+            denied: h("denied"),
+        }
+    }
+
+    /// True for every header the application must not set itself: anything under
+    /// the prefix (`<prefix>-...`).
+    pub fn is_reserved(&self, name: &[u8]) -> bool {
+        let p = self.prefix.as_bytes();
+        name.len() > p.len() + 1 && name.starts_with(p) && name[p.len()] == b'-'
+    }
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames::new(DEFAULT_HEADER_PREFIX)
+    }
+}
+
+impl Config {
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.name == name)
+    }
+}
+
+pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
+pub const DEFAULT_DENY_STATUS: u32 = 403;
+pub const DEFAULT_METRICS_FLUSH_MS: u64 = 1000;
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+/// Parses a JSON plugin config (what Istio delivers). Empty input is the empty config.
+pub fn parse_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Raw::default().validate();
+    }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "the plugin config must be a JSON object ({\"routes\": [...], ...})",
+        )]));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let raw = parse_with(&mut de, |e: &serde_json::Error| {
+        Some((e.line(), e.column())).filter(|(l, _)| *l > 0)
+    })?;
+    // Trailing garbage after the object.
+    if let Err(e) = de.end() {
+        return Err(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: strip_position(&e.to_string()),
+            position: Some((e.line(), e.column())),
+        }]));
+    }
+    raw.validate()
+}
+
+/// Stage one with any serde format: the CLI passes YAML through this too.
+/// `position` extracts line/column from the format's error, if it has one.
+pub fn parse_with<'de, D, F>(de: D, position: F) -> Result<Raw, ConfigErrors>
+where
+    D: serde::Deserializer<'de>,
+    D::Error: fmt::Display,
+    F: Fn(&D::Error) -> Option<(usize, usize)>,
+{
+    serde_path_to_error::deserialize::<_, Raw>(de).map_err(|e| {
+        let mut path = e.path().to_string();
+        let inner = e.inner();
+        let message = strip_position(&inner.to_string());
+        // An unknown field is reported at the object that holds it.
+        if message.starts_with("unknown field") {
+            path = match path.rfind('.') {
+                Some(i) => path[..i].to_string(),
+                None => String::new(),
+            };
+        }
+        if path == "." || path == "?" {
+            path.clear();
+        }
+        ConfigErrors(vec![ConfigError {
+            path,
+            message,
+            position: position(inner),
+        }])
+    })
+}
+
+/// serde_json and YAML parsers append " at line X column Y"; the position is kept
+/// separately, so the message drops it.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
+        _ => message.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage two
+// ---------------------------------------------------------------------------
+
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+}
+
+impl Raw {
+    pub fn validate(self) -> Result<Config, ConfigErrors> {
+        let mut c = Checker { errors: Vec::new() };
+
+        let identity = validate_identity(&mut c, &self.identity);
+
+        let domain_suffix = match self.domain_suffix {
+            None => DEFAULT_DOMAIN_SUFFIX.to_string(),
+            Some(d) => {
+                let d = d.trim_matches('.').to_ascii_lowercase();
+                if !is_dns_name(&d) {
+                    c.err("domainSuffix", format!("{d:?} is not a DNS name, expected e.g. \"cluster.local\""));
+                }
+                d
+            }
+        };
+
+        let prefix = self
+            .header_prefix
+            .unwrap_or_else(|| DEFAULT_HEADER_PREFIX.to_string());
+        if !is_header_token(&prefix) || prefix.ends_with('-') || prefix.starts_with(':') {
+            c.err(
+                "headerPrefix",
+                format!("{prefix:?} is not a lowercase header name prefix, expected letters, digits and '-' (e.g. \"x-hybridmesh\")"),
+            );
+        }
+        let headers = HeaderNames::new(&prefix);
+
+        for (i, td) in self.trust_domains.iter().enumerate() {
+            if !is_dns_name(td) {
+                c.err(format!("trustDomains[{i}]"), format!("{td:?} is not a trust domain, expected a DNS name such as \"cluster.local\""));
+            }
+        }
+
+        let deny_status = self.deny_status.unwrap_or(DEFAULT_DENY_STATUS);
+        if !(400..=599).contains(&deny_status) {
+            c.err("denyStatus", format!("{deny_status} is not an error status, expected 400-599"));
+        }
+
+        let metrics_flush_ms = match self.metrics_flush_interval {
+            None => DEFAULT_METRICS_FLUSH_MS,
+            Some(text) => match parse_duration_ms(&text) {
+                Some(ms) if ms <= 60_000 => ms,
+                Some(_) => {
+                    c.err("metricsFlushInterval", format!("{text:?} is too long, expected at most 60s (0s flushes on every request)"));
+                    DEFAULT_METRICS_FLUSH_MS
+                }
+                None => {
+                    c.err("metricsFlushInterval", duration_expected(&text));
+                    DEFAULT_METRICS_FLUSH_MS
+                }
+            },
+        };
+
+        let clusters = validate_clusters(&mut c, self.clusters);
+        let default_outlier =
+            validate_outlier(&mut c, "outlierDetection", self.outlier_detection.as_ref(), OutlierDetection::default());
+
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, raw) in self.routes.into_iter().enumerate() {
+            if let Some(r) = validate_route(&mut c, i, raw, &clusters, default_outlier, &headers) {
+                routes.push(r);
+            }
+        }
+
+        if !c.errors.is_empty() {
+            return Err(ConfigErrors(c.errors));
+        }
+        let hosts = HostTable::build(routes.iter().map(|r| r.hosts.as_slice()));
+        Ok(Config {
+            identity,
+            direction: self.direction,
+            domain_suffix,
+            headers,
+            trust_source: self.trust_source,
+            trust_domains: self.trust_domains,
+            unknown_source: self.unknown_source,
+            deny_status,
+            allow_debug: self.allow_debug,
+            hop_log: self.hop_log,
+            filter_state: self.filter_state.unwrap_or(true),
+            metrics_flush_ms,
+            clusters,
+            routes,
+            hosts,
+        })
+    }
+}
+
+fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
+    let mut out = IdentityOverride::default();
+    if let Some(cluster) = &raw.cluster {
+        if is_cluster_name(cluster) {
+            out.cluster = Some(cluster.clone());
+        } else {
+            c.err("identity.cluster", cluster_name_expected(cluster));
+        }
+    }
+    if let Some(network) = &raw.network {
+        if network.is_empty() || network.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.err("identity.network", format!("{network:?} is not a network name, expected a non-empty name without spaces"));
+        } else {
+            out.network = Some(network.clone());
+        }
+    }
+    if let Some(locality) = &raw.locality {
+        match Locality::parse(locality) {
+            Some(l) if !l.is_empty() => out.locality = Some(l),
+            _ => c.err("identity.locality", locality_expected(locality)),
+        }
+    }
+    if let Some(ns) = &raw.namespace {
+        if is_dns_label(ns) {
+            out.namespace = Some(ns.clone());
+        } else {
+            c.err("identity.namespace", format!("{ns:?} is not a namespace name, expected a DNS label"));
+        }
+    }
+    out
+}
+
+fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> {
+    let mut out: Vec<ClusterInfo> = Vec::with_capacity(raw.len());
+    for (i, rc) in raw.into_iter().enumerate() {
+        if !is_cluster_name(&rc.name) {
+            c.err(format!("clusters[{i}].name"), cluster_name_expected(&rc.name));
+            continue;
+        }
+        if out.iter().any(|o| o.name == rc.name) {
+            c.err(format!("clusters[{i}].name"), format!("duplicate cluster {:?}", rc.name));
+            continue;
+        }
+        let locality = match Locality::parse(&rc.locality) {
+            Some(l) => l,
+            None => {
+                c.err(format!("clusters[{i}].locality"), locality_expected(&rc.locality));
+                Locality::default()
+            }
+        };
+        if rc.network.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.err(format!("clusters[{i}].network"), format!("{:?} is not a network name, expected a name without spaces", rc.network));
+        }
+        out.push(ClusterInfo {
+            name: rc.name,
+            network: rc.network,
+            locality,
+        });
+    }
+    out
+}
+
+fn validate_outlier(c: &mut Checker, path: &str, raw: Option<&RawOutlier>, base: OutlierDetection) -> OutlierDetection {
+    let Some(raw) = raw else { return base };
+    let mut out = base;
+    if let Some(n) = raw.consecutive_5xx_errors {
+        if n > 1000 {
+            c.err(format!("{path}.consecutive5xxErrors"), format!("{n} is too large, expected 0 (off) to 1000"));
+        } else {
+            out.consecutive_5xx = n;
+        }
+    }
+    let mut duration = |field: &str, text: &Option<String>, target: &mut u64| {
+        if let Some(t) = text {
+            match parse_duration_ms(t) {
+                Some(ms) if ms >= 1 => *target = ms,
+                Some(_) => c.err(format!("{path}.{field}"), format!("{t:?} is zero, expected at least 1ms")),
+                None => c.err(format!("{path}.{field}"), duration_expected(t)),
+            }
+        }
+    };
+    duration("baseEjectionTime", &raw.base_ejection_time, &mut out.base_ejection_ms);
+    duration("maxEjectionTime", &raw.max_ejection_time, &mut out.max_ejection_ms);
+    if out.max_ejection_ms < out.base_ejection_ms {
+        if raw.max_ejection_time.is_some() {
+            c.err(
+                format!("{path}.maxEjectionTime"),
+                format!("{}ms is shorter than baseEjectionTime {}ms", out.max_ejection_ms, out.base_ejection_ms),
+            );
+        } else {
+            out.max_ejection_ms = out.base_ejection_ms;
+        }
+    }
+    out
+}
+
+fn validate_route(
+    c: &mut Checker,
+    i: usize,
+    raw: RawRoute,
+    clusters: &[ClusterInfo],
+    default_outlier: OutlierDetection,
+    headers: &HeaderNames,
+) -> Option<Route> {
+    let at = |field: &str| format!("routes[{i}].{field}");
+    let errors_before = c.errors.len();
+    let kind = raw.policy;
+
+    if raw.hosts.is_empty() {
+        c.err(at("hosts"), "empty, expected at least one host (exact, \"*.ns.svc.cluster.local\" or \"*\")");
+    }
+    let mut hosts = Vec::with_capacity(raw.hosts.len());
+    for (j, h) in raw.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => hosts.push(p),
+            Err(why) => c.err(format!("routes[{i}].hosts[{j}]"), why),
+        }
+    }
+
+    // Fields that belong to one policy only.
+    let only = |c: &mut Checker, present: bool, field: &str, policy: PolicyKind| {
+        if present && kind != policy {
+            c.err(
+                at(field),
+                format!("only allowed with policy {}, this route's policy is {}", policy.as_str(), kind.as_str()),
+            );
+        }
+    };
+    only(c, raw.distribute.is_some(), "distribute", PolicyKind::Weighted);
+    only(c, raw.sticky_header.is_some(), "stickyHeader", PolicyKind::Weighted);
+    only(c, raw.failover.is_some(), "failover", PolicyKind::Failover);
+    only(c, raw.failover_priority.is_some(), "failoverPriority", PolicyKind::Failover);
+    let needs_clusters = matches!(kind, PolicyKind::Weighted | PolicyKind::Failover);
+    if !needs_clusters {
+        for (present, field) in [(raw.outlier_detection.is_some(), "outlierDetection"), (raw.clusters.is_some(), "clusters")] {
+            if present {
+                c.err(at(field), format!("only allowed with policy weighted or failover, this route's policy is {}", kind.as_str()));
+            }
+        }
+    }
+    if needs_clusters && clusters.is_empty() {
+        c.err(
+            at("policy"),
+            format!("{} needs the mesh's clusters: list them under clusters (name, network, locality)", kind.as_str()),
+        );
+    }
+
+    let candidates: Vec<usize> = match &raw.clusters {
+        None => (0..clusters.len()).collect(),
+        Some(names) => {
+            if names.is_empty() {
+                c.err(at("clusters"), "empty, expected at least one cluster name (or leave it out for all clusters)");
+            }
+            let mut idx = Vec::with_capacity(names.len());
+            for (j, n) in names.iter().enumerate() {
+                match clusters.iter().position(|cl| &cl.name == n) {
+                    Some(k) if idx.contains(&k) => c.err(format!("routes[{i}].clusters[{j}]"), format!("duplicate cluster {n:?}")),
+                    Some(k) => idx.push(k),
+                    None => c.err(format!("routes[{i}].clusters[{j}]"), unknown_cluster(n, clusters)),
+                }
+            }
+            idx
+        }
+    };
+
+    let outlier = if needs_clusters {
+        validate_outlier(c, &at("outlierDetection"), raw.outlier_detection.as_ref(), default_outlier)
+    } else {
+        default_outlier
+    };
+
+    let policy = match kind {
+        PolicyKind::None => Policy::None,
+        PolicyKind::ClusterLocal => Policy::ClusterLocal,
+        PolicyKind::Weighted => {
+            let mut distribute = Vec::new();
+            match raw.distribute {
+                None => c.err(at("distribute"), "missing, policy weighted needs at least one {from, to} entry"),
+                Some(entries) if entries.is_empty() => {
+                    c.err(at("distribute"), "empty, policy weighted needs at least one {from, to} entry")
+                }
+                Some(entries) => {
+                    for (j, d) in entries.into_iter().enumerate() {
+                        if let Some(d) = validate_distribute(c, i, j, d, clusters, &candidates) {
+                            distribute.push(d);
+                        }
+                    }
+                }
+            }
+            let sticky_header = match raw.sticky_header {
+                None => None,
+                Some(h) => {
+                    let lower = h.to_ascii_lowercase();
+                    if !is_header_token(lower.trim_start_matches(':')) {
+                        c.err(at("stickyHeader"), format!("{h:?} is not a header name"));
+                    } else if headers.is_reserved(lower.as_bytes()) {
+                        c.err(
+                            at("stickyHeader"),
+                            format!("{h:?} is one of this filter's own headers (prefix {:?}), which it strips from requests", headers.prefix),
+                        );
+                    }
+                    Some(lower)
+                }
+            };
+            Policy::Weighted {
+                distribute,
+                sticky_header,
+            }
+        }
+        PolicyKind::Failover => {
+            let mut failover = Vec::new();
+            for (j, f) in raw.failover.unwrap_or_default().into_iter().enumerate() {
+                let p = format!("routes[{i}].failover[{j}]");
+                if !is_region(&f.from) {
+                    c.err(format!("{p}.from"), region_expected(&f.from));
+                    continue;
+                }
+                if !is_region(&f.to) {
+                    c.err(format!("{p}.to"), region_expected(&f.to));
+                    continue;
+                }
+                if f.from == f.to {
+                    c.err(p, format!("from and to are both {:?}, expected two different regions", f.from));
+                    continue;
+                }
+                if !candidates.iter().any(|&k| clusters[k].locality.region == f.to) {
+                    let known: Vec<String> = candidates
+                        .iter()
+                        .map(|&k| format!("{}={}", clusters[k].name, display_region(&clusters[k].locality)))
+                        .collect();
+                    c.err(
+                        format!("{p}.to"),
+                        format!("no cluster of this route is in region {:?} (clusters: {})", f.to, known.join(", ")),
+                    );
+                    continue;
+                }
+                failover.push((f.from, f.to));
+            }
+            let priority = match raw.failover_priority {
+                None => DEFAULT_FAILOVER_PRIORITY.to_vec(),
+                Some(labels) => {
+                    let mut out = Vec::with_capacity(labels.len());
+                    for (j, l) in labels.iter().enumerate() {
+                        match TopologyLabel::parse(l) {
+                            Some(t) if out.contains(&t) => c.err(format!("routes[{i}].failoverPriority[{j}]"), format!("duplicate label {l:?}")),
+                            Some(t) => out.push(t),
+                            None => {
+                                let names: Vec<&str> = TopologyLabel::ALL.iter().map(|(n, _)| *n).collect();
+                                c.err(
+                                    format!("routes[{i}].failoverPriority[{j}]"),
+                                    format!("unknown label {l:?}, expected one of {}", names.join(", ")),
+                                )
+                            }
+                        }
+                    }
+                    out
+                }
+            };
+            Policy::Failover { failover, priority }
+        }
+    };
+
+    if c.errors.len() > errors_before {
+        return None;
+    }
+    Some(Route {
+        hosts,
+        policy,
+        candidates,
+        outlier,
+    })
+}
+
+fn validate_distribute(
+    c: &mut Checker,
+    i: usize,
+    j: usize,
+    raw: RawDistribute,
+    clusters: &[ClusterInfo],
+    candidates: &[usize],
+) -> Option<Distribute> {
+    let p = format!("routes[{i}].distribute[{j}]");
+    let before = c.errors.len();
+    let from = LocalityPattern::parse(&raw.from);
+    if from.is_none() {
+        c.err(
+            format!("{p}.from"),
+            format!("{:?} is not a locality pattern, expected region[/zone[/subzone]] with * for any (e.g. \"asia-northeast1/*\")", raw.from),
+        );
+    }
+    if raw.to.is_empty() {
+        c.err(format!("{p}.to"), "empty, expected cluster names with integer weights summing to 100");
+    }
+    let mut to: Vec<(usize, u32)> = Vec::with_capacity(raw.to.len());
+    let mut sum: u64 = 0;
+    for (name, value) in &raw.to {
+        let field = format!("{p}.to.{name}");
+        let Some(k) = clusters.iter().position(|cl| &cl.name == name) else {
+            c.err(field, unknown_cluster(name, clusters));
+            continue;
+        };
+        if !candidates.contains(&k) {
+            c.err(field, format!("cluster {name:?} is not in this route's clusters"));
+            continue;
+        }
+        match value.as_u64() {
+            Some(w) if w <= 100 => {
+                sum += w;
+                to.push((k, w as u32));
+            }
+            _ => c.err(field, format!("{value} is not a weight, expected an integer 0-100")),
+        }
+    }
+    if c.errors.len() == before && sum != 100 {
+        c.err(format!("{p}.to"), format!("weights sum to {sum}, expected 100"));
+    }
+    if c.errors.len() > before {
+        return None;
+    }
+    to.sort_by_key(|(k, _)| *k);
+    to.retain(|(_, w)| *w > 0);
+    Some(Distribute {
+        from: from?,
+        to,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Small syntax checks and messages
+// ---------------------------------------------------------------------------
+
+/// Parses Istio/Go style durations: `1h`, `1m`, `30s`, `1.5s`, `500ms`, `1m30s`.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|ch: char| ch.is_ascii_digit() || ch == '.').unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * factor;
+    }
+    if !total.is_finite() || total > 1e15 {
+        return None;
+    }
+    Some(total.round() as u64)
+}
+
+fn duration_expected(text: &str) -> String {
+    format!("{text:?} is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\"")
+}
+
+fn locality_expected(text: &str) -> String {
+    format!("{text:?} is not a locality, expected region[/zone[/subzone]] (e.g. \"tokyo-onprem\")")
+}
+
+fn region_expected(text: &str) -> String {
+    format!("{text:?} is not a region, expected a region name without '/' or '*' (e.g. \"asia-northeast1\")")
+}
+
+fn cluster_name_expected(text: &str) -> String {
+    format!("{text:?} is not a cluster name, expected letters, digits, '-', '_' or '.'")
+}
+
+fn unknown_cluster(name: &str, clusters: &[ClusterInfo]) -> String {
+    let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    if names.is_empty() {
+        format!("unknown cluster {name:?}: no clusters are listed under clusters")
+    } else {
+        format!("unknown cluster {name:?}, expected one of {}", names.join(", "))
+    }
+}
+
+fn display_region(l: &Locality) -> String {
+    if l.region.is_empty() {
+        "(no region)".to_string()
+    } else {
+        l.region.clone()
+    }
+}
+
+fn is_region(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains('*') && !s.chars().any(|ch| ch.is_whitespace())
+}
+
+/// Cluster names as Istio accepts them (`values.global.multiCluster.clusterName`).
+pub fn is_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(crate) fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    })
+}
+
+fn is_header_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+}

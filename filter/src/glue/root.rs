@@ -1,0 +1,224 @@
+//! The root context: configure (parse, resolve identity, compile), metrics flush.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use super::host;
+use super::http::Http;
+use crate::decide::{mix, Rng};
+use crate::flow::{Effects, Filter, Level};
+use crate::identity::{Locality, NodeFacts};
+use crate::metrics::LabelGuard;
+
+/// State shared by the root context and its HTTP contexts (one worker VM).
+pub struct Shared {
+    pub filter: Option<Rc<Filter>>,
+    pub rng: Rng,
+    pub metrics: Metrics,
+}
+
+/// Counters, buffered per VM and flushed on tick (or at once when the flush
+/// interval is 0), so a request costs no metric host call.
+#[derive(Default)]
+pub struct Metrics {
+    ids: HashMap<String, u32>,
+    pending: HashMap<u32, u64>,
+    guard: LabelGuard,
+    immediate: bool,
+}
+
+impl Metrics {
+    pub fn record(&mut self, effects: &Effects) {
+        for c in &effects.counters {
+            let c = self.bounded(c);
+            let name = c.name();
+            let id = match self.ids.get(&name) {
+                Some(id) => *id,
+                None => match host::define_counter(&name) {
+                    Ok(id) => {
+                        self.ids.insert(name, id);
+                        id
+                    }
+                    Err(s) => {
+                        log::debug!("hybridmesh: define_metric {name} failed: {s:?}");
+                        continue;
+                    }
+                },
+            };
+            if self.immediate {
+                let _ = host::increment(id, 1);
+            } else {
+                *self.pending.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn bounded(&mut self, c: &crate::metrics::Counter) -> crate::metrics::Counter {
+        use crate::metrics::Counter;
+        match c {
+            Counter::Requests {
+                source,
+                destination,
+                decision,
+                cross_network,
+            } => Counter::Requests {
+                source: self.guard.label(Some(source)),
+                destination: self.guard.label(Some(destination)),
+                decision,
+                cross_network: *cross_network,
+            },
+            Counter::Ejections { destination } => Counter::Ejections {
+                destination: self.guard.label(Some(destination)),
+            },
+            Counter::Denied { source } => Counter::Denied {
+                source: self.guard.label(Some(source)),
+            },
+            Counter::Spoofed { direction } => Counter::Spoofed { direction: *direction },
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for (id, n) in self.pending.drain() {
+            let _ = host::increment(id, n);
+        }
+    }
+}
+
+pub fn emit_logs(effects: &Effects) {
+    for (level, line) in &effects.logs {
+        log::log!(to_log_level(*level), "hybridmesh: {line}");
+    }
+}
+
+pub fn to_log_level(level: Level) -> log::Level {
+    match level {
+        Level::Trace => log::Level::Trace,
+        Level::Debug => log::Level::Debug,
+        Level::Info => log::Level::Info,
+        Level::Warn => log::Level::Warn,
+        Level::Error | Level::Critical => log::Level::Error,
+    }
+}
+
+pub struct Root {
+    context_id: u32,
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            shared: Rc::new(RefCell::new(Shared {
+                filter: None,
+                rng: Rng::new(u64::from(context_id)),
+                metrics: Metrics::default(),
+            })),
+        }
+    }
+}
+
+/// A node property, from Envoy 1.40's `xds.node` paths or, for older proxies, `node`.
+fn node_property(path: &[&str]) -> Option<String> {
+    let mut xds = vec!["xds", "node"];
+    xds.extend_from_slice(path);
+    let mut legacy = vec!["node"];
+    legacy.extend_from_slice(path);
+    [xds, legacy].iter().find_map(|p| {
+        host::get_property(p)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+    })
+}
+
+fn node_facts() -> NodeFacts {
+    let part = |k: &str| node_property(&["locality", k]).unwrap_or_default();
+    NodeFacts {
+        cluster: node_property(&["metadata", "CLUSTER_ID"]),
+        network: node_property(&["metadata", "NETWORK"]),
+        locality: Locality::new(&part("region"), &part("zone"), &part("sub_zone")),
+        namespace: node_property(&["metadata", "NAMESPACE"]),
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        host::sync_log_level();
+        let bytes = match host::plugin_configuration(plugin_configuration_size) {
+            Ok(b) => b,
+            Err(s) => {
+                log::error!("hybridmesh: cannot read the plugin configuration (status {}); keeping the previous one", s.0);
+                return false;
+            }
+        };
+        let cfg = match crate::config::parse_json(&bytes) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("hybridmesh: invalid plugin config: {e}");
+                }
+                log::error!(
+                    "hybridmesh: plugin config rejected ({} problem{}); keeping the previous config",
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" }
+                );
+                return false;
+            }
+        };
+        let filter = match Filter::new(cfg, &node_facts()) {
+            Ok(f) => f,
+            Err(issue) => {
+                log::error!("hybridmesh: invalid plugin config: {issue}");
+                log::error!("hybridmesh: plugin config rejected (1 problem); keeping the previous config");
+                return false;
+            }
+        };
+        for w in &filter.warnings {
+            log::warn!("hybridmesh: {w}");
+        }
+        let flush_ms = filter.cfg.metrics_flush_ms;
+        if flush_ms > 0 {
+            if let Err(s) = host::set_tick_period_ms(u32::try_from(flush_ms).unwrap_or(u32::MAX)) {
+                log::warn!("hybridmesh: cannot set the tick period (status {}); metrics flush on every request", s.0);
+            }
+        }
+        log::info!(
+            "hybridmesh: configured cluster={} network={} locality={} namespace={} direction={:?} routes={}",
+            filter.me.cluster,
+            if filter.me.network.is_empty() { "-" } else { &filter.me.network },
+            if filter.me.locality.is_empty() { "-".to_string() } else { filter.me.locality.to_string() },
+            if filter.me.namespace.is_empty() { "-" } else { &filter.me.namespace },
+            filter.cfg.direction,
+            filter.cfg.routes.len()
+        );
+        let seed = host::now_ns().unwrap_or(0) ^ mix(u64::from(self.context_id));
+        let mut sh = self.shared.borrow_mut();
+        sh.metrics.flush();
+        sh.metrics.immediate = flush_ms == 0;
+        sh.metrics.guard = LabelGuard::new(filter.cfg.clusters.iter().map(|c| c.name.clone()).chain(std::iter::once(filter.me.cluster.clone())));
+        sh.rng = Rng::new(seed);
+        sh.filter = Some(Rc::new(filter));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.shared.borrow_mut().metrics.flush();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let filter = self.shared.borrow().filter.clone();
+        Some(Box::new(Http::new(self.shared.clone(), filter)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,162 @@
+//! Hop records: one per cross-cluster request, seen from the client side.
+//!
+//! A record says who sent the request, which cluster was chosen and which
+//! served it, whether it crossed networks and through which gateway, why it
+//! went there, its status and latency. It is written to the log, to Envoy
+//! filter state (for access logs) and, on request, to a response header.
+
+use std::fmt::Write as _;
+
+use crate::identity::Identity;
+
+/// The port of Istio's east-west gateway (AUTO_PASSTHROUGH mTLS).
+pub const EAST_WEST_GATEWAY_PORT: u16 = 15443;
+
+/// The server side's `served-by` value: `cluster=<c>;network=<n>;locality=<l>`.
+pub fn served_by_value(me: &Identity) -> String {
+    format!("cluster={};network={};locality={}", me.cluster, me.network, me.locality)
+}
+
+/// A parsed `served-by` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedBy {
+    pub cluster: String,
+    pub network: String,
+    pub locality: String,
+}
+
+impl ServedBy {
+    /// Parses `key=value;...`; unknown keys are ignored; no cluster means `None`.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut out = ServedBy::default();
+        for part in text.split(';') {
+            let Some((k, v)) = part.trim().split_once('=') else { continue };
+            match k {
+                "cluster" => out.cluster = v.to_string(),
+                "network" => out.network = v.to_string(),
+                "locality" => out.locality = v.to_string(),
+                _ => {}
+            }
+        }
+        (!out.cluster.is_empty() && crate::config::is_cluster_name(&out.cluster)).then_some(out)
+    }
+}
+
+/// True when `address` (`ip:port`) is an east-west gateway.
+pub fn is_gateway_address(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|p| p == EAST_WEST_GATEWAY_PORT)
+}
+
+/// What the client side knows once the response headers arrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HopRecord {
+    pub request_id: String,
+    pub service: String,
+    pub source_cluster: String,
+    pub source_network: String,
+    /// The cluster the filter chose (`None`: left to Envoy).
+    pub target: Option<String>,
+    /// The cluster that answered (served-by header, else endpoint metadata).
+    pub served_by: Option<String>,
+    pub served_network: Option<String>,
+    pub cross_network: bool,
+    /// `ip:port` of the remote east-west gateway crossed, if any.
+    pub gateway: Option<String>,
+    /// Metric label of the decision (`cluster_local`, `weighted`, `failover`, `none`).
+    pub decision: &'static str,
+    pub rule: Option<usize>,
+    /// One line explaining the decision.
+    pub reason: String,
+    pub status: u32,
+    /// Envoy response flags (bitmask), 0 when none were read.
+    pub flags: u64,
+    pub latency_ms: u64,
+}
+
+impl HopRecord {
+    /// `hop id=.. service=.. src=gke dst=anthos served_by=anthos cross_network=true ...`
+    pub fn log_line(&self) -> String {
+        let mut s = String::with_capacity(200);
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_string());
+        let _ = write!(
+            s,
+            "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} reason=\"{}\"",
+            if self.request_id.is_empty() { "-" } else { &self.request_id },
+            if self.service.is_empty() { "-" } else { &self.service },
+            self.source_cluster,
+            opt(&self.target),
+            opt(&self.served_by),
+            self.cross_network,
+            opt(&self.gateway),
+            self.decision,
+            self.status,
+            self.latency_ms,
+            self.reason.replace('"', "'"),
+        );
+        s
+    }
+
+    /// Compact JSON, for filter state (`%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`).
+    pub fn to_json(&self) -> String {
+        let v = serde_json::json!({
+            "request_id": self.request_id,
+            "service": self.service,
+            "source_cluster": self.source_cluster,
+            "source_network": self.source_network,
+            "target_cluster": self.target,
+            "served_by": self.served_by,
+            "served_network": self.served_network,
+            "cross_network": self.cross_network,
+            "gateway": self.gateway,
+            "decision": self.decision,
+            "rule": self.rule,
+            "reason": self.reason,
+            "status": self.status,
+            "response_flags": self.flags,
+            "latency_ms": self.latency_ms,
+        });
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Locality;
+
+    #[test]
+    fn served_by_round_trips() {
+        let me = Identity {
+            cluster: "anthos".into(),
+            network: "default".into(),
+            locality: Locality::new("tokyo-onprem", "", ""),
+            namespace: "default".into(),
+        };
+        let v = served_by_value(&me);
+        assert_eq!(v, "cluster=anthos;network=default;locality=tokyo-onprem");
+        let p = ServedBy::parse(v.as_bytes()).unwrap();
+        assert_eq!(p.cluster, "anthos");
+        assert_eq!(p.network, "default");
+        assert_eq!(p.locality, "tokyo-onprem");
+    }
+
+    #[test]
+    fn served_by_rejects_garbage() {
+        assert_eq!(ServedBy::parse(b"network=x"), None);
+        assert_eq!(ServedBy::parse(b"cluster=a b"), None);
+        assert_eq!(ServedBy::parse(&[0xff]), None);
+        assert_eq!(ServedBy::parse(b"cluster=gke;weird;x=y").map(|s| s.cluster), Some("gke".into()));
+    }
+
+    #[test]
+    fn gateway_is_port_15443() {
+        assert!(is_gateway_address("172.16.10.152:15443"));
+        assert!(is_gateway_address("[fd00::1]:15443"));
+        assert!(!is_gateway_address("10.24.1.9:8080"));
+        assert!(!is_gateway_address("garbage"));
+    }
+}

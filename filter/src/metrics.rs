@@ -1,0 +1,124 @@
+//! The filter's counters and their names.
+//!
+//! Labels are written into the metric name the way Istio's stats filter does
+//! (`key=.=value;.;` before the metric's own name), so Envoy's tag extraction
+//! (`stats_tags` regex `(key=\.=(.*?);\.;)`, which Istio's bootstrap already has
+//! for `source_cluster` and `destination_cluster`) turns them into Prometheus
+//! labels and leaves the bare name, e.g.
+//! `source_cluster=.=gke;.;destination_cluster=.=anthos;.;decision=.=weighted;.;cross_network=.=true;.;hybridmesh_requests_total`.
+//!
+//! Cardinality is bounded by construction: decisions and booleans are fixed
+//! sets, and each VM admits at most [`MAX_CLUSTER_LABELS`] distinct cluster
+//! names (further ones are counted as `other`).
+
+use crate::flow::Direction;
+
+pub const MAX_CLUSTER_LABELS: usize = 32;
+
+/// One counter increment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// A request answered, seen by the client side.
+    Requests {
+        source: String,
+        destination: String,
+        decision: &'static str,
+        cross_network: bool,
+    },
+    /// A cluster ejected for a service (the service is not a label: unbounded).
+    Ejections { destination: String },
+    /// A request refused by the server side (cluster-local).
+    Denied { source: String },
+    /// Identity/decision headers removed because the sender may not set them.
+    Spoofed { direction: Direction },
+}
+
+impl Counter {
+    /// The Envoy stat name (labels first, then the metric name).
+    pub fn name(&self) -> String {
+        let tag = |k: &str, v: &str| format!("{k}=.={v};.;");
+        match self {
+            Counter::Requests {
+                source,
+                destination,
+                decision,
+                cross_network,
+            } => format!(
+                "{}{}{}{}hybridmesh_requests_total",
+                tag("source_cluster", source),
+                tag("destination_cluster", destination),
+                tag("decision", decision),
+                tag("cross_network", if *cross_network { "true" } else { "false" }),
+            ),
+            Counter::Ejections { destination } => {
+                format!("{}hybridmesh_ejections_total", tag("destination_cluster", destination))
+            }
+            Counter::Denied { source } => format!("{}hybridmesh_denied_total", tag("source_cluster", source)),
+            Counter::Spoofed { direction } => format!(
+                "{}hybridmesh_spoofed_headers_total",
+                tag("direction", if *direction == Direction::Inbound { "inbound" } else { "outbound" }),
+            ),
+        }
+    }
+}
+
+/// Admits at most [`MAX_CLUSTER_LABELS`] distinct cluster label values.
+#[derive(Debug, Default, Clone)]
+pub struct LabelGuard {
+    seen: Vec<String>,
+}
+
+impl LabelGuard {
+    /// Starts with the configured clusters (always admitted).
+    pub fn new(known: impl Iterator<Item = String>) -> Self {
+        let mut seen: Vec<String> = known.collect();
+        seen.truncate(MAX_CLUSTER_LABELS);
+        LabelGuard { seen }
+    }
+
+    pub fn label(&mut self, cluster: Option<&str>) -> String {
+        let Some(c) = cluster.filter(|c| !c.is_empty()) else {
+            return "unknown".to_string();
+        };
+        if self.seen.iter().any(|s| s == c) {
+            return c.to_string();
+        }
+        if self.seen.len() < MAX_CLUSTER_LABELS && crate::config::is_cluster_name(c) {
+            self.seen.push(c.to_string());
+            return c.to_string();
+        }
+        "other".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_labels_in_istio_style() {
+        let c = Counter::Requests {
+            source: "gke".into(),
+            destination: "anthos".into(),
+            decision: "weighted",
+            cross_network: true,
+        };
+        assert_eq!(
+            c.name(),
+            "source_cluster=.=gke;.;destination_cluster=.=anthos;.;decision=.=weighted;.;cross_network=.=true;.;hybridmesh_requests_total"
+        );
+    }
+
+    #[test]
+    fn cluster_labels_are_bounded() {
+        let mut g = LabelGuard::new(["gke".to_string()].into_iter());
+        assert_eq!(g.label(Some("gke")), "gke");
+        assert_eq!(g.label(None), "unknown");
+        assert_eq!(g.label(Some("bad;name")), "other");
+        for i in 0..100 {
+            g.label(Some(&format!("c{i}")));
+        }
+        assert_eq!(g.label(Some("c0")), "c0");
+        assert_eq!(g.label(Some("c99")), "other");
+    }
+}

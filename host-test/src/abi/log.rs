@@ -1,0 +1,38 @@
+//! Logging: `proxy_log`, `proxy_get_log_level` (spec: "Logging").
+
+use wasmtime::{Caller, Linker};
+
+use super::{memory, HostResult, Status};
+use crate::host::HostState;
+use crate::state::{Level, LogEntry};
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    link!(linker, proxy_log(level: i32, message_data: i32, message_size: i32));
+    link!(linker, proxy_get_log_level(return_level: i32));
+    Ok(())
+}
+
+/// `proxy_log` (spec "Logging"): logs the message at `level`; messages below the plugin's
+/// log level are dropped, as Envoy does. `BadArgument` for an unknown level.
+fn proxy_log(caller: &mut Caller<'_, HostState>, level: i32, data: i32, size: i32) -> HostResult {
+    let level = Level::from_raw(level).ok_or(Status::BadArgument)?;
+    let message = memory::read_string(caller, data, size)?;
+    let state = caller.data_mut();
+    state.note(|| format!("{level}: {message}"));
+    if level >= state.env.log_level {
+        let entry = LogEntry {
+            worker: state.worker,
+            context_id: state.active_context,
+            level,
+            message,
+        };
+        state.shared().logs.push(entry);
+    }
+    Ok(())
+}
+
+/// `proxy_get_log_level` (spec "Logging"): the plugin's log level.
+fn proxy_get_log_level(caller: &mut Caller<'_, HostState>, return_level: i32) -> HostResult {
+    let level = caller.data().env.log_level as u32;
+    memory::write_u32(caller, return_level, level)
+}

@@ -1,0 +1,754 @@
+//! The Envoy 1.40 / Istio model the harness plays: node metadata, connection, route
+//! table, upstream answer, and the properties a filter reads with `proxy_get_property`.
+//!
+//! What is served (see `/work/shared/FACTS.md` for the measurements behind it):
+//!
+//! | path | when | encoding |
+//! |---|---|---|
+//! | `xds.node.metadata.CLUSTER_ID`, `xds.node.metadata.NETWORK`, any other key given with [`Proxy::metadata`] | always ([`NodeMetadataStyle::Xds`]) | raw UTF-8 |
+//! | `xds.node.locality.region` / `zone` / `sub_zone` | always (`Xds`) | raw UTF-8 (may be empty) |
+//! | `xds.node.metadata`, `xds.node.locality` | always (`Xds`) | proxy-wasm pairs encoding |
+//! | `node.metadata.*`, `node.locality.*`, `node.metadata`, `node.locality` | only with [`NodeMetadataStyle::Legacy`] | as above |
+//! | `xds.node` | always | a 61,440-byte opaque blob, as big as Envoy's serialized `Node` (do not read it) |
+//! | `listener_direction` | always | 8-byte little-endian integer: 0 unspecified, 1 inbound, 2 outbound |
+//! | `plugin_name`, `plugin_root_id`, `plugin_vm_id` | always | raw UTF-8 |
+//! | `xds.route_name`, `route_name`, `xds.cluster_name` | stream, once a route matched; in a callback: the route chosen before it | raw UTF-8 |
+//! | `connection.mtls` | stream | 1-byte bool |
+//! | `connection.uri_san_peer_certificate`, `connection.uri_san_local_certificate` | stream, mTLS only | raw UTF-8 |
+//! | `source.address`, `destination.address` | stream, when given | raw UTF-8 `ip:port` |
+//! | `request.path`, `request.url_path`, `request.host`, `request.method`, `request.scheme`, `request.id`, `request.useragent` | stream, from the request headers | raw UTF-8 |
+//! | `response.code`, `response.flags` | once the upstream answered (or a local reply was sent) | 8-byte little-endian integer |
+//! | `upstream.address` | once an upstream host answered | raw UTF-8 `ip:port` |
+//! | `upstream.port` | once an upstream host answered | 8-byte little-endian integer |
+//! | `xds.upstream_host_metadata` | once an upstream host answered | serialized `envoy.config.core.v3.Metadata`; **`SerializationFailure` when the host has no metadata**, as in Envoy |
+//! | anything set with `proxy_set_property` | where it was set (stream or root) | the bytes set |
+//!
+//! Everything else is `NotFound`.
+
+use std::collections::BTreeMap;
+
+use crate::abi::Status;
+
+/// Traffic direction of the listener the filter runs on (`listener_direction`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `UNSPECIFIED` = 0
+    #[default]
+    Unspecified = 0,
+    /// `INBOUND` = 1 (sidecar inbound listener)
+    Inbound = 1,
+    /// `OUTBOUND` = 2 (sidecar outbound listener, gateways)
+    Outbound = 2,
+}
+
+/// Where the proxy serves node metadata and locality.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NodeMetadataStyle {
+    /// Envoy 1.40: `xds.node.metadata.*`, `xds.node.locality.*`; the old `node.*` paths
+    /// are `NotFound`.
+    #[default]
+    Xds,
+    /// Older proxies: `node.metadata.*`, `node.locality.*`; the `xds.node.*` paths are
+    /// `NotFound`.
+    Legacy,
+}
+
+/// Legacy Envoy response flag bits served as `response.flags`.
+pub mod response_flags {
+    /// UH: no healthy upstream hosts.
+    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+    /// UT: upstream request timeout.
+    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    /// UR: upstream remote reset.
+    pub const UPSTREAM_REMOTE_RESET: u64 = 0x10;
+    /// UF: upstream connection failure.
+    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+    /// UC: upstream connection termination.
+    pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    /// UO: upstream overflow (circuit breaking).
+    pub const UPSTREAM_OVERFLOW: u64 = 0x80;
+    /// NR: no route found.
+    pub const NO_ROUTE_FOUND: u64 = 0x100;
+}
+
+/// The proxy a plugin runs in: Istio node metadata, locality, listener direction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Proxy {
+    metadata: BTreeMap<String, String>,
+    region: String,
+    zone: String,
+    sub_zone: String,
+    direction: Direction,
+    style: NodeMetadataStyle,
+}
+
+impl Proxy {
+    /// An Istio sidecar whose `CLUSTER_ID` is `cluster_id` (Istio's default is the literal
+    /// `Kubernetes`), with no `NETWORK` and an empty locality.
+    pub fn istio(cluster_id: &str) -> Proxy {
+        Proxy::default().metadata("CLUSTER_ID", cluster_id)
+    }
+
+    /// Sets node metadata `NETWORK`.
+    pub fn network(self, network: &str) -> Proxy {
+        self.metadata("NETWORK", network)
+    }
+
+    /// Sets any node metadata key (string values).
+    pub fn metadata(mut self, key: &str, value: &str) -> Proxy {
+        self.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Sets the node locality (empty strings as on Anthos on-prem nodes).
+    pub fn locality(mut self, region: &str, zone: &str, sub_zone: &str) -> Proxy {
+        self.region = region.to_owned();
+        self.zone = zone.to_owned();
+        self.sub_zone = sub_zone.to_owned();
+        self
+    }
+
+    /// Sets the listener direction.
+    pub fn direction(mut self, direction: Direction) -> Proxy {
+        self.direction = direction;
+        self
+    }
+
+    /// Chooses where node metadata is served.
+    pub fn node_metadata_style(mut self, style: NodeMetadataStyle) -> Proxy {
+        self.style = style;
+        self
+    }
+
+    fn node_property(&self, rest: &[&str]) -> Result<Vec<u8>, Status> {
+        match rest {
+            ["metadata"] => Ok(serialize_pairs(
+                self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )),
+            ["metadata", key] => self
+                .metadata
+                .get(*key)
+                .map(|v| v.as_bytes().to_vec())
+                .ok_or(Status::NotFound),
+            ["locality"] => Ok(serialize_pairs([
+                ("region", self.region.as_str()),
+                ("zone", self.zone.as_str()),
+                ("sub_zone", self.sub_zone.as_str()),
+            ])),
+            ["locality", "region"] => Ok(self.region.as_bytes().to_vec()),
+            ["locality", "zone"] => Ok(self.zone.as_bytes().to_vec()),
+            ["locality", "sub_zone"] => Ok(self.sub_zone.as_bytes().to_vec()),
+            _ => Err(Status::NotFound),
+        }
+    }
+}
+
+/// The downstream connection of a stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Connection {
+    mtls: bool,
+    peer_uri_san: Option<String>,
+    local_uri_san: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+}
+
+impl Connection {
+    /// A plaintext connection.
+    pub fn plaintext() -> Connection {
+        Connection::default()
+    }
+
+    /// An mTLS connection with the peer's and our own URI SAN (SPIFFE ids in Istio).
+    pub fn mtls(peer_uri_san: &str, local_uri_san: &str) -> Connection {
+        Connection {
+            mtls: true,
+            peer_uri_san: Some(peer_uri_san.to_owned()),
+            local_uri_san: Some(local_uri_san.to_owned()),
+            ..Connection::default()
+        }
+    }
+
+    /// Sets `source.address` ("ip:port").
+    pub fn source(mut self, address: &str) -> Connection {
+        self.source = Some(address.to_owned());
+        self
+    }
+
+    /// Sets `destination.address` ("ip:port").
+    pub fn destination(mut self, address: &str) -> Connection {
+        self.destination = Some(address.to_owned());
+        self
+    }
+
+    /// Whether the connection is mTLS.
+    pub fn is_mtls(&self) -> bool {
+        self.mtls
+    }
+}
+
+/// A value of a `google.protobuf.Struct` field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StructValue {
+    /// `null_value`
+    Null,
+    /// `number_value`
+    Number(f64),
+    /// `string_value`
+    String(String),
+    /// `bool_value`
+    Bool(bool),
+    /// `struct_value`
+    Struct(BTreeMap<String, StructValue>),
+    /// `list_value`
+    List(Vec<StructValue>),
+}
+
+/// `envoy.config.core.v3.Metadata`: `filter_metadata` map<string, google.protobuf.Struct>.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostMetadata {
+    /// Filter namespace (e.g. `istio`) -> struct fields.
+    pub filter_metadata: BTreeMap<String, BTreeMap<String, StructValue>>,
+}
+
+impl HostMetadata {
+    /// Istio's endpoint metadata: `istio` -> `workload` = `workload` (e.g.
+    /// `"name;namespace;canonical-name;revision;cluster"`, or `";;;;<cluster>"` for a remote
+    /// east-west gateway).
+    pub fn istio_workload(workload: &str) -> HostMetadata {
+        HostMetadata::default().field("istio", "workload", StructValue::String(workload.into()))
+    }
+
+    /// Adds one field to a filter namespace.
+    pub fn field(mut self, namespace: &str, key: &str, value: StructValue) -> HostMetadata {
+        self.filter_metadata
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value);
+        self
+    }
+
+    /// The serialized protobuf, as Envoy returns it for `xds.upstream_host_metadata`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (namespace, fields) in &self.filter_metadata {
+            let mut entry = Vec::new();
+            protobuf::bytes_field(&mut entry, 1, namespace.as_bytes());
+            protobuf::bytes_field(&mut entry, 2, &protobuf::encode_struct(fields));
+            protobuf::bytes_field(&mut out, 1, &entry);
+        }
+        out
+    }
+}
+
+/// What the upstream answered (or did not: see [`response_flags`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upstream {
+    pub(crate) status: u32,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) trailers: Vec<(String, String)>,
+    pub(crate) address: Option<String>,
+    pub(crate) metadata: Option<HostMetadata>,
+    pub(crate) flags: u64,
+}
+
+impl Upstream {
+    /// An answer with this HTTP status, no upstream host yet (set one with
+    /// [`Upstream::address`]; without it `upstream.*` is `NotFound`, as for an Envoy-generated
+    /// 503 with no healthy upstream).
+    pub fn new(status: u32) -> Upstream {
+        Upstream {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+            address: None,
+            metadata: None,
+            flags: 0,
+        }
+    }
+
+    /// The upstream host that answered ("ip:port").
+    pub fn address(mut self, address: &str) -> Upstream {
+        self.address = Some(address.to_owned());
+        self
+    }
+
+    /// Host metadata `istio.workload` (see [`HostMetadata::istio_workload`]).
+    pub fn istio_workload(self, workload: &str) -> Upstream {
+        self.host_metadata(HostMetadata::istio_workload(workload))
+    }
+
+    /// Host metadata. Without it, `xds.upstream_host_metadata` is `SerializationFailure`.
+    pub fn host_metadata(mut self, metadata: HostMetadata) -> Upstream {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// A response header (the key is lower-cased).
+    pub fn header(mut self, key: &str, value: &str) -> Upstream {
+        self.headers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// A response trailer.
+    pub fn trailer(mut self, key: &str, value: &str) -> Upstream {
+        self.trailers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// The response body.
+    pub fn body(mut self, body: &[u8]) -> Upstream {
+        self.body = body.to_vec();
+        self
+    }
+
+    /// Response flags ([`response_flags`] bits, or-ed).
+    pub fn flags(mut self, flags: u64) -> Upstream {
+        self.flags = flags;
+        self
+    }
+}
+
+/// One route of the proxy's route table: exact header matches -> cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    name: String,
+    headers: Vec<(String, String)>,
+    cluster: String,
+}
+
+impl Route {
+    /// A route named `name` (its cluster defaults to the name).
+    pub fn new(name: &str) -> Route {
+        Route {
+            name: name.to_owned(),
+            headers: Vec::new(),
+            cluster: name.to_owned(),
+        }
+    }
+
+    /// Requires header `key` to equal `value` (any repeated entry may match, as Envoy 1.40).
+    pub fn header(mut self, key: &str, value: &str) -> Route {
+        self.headers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// The target cluster.
+    pub fn cluster(mut self, cluster: &str) -> Route {
+        self.cluster = cluster.to_owned();
+        self
+    }
+
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        self.headers
+            .iter()
+            .all(|(k, v)| headers.get_all(k).any(|have| have == v))
+    }
+}
+
+/// A chosen route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRoute {
+    /// Route name (`default` for the default route).
+    pub name: String,
+    /// Target cluster.
+    pub cluster: String,
+}
+
+/// Ordered routes plus an optional default cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    pub(crate) routes: Vec<Route>,
+    pub(crate) default_cluster: Option<String>,
+}
+
+impl RouteTable {
+    /// The first route whose conditions all match, else the default, else none (404 NR).
+    pub fn select(&self, headers: &HeaderMap) -> Option<MatchedRoute> {
+        if let Some(route) = self.routes.iter().find(|r| r.matches(headers)) {
+            return Some(MatchedRoute {
+                name: route.name.clone(),
+                cluster: route.cluster.clone(),
+            });
+        }
+        self.default_cluster.as_ref().map(|cluster| MatchedRoute {
+            name: "default".to_owned(),
+            cluster: cluster.clone(),
+        })
+    }
+}
+
+/// An Envoy-faithful HTTP header map: ordered, repeated keys allowed, keys lower-cased on
+/// write, lookups return the first value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderMap {
+    entries: Vec<(String, String)>,
+}
+
+impl HeaderMap {
+    /// A map from pairs (keys lower-cased).
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> HeaderMap {
+        let mut map = HeaderMap::default();
+        for (k, v) in pairs {
+            map.add(k.as_ref(), v.as_ref());
+        }
+        map
+    }
+
+    /// First value of `key` (Envoy's `getHeaderMapValue`).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.get_all(key).next()
+    }
+
+    /// Every value of `key`, in order.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Appends an entry (Envoy's `addCopy`).
+    pub fn add(&mut self, key: &str, value: &str) {
+        self.entries.push((key.to_ascii_lowercase(), value.to_owned()));
+    }
+
+    /// Replaces the FIRST entry of `key`, or appends one (Envoy's `setCopy`: later repeated
+    /// entries survive).
+    pub fn replace(&mut self, key: &str, value: &str) {
+        let key = key.to_ascii_lowercase();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value.to_owned(),
+            None => self.entries.push((key, value.to_owned())),
+        }
+    }
+
+    /// Removes every entry of `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.entries
+    }
+
+    /// The entries as owned pairs.
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.entries.clone()
+    }
+
+    /// proxy-wasm pairs encoding of the map.
+    pub fn serialize(&self) -> Vec<u8> {
+        serialize_pairs(self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// proxy-wasm map serialization: count u32, (key_len u32, value_len u32) each, then
+/// `key\0value\0` each, little-endian.
+pub fn serialize_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> Vec<u8> {
+    let count = pairs.clone().into_iter().count();
+    let mut out = Vec::new();
+    out.extend_from_slice(&len_u32(count).to_le_bytes());
+    for (k, v) in pairs.clone() {
+        out.extend_from_slice(&len_u32(k.len()).to_le_bytes());
+        out.extend_from_slice(&len_u32(v.len()).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Parses proxy-wasm map serialization. `None` when malformed; an empty input or a single
+/// zero byte is an empty map (the spec allows both).
+pub fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    if bytes.is_empty() || bytes == [0] {
+        return Some(Vec::new());
+    }
+    let word = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = word(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_len = word(4 + i * 8)?;
+        let value_len = word(8 + i * 8)?;
+        let key = bytes.get(data..data.checked_add(key_len)?)?;
+        data = data.checked_add(key_len)?.checked_add(1)?;
+        let value = bytes.get(data..data.checked_add(value_len)?)?;
+        data = data.checked_add(value_len)?.checked_add(1)?;
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(out)
+}
+
+/// Size of Envoy 1.40's serialized `Node` as measured on an Istio sidecar.
+pub const XDS_NODE_BLOB_SIZE: usize = 61_440;
+
+/// What the property resolver needs to know about a stream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamFacts<'a> {
+    pub connection: &'a Connection,
+    /// Route chosen before the running callback.
+    pub route: Option<&'a MatchedRoute>,
+    pub request_headers: Option<&'a HeaderMap>,
+    /// (response code, response flags) once a response exists.
+    pub response: Option<(u32, u64)>,
+    /// The upstream host, once it answered.
+    pub upstream: Option<&'a Upstream>,
+}
+
+/// Identity of the plugin (`plugin_name`, `plugin_root_id`, `plugin_vm_id`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PluginIdentity {
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+}
+
+/// Resolves a built-in property. `Err(NotFound)` when it does not exist (here, or in this
+/// phase); callers then look at filter state.
+pub(crate) fn property(
+    proxy: &Proxy,
+    plugin: &PluginIdentity,
+    stream: Option<StreamFacts<'_>>,
+    path: &[&str],
+) -> Result<Vec<u8>, Status> {
+    let int = |v: u64| v.to_le_bytes().to_vec();
+    let text = |s: &str| s.as_bytes().to_vec();
+    match path {
+        ["xds", "node"] => return Ok(vec![0x0a; XDS_NODE_BLOB_SIZE]),
+        ["xds", "node", rest @ ..] if proxy.style == NodeMetadataStyle::Xds => {
+            return proxy.node_property(rest)
+        }
+        ["node", rest @ ..] if proxy.style == NodeMetadataStyle::Legacy => {
+            return proxy.node_property(rest)
+        }
+        ["listener_direction"] => return Ok(int(proxy.direction as u64)),
+        ["plugin_name"] => return Ok(text(&plugin.name)),
+        ["plugin_root_id"] => return Ok(text(&plugin.root_id)),
+        ["plugin_vm_id"] => return Ok(text(&plugin.vm_id)),
+        _ => {}
+    }
+    let Some(s) = stream else {
+        return Err(Status::NotFound);
+    };
+    let header = |name: &str| {
+        s.request_headers
+            .and_then(|h| h.get(name))
+            .map(text)
+            .ok_or(Status::NotFound)
+    };
+    let upstream_address = || s.upstream.and_then(|u| u.address.as_deref());
+    match path {
+        ["xds", "route_name"] | ["route_name"] => {
+            s.route.map(|r| text(&r.name)).ok_or(Status::NotFound)
+        }
+        ["xds", "cluster_name"] => s.route.map(|r| text(&r.cluster)).ok_or(Status::NotFound),
+        ["connection", "mtls"] => Ok(vec![u8::from(s.connection.mtls)]),
+        ["connection", "uri_san_peer_certificate"] => s
+            .connection
+            .peer_uri_san
+            .as_deref()
+            .filter(|_| s.connection.mtls)
+            .map(text)
+            .ok_or(Status::NotFound),
+        ["connection", "uri_san_local_certificate"] => s
+            .connection
+            .local_uri_san
+            .as_deref()
+            .filter(|_| s.connection.mtls)
+            .map(text)
+            .ok_or(Status::NotFound),
+        ["source", "address"] => s.connection.source.as_deref().map(text).ok_or(Status::NotFound),
+        ["destination", "address"] => s
+            .connection
+            .destination
+            .as_deref()
+            .map(text)
+            .ok_or(Status::NotFound),
+        ["request", "path"] => header(":path"),
+        ["request", "url_path"] => s
+            .request_headers
+            .and_then(|h| h.get(":path"))
+            .map(|p| text(p.split('?').next().unwrap_or(p)))
+            .ok_or(Status::NotFound),
+        ["request", "host"] => header(":authority"),
+        ["request", "method"] => header(":method"),
+        ["request", "scheme"] => header(":scheme"),
+        ["request", "id"] => header("x-request-id"),
+        ["request", "useragent"] => header("user-agent"),
+        ["response", "code"] => s.response.map(|(c, _)| int(u64::from(c))).ok_or(Status::NotFound),
+        ["response", "flags"] => s.response.map(|(_, f)| int(f)).ok_or(Status::NotFound),
+        ["upstream", "address"] => upstream_address().map(text).ok_or(Status::NotFound),
+        ["upstream", "port"] => upstream_address()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u64>().ok())
+            .map(int)
+            .ok_or(Status::NotFound),
+        ["xds", "upstream_host_metadata"] => match s.upstream {
+            Some(u) if u.address.is_some() => u
+                .metadata
+                .as_ref()
+                .map(HostMetadata::encode)
+                .ok_or(Status::SerializationFailure),
+            _ => Err(Status::NotFound),
+        },
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// A tiny protobuf encoder, enough for `Metadata` and `google.protobuf.Struct`.
+mod protobuf {
+    use std::collections::BTreeMap;
+
+    use super::StructValue;
+
+    const VARINT: u64 = 0;
+    const FIXED64: u64 = 1;
+    const LEN: u64 = 2;
+
+    pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn tag(out: &mut Vec<u8>, field: u64, wire_type: u64) {
+        varint(out, (field << 3) | wire_type);
+    }
+
+    pub(super) fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+        tag(out, field, LEN);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+
+    /// `google.protobuf.Struct { map<string, Value> fields = 1; }`
+    pub(super) fn encode_struct(fields: &BTreeMap<String, StructValue>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, value) in fields {
+            let mut entry = Vec::new();
+            bytes_field(&mut entry, 1, key.as_bytes());
+            bytes_field(&mut entry, 2, &encode_value(value));
+            bytes_field(&mut out, 1, &entry);
+        }
+        out
+    }
+
+    /// `google.protobuf.Value` (oneof kind).
+    fn encode_value(value: &StructValue) -> Vec<u8> {
+        let mut out = Vec::new();
+        match value {
+            StructValue::Null => {
+                tag(&mut out, 1, VARINT);
+                varint(&mut out, 0);
+            }
+            StructValue::Number(n) => {
+                tag(&mut out, 2, FIXED64);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            StructValue::String(s) => bytes_field(&mut out, 3, s.as_bytes()),
+            StructValue::Bool(b) => {
+                tag(&mut out, 4, VARINT);
+                varint(&mut out, u64::from(*b));
+            }
+            StructValue::Struct(fields) => bytes_field(&mut out, 5, &encode_struct(fields)),
+            StructValue::List(values) => {
+                let mut list = Vec::new();
+                for v in values {
+                    bytes_field(&mut list, 1, &encode_value(v));
+                }
+                bytes_field(&mut out, 6, &list);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn istio_workload_metadata_encodes_as_envoy_does() {
+        let bytes = HostMetadata::istio_workload(";;;;gke").encode();
+        // Metadata.filter_metadata entry { key "istio", value Struct { fields entry {
+        //   key "workload", value Value { string_value ";;;;gke" } } } }
+        let value = [&[0x1a, 7][..], b";;;;gke"].concat(); // Value.string_value (3)
+        let field_entry = [&[0x0a, 8][..], b"workload", &[0x12, value.len() as u8], &value].concat();
+        let strct = [&[0x0a, field_entry.len() as u8][..], &field_entry].concat();
+        let entry = [&[0x0a, 5][..], b"istio", &[0x12, strct.len() as u8], &strct].concat();
+        let expected = [&[0x0a, entry.len() as u8][..], &entry].concat();
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn pairs_roundtrip_and_reject_garbage() {
+        let bytes = serialize_pairs([("a", "1"), ("b", "22")]);
+        assert_eq!(
+            bytes,
+            [2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b', 0, b'2', b'2', 0]
+        );
+        assert_eq!(
+            deserialize_pairs(&bytes).unwrap(),
+            vec![("a".into(), "1".into()), ("b".into(), "22".into())]
+        );
+        assert_eq!(deserialize_pairs(&[0]).unwrap(), vec![]);
+        assert_eq!(deserialize_pairs(&[5, 0, 0, 0, 1]), None);
+        assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn header_map_is_envoy_faithful() {
+        let mut h = HeaderMap::from_pairs(&[("X-A", "1"), ("x-a", "2")]);
+        assert_eq!(h.get("x-a"), Some("1"));
+        h.replace("X-A", "3");
+        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec!["3", "2"]);
+        h.remove("x-a");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn routes_match_in_order_then_default() {
+        let table = RouteTable {
+            routes: vec![Route::new("gke").header("x-t", "gke").cluster("c-gke")],
+            default_cluster: Some("c-default".into()),
+        };
+        let h = HeaderMap::from_pairs(&[("x-t", "other"), ("x-t", "gke")]);
+        assert_eq!(table.select(&h).unwrap().cluster, "c-gke");
+        let h = HeaderMap::from_pairs(&[("x-t", "other")]);
+        assert_eq!(table.select(&h).unwrap().name, "default");
+    }
+}
