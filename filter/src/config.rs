@@ -146,7 +146,61 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawDistribute {
     pub from: String,
-    pub to: BTreeMap<String, serde_json::Value>,
+    pub to: BTreeMap<String, Weight>,
+}
+
+/// A weight as written: an integer, or anything else (kept to name it in the error).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Weight {
+    Int(u64),
+    Invalid(String),
+}
+
+impl<'de> Deserialize<'de> for Weight {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Weight;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer weight")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Weight, E> {
+                Ok(Weight::Int(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Weight, E> {
+                Ok(u64::try_from(v).map(Weight::Int).unwrap_or_else(|_| Weight::Invalid(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Weight, E> {
+                Ok(Weight::Invalid(format_decimal(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Weight, E> {
+                Ok(Weight::Invalid(format!("{v:?}")))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Weight, E> {
+                Ok(Weight::Invalid(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<Weight, E> {
+                Ok(Weight::Invalid("null".to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `19.5` for 19.5, to six decimals, without pulling float formatting into the
+/// `.wasm` (it would add about 15 KB for one error message).
+fn format_decimal(v: f64) -> String {
+    if !v.is_finite() || v.abs() > 1e15 {
+        return "a number out of range".to_string();
+    }
+    let micros = (v.abs() * 1e6).round() as u64;
+    let (int, frac) = (micros / 1_000_000, micros % 1_000_000);
+    let sign = if v < 0.0 { "-" } else { "" };
+    if frac == 0 {
+        return format!("{sign}{int}");
+    }
+    let frac = format!("{frac:06}");
+    format!("{sign}{int}.{}", frac.trim_end_matches('0'))
 }
 
 #[derive(Debug, Deserialize)]
@@ -945,12 +999,13 @@ fn validate_distribute(
             c.err(field, format!("cluster {name:?} is not in this route's clusters"));
             continue;
         }
-        match value.as_u64() {
-            Some(w) if w <= 100 => {
+        match value {
+            Weight::Int(w) if *w <= 100 => {
                 sum += w;
-                to.push((k, w as u32));
+                to.push((k, *w as u32));
             }
-            _ => c.err(field, format!("{value} is not a weight, expected an integer 0-100")),
+            Weight::Int(w) => c.err(field, format!("{w} is not a weight, expected an integer 0-100")),
+            Weight::Invalid(v) => c.err(field, format!("{v} is not a weight, expected an integer 0-100")),
         }
     }
     if c.errors.len() == before && sum != 100 {
@@ -971,37 +1026,48 @@ fn validate_distribute(
 // Small syntax checks and messages
 // ---------------------------------------------------------------------------
 
-/// Parses Istio/Go style durations: `1h`, `1m`, `30s`, `1.5s`, `500ms`, `1m30s`.
+/// Parses Istio/Go style durations: `1h`, `1m`, `30s`, `1.5s`, `500ms`, `1m30s`
+/// (to the millisecond; finer fractions are dropped).
 pub fn parse_duration_ms(text: &str) -> Option<u64> {
     let mut rest = text.trim();
     if rest.is_empty() {
         return None;
     }
-    let mut total: f64 = 0.0;
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
+        let int_len = rest.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len());
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let n = f.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(f.len());
+                if n == 0 {
+                    return None;
+                }
+                f.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int.is_empty() {
             return None;
         }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|ch: char| ch.is_ascii_digit() || ch == '.').unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "h" => 3_600_000.0,
-            "m" => 60_000.0,
-            "s" => 1_000.0,
-            "ms" => 1.0,
+        let unit_len = after.find(|ch: char| ch.is_ascii_digit() || ch == '.').unwrap_or(after.len());
+        let factor: u64 = match &after[..unit_len] {
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
             _ => return None,
         };
-        rest = &rest[unit_len..];
-        total += value * factor;
+        rest = &after[unit_len..];
+        let whole: u64 = int.parse().ok()?;
+        // Fraction: up to 9 digits are enough for a millisecond of an hour.
+        let digits = &frac[..frac.len().min(9)];
+        let frac_value: u64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let scale = 10u64.pow(digits.len() as u32);
+        let part = whole.checked_mul(factor)?.checked_add(frac_value.checked_mul(factor)? / scale)?;
+        total = total.checked_add(part)?;
     }
-    if !total.is_finite() || total > 1e15 {
-        return None;
-    }
-    Some(total.round() as u64)
+    (total <= 1_000_000_000_000_000).then_some(total)
 }
 
 fn duration_expected(text: &str) -> String {

@@ -102,25 +102,61 @@ impl HopRecord {
 
     /// Compact JSON, for filter state (`%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`).
     pub fn to_json(&self) -> String {
-        let v = serde_json::json!({
-            "request_id": self.request_id,
-            "service": self.service,
-            "source_cluster": self.source_cluster,
-            "source_network": self.source_network,
-            "target_cluster": self.target,
-            "served_by": self.served_by,
-            "served_network": self.served_network,
-            "cross_network": self.cross_network,
-            "gateway": self.gateway,
-            "decision": self.decision,
-            "rule": self.rule,
-            "reason": self.reason,
-            "status": self.status,
-            "response_flags": self.flags,
-            "latency_ms": self.latency_ms,
-        });
-        v.to_string()
+        let mut s = String::with_capacity(400);
+        s.push('{');
+        let mut first = true;
+        let mut key = |s: &mut String, k: &str| {
+            if !first {
+                s.push(',');
+            }
+            first = false;
+            json_str(s, k);
+            s.push(':');
+        };
+        let mut text = |s: &mut String, k: &str, v: Option<&str>| {
+            key(s, k);
+            match v {
+                Some(v) => json_str(s, v),
+                None => s.push_str("null"),
+            }
+        };
+        text(&mut s, "request_id", Some(&self.request_id));
+        text(&mut s, "service", Some(&self.service));
+        text(&mut s, "source_cluster", Some(&self.source_cluster));
+        text(&mut s, "source_network", Some(&self.source_network));
+        text(&mut s, "target_cluster", self.target.as_deref());
+        text(&mut s, "served_by", self.served_by.as_deref());
+        text(&mut s, "served_network", self.served_network.as_deref());
+        text(&mut s, "gateway", self.gateway.as_deref());
+        text(&mut s, "decision", Some(self.decision));
+        text(&mut s, "reason", Some(&self.reason));
+        let _ = write!(
+            s,
+            ",\"cross_network\":{},\"rule\":{},\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
+            self.cross_network,
+            self.rule.map(|r| r.to_string()).unwrap_or_else(|| "null".to_string()),
+            self.status,
+            self.flags,
+            self.latency_ms
+        );
+        s
     }
+}
+
+/// Appends `value` as a JSON string.
+fn json_str(out: &mut String, value: &str) {
+    out.push('"');
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]

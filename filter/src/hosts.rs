@@ -5,7 +5,7 @@
 //! pattern wins (exact, then the longest suffix, then `*`); ties go to the
 //! route listed first. The table is compiled once at configure time.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::config::is_dns_name;
 
@@ -65,7 +65,7 @@ impl std::fmt::Display for HostPattern {
 /// All routes' patterns, compiled for lookup by specificity.
 #[derive(Debug, Clone, Default)]
 pub struct HostTable {
-    exact: HashMap<String, usize>,
+    exact: BTreeMap<String, usize>,
     /// (suffix with leading dot, route index), longest suffix first, then route order.
     suffixes: Vec<(String, usize)>,
     any: Option<usize>,

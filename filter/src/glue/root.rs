@@ -1,7 +1,7 @@
 //! The root context: configure (parse, resolve identity, compile), metrics flush.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -25,8 +25,8 @@ pub struct Shared {
 /// interval is 0), so a request costs no metric host call.
 #[derive(Default)]
 pub struct Metrics {
-    ids: HashMap<String, u32>,
-    pending: HashMap<u32, u64>,
+    ids: BTreeMap<String, u32>,
+    pending: BTreeMap<u32, u64>,
     guard: LabelGuard,
     immediate: bool,
 }
@@ -82,7 +82,7 @@ impl Metrics {
     }
 
     pub fn flush(&mut self) {
-        for (id, n) in self.pending.drain() {
+        for (id, n) in std::mem::take(&mut self.pending) {
             let _ = host::increment(id, n);
         }
     }
