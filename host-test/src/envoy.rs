@@ -185,6 +185,11 @@ impl Connection {
     pub fn is_mtls(&self) -> bool {
         self.mtls
     }
+
+    /// The peer certificate's URI SAN, for mTLS connections.
+    pub fn peer_uri_san(&self) -> Option<&str> {
+        self.peer_uri_san.as_deref()
+    }
 }
 
 /// A value of a `google.protobuf.Struct` field.
@@ -288,13 +293,15 @@ impl Upstream {
 
     /// A response header (the key is lower-cased).
     pub fn header(mut self, key: &str, value: &str) -> Upstream {
-        self.headers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((key.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
     /// A response trailer.
     pub fn trailer(mut self, key: &str, value: &str) -> Upstream {
-        self.trailers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self.trailers
+            .push((key.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
@@ -331,7 +338,8 @@ impl Route {
 
     /// Requires header `key` to equal `value` (any repeated entry may match, as Envoy 1.40).
     pub fn header(mut self, key: &str, value: &str) -> Route {
-        self.headers.push((key.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((key.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
@@ -399,7 +407,10 @@ impl HeaderMap {
 
     /// First value of `key` (Envoy's `getHeaderMapValue`).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.get_all(key).next()
+        self.entries
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`, in order.
@@ -412,7 +423,8 @@ impl HeaderMap {
 
     /// Appends an entry (Envoy's `addCopy`).
     pub fn add(&mut self, key: &str, value: &str) {
-        self.entries.push((key.to_ascii_lowercase(), value.to_owned()));
+        self.entries
+            .push((key.to_ascii_lowercase(), value.to_owned()));
     }
 
     /// Replaces the FIRST entry of `key`, or appends one (Envoy's `setCopy`: later repeated
@@ -588,7 +600,12 @@ pub(crate) fn property(
             .filter(|_| s.connection.mtls)
             .map(text)
             .ok_or(Status::NotFound),
-        ["source", "address"] => s.connection.source.as_deref().map(text).ok_or(Status::NotFound),
+        ["source", "address"] => s
+            .connection
+            .source
+            .as_deref()
+            .map(text)
+            .ok_or(Status::NotFound),
         ["destination", "address"] => s
             .connection
             .destination
@@ -606,7 +623,10 @@ pub(crate) fn property(
         ["request", "scheme"] => header(":scheme"),
         ["request", "id"] => header("x-request-id"),
         ["request", "useragent"] => header("user-agent"),
-        ["response", "code"] => s.response.map(|(c, _)| int(u64::from(c))).ok_or(Status::NotFound),
+        ["response", "code"] => s
+            .response
+            .map(|(c, _)| int(u64::from(c)))
+            .ok_or(Status::NotFound),
         ["response", "flags"] => s.response.map(|(_, f)| int(f)).ok_or(Status::NotFound),
         ["upstream", "address"] => upstream_address().map(text).ok_or(Status::NotFound),
         ["upstream", "port"] => upstream_address()
@@ -707,7 +727,13 @@ mod tests {
         // Metadata.filter_metadata entry { key "istio", value Struct { fields entry {
         //   key "workload", value Value { string_value ";;;;gke" } } } }
         let value = [&[0x1a, 7][..], b";;;;gke"].concat(); // Value.string_value (3)
-        let field_entry = [&[0x0a, 8][..], b"workload", &[0x12, value.len() as u8], &value].concat();
+        let field_entry = [
+            &[0x0a, 8][..],
+            b"workload",
+            &[0x12, value.len() as u8],
+            &value,
+        ]
+        .concat();
         let strct = [&[0x0a, field_entry.len() as u8][..], &field_entry].concat();
         let entry = [&[0x0a, 5][..], b"istio", &[0x12, strct.len() as u8], &strct].concat();
         let expected = [&[0x0a, entry.len() as u8][..], &entry].concat();
@@ -719,7 +745,10 @@ mod tests {
         let bytes = serialize_pairs([("a", "1"), ("b", "22")]);
         assert_eq!(
             bytes,
-            [2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b', 0, b'2', b'2', 0]
+            [
+                2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b',
+                0, b'2', b'2', 0
+            ]
         );
         assert_eq!(
             deserialize_pairs(&bytes).unwrap(),

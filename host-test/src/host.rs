@@ -241,6 +241,8 @@ pub(crate) struct HostState {
     pub next_context_id: u32,
     /// Trace detail of the running host call.
     pub detail: String,
+    /// Exported functions by name (for `Plugin::call_export`).
+    pub instance_exports: HashMap<String, wasmtime::Func>,
 }
 
 impl HostState {
@@ -271,6 +273,7 @@ impl HostState {
             call: None,
             next_context_id: 1,
             detail: String::new(),
+            instance_exports: HashMap::new(),
         }
     }
 

@@ -1,1 +1,80 @@
-fn main() {}
+//! `hybridmesh`: validate plugin configs, run scenarios, simulate traffic and
+//! inspect modules, all offline in the proxy-wasm harness.
+//!
+//! Exit codes: 0 when everything passed, 1 when checks ran and something
+//! failed, 2 for usage or I/O errors.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hybridmesh",
+    version,
+    about = "Cross-cluster routing for multi-network Istio meshes: check and run the hybridmesh filter offline",
+    long_about = "hybridmesh runs the hybridmesh proxy-wasm filter (or any proxy-wasm module) in an \
+offline host that plays Envoy's part, so configs and scenarios are checked before anything is deployed.\n\n\
+Start with `hybridmesh demo`, then `hybridmesh validate your-config.yaml` and `hybridmesh test examples/`.",
+    after_help = "Exit codes: 0 ok, 1 checks failed, 2 usage or I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Validate(commands::validate::ValidateCommand),
+    Test(commands::test::TestCommand),
+    Simulate(commands::simulate::SimulateCommand),
+    Inspect(commands::inspect::InspectCommand),
+    Demo(commands::demo::DemoCommand),
+}
+
+/// What a command found.
+pub enum Outcome {
+    Passed,
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(c) => c.execute(),
+        Command::Test(c) => c.execute(),
+        Command::Simulate(c) => c.execute(),
+        Command::Inspect(c) => c.execute(),
+        Command::Demo(c) => c.execute(),
+    };
+    match result {
+        Ok(Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -137,7 +137,11 @@ pub struct HostCall {
 
 impl fmt::Display for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[worker {} ctx {}] {}(", self.worker, self.context_id, self.function)?;
+        write!(
+            f,
+            "[worker {} ctx {}] {}(",
+            self.worker, self.context_id, self.function
+        )?;
         for (i, a) in self.args.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
@@ -228,7 +232,7 @@ pub struct LocalReply {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteRematch {
     /// Callback after which the route was matched again.
-    pub callback: &'static str,
+    pub callback: String,
     /// Lower-cased names of the request headers the filter changed (empty for
     /// `clear_route_cache` alone).
     pub changed_headers: Vec<String>,

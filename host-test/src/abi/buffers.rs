@@ -102,7 +102,14 @@ fn proxy_set_buffer_bytes(
     let kind = BufferType::from_raw(buffer_type)?;
     let value = memory::read(caller, data, data_size)?;
     let state = caller.data_mut();
-    state.note(|| format!("{kind:?} start={} size={} len={}", start as u32, size as u32, value.len()));
+    state.note(|| {
+        format!(
+            "{kind:?} start={} size={} len={}",
+            start as u32,
+            size as u32,
+            value.len()
+        )
+    });
     let target = match kind {
         BufferType::HttpRequestBody => state.stream_mut().and_then(|s| s.request_body.as_mut()),
         BufferType::HttpResponseBody => state.stream_mut().and_then(|s| s.response_body.as_mut()),
@@ -134,6 +141,10 @@ fn proxy_get_buffer_status(
     let kind = BufferType::from_raw(buffer_type)?;
     let len = buffer(caller.data(), kind)?.len();
     memory::check(caller, return_flags, 4)?;
-    memory::write_u32(caller, return_size, u32::try_from(len).map_err(|_| Status::InternalFailure)?)?;
+    memory::write_u32(
+        caller,
+        return_size,
+        u32::try_from(len).map_err(|_| Status::InternalFailure)?,
+    )?;
     memory::write_u32(caller, return_flags, 0)
 }

@@ -60,7 +60,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
     Ok(())
 }
 
-fn pairs(caller: &mut Caller<'_, HostState>, data: i32, size: i32) -> HostResult<Vec<(String, String)>> {
+fn pairs(
+    caller: &mut Caller<'_, HostState>,
+    data: i32,
+    size: i32,
+) -> HostResult<Vec<(String, String)>> {
     let raw = memory::read(caller, data, size)?;
     Ok(deserialize_pairs(&raw).unwrap_or_default())
 }
@@ -212,7 +216,11 @@ fn proxy_grpc_stream(
     )
 }
 
-fn with_grpc(caller: &mut Caller<'_, HostState>, token: i32, f: impl FnOnce(&mut GrpcCallout) -> HostResult) -> HostResult {
+fn with_grpc(
+    caller: &mut Caller<'_, HostState>,
+    token: i32,
+    f: impl FnOnce(&mut GrpcCallout) -> HostResult,
+) -> HostResult {
     let state = caller.data();
     let mut shared = state.shared();
     let callout = shared
@@ -225,7 +233,13 @@ fn with_grpc(caller: &mut Caller<'_, HostState>, token: i32, f: impl FnOnce(&mut
 
 /// `proxy_grpc_send` (spec "gRPC calls"): records a message on an open stream;
 /// `NotFound` for an unknown stream, `BadArgument` for a unary call's token.
-fn proxy_grpc_send(caller: &mut Caller<'_, HostState>, token: i32, message_data: i32, message_size: i32, end_stream: i32) -> HostResult {
+fn proxy_grpc_send(
+    caller: &mut Caller<'_, HostState>,
+    token: i32,
+    message_data: i32,
+    message_size: i32,
+    end_stream: i32,
+) -> HostResult {
     let message = memory::read(caller, message_data, message_size)?;
     with_grpc(caller, token, |c| {
         if !c.streaming {

@@ -99,7 +99,12 @@ fn modify(
 }
 
 /// `proxy_get_header_map_pairs` (spec "HTTP fields"): the whole map, serialized.
-fn proxy_get_header_map_pairs(caller: &mut Caller<'_, HostState>, map_type: i32, return_data: i32, return_size: i32) -> HostResult {
+fn proxy_get_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    map_type: i32,
+    return_data: i32,
+    return_size: i32,
+) -> HostResult {
     let kind = MapType::from_raw(map_type)?;
     caller.data_mut().note(|| format!("{kind:?}"));
     let bytes = map(caller.data(), kind)?.serialize();
@@ -109,7 +114,12 @@ fn proxy_get_header_map_pairs(caller: &mut Caller<'_, HostState>, map_type: i32,
 /// `proxy_set_header_map_pairs` (spec "HTTP fields"): replaces the whole map like Envoy's
 /// `setHeaderMapPairs` (remove every header, then add each pair). Malformed data is read as
 /// an empty map, as Envoy's `toPairs` does.
-fn proxy_set_header_map_pairs(caller: &mut Caller<'_, HostState>, map_type: i32, data: i32, size: i32) -> HostResult {
+fn proxy_set_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    map_type: i32,
+    data: i32,
+    size: i32,
+) -> HostResult {
     let kind = MapType::from_raw(map_type)?;
     let raw = memory::read(caller, data, size)?;
     let pairs = deserialize_pairs(&raw).unwrap_or_default();
@@ -162,12 +172,19 @@ fn proxy_replace_header_map_value(
     let value = memory::read_string(caller, value_data, value_size)?;
     let state = caller.data_mut();
     state.note(|| format!("{kind:?} {key}: {value}"));
-    modify(state, kind, std::slice::from_ref(&key), |m| m.replace(&key, &value))
+    modify(state, kind, std::slice::from_ref(&key), |m| {
+        m.replace(&key, &value)
+    })
 }
 
 /// `proxy_remove_header_map_value` (spec "HTTP fields"): removes every entry of `key`
 /// (`Ok` also when there was none).
-fn proxy_remove_header_map_value(caller: &mut Caller<'_, HostState>, map_type: i32, key_data: i32, key_size: i32) -> HostResult {
+fn proxy_remove_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    map_type: i32,
+    key_data: i32,
+    key_size: i32,
+) -> HostResult {
     let kind = MapType::from_raw(map_type)?;
     let key = memory::read_string(caller, key_data, key_size)?.to_ascii_lowercase();
     let state = caller.data_mut();
@@ -190,12 +207,22 @@ fn proxy_add_header_map_value(
     let value = memory::read_string(caller, value_data, value_size)?;
     let state = caller.data_mut();
     state.note(|| format!("{kind:?} {key}: {value}"));
-    modify(state, kind, std::slice::from_ref(&key), |m| m.add(&key, &value))
+    modify(state, kind, std::slice::from_ref(&key), |m| {
+        m.add(&key, &value)
+    })
 }
 
 /// `proxy_get_header_map_size` (spec "HTTP fields"): size of the serialized map.
-fn proxy_get_header_map_size(caller: &mut Caller<'_, HostState>, map_type: i32, return_size: i32) -> HostResult {
+fn proxy_get_header_map_size(
+    caller: &mut Caller<'_, HostState>,
+    map_type: i32,
+    return_size: i32,
+) -> HostResult {
     let kind = MapType::from_raw(map_type)?;
     let size = map(caller.data(), kind)?.serialize().len();
-    memory::write_u32(caller, return_size, u32::try_from(size).map_err(|_| Status::InternalFailure)?)
+    memory::write_u32(
+        caller,
+        return_size,
+        u32::try_from(size).map_err(|_| Status::InternalFailure)?,
+    )
 }

@@ -97,10 +97,25 @@ fn proxy_send_local_response(
 
 /// `proxy_get_status` (spec "HTTP"): status code and message of the HTTP/gRPC callout
 /// whose callback is running (0 and empty otherwise).
-fn proxy_get_status(caller: &mut Caller<'_, HostState>, return_code: i32, return_message_data: i32, return_message_size: i32) -> HostResult {
-    let (code, message) = caller.data().call.as_ref().map(|c| c.status.clone()).unwrap_or_default();
+fn proxy_get_status(
+    caller: &mut Caller<'_, HostState>,
+    return_code: i32,
+    return_message_data: i32,
+    return_message_size: i32,
+) -> HostResult {
+    let (code, message) = caller
+        .data()
+        .call
+        .as_ref()
+        .map(|c| c.status.clone())
+        .unwrap_or_default();
     memory::check(caller, return_code, 4)?;
-    memory::return_bytes(caller, message.as_bytes(), return_message_data, return_message_size)?;
+    memory::return_bytes(
+        caller,
+        message.as_bytes(),
+        return_message_data,
+        return_message_size,
+    )?;
     memory::write_u32(caller, return_code, code)
 }
 

@@ -42,9 +42,14 @@ pub(crate) fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Ho
 }
 
 /// Reads a string argument (invalid UTF-8 replaced).
-pub(crate) fn read_string(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> HostResult<String> {
+pub(crate) fn read_string(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> HostResult<String> {
     let bytes = read(caller, ptr, len)?;
-    Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Writes `bytes` at `ptr`.
@@ -131,5 +136,9 @@ pub(crate) fn return_bytes(
         ptr
     };
     write_u32(caller, ptr_ptr, ptr as u32)?;
-    write_u32(caller, size_ptr, u32::try_from(bytes.len()).map_err(|_| Status::InternalFailure)?)
+    write_u32(
+        caller,
+        size_ptr,
+        u32::try_from(bytes.len()).map_err(|_| Status::InternalFailure)?,
+    )
 }

@@ -17,7 +17,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
 
 /// `proxy_define_metric` (spec "Metrics"): defines (or finds) a metric; the same name and
 /// kind give the same id. `BadArgument` for an unknown kind.
-fn proxy_define_metric(caller: &mut Caller<'_, HostState>, metric_type: i32, name_data: i32, name_size: i32, return_id: i32) -> HostResult {
+fn proxy_define_metric(
+    caller: &mut Caller<'_, HostState>,
+    metric_type: i32,
+    name_data: i32,
+    name_size: i32,
+    return_id: i32,
+) -> HostResult {
     let kind = MetricKind::from_raw(metric_type).ok_or(Status::BadArgument)?;
     let name = memory::read_string(caller, name_data, name_size)?;
     memory::check(caller, return_id, 4)?;
@@ -28,24 +34,38 @@ fn proxy_define_metric(caller: &mut Caller<'_, HostState>, metric_type: i32, nam
         match shared.metric_ids.get(&key) {
             Some(id) => *id,
             None => {
-                shared.metrics.push(Metric { name: name.clone(), kind, value: 0, samples: Vec::new() });
-                let id = u32::try_from(shared.metrics.len()).map_err(|_| Status::InternalFailure)?;
+                shared.metrics.push(Metric {
+                    name: name.clone(),
+                    kind,
+                    value: 0,
+                    samples: Vec::new(),
+                });
+                let id =
+                    u32::try_from(shared.metrics.len()).map_err(|_| Status::InternalFailure)?;
                 shared.metric_ids.insert(key, id);
                 id
             }
         }
     };
-    caller.data_mut().note(|| format!("{kind:?} {name} -> {id}"));
+    caller
+        .data_mut()
+        .note(|| format!("{kind:?} {name} -> {id}"));
     memory::write_u32(caller, return_id, id)
 }
 
 /// `proxy_increment_metric` (spec "Metrics"): counters and gauges change by `offset`;
 /// a negative offset on a counter, or any on a histogram, is `BadArgument`; `NotFound` for
 /// an unknown id.
-fn proxy_increment_metric(caller: &mut Caller<'_, HostState>, metric_id: i32, offset: i64) -> HostResult {
+fn proxy_increment_metric(
+    caller: &mut Caller<'_, HostState>,
+    metric_id: i32,
+    offset: i64,
+) -> HostResult {
     let state = caller.data();
     let mut shared = state.shared();
-    let metric = shared.metric_mut(metric_id as u32).ok_or(Status::NotFound)?;
+    let metric = shared
+        .metric_mut(metric_id as u32)
+        .ok_or(Status::NotFound)?;
     match metric.kind {
         MetricKind::Counter if offset < 0 => return Err(Status::BadArgument.into()),
         MetricKind::Histogram => return Err(Status::BadArgument.into()),
@@ -57,11 +77,17 @@ fn proxy_increment_metric(caller: &mut Caller<'_, HostState>, metric_id: i32, of
 
 /// `proxy_record_metric` (spec "Metrics"), as Envoy: a counter adds `value`, a gauge is
 /// set to it, a histogram records it. `NotFound` for an unknown id.
-fn proxy_record_metric(caller: &mut Caller<'_, HostState>, metric_id: i32, value: i64) -> HostResult {
+fn proxy_record_metric(
+    caller: &mut Caller<'_, HostState>,
+    metric_id: i32,
+    value: i64,
+) -> HostResult {
     let value = value as u64;
     let state = caller.data();
     let mut shared = state.shared();
-    let metric = shared.metric_mut(metric_id as u32).ok_or(Status::NotFound)?;
+    let metric = shared
+        .metric_mut(metric_id as u32)
+        .ok_or(Status::NotFound)?;
     match metric.kind {
         MetricKind::Counter => metric.value = metric.value.saturating_add(value),
         MetricKind::Gauge => metric.value = value,
@@ -75,11 +101,17 @@ fn proxy_record_metric(caller: &mut Caller<'_, HostState>, metric_id: i32, value
 
 /// `proxy_get_metric` (spec "Metrics"): value of a counter or gauge; `BadArgument` for a
 /// histogram (Envoy cannot read one back), `NotFound` for an unknown id.
-fn proxy_get_metric(caller: &mut Caller<'_, HostState>, metric_id: i32, return_value: i32) -> HostResult {
+fn proxy_get_metric(
+    caller: &mut Caller<'_, HostState>,
+    metric_id: i32,
+    return_value: i32,
+) -> HostResult {
     let value = {
         let state = caller.data();
         let mut shared = state.shared();
-        let metric = shared.metric_mut(metric_id as u32).ok_or(Status::NotFound)?;
+        let metric = shared
+            .metric_mut(metric_id as u32)
+            .ok_or(Status::NotFound)?;
         if metric.kind == MetricKind::Histogram {
             return Err(Status::BadArgument.into());
         }

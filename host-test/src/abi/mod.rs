@@ -146,7 +146,8 @@ pub const SDK_HOST_FUNCTIONS: [&str; 37] = [
 ];
 
 /// Host functions of ABI 0.2.1 the SDK does not import but the spec (and Envoy) provide.
-pub const EXTRA_HOST_FUNCTIONS: [&str; 2] = ["proxy_get_buffer_status", "proxy_get_header_map_size"];
+pub const EXTRA_HOST_FUNCTIONS: [&str; 2] =
+    ["proxy_get_buffer_status", "proxy_get_header_map_size"];
 
 /// Adds WASI preview 1 and every proxy-wasm host function to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {

@@ -22,19 +22,33 @@ fn filter_state_key(path: &[String]) -> String {
 /// Envoy/Istio properties first, then what `proxy_set_property` stored on this stream (or
 /// root context). `NotFound` when neither has it or it does not exist in this phase;
 /// `SerializationFailure` for `xds.upstream_host_metadata` of a host without metadata.
-fn proxy_get_property(caller: &mut Caller<'_, HostState>, path_data: i32, path_size: i32, return_data: i32, return_size: i32) -> HostResult {
+fn proxy_get_property(
+    caller: &mut Caller<'_, HostState>,
+    path_data: i32,
+    path_size: i32,
+    return_data: i32,
+    return_size: i32,
+) -> HostResult {
     let raw = memory::read(caller, path_data, path_size)?;
     let path = split_path(&raw);
     let state = caller.data();
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let stream = state.stream();
-    let result = envoy::property(&state.env.proxy, &state.env.identity, stream.map(|s| s.facts()), &segments);
+    let result = envoy::property(
+        &state.env.proxy,
+        &state.env.identity,
+        stream.map(|s| s.facts()),
+        &segments,
+    );
     let value = match result {
         Err(Status::NotFound) => {
             let key = filter_state_key(&path);
             let stored = match stream {
                 Some(s) => s.filter_state.get(&key),
-                None => state.roots.get(&state.active_context).and_then(|r| r.filter_state.get(&key)),
+                None => state
+                    .roots
+                    .get(&state.active_context)
+                    .and_then(|r| r.filter_state.get(&key)),
             };
             stored.cloned().ok_or(Status::NotFound)
         }
@@ -44,14 +58,22 @@ fn proxy_get_property(caller: &mut Caller<'_, HostState>, path_data: i32, path_s
         Ok(v) => format!("{} bytes", v.len()),
         Err(s) => format!("{s:?}"),
     };
-    caller.data_mut().note(|| format!("{} -> {outcome}", path.join(".")));
+    caller
+        .data_mut()
+        .note(|| format!("{} -> {outcome}", path.join(".")));
     memory::return_bytes(caller, &value?, return_data, return_size)
 }
 
 /// `proxy_set_property` (spec "Properties"): stores the value as filter state of the
 /// effective stream (or root context) under the path; a later get of the same path
 /// returns it.
-fn proxy_set_property(caller: &mut Caller<'_, HostState>, path_data: i32, path_size: i32, value_data: i32, value_size: i32) -> HostResult {
+fn proxy_set_property(
+    caller: &mut Caller<'_, HostState>,
+    path_data: i32,
+    path_size: i32,
+    value_data: i32,
+    value_size: i32,
+) -> HostResult {
     let raw = memory::read(caller, path_data, path_size)?;
     let value = memory::read(caller, value_data, value_size)?;
     let key = filter_state_key(&split_path(&raw));

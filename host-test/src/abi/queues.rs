@@ -21,19 +21,34 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
 
 /// `proxy_register_shared_queue` (spec "Shared Queues"): creates or opens the queue
 /// `name` of this plugin's vm_id and makes the effective root context its owner.
-fn proxy_register_shared_queue(caller: &mut Caller<'_, HostState>, name_data: i32, name_size: i32, return_id: i32) -> HostResult {
+fn proxy_register_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    name_data: i32,
+    name_size: i32,
+    return_id: i32,
+) -> HostResult {
     let name = memory::read_string(caller, name_data, name_size)?;
     memory::check(caller, return_id, 4)?;
     let state = caller.data();
-    let owner = (state.worker, state.active_root().ok_or(Status::BadArgument)?);
+    let owner = (
+        state.worker,
+        state.active_root().ok_or(Status::BadArgument)?,
+    );
     let vm_id = state.env.identity.vm_id.clone();
     let id = {
         let mut shared = state.shared();
-        let existing = shared.queues.iter().position(|q| q.vm_id == vm_id && q.name == name);
+        let existing = shared
+            .queues
+            .iter()
+            .position(|q| q.vm_id == vm_id && q.name == name);
         let index = match existing {
             Some(i) => i,
             None => {
-                shared.queues.push(Queue { vm_id, name: name.clone(), ..Queue::default() });
+                shared.queues.push(Queue {
+                    vm_id,
+                    name: name.clone(),
+                    ..Queue::default()
+                });
                 shared.queues.len() - 1
             }
         };
@@ -66,12 +81,21 @@ fn proxy_resolve_shared_queue(
         .iter()
         .position(|q| q.vm_id == vm_id && q.name == name)
         .ok_or(Status::NotFound)?;
-    memory::write_u32(caller, return_id, u32::try_from(index + 1).map_err(|_| Status::InternalFailure)?)
+    memory::write_u32(
+        caller,
+        return_id,
+        u32::try_from(index + 1).map_err(|_| Status::InternalFailure)?,
+    )
 }
 
 /// `proxy_enqueue_shared_queue` (spec "Shared Queues"): appends the value and schedules
 /// `proxy_on_queue_ready` for the owner; `NotFound` for an unknown queue.
-fn proxy_enqueue_shared_queue(caller: &mut Caller<'_, HostState>, queue_id: i32, value_data: i32, value_size: i32) -> HostResult {
+fn proxy_enqueue_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    queue_id: i32,
+    value_data: i32,
+    value_size: i32,
+) -> HostResult {
     let value = memory::read(caller, value_data, value_size)?;
     let id = queue_id as u32;
     let state = caller.data();
@@ -85,7 +109,12 @@ fn proxy_enqueue_shared_queue(caller: &mut Caller<'_, HostState>, queue_id: i32,
 
 /// `proxy_dequeue_shared_queue` (spec "Shared Queues"): the oldest value; `Empty` when
 /// there is none, `NotFound` for an unknown queue.
-fn proxy_dequeue_shared_queue(caller: &mut Caller<'_, HostState>, queue_id: i32, return_data: i32, return_size: i32) -> HostResult {
+fn proxy_dequeue_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    queue_id: i32,
+    return_data: i32,
+    return_size: i32,
+) -> HostResult {
     memory::check(caller, return_data, 4)?;
     memory::check(caller, return_size, 4)?;
     let item = {

@@ -1,0 +1,94 @@
+//! One file per command: `XCommand` (clap) with `execute(self)`.
+
+pub mod demo;
+pub mod inspect;
+pub mod simulate;
+pub mod test;
+pub mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+
+/// Output format shared by the commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    /// JUnit XML (for `test`).
+    Junit,
+}
+
+/// Colours only on a terminal (and never with NO_COLOR set).
+pub struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    pub fn stdout() -> Paint {
+        Paint {
+            on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn green(&self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+
+    pub fn red(&self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+
+    pub fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+
+    pub fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+}
+
+/// The filter this repository builds (`cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`).
+pub fn default_wasm() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("wasm32-wasip1/wasm/hybridmesh_filter.wasm")
+}
+
+/// The repository root when run from a checkout (else the current directory).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match here.parent() {
+        Some(p) if p.join("Cargo.toml").exists() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Loads `--wasm`, or the repository's filter with a message saying how to build it.
+pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<hybridmesh::Module> {
+    let path = match wasm {
+        Some(p) => p.clone(),
+        None => {
+            let p = default_wasm();
+            if !p.exists() {
+                anyhow::bail!(
+                    "the filter is not built: {} is missing\n  build it with: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter\n  or pass another module with --wasm FILE",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    hybridmesh::Module::from_file(&path).with_context(|| format!("cannot load {}", path.display()))
+}

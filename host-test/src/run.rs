@@ -1,0 +1,378 @@
+//! Running a scenario: build the mesh, play the steps, check expectations.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::plugin::Module;
+use crate::scenario::{Acceptance, Expect, Scenario, Step};
+use crate::sim::{NativeSidecar, Outcome, Sidecar, Sim, WasmSidecar};
+
+/// What runs in the sidecars.
+#[derive(Clone)]
+pub enum Engine {
+    /// A compiled proxy-wasm module in the harness.
+    Wasm(Module),
+    /// The filter's decision code, natively (for parity checks).
+    Native,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// What a person would have seen (curl-like lines).
+    pub lines: Vec<String>,
+    #[serde(skip)]
+    pub outcomes: Vec<(Outcome, bool)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub path: String,
+    pub ok: bool,
+    /// A problem before any step could run (bad file, module that does not load).
+    pub error: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub seconds: f64,
+}
+
+/// Loads `path` and runs it.
+pub fn run_file(path: &std::path::Path, engine: &Engine) -> ScenarioReport {
+    let started = Instant::now();
+    match Scenario::load(path) {
+        Ok(s) => run(&s, engine),
+        Err(e) => ScenarioReport {
+            name: path.display().to_string(),
+            path: path.display().to_string(),
+            ok: false,
+            error: Some(format!("{e:#}")),
+            steps: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    }
+}
+
+/// Builds the scenario's mesh with `engine` in every sidecar.
+pub fn build_sim(s: &Scenario, engine: &Engine) -> anyhow::Result<Sim> {
+    let mesh = s.mesh()?;
+    let config_for = |cluster: &str| s.config_for(cluster);
+    let mut make = |spec: &crate::sim::SidecarSpec| -> anyhow::Result<Box<dyn Sidecar>> {
+        Ok(match engine {
+            Engine::Wasm(m) => Box::new(WasmSidecar::new(m, spec)?),
+            Engine::Native => Box::new(NativeSidecar::new(spec)),
+        })
+    };
+    Sim::new(mesh, s.proxy.server_sidecars, &config_for, &mut make, &s.proxy)
+}
+
+pub fn run(s: &Scenario, engine: &Engine) -> ScenarioReport {
+    let started = Instant::now();
+    let mut report = ScenarioReport {
+        name: s.name.clone(),
+        path: s.path.display().to_string(),
+        ok: true,
+        error: None,
+        steps: Vec::new(),
+        seconds: 0.0,
+    };
+    let mut sim = match build_sim(s, engine) {
+        Ok(sim) => sim,
+        Err(e) => {
+            report.ok = false;
+            report.error = Some(format!("{e:#}"));
+            return report;
+        }
+    };
+    let default_from = s
+        .from
+        .clone()
+        .or_else(|| sim.cluster_names().first().cloned())
+        .unwrap_or_default();
+    for (i, step) in s.steps.iter().enumerate() {
+        let r = run_step(s, &mut sim, step, i, &default_from);
+        report.ok &= r.ok;
+        report.steps.push(r);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+fn step_name(step: &Step, i: usize, default_from: &str) -> String {
+    if let Some(n) = &step.name {
+        return n.clone();
+    }
+    if let Some(r) = &step.request {
+        let from = r.from.as_deref().unwrap_or(default_from);
+        let times = step.repeat.map(|n| format!(" x{n}")).unwrap_or_default();
+        return match &r.direct {
+            Some(to) => format!("request {} straight to {to}'s sidecar{times}", r.authority),
+            None => format!("curl {} from {from}{times}", r.authority),
+        };
+    }
+    if let Some(c) = &step.drain {
+        return format!("drain {c}");
+    }
+    if let Some(c) = &step.restore {
+        return format!("restore {c}");
+    }
+    if let Some(f) = &step.fail {
+        return format!("{} answers {}", f.cluster, f.status);
+    }
+    if let Some(a) = &step.advance {
+        return format!("wait {a}");
+    }
+    if let Some(r) = &step.reconfigure {
+        return format!("reconfigure {}", r.cluster);
+    }
+    if step.expect.is_some() {
+        return "check the proxies' metrics and logs".to_string();
+    }
+    format!("step {i}")
+}
+
+fn run_step(s: &Scenario, sim: &mut Sim, step: &Step, i: usize, default_from: &str) -> StepReport {
+    let mut r = StepReport {
+        name: step_name(step, i, default_from),
+        ok: true,
+        problems: Vec::new(),
+        lines: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    if let Err(e) = play(s, sim, step, default_from, &mut r) {
+        r.problems.push(format!("{e:#}"));
+    }
+    if let Some(expect) = &step.expect {
+        check_proxies(sim, expect, &mut r.problems);
+    }
+    r.ok = r.problems.is_empty();
+    r
+}
+
+fn play(s: &Scenario, sim: &mut Sim, step: &Step, default_from: &str, r: &mut StepReport) -> anyhow::Result<()> {
+    if let Some(req) = &step.request {
+        let n = step.repeat.unwrap_or(1).max(1);
+        let expect = step.expect.clone().unwrap_or_default();
+        let from = req.from.as_deref().unwrap_or(default_from);
+        for k in 0..n {
+            let random = sim.is_random(from, req);
+            let o = sim.request(req, default_from)?;
+            if r.lines.len() < 12 {
+                r.lines.push(curl_line(&o));
+            }
+            let before = r.problems.len();
+            check_outcome(&o, &expect, &mut r.problems);
+            if r.problems.len() > before && n > 1 {
+                let last = r.problems.len() - 1;
+                r.problems[last] = format!("request {} of {n}: {}", k + 1, r.problems[last]);
+            }
+            r.outcomes.push((o, random));
+            if r.problems.len() >= 5 {
+                r.problems.push("(further problems in this step not shown)".into());
+                break;
+            }
+        }
+        check_share(&r.outcomes, &expect, &mut r.problems);
+    } else if let Some(c) = &step.drain {
+        sim.drain(c)?;
+        r.lines.push(format!("{c}: endpoints drained"));
+    } else if let Some(c) = &step.restore {
+        sim.restore(c)?;
+        r.lines.push(format!("{c}: endpoints back"));
+    } else if let Some(f) = &step.fail {
+        sim.fail(&f.cluster, f.status)?;
+        r.lines.push(format!("{}: endpoints answer {}", f.cluster, f.status));
+    } else if let Some(a) = &step.advance {
+        sim.advance(crate::scenario::duration(a)?)?;
+    } else if let Some(rc) = &step.reconfigure {
+        let bytes = crate::scenario::config_json(s.dir(), &rc.config)?;
+        let accepted = sim.reconfigure(&rc.cluster, &bytes)?;
+        r.lines.push(format!("config {}", if accepted { "accepted" } else { "rejected" }));
+        match rc.expect {
+            Some(Acceptance::Accepted) if !accepted => r.problems.push("the config was rejected, expected accepted".into()),
+            Some(Acceptance::Rejected) if accepted => r.problems.push("the config was accepted, expected rejected".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `"Anthos!!!"   <- anthos  target=anthos  200`
+pub fn curl_line(o: &Outcome) -> String {
+    let body = o.body.trim_end();
+    let body = if body.len() > 60 { format!("{}…", &body[..60.min(body.len())]) } else { body.to_string() };
+    format!(
+        "{body:<14} status={} served_by={} target={}",
+        o.status,
+        o.served_by.as_deref().unwrap_or("none"),
+        o.target.as_deref().unwrap_or("none")
+    )
+}
+
+fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
+    if let Some(status) = e.status {
+        if o.status != status {
+            problems.push(format!("status {}, expected {status} (body: {:?})", o.status, o.body.trim_end()));
+        }
+    }
+    if let Some(body) = &e.body {
+        if o.body.trim_end() != body.trim_end() {
+            problems.push(format!("body {:?}, expected {body:?}", o.body.trim_end()));
+        }
+    }
+    if let Some(part) = &e.body_contains {
+        if !o.body.contains(part.as_str()) {
+            problems.push(format!("body {:?} does not contain {part:?}", o.body.trim_end()));
+        }
+    }
+    if let Some(c) = &e.served_by {
+        let got = o.served_by.as_deref().unwrap_or("none");
+        if got != c {
+            problems.push(format!("served by {got}, expected {c}"));
+        }
+    }
+    if let Some(t) = &e.target_cluster {
+        let got = o.target.as_deref().unwrap_or("none");
+        if got != t {
+            problems.push(format!("target cluster {got}, expected {t}"));
+        }
+    }
+    if let Some(want) = &e.route {
+        let got = o.route.as_deref().unwrap_or("none");
+        if got != want {
+            problems.push(format!("route {got}, expected {want}"));
+        }
+    }
+    for (name, want) in &e.upstream_headers {
+        match &o.upstream_headers {
+            None => problems.push(format!("upstream header {name}: the request did not reach the application")),
+            Some(_) => {
+                let got = o.upstream_header(name);
+                if got != want.as_deref() {
+                    problems.push(format!("upstream header {name}: {}, expected {}", show(got), show(want.as_deref())));
+                }
+            }
+        }
+    }
+    for (name, want) in &e.response_headers {
+        let got = o.response_header(name);
+        if got != want.as_deref() {
+            problems.push(format!("response header {name}: {}, expected {}", show(got), show(want.as_deref())));
+        }
+    }
+}
+
+fn show(v: Option<&str>) -> String {
+    v.map(|v| format!("{v:?}")).unwrap_or_else(|| "absent".into())
+}
+
+fn check_share(outcomes: &[(Outcome, bool)], e: &Expect, problems: &mut Vec<String>) {
+    let n = outcomes.len().max(1) as f64;
+    if e.consistent {
+        let mut served: Vec<&str> = outcomes.iter().map(|(o, _)| o.served_by.as_deref().unwrap_or("none")).collect();
+        served.dedup();
+        if served.len() > 1 {
+            problems.push(format!("served by {} in turn, expected one cluster throughout", served.join(", then ")));
+        }
+    }
+    for (cluster, [lo, hi]) in &e.share {
+        let count = outcomes
+            .iter()
+            .filter(|(o, _)| o.served_by.as_deref().unwrap_or("none") == cluster)
+            .count();
+        let share = count as f64 / n;
+        if share < *lo || share > *hi {
+            problems.push(format!("{cluster} served {count} of {} ({:.1}%), expected {:.0}%-{:.0}%", outcomes.len(), share * 100.0, lo * 100.0, hi * 100.0));
+        }
+    }
+}
+
+fn check_proxies(sim: &Sim, e: &Expect, problems: &mut Vec<String>) {
+    for (proxy, metrics) in &e.metrics {
+        let sc = match sim.sidecar(proxy) {
+            Ok(sc) => sc,
+            Err(err) => {
+                problems.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        for (name, want) in metrics {
+            let got = sc.metric(name);
+            if got != Some(*want) {
+                problems.push(format!(
+                    "{proxy}: metric {name} is {}, expected {want}",
+                    got.map(|v| v.to_string()).unwrap_or_else(|| "not defined".into())
+                ));
+            }
+        }
+    }
+    for l in &e.logs {
+        let sc = match sim.sidecar(&l.proxy) {
+            Ok(sc) => sc,
+            Err(err) => {
+                problems.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        let found = sc
+            .logs()
+            .iter()
+            .any(|(level, msg)| l.level.as_ref().is_none_or(|want| want == level) && msg.contains(&l.contains));
+        if !found {
+            problems.push(format!(
+                "{}: no {}log line contains {:?}",
+                l.proxy,
+                l.level.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
+                l.contains
+            ));
+        }
+    }
+}
+
+/// Runs a scenario with the `.wasm` and natively and compares every request
+/// whose outcome does not depend on a random pick. Returns the differences.
+pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Vec<String>> {
+    let s = Scenario::load(path)?;
+    let wasm = run(&s, &Engine::Wasm(module.clone()));
+    let native = run(&s, &Engine::Native);
+    if let Some(e) = wasm.error.or(native.error) {
+        anyhow::bail!("{}: {e}", path.display());
+    }
+    let mut diffs = Vec::new();
+    for (ws, ns) in wasm.steps.iter().zip(&native.steps) {
+        if ws.ok != ns.ok {
+            diffs.push(format!("step {:?}: wasm {} / native {}: {:?} / {:?}", ws.name, verdict(ws.ok), verdict(ns.ok), ws.problems, ns.problems));
+        }
+        for (k, ((wo, wr), (no, nr))) in ws.outcomes.iter().zip(&ns.outcomes).enumerate() {
+            if *wr || *nr {
+                continue;
+            }
+            let comparable = |o: &Outcome| {
+                let mut o = o.clone();
+                // Envoy adds these; the native engine does not model them.
+                o.response_headers.retain(|(k, _)| k.starts_with("x-hybridmesh") || k == ":status");
+                if let Some(h) = o.upstream_headers.as_mut() {
+                    h.retain(|(k, _)| k.starts_with("x-hybridmesh") || k == ":authority");
+                    h.sort();
+                }
+                o.response_headers.sort();
+                o
+            };
+            let (a, b) = (comparable(wo), comparable(no));
+            if a != b {
+                diffs.push(format!("step {:?} request {}: wasm {a:?}\n  native {b:?}", ws.name, k + 1));
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "passed"
+    } else {
+        "failed"
+    }
+}
