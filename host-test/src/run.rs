@@ -331,9 +331,17 @@ fn check_proxies(sim: &Sim, e: &Expect, problems: &mut Vec<String>) {
     }
 }
 
+/// What [`parity`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Parity {
+    /// Requests compared (those whose outcome does not depend on a random pick).
+    pub compared: usize,
+    pub differences: Vec<String>,
+}
+
 /// Runs a scenario with the `.wasm` and natively and compares every request
-/// whose outcome does not depend on a random pick. Returns the differences.
-pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Vec<String>> {
+/// whose outcome does not depend on a random pick.
+pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Parity> {
     let s = Scenario::load(path)?;
     let wasm = run(&s, &Engine::Wasm(module.clone()));
     let native = run(&s, &Engine::Native);
@@ -341,7 +349,14 @@ pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Vec<Str
         anyhow::bail!("{}: {e}", path.display());
     }
     let mut diffs = Vec::new();
+    let mut compared = 0;
+    if wasm.steps.len() != native.steps.len() {
+        diffs.push(format!("{} steps through the wasm, {} natively", wasm.steps.len(), native.steps.len()));
+    }
     for (ws, ns) in wasm.steps.iter().zip(&native.steps) {
+        if ws.outcomes.len() != ns.outcomes.len() {
+            diffs.push(format!("step {:?}: {} requests through the wasm, {} natively", ws.name, ws.outcomes.len(), ns.outcomes.len()));
+        }
         if ws.ok != ns.ok {
             diffs.push(format!("step {:?}: wasm {} / native {}: {:?} / {:?}", ws.name, verdict(ws.ok), verdict(ns.ok), ws.problems, ns.problems));
         }
@@ -360,13 +375,17 @@ pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Vec<Str
                 o.response_headers.sort();
                 o
             };
+            compared += 1;
             let (a, b) = (comparable(wo), comparable(no));
             if a != b {
                 diffs.push(format!("step {:?} request {}: wasm {a:?}\n  native {b:?}", ws.name, k + 1));
             }
         }
     }
-    Ok(diffs)
+    Ok(Parity {
+        compared,
+        differences: diffs,
+    })
 }
 
 fn verdict(ok: bool) -> &'static str {
