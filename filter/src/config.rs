@@ -168,7 +168,9 @@ impl<'de> Deserialize<'de> for Weight {
                 Ok(Weight::Int(v))
             }
             fn visit_i64<E>(self, v: i64) -> Result<Weight, E> {
-                Ok(u64::try_from(v).map(Weight::Int).unwrap_or_else(|_| Weight::Invalid(v.to_string())))
+                Ok(u64::try_from(v)
+                    .map(Weight::Int)
+                    .unwrap_or_else(|_| Weight::Invalid(v.to_string())))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Weight, E> {
                 Ok(Weight::Invalid(format_decimal(v)))
@@ -616,7 +618,10 @@ impl Raw {
             Some(d) => {
                 let d = d.trim_matches('.').to_ascii_lowercase();
                 if !is_dns_name(&d) {
-                    c.err("domainSuffix", format!("{d:?} is not a DNS name, expected e.g. \"cluster.local\""));
+                    c.err(
+                        "domainSuffix",
+                        format!("{d:?} is not a DNS name, expected e.g. \"cluster.local\""),
+                    );
                 }
                 d
             }
@@ -641,7 +646,10 @@ impl Raw {
 
         let deny_status = self.deny_status.unwrap_or(DEFAULT_DENY_STATUS);
         if !(400..=599).contains(&deny_status) {
-            c.err("denyStatus", format!("{deny_status} is not an error status, expected 400-599"));
+            c.err(
+                "denyStatus",
+                format!("{deny_status} is not an error status, expected 400-599"),
+            );
         }
 
         let metrics_flush_ms = match self.metrics_flush_interval {
@@ -660,8 +668,12 @@ impl Raw {
         };
 
         let clusters = validate_clusters(&mut c, self.clusters);
-        let default_outlier =
-            validate_outlier(&mut c, "outlierDetection", self.outlier_detection.as_ref(), OutlierDetection::default());
+        let default_outlier = validate_outlier(
+            &mut c,
+            "outlierDetection",
+            self.outlier_detection.as_ref(),
+            OutlierDetection::default(),
+        );
 
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, raw) in self.routes.into_iter().enumerate() {
@@ -704,8 +716,17 @@ fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
         }
     }
     if let Some(network) = &raw.network {
-        if network.is_empty() || network.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            c.err("identity.network", format!("{network:?} is not a network name, expected a non-empty name without spaces"));
+        if network.is_empty()
+            || network
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            c.err(
+                "identity.network",
+                format!(
+                    "{network:?} is not a network name, expected a non-empty name without spaces"
+                ),
+            );
         } else {
             out.network = Some(network.clone());
         }
@@ -720,7 +741,10 @@ fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
         if is_dns_label(ns) {
             out.namespace = Some(ns.clone());
         } else {
-            c.err("identity.namespace", format!("{ns:?} is not a namespace name, expected a DNS label"));
+            c.err(
+                "identity.namespace",
+                format!("{ns:?} is not a namespace name, expected a DNS label"),
+            );
         }
     }
     out
@@ -730,22 +754,41 @@ fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> 
     let mut out: Vec<ClusterInfo> = Vec::with_capacity(raw.len());
     for (i, rc) in raw.into_iter().enumerate() {
         if !is_cluster_name(&rc.name) {
-            c.err(format!("clusters[{i}].name"), cluster_name_expected(&rc.name));
+            c.err(
+                format!("clusters[{i}].name"),
+                cluster_name_expected(&rc.name),
+            );
             continue;
         }
         if out.iter().any(|o| o.name == rc.name) {
-            c.err(format!("clusters[{i}].name"), format!("duplicate cluster {:?}", rc.name));
+            c.err(
+                format!("clusters[{i}].name"),
+                format!("duplicate cluster {:?}", rc.name),
+            );
             continue;
         }
         let locality = match Locality::parse(&rc.locality) {
             Some(l) => l,
             None => {
-                c.err(format!("clusters[{i}].locality"), locality_expected(&rc.locality));
+                c.err(
+                    format!("clusters[{i}].locality"),
+                    locality_expected(&rc.locality),
+                );
                 Locality::default()
             }
         };
-        if rc.network.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            c.err(format!("clusters[{i}].network"), format!("{:?} is not a network name, expected a name without spaces", rc.network));
+        if rc
+            .network
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            c.err(
+                format!("clusters[{i}].network"),
+                format!(
+                    "{:?} is not a network name, expected a name without spaces",
+                    rc.network
+                ),
+            );
         }
         out.push(ClusterInfo {
             name: rc.name,
@@ -756,12 +799,20 @@ fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> 
     out
 }
 
-fn validate_outlier(c: &mut Checker, path: &str, raw: Option<&RawOutlier>, base: OutlierDetection) -> OutlierDetection {
+fn validate_outlier(
+    c: &mut Checker,
+    path: &str,
+    raw: Option<&RawOutlier>,
+    base: OutlierDetection,
+) -> OutlierDetection {
     let Some(raw) = raw else { return base };
     let mut out = base;
     if let Some(n) = raw.consecutive_5xx_errors {
         if n > 1000 {
-            c.err(format!("{path}.consecutive5xxErrors"), format!("{n} is too large, expected 0 (off) to 1000"));
+            c.err(
+                format!("{path}.consecutive5xxErrors"),
+                format!("{n} is too large, expected 0 (off) to 1000"),
+            );
         } else {
             out.consecutive_5xx = n;
         }
@@ -770,18 +821,32 @@ fn validate_outlier(c: &mut Checker, path: &str, raw: Option<&RawOutlier>, base:
         if let Some(t) = text {
             match parse_duration_ms(t) {
                 Some(ms) if ms >= 1 => *target = ms,
-                Some(_) => c.err(format!("{path}.{field}"), format!("{t:?} is zero, expected at least 1ms")),
+                Some(_) => c.err(
+                    format!("{path}.{field}"),
+                    format!("{t:?} is zero, expected at least 1ms"),
+                ),
                 None => c.err(format!("{path}.{field}"), duration_expected(t)),
             }
         }
     };
-    duration("baseEjectionTime", &raw.base_ejection_time, &mut out.base_ejection_ms);
-    duration("maxEjectionTime", &raw.max_ejection_time, &mut out.max_ejection_ms);
+    duration(
+        "baseEjectionTime",
+        &raw.base_ejection_time,
+        &mut out.base_ejection_ms,
+    );
+    duration(
+        "maxEjectionTime",
+        &raw.max_ejection_time,
+        &mut out.max_ejection_ms,
+    );
     if out.max_ejection_ms < out.base_ejection_ms {
         if raw.max_ejection_time.is_some() {
             c.err(
                 format!("{path}.maxEjectionTime"),
-                format!("{}ms is shorter than baseEjectionTime {}ms", out.max_ejection_ms, out.base_ejection_ms),
+                format!(
+                    "{}ms is shorter than baseEjectionTime {}ms",
+                    out.max_ejection_ms, out.base_ejection_ms
+                ),
             );
         } else {
             out.max_ejection_ms = out.base_ejection_ms;
@@ -803,7 +868,10 @@ fn validate_route(
     let kind = raw.policy;
 
     if raw.hosts.is_empty() {
-        c.err(at("hosts"), "empty, expected at least one host (exact, \"*.ns.svc.cluster.local\" or \"*\")");
+        c.err(
+            at("hosts"),
+            "empty, expected at least one host (exact, \"*.ns.svc.cluster.local\" or \"*\")",
+        );
     }
     let mut hosts = Vec::with_capacity(raw.hosts.len());
     for (j, h) in raw.hosts.iter().enumerate() {
@@ -818,26 +886,57 @@ fn validate_route(
         if present && kind != policy {
             c.err(
                 at(field),
-                format!("only allowed with policy {}, this route's policy is {}", policy.as_str(), kind.as_str()),
+                format!(
+                    "only allowed with policy {}, this route's policy is {}",
+                    policy.as_str(),
+                    kind.as_str()
+                ),
             );
         }
     };
-    only(c, raw.distribute.is_some(), "distribute", PolicyKind::Weighted);
-    only(c, raw.sticky_header.is_some(), "stickyHeader", PolicyKind::Weighted);
+    only(
+        c,
+        raw.distribute.is_some(),
+        "distribute",
+        PolicyKind::Weighted,
+    );
+    only(
+        c,
+        raw.sticky_header.is_some(),
+        "stickyHeader",
+        PolicyKind::Weighted,
+    );
     only(c, raw.failover.is_some(), "failover", PolicyKind::Failover);
-    only(c, raw.failover_priority.is_some(), "failoverPriority", PolicyKind::Failover);
+    only(
+        c,
+        raw.failover_priority.is_some(),
+        "failoverPriority",
+        PolicyKind::Failover,
+    );
     let needs_clusters = matches!(kind, PolicyKind::Weighted | PolicyKind::Failover);
     if !needs_clusters {
-        for (present, field) in [(raw.outlier_detection.is_some(), "outlierDetection"), (raw.clusters.is_some(), "clusters")] {
+        for (present, field) in [
+            (raw.outlier_detection.is_some(), "outlierDetection"),
+            (raw.clusters.is_some(), "clusters"),
+        ] {
             if present {
-                c.err(at(field), format!("only allowed with policy weighted or failover, this route's policy is {}", kind.as_str()));
+                c.err(
+                    at(field),
+                    format!(
+                        "only allowed with policy weighted or failover, this route's policy is {}",
+                        kind.as_str()
+                    ),
+                );
             }
         }
     }
     if needs_clusters && clusters.is_empty() {
         c.err(
             at("policy"),
-            format!("{} needs the mesh's clusters: list them under clusters (name, network, locality)", kind.as_str()),
+            format!(
+                "{} needs the mesh's clusters: list them under clusters (name, network, locality)",
+                kind.as_str()
+            ),
         );
     }
 
@@ -845,14 +944,23 @@ fn validate_route(
         None => (0..clusters.len()).collect(),
         Some(names) => {
             if names.is_empty() {
-                c.err(at("clusters"), "empty, expected at least one cluster name (or leave it out for all clusters)");
+                c.err(
+                    at("clusters"),
+                    "empty, expected at least one cluster name (or leave it out for all clusters)",
+                );
             }
             let mut idx = Vec::with_capacity(names.len());
             for (j, n) in names.iter().enumerate() {
                 match clusters.iter().position(|cl| &cl.name == n) {
-                    Some(k) if idx.contains(&k) => c.err(format!("routes[{i}].clusters[{j}]"), format!("duplicate cluster {n:?}")),
+                    Some(k) if idx.contains(&k) => c.err(
+                        format!("routes[{i}].clusters[{j}]"),
+                        format!("duplicate cluster {n:?}"),
+                    ),
                     Some(k) => idx.push(k),
-                    None => c.err(format!("routes[{i}].clusters[{j}]"), unknown_cluster(n, clusters)),
+                    None => c.err(
+                        format!("routes[{i}].clusters[{j}]"),
+                        unknown_cluster(n, clusters),
+                    ),
                 }
             }
             idx
@@ -860,7 +968,12 @@ fn validate_route(
     };
 
     let outlier = if needs_clusters {
-        validate_outlier(c, &at("outlierDetection"), raw.outlier_detection.as_ref(), default_outlier)
+        validate_outlier(
+            c,
+            &at("outlierDetection"),
+            raw.outlier_detection.as_ref(),
+            default_outlier,
+        )
     } else {
         default_outlier
     };
@@ -871,10 +984,14 @@ fn validate_route(
         PolicyKind::Weighted => {
             let mut distribute = Vec::new();
             match raw.distribute {
-                None => c.err(at("distribute"), "missing, policy weighted needs at least one {from, to} entry"),
-                Some(entries) if entries.is_empty() => {
-                    c.err(at("distribute"), "empty, policy weighted needs at least one {from, to} entry")
-                }
+                None => c.err(
+                    at("distribute"),
+                    "missing, policy weighted needs at least one {from, to} entry",
+                ),
+                Some(entries) if entries.is_empty() => c.err(
+                    at("distribute"),
+                    "empty, policy weighted needs at least one {from, to} entry",
+                ),
                 Some(entries) => {
                     for (j, d) in entries.into_iter().enumerate() {
                         if let Some(d) = validate_distribute(c, i, j, d, clusters, &candidates) {
@@ -916,17 +1033,36 @@ fn validate_route(
                     continue;
                 }
                 if f.from == f.to {
-                    c.err(p, format!("from and to are both {:?}, expected two different regions", f.from));
+                    c.err(
+                        p,
+                        format!(
+                            "from and to are both {:?}, expected two different regions",
+                            f.from
+                        ),
+                    );
                     continue;
                 }
-                if !candidates.iter().any(|&k| clusters[k].locality.region == f.to) {
+                if !candidates
+                    .iter()
+                    .any(|&k| clusters[k].locality.region == f.to)
+                {
                     let known: Vec<String> = candidates
                         .iter()
-                        .map(|&k| format!("{}={}", clusters[k].name, display_region(&clusters[k].locality)))
+                        .map(|&k| {
+                            format!(
+                                "{}={}",
+                                clusters[k].name,
+                                display_region(&clusters[k].locality)
+                            )
+                        })
                         .collect();
                     c.err(
                         format!("{p}.to"),
-                        format!("no cluster of this route is in region {:?} (clusters: {})", f.to, known.join(", ")),
+                        format!(
+                            "no cluster of this route is in region {:?} (clusters: {})",
+                            f.to,
+                            known.join(", ")
+                        ),
                     );
                     continue;
                 }
@@ -938,13 +1074,20 @@ fn validate_route(
                     let mut out = Vec::with_capacity(labels.len());
                     for (j, l) in labels.iter().enumerate() {
                         match TopologyLabel::parse(l) {
-                            Some(t) if out.contains(&t) => c.err(format!("routes[{i}].failoverPriority[{j}]"), format!("duplicate label {l:?}")),
+                            Some(t) if out.contains(&t) => c.err(
+                                format!("routes[{i}].failoverPriority[{j}]"),
+                                format!("duplicate label {l:?}"),
+                            ),
                             Some(t) => out.push(t),
                             None => {
-                                let names: Vec<&str> = TopologyLabel::ALL.iter().map(|(n, _)| *n).collect();
+                                let names: Vec<&str> =
+                                    TopologyLabel::ALL.iter().map(|(n, _)| *n).collect();
                                 c.err(
                                     format!("routes[{i}].failoverPriority[{j}]"),
-                                    format!("unknown label {l:?}, expected one of {}", names.join(", ")),
+                                    format!(
+                                        "unknown label {l:?}, expected one of {}",
+                                        names.join(", ")
+                                    ),
                                 )
                             }
                         }
@@ -985,7 +1128,10 @@ fn validate_distribute(
         );
     }
     if raw.to.is_empty() {
-        c.err(format!("{p}.to"), "empty, expected cluster names with integer weights summing to 100");
+        c.err(
+            format!("{p}.to"),
+            "empty, expected cluster names with integer weights summing to 100",
+        );
     }
     let mut to: Vec<(usize, u32)> = Vec::with_capacity(raw.to.len());
     let mut sum: u64 = 0;
@@ -996,7 +1142,10 @@ fn validate_distribute(
             continue;
         };
         if !candidates.contains(&k) {
-            c.err(field, format!("cluster {name:?} is not in this route's clusters"));
+            c.err(
+                field,
+                format!("cluster {name:?} is not in this route's clusters"),
+            );
             continue;
         }
         match value {
@@ -1004,22 +1153,28 @@ fn validate_distribute(
                 sum += w;
                 to.push((k, *w as u32));
             }
-            Weight::Int(w) => c.err(field, format!("{w} is not a weight, expected an integer 0-100")),
-            Weight::Invalid(v) => c.err(field, format!("{v} is not a weight, expected an integer 0-100")),
+            Weight::Int(w) => c.err(
+                field,
+                format!("{w} is not a weight, expected an integer 0-100"),
+            ),
+            Weight::Invalid(v) => c.err(
+                field,
+                format!("{v} is not a weight, expected an integer 0-100"),
+            ),
         }
     }
     if c.errors.len() == before && sum != 100 {
-        c.err(format!("{p}.to"), format!("weights sum to {sum}, expected 100"));
+        c.err(
+            format!("{p}.to"),
+            format!("weights sum to {sum}, expected 100"),
+        );
     }
     if c.errors.len() > before {
         return None;
     }
     to.sort_by_key(|(k, _)| *k);
     to.retain(|(_, w)| *w > 0);
-    Some(Distribute {
-        from: from?,
-        to,
-    })
+    Some(Distribute { from: from?, to })
 }
 
 // ---------------------------------------------------------------------------
@@ -1035,7 +1190,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     }
     let mut total: u64 = 0;
     while !rest.is_empty() {
-        let int_len = rest.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len());
+        let int_len = rest
+            .find(|ch: char| !ch.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (int, after) = rest.split_at(int_len);
         let (frac, after) = match after.strip_prefix('.') {
             Some(f) => {
@@ -1050,7 +1207,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
         if int.is_empty() {
             return None;
         }
-        let unit_len = after.find(|ch: char| ch.is_ascii_digit() || ch == '.').unwrap_or(after.len());
+        let unit_len = after
+            .find(|ch: char| ch.is_ascii_digit() || ch == '.')
+            .unwrap_or(after.len());
         let factor: u64 = match &after[..unit_len] {
             "h" => 3_600_000,
             "m" => 60_000,
@@ -1062,9 +1221,15 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
         let whole: u64 = int.parse().ok()?;
         // Fraction: up to 9 digits are enough for a millisecond of an hour.
         let digits = &frac[..frac.len().min(9)];
-        let frac_value: u64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let frac_value: u64 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
         let scale = 10u64.pow(digits.len() as u32);
-        let part = whole.checked_mul(factor)?.checked_add(frac_value.checked_mul(factor)? / scale)?;
+        let part = whole
+            .checked_mul(factor)?
+            .checked_add(frac_value.checked_mul(factor)? / scale)?;
         total = total.checked_add(part)?;
     }
     (total <= 1_000_000_000_000_000).then_some(total)
@@ -1091,7 +1256,10 @@ fn unknown_cluster(name: &str, clusters: &[ClusterInfo]) -> String {
     if names.is_empty() {
         format!("unknown cluster {name:?}: no clusters are listed under clusters")
     } else {
-        format!("unknown cluster {name:?}, expected one of {}", names.join(", "))
+        format!(
+            "unknown cluster {name:?}, expected one of {}",
+            names.join(", ")
+        )
     }
 }
 
@@ -1111,28 +1279,34 @@ fn is_region(s: &str) -> bool {
 pub fn is_cluster_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 pub(crate) fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    })
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn is_header_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
 }

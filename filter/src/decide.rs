@@ -57,7 +57,14 @@ impl Plan {
                     }
                 }
                 Policy::Failover { failover, priority } => RoutePlan::Failover {
-                    order: failover_order(&cfg.clusters, &r.candidates, me, me_idx, failover, priority),
+                    order: failover_order(
+                        &cfg.clusters,
+                        &r.candidates,
+                        me,
+                        me_idx,
+                        failover,
+                        priority,
+                    ),
                 },
             })
             .collect();
@@ -99,8 +106,19 @@ fn failover_order(
             }
         }
     }
-    let mut rest: Vec<usize> = candidates.iter().copied().filter(|k| !order.contains(k)).collect();
-    rest.sort_by_key(|&k| std::cmp::Reverse(clusters.get(k).map(|c| shared_labels(c, me, priority)).unwrap_or(0)));
+    let mut rest: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|k| !order.contains(k))
+        .collect();
+    rest.sort_by_key(|&k| {
+        std::cmp::Reverse(
+            clusters
+                .get(k)
+                .map(|c| shared_labels(c, me, priority))
+                .unwrap_or(0),
+        )
+    });
     order.extend(rest);
     order
 }
@@ -200,7 +218,9 @@ impl Decision {
             Why::NoRule => s.push_str(": no route matches"),
             Why::PolicyNone => s.push_str(": left to Envoy"),
             Why::ClusterLocal => s.push_str(": stays in the local cluster"),
-            Why::NoDistributeEntry => s.push_str(": no distribute entry matches this locality, left to Envoy"),
+            Why::NoDistributeEntry => {
+                s.push_str(": no distribute entry matches this locality, left to Envoy")
+            }
             Why::Weighted {
                 entry,
                 point,
@@ -214,11 +234,16 @@ impl Decision {
                         .rule
                         .and_then(|r| cfg.routes.get(r))
                         .and_then(|r| match &r.policy {
-                            Policy::Weighted { distribute, .. } => distribute.get(*entry).map(|d| d.from.text.clone()),
+                            Policy::Weighted { distribute, .. } => {
+                                distribute.get(*entry).map(|d| d.from.text.clone())
+                            }
                             _ => None,
                         })
                         .unwrap_or_default();
-                    let weights: Vec<String> = table.iter().map(|(k, w)| format!("{}:{w}", name(*k))).collect();
+                    let weights: Vec<String> = table
+                        .iter()
+                        .map(|(k, w)| format!("{}:{w}", name(*k)))
+                        .collect();
                     let _ = write!(s, " from={from} weights={}", weights.join(","));
                 }
                 let _ = write!(s, " pick={point}{}", if *sticky { " sticky" } else { "" });
@@ -230,7 +255,9 @@ impl Decision {
                 }
             }
             Why::Failover { skipped, panic } => {
-                if let Some(RoutePlan::Failover { order }) = self.rule.and_then(|r| plan.routes.get(r)) {
+                if let Some(RoutePlan::Failover { order }) =
+                    self.rule.and_then(|r| plan.routes.get(r))
+                {
                     let names: Vec<&str> = order.iter().map(|&k| name(k)).collect();
                     let _ = write!(s, " order={}", names.join(">"));
                 }
@@ -252,7 +279,15 @@ impl Decision {
 /// Decides for a request matched to `rule`. `ejected` has a bit set per
 /// cluster index that is ejected now; `pick` is a uniformly random or sticky
 /// 64-bit value.
-pub fn decide(cfg: &Config, plan: &Plan, me: &Identity, rule: usize, ejected: u64, pick: u64, sticky: bool) -> Decision {
+pub fn decide(
+    cfg: &Config,
+    plan: &Plan,
+    me: &Identity,
+    rule: usize,
+    ejected: u64,
+    pick: u64,
+    sticky: bool,
+) -> Decision {
     let policy = cfg.routes.get(rule).map(|r| r.policy.kind());
     let mut d = Decision {
         rule: Some(rule),
@@ -274,11 +309,18 @@ pub fn decide(cfg: &Config, plan: &Plan, me: &Identity, rule: usize, ejected: u6
             };
             let point = (pick % 100) as u32;
             let first = walk(table.iter().copied(), point);
-            let skipped = table.iter().filter(|(k, _)| is_set(ejected, *k)).fold(0u64, |m, (k, _)| m | bit(*k));
+            let skipped = table
+                .iter()
+                .filter(|(k, _)| is_set(ejected, *k))
+                .fold(0u64, |m, (k, _)| m | bit(*k));
             let (chosen, panic) = match first {
                 Some(k) if !is_set(ejected, k) => (Some(k), false),
                 _ => {
-                    let healthy: Vec<(usize, u32)> = table.iter().copied().filter(|(k, _)| !is_set(ejected, *k)).collect();
+                    let healthy: Vec<(usize, u32)> = table
+                        .iter()
+                        .copied()
+                        .filter(|(k, _)| !is_set(ejected, *k))
+                        .collect();
                     let total: u32 = healthy.iter().map(|(_, w)| w).sum();
                     if total == 0 {
                         (first, true)
@@ -294,7 +336,11 @@ pub fn decide(cfg: &Config, plan: &Plan, me: &Identity, rule: usize, ejected: u6
                 entry,
                 point,
                 sticky,
-                skipped: if panic { 0 } else { skipped & chosen.map(|c| !bit(c)).unwrap_or(u64::MAX) },
+                skipped: if panic {
+                    0
+                } else {
+                    skipped & chosen.map(|c| !bit(c)).unwrap_or(u64::MAX)
+                },
                 panic,
             };
         }

@@ -31,6 +31,10 @@ pub struct Peer {
     pub uri_san: Option<String>,
 }
 
+/// A read-modify-write of one shared-data value: gets the current value, returns
+/// the new one (or `None` to write nothing).
+pub type Update<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
 /// What the filter asks of the proxy. Each method is one host call.
 pub trait Host {
     fn now_ms(&mut self) -> u64;
@@ -45,7 +49,7 @@ pub trait Host {
     fn shared_get(&mut self, key: &str) -> Option<Vec<u8>>;
     /// Shared data, read-modify-write with compare-and-swap (retried on
     /// mismatch). `update` returns the new value, or `None` to write nothing.
-    fn shared_update(&mut self, key: &str, update: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>);
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>);
     /// `response.flags` (Envoy's response flag bitmask).
     fn response_flags(&mut self) -> u64;
     /// `upstream.address` (`ip:port`).
@@ -150,7 +154,11 @@ impl Filter {
             .or_else(|| (!node.locality.is_empty()).then(|| node.locality.clone()))
             .or_else(|| entry.map(|e| e.locality.clone()))
             .unwrap_or_default();
-        let namespace = o.namespace.clone().or_else(|| node.namespace.clone()).unwrap_or_default();
+        let namespace = o
+            .namespace
+            .clone()
+            .or_else(|| node.namespace.clone())
+            .unwrap_or_default();
         let mut warnings = Vec::new();
         if cluster == ISTIO_DEFAULT_CLUSTER_ID {
             warnings.push(IdentityIssue::DefaultClusterId);
@@ -167,9 +175,18 @@ impl Filter {
         let plan = Plan::compile(&cfg, &me);
         let h = &cfg.headers;
         let source_headers = [
-            (h.source_cluster.clone().into_bytes(), me.cluster.clone().into_bytes()),
-            (h.source_network.clone().into_bytes(), me.network.clone().into_bytes()),
-            (h.source_locality.clone().into_bytes(), me.locality.to_string().into_bytes()),
+            (
+                h.source_cluster.clone().into_bytes(),
+                me.cluster.clone().into_bytes(),
+            ),
+            (
+                h.source_network.clone().into_bytes(),
+                me.network.clone().into_bytes(),
+            ),
+            (
+                h.source_locality.clone().into_bytes(),
+                me.locality.to_string().into_bytes(),
+            ),
         ];
         Ok(Filter {
             served_by: served_by_value(&me).into_bytes(),
@@ -191,7 +208,11 @@ impl Filter {
     }
 
     /// Request headers, either side.
-    pub fn on_request(&self, headers: &[(Vec<u8>, Vec<u8>)], host: &mut dyn Host) -> RequestOutcome {
+    pub fn on_request(
+        &self,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> RequestOutcome {
         match self.direction(host) {
             Direction::Outbound => self.outbound_request(headers, host),
             Direction::Inbound => self.inbound_request(headers, host),
@@ -199,7 +220,12 @@ impl Filter {
     }
 
     /// Response headers, either side.
-    pub fn on_response(&self, state: &StreamState, headers: &[(Vec<u8>, Vec<u8>)], host: &mut dyn Host) -> ResponseOutcome {
+    pub fn on_response(
+        &self,
+        state: &StreamState,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> ResponseOutcome {
         match state.direction {
             Direction::Outbound => self.outbound_response(state, headers, host),
             Direction::Inbound => ResponseOutcome {
@@ -210,7 +236,11 @@ impl Filter {
         }
     }
 
-    fn outbound_request(&self, headers: &[(Vec<u8>, Vec<u8>)], host: &mut dyn Host) -> RequestOutcome {
+    fn outbound_request(
+        &self,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> RequestOutcome {
         let names = &self.cfg.headers;
         let start_ms = host.now_ms();
         let mut effects = Effects::default();
@@ -239,11 +269,24 @@ impl Filter {
             effects.counters.push(Counter::Spoofed {
                 direction: Direction::Outbound,
             });
-            effects.logs.push((Level::Debug, format!("removed {spoofed} {}-* header(s) set by the application", names.prefix)));
+            effects.logs.push((
+                Level::Debug,
+                format!(
+                    "removed {spoofed} {}-* header(s) set by the application",
+                    names.prefix
+                ),
+            ));
         }
 
-        let service = service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix)
-            .or_else(|| host.cluster_name().as_deref().and_then(service_from_cluster_name).map(str::to_string));
+        let service =
+            service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix).or_else(
+                || {
+                    host.cluster_name()
+                        .as_deref()
+                        .and_then(service_from_cluster_name)
+                        .map(str::to_string)
+                },
+            );
         let mut target_dirty = false;
         let decision = match &service {
             None => Decision::undecided(Why::NoService),
@@ -251,7 +294,8 @@ impl Filter {
                 None => Decision::undecided(Why::NoRule),
                 Some(rule) => {
                     let health = if self.plan.needs_health(rule) {
-                        host.shared_get(&health_key(svc)).map(|b| HealthState::decode(&b))
+                        host.shared_get(&health_key(svc))
+                            .map(|b| HealthState::decode(&b))
                     } else {
                         None
                     };
@@ -267,7 +311,10 @@ impl Filter {
                         Some(crate::decide::RoutePlan::Weighted {
                             sticky_header: Some(name),
                             ..
-                        }) => headers.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.as_slice()),
+                        }) => headers
+                            .iter()
+                            .find(|(k, _)| k.as_slice() == name.as_bytes())
+                            .map(|(_, v)| v.as_slice()),
                         _ => None,
                     };
                     let (pick, sticky) = match sticky_value {
@@ -276,7 +323,9 @@ impl Filter {
                     };
                     let d = decide(&self.cfg, &self.plan, &self.me, rule, ejected, pick, sticky);
                     if let (Some(h), Some(t)) = (&health, &d.target) {
-                        target_dirty = h.get(t).is_some_and(|e| e.consecutive > 0 || e.ejections > 0);
+                        target_dirty = h
+                            .get(t)
+                            .is_some_and(|e| e.consecutive > 0 || e.ejections > 0);
                     }
                     d
                 }
@@ -287,7 +336,10 @@ impl Filter {
             out.push((k.clone(), v.clone()));
         }
         if let Some(t) = &decision.target {
-            out.push((names.target_cluster.clone().into_bytes(), t.clone().into_bytes()));
+            out.push((
+                names.target_cluster.clone().into_bytes(),
+                t.clone().into_bytes(),
+            ));
         }
         RequestOutcome {
             headers: Some(out),
@@ -317,15 +369,23 @@ impl Filter {
                 if self.cfg.trust_domains.is_empty() {
                     return true;
                 }
-                let Some(san) = peer.uri_san else { return false };
-                let Some(rest) = san.strip_prefix("spiffe://") else { return false };
+                let Some(san) = peer.uri_san else {
+                    return false;
+                };
+                let Some(rest) = san.strip_prefix("spiffe://") else {
+                    return false;
+                };
                 let domain = rest.split('/').next().unwrap_or("");
                 self.cfg.trust_domains.iter().any(|td| td == domain)
             }
         }
     }
 
-    fn inbound_request(&self, headers: &[(Vec<u8>, Vec<u8>)], host: &mut dyn Host) -> RequestOutcome {
+    fn inbound_request(
+        &self,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> RequestOutcome {
         let names = &self.cfg.headers;
         let mut effects = Effects::default();
         let mut authority: &[u8] = b"";
@@ -341,7 +401,8 @@ impl Filter {
                 authority = v;
             }
         }
-        let service = service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix);
+        let service =
+            service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix);
         let rule = service.as_deref().and_then(|s| self.cfg.hosts.lookup(s));
         let cluster_local = rule
             .and_then(|r| self.cfg.routes.get(r))
@@ -351,12 +412,24 @@ impl Filter {
         let trusted = (reserved > 0 || cluster_local) && self.trusted(host);
         let mut new_headers = None;
         if reserved > 0 && !trusted {
-            new_headers = Some(headers.iter().filter(|(k, _)| !names.is_reserved(k)).cloned().collect::<Headers>());
+            new_headers = Some(
+                headers
+                    .iter()
+                    .filter(|(k, _)| !names.is_reserved(k))
+                    .cloned()
+                    .collect::<Headers>(),
+            );
             source = None;
             effects.counters.push(Counter::Spoofed {
                 direction: Direction::Inbound,
             });
-            effects.logs.push((Level::Debug, format!("removed {reserved} {}-* header(s) from an untrusted peer", names.prefix)));
+            effects.logs.push((
+                Level::Debug,
+                format!(
+                    "removed {reserved} {}-* header(s) from an untrusted peer",
+                    names.prefix
+                ),
+            ));
         }
         let source = source.map(|s| String::from_utf8_lossy(s).into_owned());
 
@@ -373,7 +446,9 @@ impl Filter {
                     "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {from} refused\n",
                     self.me.cluster
                 );
-                effects.logs.push((Level::Info, body.trim_end().to_string()));
+                effects
+                    .logs
+                    .push((Level::Info, body.trim_end().to_string()));
                 effects.counters.push(Counter::Denied { source: from });
                 local_reply = Some(LocalReply {
                     status: self.cfg.deny_status,
@@ -399,30 +474,49 @@ impl Filter {
         }
     }
 
-    fn outbound_response(&self, state: &StreamState, headers: &[(Vec<u8>, Vec<u8>)], host: &mut dyn Host) -> ResponseOutcome {
+    fn outbound_response(
+        &self,
+        state: &StreamState,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> ResponseOutcome {
         let names = &self.cfg.headers;
         let mut effects = Effects::default();
         let mut status = 0u32;
         let mut served: Option<ServedBy> = None;
         for (k, v) in headers {
             if k.as_slice() == b":status" {
-                status = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                status = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
             } else if k.as_slice() == names.served_by.as_bytes() && served.is_none() {
                 served = ServedBy::parse(v);
             }
         }
         let now = host.now_ms();
-        let flags = if status >= 500 || status == 0 { host.response_flags() } else { 0 };
+        let flags = if status >= 500 || status == 0 {
+            host.response_flags()
+        } else {
+            0
+        };
 
         let (served_by, served_network, cross_network, gateway) = match &served {
             Some(sb) => {
-                let crossed = !sb.network.is_empty() && !self.me.network.is_empty() && sb.network != self.me.network;
+                let crossed = !sb.network.is_empty()
+                    && !self.me.network.is_empty()
+                    && sb.network != self.me.network;
                 let gateway = if crossed {
                     host.upstream_address().filter(|a| is_gateway_address(a))
                 } else {
                     None
                 };
-                (Some(sb.cluster.clone()), Some(sb.network.clone()), crossed, gateway)
+                (
+                    Some(sb.cluster.clone()),
+                    Some(sb.network.clone()),
+                    crossed,
+                    gateway,
+                )
             }
             None => {
                 let address = host.upstream_address();
@@ -438,21 +532,41 @@ impl Filter {
             }
         };
 
-        let decision = state.decision.clone().unwrap_or_else(|| Decision::undecided(Why::NoService));
+        let decision = state
+            .decision
+            .clone()
+            .unwrap_or_else(|| Decision::undecided(Why::NoService));
         // Health: only for decisions that choose among clusters.
-        if let (Some(PolicyKind::Weighted | PolicyKind::Failover), Some(target), Some(svc), Some(rule)) =
-            (decision.policy, &decision.target, &state.service, decision.rule)
-        {
+        if let (
+            Some(PolicyKind::Weighted | PolicyKind::Failover),
+            Some(target),
+            Some(svc),
+            Some(rule),
+        ) = (
+            decision.policy,
+            &decision.target,
+            &state.service,
+            decision.rule,
+        ) {
             let failed = status >= 500 || flags & FAILURE_FLAGS != 0;
             if failed || state.target_dirty {
-                let od = self.cfg.routes.get(rule).map(|r| r.outlier).unwrap_or_default();
+                let od = self
+                    .cfg
+                    .routes
+                    .get(rule)
+                    .map(|r| r.outlier)
+                    .unwrap_or_default();
                 let mut event = HealthEvent::Unchanged;
                 host.shared_update(&health_key(svc), &mut |current| {
                     let mut h = current.map(HealthState::decode).unwrap_or_default();
                     event = h.record(target, failed, now, &od);
                     (event != HealthEvent::Unchanged).then(|| h.encode())
                 });
-                if let HealthEvent::Ejected { until_ms, ejections } = event {
+                if let HealthEvent::Ejected {
+                    until_ms,
+                    ejections,
+                } = event
+                {
                     effects.counters.push(Counter::Ejections {
                         destination: target.clone(),
                     });
@@ -488,7 +602,11 @@ impl Filter {
         };
         effects.counters.push(Counter::Requests {
             source: self.me.cluster.clone(),
-            destination: hop.served_by.clone().or_else(|| hop.target.clone()).unwrap_or_default(),
+            destination: hop
+                .served_by
+                .clone()
+                .or_else(|| hop.target.clone())
+                .unwrap_or_default(),
             decision: hop.decision,
             cross_network,
         });

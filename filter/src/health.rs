@@ -59,12 +59,18 @@ impl HealthState {
             if entries.len() >= MAX_TRACKED {
                 break;
             }
-            let Some((name, rest)) = item.split_once('=') else { continue };
-            let mut nums = rest.split(',');
-            let (Some(a), Some(b), Some(c), None) = (nums.next(), nums.next(), nums.next(), nums.next()) else {
+            let Some((name, rest)) = item.split_once('=') else {
                 continue;
             };
-            let (Ok(consecutive), Ok(ejected_until_ms), Ok(ejections)) = (a.parse(), b.parse(), c.parse()) else {
+            let mut nums = rest.split(',');
+            let (Some(a), Some(b), Some(c), None) =
+                (nums.next(), nums.next(), nums.next(), nums.next())
+            else {
+                continue;
+            };
+            let (Ok(consecutive), Ok(ejected_until_ms), Ok(ejections)) =
+                (a.parse(), b.parse(), c.parse())
+            else {
                 continue;
             };
             if name.is_empty() || entries.iter().any(|e: &ClusterHealth| e.cluster == name) {
@@ -86,7 +92,10 @@ impl HealthState {
             if !out.is_empty() {
                 out.push(';');
             }
-            out.push_str(&format!("{}={},{},{}", e.cluster, e.consecutive, e.ejected_until_ms, e.ejections));
+            out.push_str(&format!(
+                "{}={},{},{}",
+                e.cluster, e.consecutive, e.ejected_until_ms, e.ejections
+            ));
         }
         out.into_bytes()
     }
@@ -96,11 +105,18 @@ impl HealthState {
     }
 
     pub fn is_ejected(&self, cluster: &str, now_ms: u64) -> bool {
-        self.get(cluster).is_some_and(|e| now_ms < e.ejected_until_ms)
+        self.get(cluster)
+            .is_some_and(|e| now_ms < e.ejected_until_ms)
     }
 
     /// Records one response from `cluster`.
-    pub fn record(&mut self, cluster: &str, failed: bool, now_ms: u64, od: &OutlierDetection) -> HealthEvent {
+    pub fn record(
+        &mut self,
+        cluster: &str,
+        failed: bool,
+        now_ms: u64,
+        od: &OutlierDetection,
+    ) -> HealthEvent {
         let idx = match self.entries.iter().position(|e| e.cluster == cluster) {
             Some(i) => i,
             None if !failed => return HealthEvent::Unchanged,
@@ -127,13 +143,20 @@ impl HealthState {
                 e.ejected_until_ms = now_ms;
                 changed = true;
             }
-            return if changed { HealthEvent::Updated } else { HealthEvent::Unchanged };
+            return if changed {
+                HealthEvent::Updated
+            } else {
+                HealthEvent::Unchanged
+            };
         }
         e.consecutive = e.consecutive.saturating_add(1);
         let ejected_now = now_ms < e.ejected_until_ms;
         if od.consecutive_5xx > 0 && e.consecutive >= od.consecutive_5xx && !ejected_now {
             e.ejections = e.ejections.saturating_add(1);
-            let duration = od.base_ejection_ms.saturating_mul(u64::from(e.ejections)).min(od.max_ejection_ms);
+            let duration = od
+                .base_ejection_ms
+                .saturating_mul(u64::from(e.ejections))
+                .min(od.max_ejection_ms);
             e.ejected_until_ms = now_ms.saturating_add(duration);
             e.consecutive = 0;
             return HealthEvent::Ejected {
@@ -163,7 +186,13 @@ mod tests {
         let od = od(2, 60_000);
         assert_eq!(h.record("anthos", true, 1_000, &od), HealthEvent::Updated);
         assert!(!h.is_ejected("anthos", 1_000));
-        assert_eq!(h.record("anthos", true, 2_000, &od), HealthEvent::Ejected { until_ms: 62_000, ejections: 1 });
+        assert_eq!(
+            h.record("anthos", true, 2_000, &od),
+            HealthEvent::Ejected {
+                until_ms: 62_000,
+                ejections: 1
+            }
+        );
         assert!(h.is_ejected("anthos", 61_999));
         assert!(!h.is_ejected("anthos", 62_000));
         assert!(!h.is_ejected("gke", 2_000));
@@ -189,9 +218,27 @@ mod tests {
             base_ejection_ms: 100_000,
             max_ejection_ms: 250_000,
         };
-        assert_eq!(h.record("a", true, 0, &od), HealthEvent::Ejected { until_ms: 100_000, ejections: 1 });
-        assert_eq!(h.record("a", true, 100_000, &od), HealthEvent::Ejected { until_ms: 300_000, ejections: 2 });
-        assert_eq!(h.record("a", true, 300_000, &od), HealthEvent::Ejected { until_ms: 550_000, ejections: 3 });
+        assert_eq!(
+            h.record("a", true, 0, &od),
+            HealthEvent::Ejected {
+                until_ms: 100_000,
+                ejections: 1
+            }
+        );
+        assert_eq!(
+            h.record("a", true, 100_000, &od),
+            HealthEvent::Ejected {
+                until_ms: 300_000,
+                ejections: 2
+            }
+        );
+        assert_eq!(
+            h.record("a", true, 300_000, &od),
+            HealthEvent::Ejected {
+                until_ms: 550_000,
+                ejections: 3
+            }
+        );
     }
 
     #[test]
@@ -233,6 +280,14 @@ mod tests {
         let junk = HealthState::decode(b"gke=1,2;x=a,b,c;=1,2,3;ok=1,2,3;ok=4,5,6;\xff");
         assert_eq!(junk.entries.len(), 0, "invalid UTF-8 decodes to empty");
         let junk = HealthState::decode(b"gke=1,2;x=a,b,c;=1,2,3;ok=1,2,3;ok=4,5,6");
-        assert_eq!(junk.entries, vec![ClusterHealth { cluster: "ok".into(), consecutive: 1, ejected_until_ms: 2, ejections: 3 }]);
+        assert_eq!(
+            junk.entries,
+            vec![ClusterHealth {
+                cluster: "ok".into(),
+                consecutive: 1,
+                ejected_until_ms: 2,
+                ejections: 3
+            }]
+        );
     }
 }

@@ -14,7 +14,10 @@ pub const EAST_WEST_GATEWAY_PORT: u16 = 15443;
 
 /// The server side's `served-by` value: `cluster=<c>;network=<n>;locality=<l>`.
 pub fn served_by_value(me: &Identity) -> String {
-    format!("cluster={};network={};locality={}", me.cluster, me.network, me.locality)
+    format!(
+        "cluster={};network={};locality={}",
+        me.cluster, me.network, me.locality
+    )
 }
 
 /// A parsed `served-by` header.
@@ -31,7 +34,9 @@ impl ServedBy {
         let text = std::str::from_utf8(value).ok()?;
         let mut out = ServedBy::default();
         for part in text.split(';') {
-            let Some((k, v)) = part.trim().split_once('=') else { continue };
+            let Some((k, v)) = part.trim().split_once('=') else {
+                continue;
+            };
             match k {
                 "cluster" => out.cluster = v.to_string(),
                 "network" => out.network = v.to_string(),
@@ -185,7 +190,10 @@ mod tests {
         assert_eq!(ServedBy::parse(b"network=x"), None);
         assert_eq!(ServedBy::parse(b"cluster=a b"), None);
         assert_eq!(ServedBy::parse(&[0xff]), None);
-        assert_eq!(ServedBy::parse(b"cluster=gke;weird;x=y").map(|s| s.cluster), Some("gke".into()));
+        assert_eq!(
+            ServedBy::parse(b"cluster=gke;weird;x=y").map(|s| s.cluster),
+            Some("gke".into())
+        );
     }
 
     #[test]

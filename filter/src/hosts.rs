@@ -89,7 +89,8 @@ impl HostTable {
             }
         }
         // Stable sort keeps route order among equal lengths.
-        t.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        t.suffixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         t
     }
 
@@ -126,7 +127,11 @@ pub fn service_from_cluster_name(name: &str) -> Option<&str> {
 /// -> `... .svc.<suffix>`. Ports and a trailing dot are dropped; other names are
 /// kept as they are. `None` for an empty authority or an IP address (no name to
 /// match).
-pub fn service_from_authority(authority: &[u8], namespace: &str, domain_suffix: &str) -> Option<String> {
+pub fn service_from_authority(
+    authority: &[u8],
+    namespace: &str,
+    domain_suffix: &str,
+) -> Option<String> {
     let text = std::str::from_utf8(authority).ok()?.trim();
     if text.starts_with('[') {
         return None; // IPv6 literal
@@ -140,12 +145,17 @@ pub fn service_from_authority(authority: &[u8], namespace: &str, domain_suffix: 
     // names no service.
     if host.is_empty()
         || host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
         return None;
     }
     let svc_suffix_len = ".svc.".len() + domain_suffix.len();
-    if host.len() > svc_suffix_len && host.ends_with(domain_suffix) && host[..host.len() - domain_suffix.len()].ends_with(".svc.") {
+    if host.len() > svc_suffix_len
+        && host.ends_with(domain_suffix)
+        && host[..host.len() - domain_suffix.len()].ends_with(".svc.")
+    {
         return Some(host);
     }
     let labels = host.split('.').count();
@@ -185,7 +195,11 @@ mod tests {
 
     #[test]
     fn ties_go_to_the_route_listed_first() {
-        let t = table(&[&["*.default.svc.cluster.local"], &["*.default.svc.cluster.local", "a.b.svc.cluster.local"], &["a.b.svc.cluster.local"]]);
+        let t = table(&[
+            &["*.default.svc.cluster.local"],
+            &["*.default.svc.cluster.local", "a.b.svc.cluster.local"],
+            &["a.b.svc.cluster.local"],
+        ]);
         assert_eq!(t.lookup("x.default.svc.cluster.local"), Some(0));
         assert_eq!(t.lookup("a.b.svc.cluster.local"), Some(1));
     }
@@ -206,35 +220,73 @@ mod tests {
 
     #[test]
     fn patterns_are_case_insensitive_and_validated() {
-        assert_eq!(HostPattern::parse("Echo-Svc.Default.svc.cluster.local.").unwrap(), HostPattern::Exact("echo-svc.default.svc.cluster.local".into()));
-        for bad in ["", "*.", "**", "*.*.svc", "foo*.svc", "a..b", "*foo.svc", "-a.b"] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?} should be rejected");
+        assert_eq!(
+            HostPattern::parse("Echo-Svc.Default.svc.cluster.local.").unwrap(),
+            HostPattern::Exact("echo-svc.default.svc.cluster.local".into())
+        );
+        for bad in [
+            "", "*.", "**", "*.*.svc", "foo*.svc", "a..b", "*foo.svc", "-a.b",
+        ] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn authority_expansion_follows_kubernetes_dns() {
         let s = |a: &str| service_from_authority(a.as_bytes(), "sleep", "cluster.local");
-        assert_eq!(s("echo-svc.default").as_deref(), Some("echo-svc.default.svc.cluster.local"));
-        assert_eq!(s("echo-svc.default:80").as_deref(), Some("echo-svc.default.svc.cluster.local"));
-        assert_eq!(s("echo-svc").as_deref(), Some("echo-svc.sleep.svc.cluster.local"));
-        assert_eq!(s("echo-svc.default.svc").as_deref(), Some("echo-svc.default.svc.cluster.local"));
-        assert_eq!(s("echo-svc.default.svc.cluster.local.").as_deref(), Some("echo-svc.default.svc.cluster.local"));
-        assert_eq!(s("ECHO-SVC.Default").as_deref(), Some("echo-svc.default.svc.cluster.local"));
+        assert_eq!(
+            s("echo-svc.default").as_deref(),
+            Some("echo-svc.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s("echo-svc.default:80").as_deref(),
+            Some("echo-svc.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s("echo-svc").as_deref(),
+            Some("echo-svc.sleep.svc.cluster.local")
+        );
+        assert_eq!(
+            s("echo-svc.default.svc").as_deref(),
+            Some("echo-svc.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s("echo-svc.default.svc.cluster.local.").as_deref(),
+            Some("echo-svc.default.svc.cluster.local")
+        );
+        assert_eq!(
+            s("ECHO-SVC.Default").as_deref(),
+            Some("echo-svc.default.svc.cluster.local")
+        );
         assert_eq!(s("www.example.com").as_deref(), Some("www.example.com"));
         assert_eq!(s("10.0.0.1:8080"), None);
         assert_eq!(s("[::1]:80"), None);
         assert_eq!(s("echo svc.default"), None);
         assert_eq!(s("echo\r\nx-injected: 1"), None);
         assert_eq!(s(""), None);
-        assert_eq!(service_from_authority(b"echo-svc", "", "cluster.local").as_deref(), Some("echo-svc"));
-        assert_eq!(service_from_authority(&[0xff, 0xfe], "sleep", "cluster.local"), None);
+        assert_eq!(
+            service_from_authority(b"echo-svc", "", "cluster.local").as_deref(),
+            Some("echo-svc")
+        );
+        assert_eq!(
+            service_from_authority(&[0xff, 0xfe], "sleep", "cluster.local"),
+            None
+        );
     }
 
     #[test]
     fn outbound_cluster_names_carry_the_fqdn() {
-        assert_eq!(service_from_cluster_name("outbound|80||echo-svc.default.svc.cluster.local"), Some("echo-svc.default.svc.cluster.local"));
-        assert_eq!(service_from_cluster_name("outbound|80|gke|echo-svc.default.svc.cluster.local"), Some("echo-svc.default.svc.cluster.local"));
+        assert_eq!(
+            service_from_cluster_name("outbound|80||echo-svc.default.svc.cluster.local"),
+            Some("echo-svc.default.svc.cluster.local")
+        );
+        assert_eq!(
+            service_from_cluster_name("outbound|80|gke|echo-svc.default.svc.cluster.local"),
+            Some("echo-svc.default.svc.cluster.local")
+        );
         assert_eq!(service_from_cluster_name("inbound|8080||"), None);
         assert_eq!(service_from_cluster_name("PassthroughCluster"), None);
     }

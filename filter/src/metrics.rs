@@ -48,15 +48,30 @@ impl Counter {
                 tag("source_cluster", source),
                 tag("destination_cluster", destination),
                 tag("decision", decision),
-                tag("cross_network", if *cross_network { "true" } else { "false" }),
+                tag(
+                    "cross_network",
+                    if *cross_network { "true" } else { "false" }
+                ),
             ),
             Counter::Ejections { destination } => {
-                format!("{}hybridmesh_ejections_total", tag("destination_cluster", destination))
+                format!(
+                    "{}hybridmesh_ejections_total",
+                    tag("destination_cluster", destination)
+                )
             }
-            Counter::Denied { source } => format!("{}hybridmesh_denied_total", tag("source_cluster", source)),
+            Counter::Denied { source } => {
+                format!("{}hybridmesh_denied_total", tag("source_cluster", source))
+            }
             Counter::Spoofed { direction } => format!(
                 "{}hybridmesh_spoofed_headers_total",
-                tag("direction", if *direction == Direction::Inbound { "inbound" } else { "outbound" }),
+                tag(
+                    "direction",
+                    if *direction == Direction::Inbound {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    }
+                ),
             ),
         }
     }

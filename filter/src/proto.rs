@@ -132,7 +132,11 @@ pub(crate) mod tests {
 
     #[test]
     fn reads_the_cluster_from_istio_workload() {
-        let md = metadata("istio", "workload", "echoserver;default;echoserver;latest;anthos");
+        let md = metadata(
+            "istio",
+            "workload",
+            "echoserver;default;echoserver;latest;anthos",
+        );
         assert_eq!(istio_workload_cluster(&md).as_deref(), Some("anthos"));
         let gw = metadata("istio", "workload", ";;;;gke");
         assert_eq!(istio_workload_cluster(&gw).as_deref(), Some("gke"));
@@ -140,11 +144,24 @@ pub(crate) mod tests {
 
     #[test]
     fn other_namespaces_and_keys_are_ignored() {
-        let md = [metadata("envoy.lb", "workload", "a;b;c;d;x"), metadata("istio", "workload", "a;b;c;d;gke")].concat();
+        let md = [
+            metadata("envoy.lb", "workload", "a;b;c;d;x"),
+            metadata("istio", "workload", "a;b;c;d;gke"),
+        ]
+        .concat();
         assert_eq!(istio_workload_cluster(&md).as_deref(), Some("gke"));
-        assert_eq!(istio_workload_cluster(&metadata("istio", "other", "a;b;c;d;x")), None);
-        assert_eq!(istio_workload_cluster(&metadata("istio", "workload", "no-separators")), None);
-        assert_eq!(istio_workload_cluster(&metadata("istio", "workload", "a;b;c;d;")), None);
+        assert_eq!(
+            istio_workload_cluster(&metadata("istio", "other", "a;b;c;d;x")),
+            None
+        );
+        assert_eq!(
+            istio_workload_cluster(&metadata("istio", "workload", "no-separators")),
+            None
+        );
+        assert_eq!(
+            istio_workload_cluster(&metadata("istio", "workload", "a;b;c;d;")),
+            None
+        );
     }
 
     #[test]
@@ -154,7 +171,10 @@ pub(crate) mod tests {
             let _ = istio_workload_cluster(&md[..cut]);
         }
         assert_eq!(istio_workload_cluster(&[0xff; 12]), None);
-        assert_eq!(istio_workload_cluster(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), None);
+        assert_eq!(
+            istio_workload_cluster(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            None
+        );
         assert_eq!(istio_workload_cluster(&[]), None);
     }
 }

@@ -1,4 +1,5 @@
 //! Every invalid config is rejected with the exact message an operator reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hybridmesh_filter::parse_json;
 
@@ -68,10 +69,18 @@ fn invalid_configs_name_the_field_and_what_was_expected() {
     for (json, expected) in &cases {
         let got = errors(json);
         if got.first().map(String::as_str) != Some(*expected) {
-            failures.push(format!("config: {json}\n  expected: {expected}\n  got:      {got:?}"));
+            failures.push(format!(
+                "config: {json}\n  expected: {expected}\n  got:      {got:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -65,7 +65,13 @@ pub fn build_sim(s: &Scenario, engine: &Engine) -> anyhow::Result<Sim> {
             Engine::Native => Box::new(NativeSidecar::new(spec)),
         })
     };
-    Sim::new(mesh, s.proxy.server_sidecars, &config_for, &mut make, &s.proxy)
+    Sim::new(
+        mesh,
+        s.proxy.server_sidecars,
+        &config_for,
+        &mut make,
+        &s.proxy,
+    )
 }
 
 pub fn run(s: &Scenario, engine: &Engine) -> ScenarioReport {
@@ -151,7 +157,13 @@ fn run_step(s: &Scenario, sim: &mut Sim, step: &Step, i: usize, default_from: &s
     r
 }
 
-fn play(s: &Scenario, sim: &mut Sim, step: &Step, default_from: &str, r: &mut StepReport) -> anyhow::Result<()> {
+fn play(
+    s: &Scenario,
+    sim: &mut Sim,
+    step: &Step,
+    default_from: &str,
+    r: &mut StepReport,
+) -> anyhow::Result<()> {
     if let Some(req) = &step.request {
         let n = step.repeat.unwrap_or(1).max(1);
         let expect = step.expect.clone().unwrap_or_default();
@@ -170,7 +182,8 @@ fn play(s: &Scenario, sim: &mut Sim, step: &Step, default_from: &str, r: &mut St
             }
             r.outcomes.push((o, random));
             if r.problems.len() >= 5 {
-                r.problems.push("(further problems in this step not shown)".into());
+                r.problems
+                    .push("(further problems in this step not shown)".into());
                 break;
             }
         }
@@ -183,16 +196,24 @@ fn play(s: &Scenario, sim: &mut Sim, step: &Step, default_from: &str, r: &mut St
         r.lines.push(format!("{c}: endpoints back"));
     } else if let Some(f) = &step.fail {
         sim.fail(&f.cluster, f.status)?;
-        r.lines.push(format!("{}: endpoints answer {}", f.cluster, f.status));
+        r.lines
+            .push(format!("{}: endpoints answer {}", f.cluster, f.status));
     } else if let Some(a) = &step.advance {
         sim.advance(crate::scenario::duration(a)?)?;
     } else if let Some(rc) = &step.reconfigure {
         let bytes = crate::scenario::config_json(s.dir(), &rc.config)?;
         let accepted = sim.reconfigure(&rc.cluster, &bytes)?;
-        r.lines.push(format!("config {}", if accepted { "accepted" } else { "rejected" }));
+        r.lines.push(format!(
+            "config {}",
+            if accepted { "accepted" } else { "rejected" }
+        ));
         match rc.expect {
-            Some(Acceptance::Accepted) if !accepted => r.problems.push("the config was rejected, expected accepted".into()),
-            Some(Acceptance::Rejected) if accepted => r.problems.push("the config was accepted, expected rejected".into()),
+            Some(Acceptance::Accepted) if !accepted => r
+                .problems
+                .push("the config was rejected, expected accepted".into()),
+            Some(Acceptance::Rejected) if accepted => r
+                .problems
+                .push("the config was accepted, expected rejected".into()),
             _ => {}
         }
     }
@@ -202,7 +223,11 @@ fn play(s: &Scenario, sim: &mut Sim, step: &Step, default_from: &str, r: &mut St
 /// `"Anthos!!!"   <- anthos  target=anthos  200`
 pub fn curl_line(o: &Outcome) -> String {
     let body = o.body.trim_end();
-    let body = if body.len() > 60 { format!("{}…", &body[..60.min(body.len())]) } else { body.to_string() };
+    let body = if body.len() > 60 {
+        format!("{}…", &body[..60.min(body.len())])
+    } else {
+        body.to_string()
+    };
     format!(
         "{body:<14} status={} served_by={} target={}",
         o.status,
@@ -214,7 +239,11 @@ pub fn curl_line(o: &Outcome) -> String {
 fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
     if let Some(status) = e.status {
         if o.status != status {
-            problems.push(format!("status {}, expected {status} (body: {:?})", o.status, o.body.trim_end()));
+            problems.push(format!(
+                "status {}, expected {status} (body: {:?})",
+                o.status,
+                o.body.trim_end()
+            ));
         }
     }
     if let Some(body) = &e.body {
@@ -224,7 +253,10 @@ fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
     }
     if let Some(part) = &e.body_contains {
         if !o.body.contains(part.as_str()) {
-            problems.push(format!("body {:?} does not contain {part:?}", o.body.trim_end()));
+            problems.push(format!(
+                "body {:?} does not contain {part:?}",
+                o.body.trim_end()
+            ));
         }
     }
     if let Some(c) = &e.served_by {
@@ -247,11 +279,17 @@ fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
     }
     for (name, want) in &e.upstream_headers {
         match &o.upstream_headers {
-            None => problems.push(format!("upstream header {name}: the request did not reach the application")),
+            None => problems.push(format!(
+                "upstream header {name}: the request did not reach the application"
+            )),
             Some(_) => {
                 let got = o.upstream_header(name);
                 if got != want.as_deref() {
-                    problems.push(format!("upstream header {name}: {}, expected {}", show(got), show(want.as_deref())));
+                    problems.push(format!(
+                        "upstream header {name}: {}, expected {}",
+                        show(got),
+                        show(want.as_deref())
+                    ));
                 }
             }
         }
@@ -259,22 +297,33 @@ fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
     for (name, want) in &e.response_headers {
         let got = o.response_header(name);
         if got != want.as_deref() {
-            problems.push(format!("response header {name}: {}, expected {}", show(got), show(want.as_deref())));
+            problems.push(format!(
+                "response header {name}: {}, expected {}",
+                show(got),
+                show(want.as_deref())
+            ));
         }
     }
 }
 
 fn show(v: Option<&str>) -> String {
-    v.map(|v| format!("{v:?}")).unwrap_or_else(|| "absent".into())
+    v.map(|v| format!("{v:?}"))
+        .unwrap_or_else(|| "absent".into())
 }
 
 fn check_share(outcomes: &[(Outcome, bool)], e: &Expect, problems: &mut Vec<String>) {
     let n = outcomes.len().max(1) as f64;
     if e.consistent {
-        let mut served: Vec<&str> = outcomes.iter().map(|(o, _)| o.served_by.as_deref().unwrap_or("none")).collect();
+        let mut served: Vec<&str> = outcomes
+            .iter()
+            .map(|(o, _)| o.served_by.as_deref().unwrap_or("none"))
+            .collect();
         served.dedup();
         if served.len() > 1 {
-            problems.push(format!("served by {} in turn, expected one cluster throughout", served.join(", then ")));
+            problems.push(format!(
+                "served by {} in turn, expected one cluster throughout",
+                served.join(", then ")
+            ));
         }
     }
     for (cluster, [lo, hi]) in &e.share {
@@ -284,7 +333,13 @@ fn check_share(outcomes: &[(Outcome, bool)], e: &Expect, problems: &mut Vec<Stri
             .count();
         let share = count as f64 / n;
         if share < *lo || share > *hi {
-            problems.push(format!("{cluster} served {count} of {} ({:.1}%), expected {:.0}%-{:.0}%", outcomes.len(), share * 100.0, lo * 100.0, hi * 100.0));
+            problems.push(format!(
+                "{cluster} served {count} of {} ({:.1}%), expected {:.0}%-{:.0}%",
+                outcomes.len(),
+                share * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            ));
         }
     }
 }
@@ -303,7 +358,8 @@ fn check_proxies(sim: &Sim, e: &Expect, problems: &mut Vec<String>) {
             if got != Some(*want) {
                 problems.push(format!(
                     "{proxy}: metric {name} is {}, expected {want}",
-                    got.map(|v| v.to_string()).unwrap_or_else(|| "not defined".into())
+                    got.map(|v| v.to_string())
+                        .unwrap_or_else(|| "not defined".into())
                 ));
             }
         }
@@ -316,15 +372,17 @@ fn check_proxies(sim: &Sim, e: &Expect, problems: &mut Vec<String>) {
                 continue;
             }
         };
-        let found = sc
-            .logs()
-            .iter()
-            .any(|(level, msg)| l.level.as_ref().is_none_or(|want| want == level) && msg.contains(&l.contains));
+        let found = sc.logs().iter().any(|(level, msg)| {
+            l.level.as_ref().is_none_or(|want| want == level) && msg.contains(&l.contains)
+        });
         if !found {
             problems.push(format!(
                 "{}: no {}log line contains {:?}",
                 l.proxy,
-                l.level.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
+                l.level
+                    .as_ref()
+                    .map(|l| format!("{l} "))
+                    .unwrap_or_default(),
                 l.contains
             ));
         }
@@ -351,14 +409,30 @@ pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Parity>
     let mut diffs = Vec::new();
     let mut compared = 0;
     if wasm.steps.len() != native.steps.len() {
-        diffs.push(format!("{} steps through the wasm, {} natively", wasm.steps.len(), native.steps.len()));
+        diffs.push(format!(
+            "{} steps through the wasm, {} natively",
+            wasm.steps.len(),
+            native.steps.len()
+        ));
     }
     for (ws, ns) in wasm.steps.iter().zip(&native.steps) {
         if ws.outcomes.len() != ns.outcomes.len() {
-            diffs.push(format!("step {:?}: {} requests through the wasm, {} natively", ws.name, ws.outcomes.len(), ns.outcomes.len()));
+            diffs.push(format!(
+                "step {:?}: {} requests through the wasm, {} natively",
+                ws.name,
+                ws.outcomes.len(),
+                ns.outcomes.len()
+            ));
         }
         if ws.ok != ns.ok {
-            diffs.push(format!("step {:?}: wasm {} / native {}: {:?} / {:?}", ws.name, verdict(ws.ok), verdict(ns.ok), ws.problems, ns.problems));
+            diffs.push(format!(
+                "step {:?}: wasm {} / native {}: {:?} / {:?}",
+                ws.name,
+                verdict(ws.ok),
+                verdict(ns.ok),
+                ws.problems,
+                ns.problems
+            ));
         }
         for (k, ((wo, wr), (no, nr))) in ws.outcomes.iter().zip(&ns.outcomes).enumerate() {
             if *wr || *nr {
@@ -367,7 +441,8 @@ pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Parity>
             let comparable = |o: &Outcome| {
                 let mut o = o.clone();
                 // Envoy adds these; the native engine does not model them.
-                o.response_headers.retain(|(k, _)| k.starts_with("x-hybridmesh") || k == ":status");
+                o.response_headers
+                    .retain(|(k, _)| k.starts_with("x-hybridmesh") || k == ":status");
                 if let Some(h) = o.upstream_headers.as_mut() {
                     h.retain(|(k, _)| k.starts_with("x-hybridmesh") || k == ":authority");
                     h.sort();
@@ -378,7 +453,11 @@ pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Parity>
             compared += 1;
             let (a, b) = (comparable(wo), comparable(no));
             if a != b {
-                diffs.push(format!("step {:?} request {}: wasm {a:?}\n  native {b:?}", ws.name, k + 1));
+                diffs.push(format!(
+                    "step {:?} request {}: wasm {a:?}\n  native {b:?}",
+                    ws.name,
+                    k + 1
+                ));
             }
         }
     }

@@ -272,13 +272,21 @@ pub struct LogExpect {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let mut s: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.inner();
-            let line = inner.location().map(|l| format!(" (line {})", l.line())).unwrap_or_default();
-            anyhow::anyhow!("{}: {}: {inner}{line}", path.display(), if at == "." { "scenario" } else { &at })
+            let line = inner
+                .location()
+                .map(|l| format!(" (line {})", l.line()))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "{}: {}: {inner}{line}",
+                path.display(),
+                if at == "." { "scenario" } else { &at }
+            )
         })?;
         s.path = path.to_path_buf();
         s.check()?;
@@ -295,8 +303,10 @@ impl Scenario {
             MeshRef::Inline(m) => Ok(m.clone()),
             MeshRef::Path(p) => {
                 let path = self.dir().join(p);
-                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read mesh {}", path.display()))?;
-                serde_yaml_ng::from_str(&text).with_context(|| format!("invalid mesh {}", path.display()))
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read mesh {}", path.display()))?;
+                serde_yaml_ng::from_str(&text)
+                    .with_context(|| format!("invalid mesh {}", path.display()))
             }
         }
     }
@@ -323,17 +333,26 @@ impl Scenario {
             .filter(|a| **a)
             .count();
             if actions > 1 {
-                bail!("{}: steps[{i}]: more than one action; give each its own step", self.path.display());
+                bail!(
+                    "{}: steps[{i}]: more than one action; give each its own step",
+                    self.path.display()
+                );
             }
             if actions == 0 && step.expect.is_none() {
                 bail!("{}: steps[{i}]: nothing to do: give an action (request, drain, restore, fail, advance, reconfigure) or expect", self.path.display());
             }
             if step.repeat.is_some() && step.request.is_none() {
-                bail!("{}: steps[{i}]: repeat needs a request", self.path.display());
+                bail!(
+                    "{}: steps[{i}]: repeat needs a request",
+                    self.path.display()
+                );
             }
             if let Some(e) = &step.expect {
                 if (!e.share.is_empty() || e.consistent) && step.repeat.is_none() {
-                    bail!("{}: steps[{i}].expect: share and consistent need repeat", self.path.display());
+                    bail!(
+                        "{}: steps[{i}].expect: share and consistent need repeat",
+                        self.path.display()
+                    );
                 }
             }
         }
@@ -348,13 +367,14 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
         ConfigRef::Inline(v) => serde_json::to_value(v).context("inline config")?,
         ConfigRef::Path(p) => {
             let path = dir.join(p);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
             if path.extension().is_some_and(|e| e == "json") {
                 // Passed through untouched: the filter reports its own errors.
                 return Ok(text.into_bytes());
             }
-            let yaml: serde_yaml_ng::Value =
-                serde_yaml_ng::from_str(&text).with_context(|| format!("invalid YAML in {}", path.display()))?;
+            let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("invalid YAML in {}", path.display()))?;
             serde_json::to_value(yaml).with_context(|| format!("config {}", path.display()))?
         }
     };
@@ -365,5 +385,7 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
 pub fn duration(text: &str) -> anyhow::Result<std::time::Duration> {
     hybridmesh_filter::config::parse_duration_ms(text)
         .map(std::time::Duration::from_millis)
-        .with_context(|| format!("{text:?} is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\""))
+        .with_context(|| {
+            format!("{text:?} is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\"")
+        })
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use hybridmesh_filter::flow::{Direction as FlowDirection, Headers, Host, Level as FlowLevel, Peer, StreamState};
+use hybridmesh_filter::flow::{
+    Direction as FlowDirection, Headers, Host, Level as FlowLevel, Peer, StreamState, Update,
+};
 use hybridmesh_filter::identity::{Locality, NodeFacts};
 use hybridmesh_filter::Filter;
 
@@ -114,8 +116,16 @@ impl WasmSidecar {
             })
             .seed(spec.options.seed)
             .build()
-            .with_context(|| format!("starting the module in {}'s {:?} sidecar", spec.cluster, spec.direction))?;
-        Ok(WasmSidecar { plugin, next_worker: 0 })
+            .with_context(|| {
+                format!(
+                    "starting the module in {}'s {:?} sidecar",
+                    spec.cluster, spec.direction
+                )
+            })?;
+        Ok(WasmSidecar {
+            plugin,
+            next_worker: 0,
+        })
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -128,7 +138,10 @@ struct WasmStream<'p> {
 }
 
 fn borrowed(pairs: &Pairs) -> Vec<(&str, &str)> {
-    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 impl SidecarStream for WasmStream<'_> {
@@ -148,7 +161,9 @@ impl SidecarStream for WasmStream<'_> {
                 body: s.client_response_body(),
             }));
         }
-        Ok(Forward::Headers(s.upstream_request_headers().unwrap_or_default()))
+        Ok(Forward::Headers(
+            s.upstream_request_headers().unwrap_or_default(),
+        ))
     }
 
     fn respond(&mut self, a: &Answer) -> anyhow::Result<Reply> {
@@ -236,7 +251,11 @@ impl NativeSidecar {
         let mut sc = NativeSidecar {
             filter: None,
             node,
-            direction: if spec.direction == Direction::Inbound { FlowDirection::Inbound } else { FlowDirection::Outbound },
+            direction: if spec.direction == Direction::Inbound {
+                FlowDirection::Inbound
+            } else {
+                FlowDirection::Outbound
+            },
             now_ms: 1_700_000_000_000,
             rng: hybridmesh_filter::decide::Rng::new(spec.options.seed),
             shared: BTreeMap::new(),
@@ -258,7 +277,10 @@ impl NativeSidecar {
             }
             Err(errors) => {
                 for e in errors {
-                    self.logs.push(("error".into(), format!("hybridmesh: invalid plugin config: {e}")));
+                    self.logs.push((
+                        "error".into(),
+                        format!("hybridmesh: invalid plugin config: {e}"),
+                    ));
                 }
                 false
             }
@@ -291,7 +313,7 @@ impl Host for NativeHost<'_> {
     fn shared_get(&mut self, key: &str) -> Option<Vec<u8>> {
         self.sc.shared.get(key).cloned()
     }
-    fn shared_update(&mut self, key: &str, update: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>) {
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         if let Some(v) = update(self.sc.shared.get(key).map(Vec::as_slice)) {
             self.sc.shared.insert(key.to_string(), v);
         }
@@ -316,12 +338,20 @@ struct NativeStream<'s> {
 }
 
 fn to_bytes(pairs: &Pairs) -> Headers {
-    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 fn to_pairs(h: &Headers) -> Pairs {
     h.iter()
-        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -338,7 +368,9 @@ impl NativeStream<'_> {
                 FlowLevel::Warn => "warn",
                 FlowLevel::Error | FlowLevel::Critical => "error",
             };
-            self.sc.logs.push((level.into(), format!("hybridmesh: {line}")));
+            self.sc
+                .logs
+                .push((level.into(), format!("hybridmesh: {line}")));
         }
     }
 
@@ -349,7 +381,11 @@ impl NativeStream<'_> {
         };
         let bytes = to_bytes(headers);
         let out = {
-            let mut host = NativeHost { sc: self.sc, peer: self.peer.clone(), answer };
+            let mut host = NativeHost {
+                sc: self.sc,
+                peer: self.peer.clone(),
+                answer,
+            };
             filter.on_response(&state, &bytes, &mut host)
         };
         self.record(&out.effects);
@@ -369,7 +405,11 @@ impl SidecarStream for NativeStream<'_> {
         };
         let bytes = to_bytes(headers);
         let out = {
-            let mut host = NativeHost { sc: self.sc, peer: self.peer.clone(), answer: None };
+            let mut host = NativeHost {
+                sc: self.sc,
+                peer: self.peer.clone(),
+                answer: None,
+            };
             filter.on_request(&bytes, &mut host)
         };
         self.record(&out.effects);
@@ -384,7 +424,12 @@ impl SidecarStream for NativeStream<'_> {
                 body: reply.body.into_bytes(),
             }));
         }
-        Ok(Forward::Headers(out.headers.as_ref().map(to_pairs).unwrap_or_else(|| headers.clone())))
+        Ok(Forward::Headers(
+            out.headers
+                .as_ref()
+                .map(to_pairs)
+                .unwrap_or_else(|| headers.clone()),
+        ))
     }
 
     fn respond(&mut self, a: &Answer) -> anyhow::Result<Reply> {
@@ -405,7 +450,11 @@ impl Sidecar for NativeSidecar {
             mtls: connection.is_mtls(),
             uri_san: connection.peer_uri_san().map(str::to_string),
         };
-        Box::new(NativeStream { sc: self, peer, state: None })
+        Box::new(NativeStream {
+            sc: self,
+            peer,
+            state: None,
+        })
     }
 
     fn advance(&mut self, by: Duration) -> anyhow::Result<()> {
@@ -463,7 +512,10 @@ impl Outcome {
 }
 
 pub fn header<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -520,7 +572,11 @@ impl Sim {
                 options,
             };
             clients.push(make(&spec(Direction::Outbound, &mesh.client_namespace))?);
-            servers.push(if server_sidecars { Some(make(&spec(Direction::Inbound, SERVICE_NAMESPACE))?) } else { None });
+            servers.push(if server_sidecars {
+                Some(make(&spec(Direction::Inbound, SERVICE_NAMESPACE))?)
+            } else {
+                None
+            });
         }
         Ok(Sim {
             state: vec![ClusterState::default(); names.len()],
@@ -543,7 +599,12 @@ impl Sim {
         self.names
             .iter()
             .position(|n| n == cluster)
-            .with_context(|| format!("unknown cluster {cluster:?}, expected one of {}", self.names.join(", ")))
+            .with_context(|| {
+                format!(
+                    "unknown cluster {cluster:?}, expected one of {}",
+                    self.names.join(", ")
+                )
+            })
     }
 
     pub fn drain(&mut self, cluster: &str) -> anyhow::Result<()> {
@@ -565,7 +626,11 @@ impl Sim {
     }
 
     pub fn advance(&mut self, by: Duration) -> anyhow::Result<()> {
-        for s in self.clients.iter_mut().chain(self.servers.iter_mut().flatten()) {
+        for s in self
+            .clients
+            .iter_mut()
+            .chain(self.servers.iter_mut().flatten())
+        {
             s.advance(by)?;
         }
         Ok(())
@@ -573,9 +638,9 @@ impl Sim {
 
     /// Sidecars by name: `<cluster>.client` / `<cluster>.server`.
     pub fn sidecar(&self, name: &str) -> anyhow::Result<&dyn Sidecar> {
-        let (cluster, side) = name
-            .rsplit_once('.')
-            .with_context(|| format!("proxy {name:?}: expected <cluster>.client or <cluster>.server"))?;
+        let (cluster, side) = name.rsplit_once('.').with_context(|| {
+            format!("proxy {name:?}: expected <cluster>.client or <cluster>.server")
+        })?;
         let i = self.index(cluster)?;
         match side {
             "client" => Ok(self.clients[i].as_ref()),
@@ -589,7 +654,11 @@ impl Sim {
     /// Reconfigures the client and server sidecars of `cluster` (or `all`).
     /// Returns whether every one accepted.
     pub fn reconfigure(&mut self, cluster: &str, config: &[u8]) -> anyhow::Result<bool> {
-        let only = if cluster == "all" { None } else { Some(self.index(cluster)?) };
+        let only = if cluster == "all" {
+            None
+        } else {
+            Some(self.index(cluster)?)
+        };
         let mut all = true;
         for i in 0..self.names.len() {
             if only.is_some_and(|o| o != i) {
@@ -611,7 +680,9 @@ impl Sim {
     /// weighted rule without a sticky key)? Such requests differ between runs
     /// with different random sources; only their shares can be compared.
     pub fn is_random(&self, from: &str, spec: &RequestSpec) -> bool {
-        let Ok(i) = self.index(from) else { return false };
+        let Ok(i) = self.index(from) else {
+            return false;
+        };
         let c = &self.mesh.clusters[&self.names[i]];
         let node = NodeFacts {
             cluster: Some(self.names[i].clone()),
@@ -619,14 +690,30 @@ impl Sim {
             locality: Locality::parse(&c.node_locality).unwrap_or_default(),
             namespace: Some(self.mesh.client_namespace.clone()),
         };
-        let Some(f) = hybridmesh_filter::parse_json(&self.configs[i]).ok().and_then(|cfg| Filter::new(cfg, &node).ok()) else {
+        let Some(f) = hybridmesh_filter::parse_json(&self.configs[i])
+            .ok()
+            .and_then(|cfg| Filter::new(cfg, &node).ok())
+        else {
             return false;
         };
-        let service = hybridmesh_filter::hosts::service_from_authority(spec.authority.as_bytes(), &f.me.namespace, &f.cfg.domain_suffix);
-        let Some(rule) = service.and_then(|s| f.cfg.hosts.lookup(&s)) else { return false };
+        let service = hybridmesh_filter::hosts::service_from_authority(
+            spec.authority.as_bytes(),
+            &f.me.namespace,
+            &f.cfg.domain_suffix,
+        );
+        let Some(rule) = service.and_then(|s| f.cfg.hosts.lookup(&s)) else {
+            return false;
+        };
         match f.plan.routes.get(rule) {
-            Some(hybridmesh_filter::decide::RoutePlan::Weighted { table, sticky_header, .. }) => {
-                table.len() > 1 && !sticky_header.as_ref().is_some_and(|h| spec.headers.keys().any(|k| k.eq_ignore_ascii_case(h)))
+            Some(hybridmesh_filter::decide::RoutePlan::Weighted {
+                table,
+                sticky_header,
+                ..
+            }) => {
+                table.len() > 1
+                    && !sticky_header
+                        .as_ref()
+                        .is_some_and(|h| spec.headers.keys().any(|k| k.eq_ignore_ascii_case(h)))
             }
             _ => false,
         }
@@ -635,7 +722,10 @@ impl Sim {
     /// Sends one request and follows it through the mesh.
     pub fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
         self.requests += 1;
-        let from = spec.from.clone().unwrap_or_else(|| default_from.to_string());
+        let from = spec
+            .from
+            .clone()
+            .unwrap_or_else(|| default_from.to_string());
         let from_i = self.index(&from)?;
         let mut headers: Pairs = vec![
             (":method".into(), spec.method.clone()),
@@ -643,7 +733,11 @@ impl Sim {
             (":authority".into(), spec.authority.clone()),
             ("x-request-id".into(), format!("req-{}", self.requests)),
         ];
-        headers.extend(spec.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+        headers.extend(
+            spec.headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        );
         let body = spec.body.as_deref().map(str::as_bytes);
         let service = service_fqdn(&spec.authority);
 
@@ -690,20 +784,30 @@ impl Sim {
             };
             target = header(&forwarded, &target_header).map(str::to_string);
             // The VirtualService: target header -> that cluster's subset; else the default spread.
-            let healthy = |i: usize| !state[i].drained && !mesh.clusters[&names[i]].endpoints.is_empty();
+            let healthy =
+                |i: usize| !state[i].drained && !mesh.clusters[&names[i]].endpoints.is_empty();
             let chosen: Option<(usize, String)> = match &target {
                 Some(t) => {
                     route = Some(format!("outbound|80|{t}|{service}"));
-                    names.iter().position(|n| n == t).filter(|&i| healthy(i)).map(|i| {
-                        let eps = &mesh.clusters[&names[i]].endpoints;
-                        (i, eps[(spread as usize) % eps.len()].clone())
-                    })
+                    names
+                        .iter()
+                        .position(|n| n == t)
+                        .filter(|&i| healthy(i))
+                        .map(|i| {
+                            let eps = &mesh.clusters[&names[i]].endpoints;
+                            (i, eps[(spread as usize) % eps.len()].clone())
+                        })
                 }
                 None => {
                     route = Some(format!("outbound|80||{service}"));
                     let all: Vec<(usize, String)> = (0..names.len())
                         .filter(|&i| healthy(i))
-                        .flat_map(|i| mesh.clusters[&names[i]].endpoints.iter().map(move |e| (i, e.clone())))
+                        .flat_map(|i| {
+                            mesh.clusters[&names[i]]
+                                .endpoints
+                                .iter()
+                                .map(move |e| (i, e.clone()))
+                        })
                         .collect();
                     used_spread = true;
                     (!all.is_empty()).then(|| all[(spread as usize) % all.len()].clone())
@@ -720,15 +824,26 @@ impl Sim {
                     flags: response_flags::NO_HEALTHY_UPSTREAM,
                 });
             };
-            let same_network = mesh.clusters[&names[to_i]].network == mesh.clusters[&names[from_i]].network;
+            let same_network =
+                mesh.clusters[&names[to_i]].network == mesh.clusters[&names[from_i]].network;
             let (address, workload) = if same_network {
-                (endpoint, format!("echoserver;{SERVICE_NAMESPACE};echoserver;latest;{}", names[to_i]))
+                (
+                    endpoint,
+                    format!(
+                        "echoserver;{SERVICE_NAMESPACE};echoserver;latest;{}",
+                        names[to_i]
+                    ),
+                )
             } else {
-                (mesh.clusters[&names[to_i]].gateway.clone(), format!(";;;;{}", names[to_i]))
+                (
+                    mesh.clusters[&names[to_i]].gateway.clone(),
+                    format!(";;;;{}", names[to_i]),
+                )
             };
             let peer = self.spiffe(&mesh.client_namespace, "sleep");
             let local = self.spiffe(SERVICE_NAMESPACE, "default");
-            let (reply, seen) = self.serve(to_i, Connection::mtls(&peer, &local), &forwarded, body)?;
+            let (reply, seen) =
+                self.serve(to_i, Connection::mtls(&peer, &local), &forwarded, body)?;
             served_by = Some(names[to_i].clone());
             upstream_headers = seen;
             cs.respond(&Answer {
@@ -758,12 +873,21 @@ impl Sim {
     }
 
     fn spiffe(&self, namespace: &str, account: &str) -> String {
-        format!("spiffe://{}/ns/{namespace}/sa/{account}", self.mesh.trust_domain)
+        format!(
+            "spiffe://{}/ns/{namespace}/sa/{account}",
+            self.mesh.trust_domain
+        )
     }
 
     /// The serving cluster: its server sidecar (inbound) and the application.
     /// Returns the reply and the request headers the application saw.
-    fn serve(&mut self, i: usize, connection: Connection, headers: &Pairs, body: Option<&[u8]>) -> anyhow::Result<(Reply, Option<Pairs>)> {
+    fn serve(
+        &mut self,
+        i: usize,
+        connection: Connection,
+        headers: &Pairs,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(Reply, Option<Pairs>)> {
         let app_status = self.state[i].fail_status.unwrap_or(200);
         let app_body = if app_status == 200 {
             self.mesh.clusters[&self.names[i]].body.clone().into_bytes()
@@ -783,7 +907,14 @@ impl Sim {
                 let a = app(app_status, app_body);
                 let mut h = vec![(":status".to_string(), app_status.to_string())];
                 h.extend(a.headers);
-                Ok((Reply { status: app_status, headers: h, body: a.body }, Some(headers.clone())))
+                Ok((
+                    Reply {
+                        status: app_status,
+                        headers: h,
+                        body: a.body,
+                    },
+                    Some(headers.clone()),
+                ))
             }
             Some(server) => {
                 let mut ss = server.open(connection);

@@ -17,7 +17,10 @@ fn examples() -> Vec<PathBuf> {
         .filter(|p| p.exists())
         .collect();
     out.sort();
-    assert!(out.len() >= 7, "expected the seed's seven examples, found {out:?}");
+    assert!(
+        out.len() >= 7,
+        "expected the seed's seven examples, found {out:?}"
+    );
     out
 }
 
@@ -30,7 +33,13 @@ fn assert_passes(engine: &Engine) {
             .filter(|s| !s.ok)
             .map(|s| format!("  {}: {}", s.name, s.problems.join("; ")))
             .collect();
-        assert!(r.ok, "{} failed: {:?}\n{}", path.display(), r.error, failed.join("\n"));
+        assert!(
+            r.ok,
+            "{} failed: {:?}\n{}",
+            path.display(),
+            r.error,
+            failed.join("\n")
+        );
         assert!(!r.steps.is_empty());
     }
 }
@@ -51,7 +60,12 @@ fn wasm_and_native_agree_request_by_request() {
     let mut compared = 0;
     for path in examples() {
         let p = parity(&path, &module).unwrap();
-        assert!(p.differences.is_empty(), "{}:\n{}", path.display(), p.differences.join("\n"));
+        assert!(
+            p.differences.is_empty(),
+            "{}:\n{}",
+            path.display(),
+            p.differences.join("\n")
+        );
         compared += p.compared;
     }
     // Every deterministic request of every example (the weighted example's

@@ -8,7 +8,9 @@ mod filter_support;
 use std::time::Duration;
 
 use filter_support::{module, CLUSTERS};
-use hybridmesh::{Connection, Direction, FailStrategy, Level, NodeMetadataStyle, Plugin, Proxy, Route, Upstream};
+use hybridmesh::{
+    Connection, Direction, FailStrategy, Level, NodeMetadataStyle, Plugin, Proxy, Route, Upstream,
+};
 
 const ECHO: &str = "echo-svc.default.svc.cluster.local";
 
@@ -21,14 +23,21 @@ fn gke_proxy(direction: Direction) -> Proxy {
 }
 
 fn anthos_proxy(direction: Direction) -> Proxy {
-    Proxy::istio("anthos").network("default").metadata("NAMESPACE", "default").direction(direction)
+    Proxy::istio("anthos")
+        .network("default")
+        .metadata("NAMESPACE", "default")
+        .direction(direction)
 }
 
 /// The VirtualService the filter needs: target header -> subset; else the default route.
 fn routes() -> Vec<Route> {
     ["gke", "anthos"]
         .iter()
-        .map(|c| Route::new(c).header("x-hybridmesh-target-cluster", c).cluster(&format!("outbound|80|{c}|{ECHO}")))
+        .map(|c| {
+            Route::new(c)
+                .header("x-hybridmesh-target-cluster", c)
+                .cluster(&format!("outbound|80|{c}|{ECHO}"))
+        })
         .collect()
 }
 
@@ -42,7 +51,12 @@ fn plugin(proxy: Proxy, config: &str) -> Plugin {
         .unwrap()
 }
 
-const GET_ECHO: [(&str, &str); 4] = [(":method", "GET"), (":path", "/"), (":authority", "echo-svc.default"), ("x-request-id", "r-1")];
+const GET_ECHO: [(&str, &str); 4] = [
+    (":method", "GET"),
+    (":path", "/"),
+    (":authority", "echo-svc.default"),
+    ("x-request-id", "r-1"),
+];
 
 fn failover_config() -> String {
     format!(
@@ -61,14 +75,22 @@ fn configure_reads_node_identity_once_and_says_so() {
         vec!["hybridmesh: configured cluster=gke network=kuchima-demo-vpc01 locality=asia-northeast1/asia-northeast1-a namespace=sleep direction=Auto routes=1"]
     );
     // Older proxies serve node metadata under `node`, not `xds.node`.
-    let legacy = plugin(gke_proxy(Direction::Outbound).node_metadata_style(NodeMetadataStyle::Legacy), &failover_config());
+    let legacy = plugin(
+        gke_proxy(Direction::Outbound).node_metadata_style(NodeMetadataStyle::Legacy),
+        &failover_config(),
+    );
     assert!(legacy.logs_at(Level::Info)[0].starts_with("hybridmesh: configured cluster=gke network=kuchima-demo-vpc01 locality=asia-northeast1/asia-northeast1-a"));
 }
 
 #[test]
 fn a_bad_first_config_is_rejected_with_the_exact_message() {
-    let bad = format!(r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"gke": 70, "anthos": 20}}}}]}}]}}"#);
-    for (strategy, status) in [(FailStrategy::FailClose, 503), (FailStrategy::FailOpen, 200)] {
+    let bad = format!(
+        r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"gke": 70, "anthos": 20}}}}]}}]}}"#
+    );
+    for (strategy, status) in [
+        (FailStrategy::FailClose, 503),
+        (FailStrategy::FailOpen, 200),
+    ] {
         let mut p = Plugin::builder(&module())
             .proxy(gke_proxy(Direction::Outbound))
             .plugin_config(bad.as_bytes())
@@ -95,15 +117,25 @@ fn a_bad_first_config_is_rejected_with_the_exact_message() {
 
 #[test]
 fn identity_problems_are_errors_or_warnings() {
-    let p = Plugin::builder(&module()).proxy(Proxy::default()).plugin_config(b"{}").build().unwrap();
+    let p = Plugin::builder(&module())
+        .proxy(Proxy::default())
+        .plugin_config(b"{}")
+        .build()
+        .unwrap();
     assert!(!p.configured());
     assert_eq!(
         p.logs_at(Level::Error)[0],
         "hybridmesh: invalid plugin config: identity.cluster: no cluster id: node metadata CLUSTER_ID is missing and identity.cluster is not set"
     );
-    let p = Plugin::builder(&module()).proxy(Proxy::istio("Kubernetes")).plugin_config(b"{}").build().unwrap();
+    let p = Plugin::builder(&module())
+        .proxy(Proxy::istio("Kubernetes"))
+        .plugin_config(b"{}")
+        .build()
+        .unwrap();
     assert!(p.configured());
-    assert!(p.logs_at(Level::Warn)[0].starts_with("hybridmesh: identity.cluster: the cluster id is Istio's default \"Kubernetes\""));
+    assert!(p.logs_at(Level::Warn)[0].starts_with(
+        "hybridmesh: identity.cluster: the cluster id is Istio's default \"Kubernetes\""
+    ));
 }
 
 #[test]
@@ -114,11 +146,28 @@ fn outbound_sets_one_header_map_and_the_route_is_matched_once_more() {
     headers.push(("x-hybridmesh-target-cluster", "anthos"));
     headers.push(("x-hybridmesh-source-cluster", "anthos"));
     s.request_headers(&headers, true).unwrap();
-    assert_eq!(s.upstream_request_header("x-hybridmesh-source-cluster").as_deref(), Some("gke"));
-    assert_eq!(s.upstream_request_header("x-hybridmesh-target-cluster").as_deref(), Some("gke"));
-    assert_eq!(s.upstream_request_header(":authority").as_deref(), Some("echo-svc.default"));
-    assert_eq!(s.upstream_request_header("x-request-id").as_deref(), Some("r-1"));
-    assert_eq!(s.upstream_cluster().as_deref(), Some(&*format!("outbound|80|gke|{ECHO}")));
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-source-cluster")
+            .as_deref(),
+        Some("gke")
+    );
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-target-cluster")
+            .as_deref(),
+        Some("gke")
+    );
+    assert_eq!(
+        s.upstream_request_header(":authority").as_deref(),
+        Some("echo-svc.default")
+    );
+    assert_eq!(
+        s.upstream_request_header("x-request-id").as_deref(),
+        Some("r-1")
+    );
+    assert_eq!(
+        s.upstream_cluster().as_deref(),
+        Some(&*format!("outbound|80|gke|{ECHO}"))
+    );
     let rematches = s.route_rematches();
     assert_eq!(rematches.len(), 1, "{rematches:?}");
 }
@@ -135,7 +184,10 @@ fn a_failover_request_costs_five_host_calls() {
     let before = p.host_calls().len();
     let mut s = p.stream(0);
     s.request_headers(&GET_ECHO, true).unwrap();
-    let calls: Vec<String> = s.plugin().host_calls()[before..].iter().map(|c| format!("{} {}", c.function, c.detail)).collect();
+    let calls: Vec<String> = s.plugin().host_calls()[before..]
+        .iter()
+        .map(|c| format!("{} {}", c.function, c.detail))
+        .collect();
     let names: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
     assert_eq!(
         names,
@@ -162,23 +214,39 @@ fn failover_ejection_is_seen_by_every_worker_vm() {
     // Worker 0: gke answers 503 (no healthy upstream): gke is ejected.
     let mut s = p.stream(0);
     s.request_headers(&GET_ECHO, true).unwrap();
-    assert_eq!(s.upstream_request_header("x-hybridmesh-target-cluster").as_deref(), Some("gke"));
-    s.respond(Upstream::new(503).flags(hybridmesh::response_flags::NO_HEALTHY_UPSTREAM)).unwrap();
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-target-cluster")
+            .as_deref(),
+        Some("gke")
+    );
+    s.respond(Upstream::new(503).flags(hybridmesh::response_flags::NO_HEALTHY_UPSTREAM))
+        .unwrap();
     s.complete().unwrap();
     assert!(p.logs_at(Level::Warn).iter().any(|l| l
         == "hybridmesh: ejected cluster gke for echo-svc.default.svc.cluster.local for 60000ms (ejection #1) after 1 consecutive failures"));
     // Worker 1 fails over to anthos.
     let mut s = p.stream(1);
     s.request_headers(&GET_ECHO, true).unwrap();
-    assert_eq!(s.upstream_request_header("x-hybridmesh-target-cluster").as_deref(), Some("anthos"));
-    assert_eq!(s.upstream_cluster().as_deref(), Some(&*format!("outbound|80|anthos|{ECHO}")));
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-target-cluster")
+            .as_deref(),
+        Some("anthos")
+    );
+    assert_eq!(
+        s.upstream_cluster().as_deref(),
+        Some(&*format!("outbound|80|anthos|{ECHO}"))
+    );
     s.respond(Upstream::new(200)).unwrap();
     s.complete().unwrap();
     // A minute later gke is back.
     p.advance(Duration::from_secs(60)).unwrap();
     let mut s = p.stream(1);
     s.request_headers(&GET_ECHO, true).unwrap();
-    assert_eq!(s.upstream_request_header("x-hybridmesh-target-cluster").as_deref(), Some("gke"));
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-target-cluster")
+            .as_deref(),
+        Some("gke")
+    );
 }
 
 #[test]
@@ -186,21 +254,28 @@ fn hop_record_goes_to_filter_state_and_metrics_flush_on_tick() {
     let mut p = plugin(gke_proxy(Direction::Outbound), &failover_config());
     let mut s = p.stream(0);
     s.request_headers(&GET_ECHO, true).unwrap();
-    s.respond(
-        Upstream::new(200)
-            .address("10.24.1.9:8080")
-            .header("x-hybridmesh-served-by", "cluster=gke;network=kuchima-demo-vpc01;locality=asia-northeast1/asia-northeast1-a"),
-    )
+    s.respond(Upstream::new(200).address("10.24.1.9:8080").header(
+        "x-hybridmesh-served-by",
+        "cluster=gke;network=kuchima-demo-vpc01;locality=asia-northeast1/asia-northeast1-a",
+    ))
     .unwrap();
     s.complete().unwrap();
     let state = s.filter_state();
-    let hop: serde_json::Value = serde_json::from_slice(state.get("hybridmesh.hop").expect("hop record in filter state")).unwrap();
+    let hop: serde_json::Value = serde_json::from_slice(
+        state
+            .get("hybridmesh.hop")
+            .expect("hop record in filter state"),
+    )
+    .unwrap();
     assert_eq!(hop["request_id"], "r-1");
     assert_eq!(hop["served_by"], "gke");
     assert_eq!(hop["target_cluster"], "gke");
     assert_eq!(hop["decision"], "failover");
     assert_eq!(hop["cross_network"], false);
-    assert_eq!(hop["reason"], "failover rule=0 service=echo-svc.default.svc.cluster.local order=gke>anthos -> gke");
+    assert_eq!(
+        hop["reason"],
+        "failover rule=0 service=echo-svc.default.svc.cluster.local order=gke>anthos -> gke"
+    );
     assert!(p.logs_at(Level::Debug).iter().any(|l| l.starts_with("hybridmesh: hop id=r-1 service=echo-svc.default.svc.cluster.local src=gke target=gke served_by=gke cross_network=false")));
     let name = "source_cluster=.=gke;.;destination_cluster=.=gke;.;decision=.=failover;.;cross_network=.=false;.;hybridmesh_requests_total";
     assert_eq!(p.metric(name), Some(0), "defined, not yet flushed");
@@ -216,7 +291,8 @@ fn a_response_without_served_by_or_endpoint_metadata_does_not_break_anything() {
     for _ in 0..3 {
         let mut s = p.stream(0);
         s.request_headers(&GET_ECHO, true).unwrap();
-        s.respond(Upstream::new(200).address("10.0.0.1:8080")).unwrap();
+        s.respond(Upstream::new(200).address("10.0.0.1:8080"))
+            .unwrap();
         s.complete().unwrap();
         assert_eq!(s.client_response_status(), Some(200));
     }
@@ -229,9 +305,15 @@ fn cross_network_hops_name_the_gateway() {
     let mut p = plugin(gke_proxy(Direction::Outbound), &format!("{{{CLUSTERS}}}"));
     let mut s = p.stream(0);
     s.request_headers(&GET_ECHO, true).unwrap();
-    s.respond(Upstream::new(200).address("172.16.10.152:15443").istio_workload(";;;;anthos")).unwrap();
+    s.respond(
+        Upstream::new(200)
+            .address("172.16.10.152:15443")
+            .istio_workload(";;;;anthos"),
+    )
+    .unwrap();
     s.complete().unwrap();
-    let hop: serde_json::Value = serde_json::from_slice(&s.filter_state()["hybridmesh.hop"]).unwrap();
+    let hop: serde_json::Value =
+        serde_json::from_slice(&s.filter_state()["hybridmesh.hop"]).unwrap();
     assert_eq!(hop["served_by"], "anthos");
     assert_eq!(hop["served_network"], "default");
     assert_eq!(hop["cross_network"], true);
@@ -240,9 +322,14 @@ fn cross_network_hops_name_the_gateway() {
 
 #[test]
 fn inbound_refuses_cluster_local_from_another_cluster_over_mtls() {
-    let cfg = format!(r#"{{{CLUSTERS}, "trustDomains": ["cluster.local"], "routes": [{{"hosts": ["*.default.svc.cluster.local"], "policy": "clusterLocal"}}]}}"#);
+    let cfg = format!(
+        r#"{{{CLUSTERS}, "trustDomains": ["cluster.local"], "routes": [{{"hosts": ["*.default.svc.cluster.local"], "policy": "clusterLocal"}}]}}"#
+    );
     let mut p = plugin(anthos_proxy(Direction::Inbound), &cfg);
-    let mtls = Connection::mtls("spiffe://cluster.local/ns/sleep/sa/sleep", "spiffe://cluster.local/ns/default/sa/default");
+    let mtls = Connection::mtls(
+        "spiffe://cluster.local/ns/sleep/sa/sleep",
+        "spiffe://cluster.local/ns/default/sa/default",
+    );
     let mut s = p.stream(0).connection(mtls.clone());
     let mut h = GET_ECHO.to_vec();
     h.push(("x-hybridmesh-source-cluster", "gke"));
@@ -254,28 +341,49 @@ fn inbound_refuses_cluster_local_from_another_cluster_over_mtls() {
         String::from_utf8(s.client_response_body()).unwrap(),
         "hybridmesh: echo-svc.default.svc.cluster.local is cluster-local to cluster anthos; request from cluster gke refused\n"
     );
-    assert_eq!(s.client_response_header("x-hybridmesh-denied").as_deref(), Some("cluster-local"));
-    assert_eq!(s.client_response_header("x-hybridmesh-served-by").as_deref(), Some("cluster=anthos;network=default;locality=tokyo-onprem"));
+    assert_eq!(
+        s.client_response_header("x-hybridmesh-denied").as_deref(),
+        Some("cluster-local")
+    );
+    assert_eq!(
+        s.client_response_header("x-hybridmesh-served-by")
+            .as_deref(),
+        Some("cluster=anthos;network=default;locality=tokyo-onprem")
+    );
     // The same claim over plaintext is dropped: the request is served, without it.
     let mut s = p.stream(0).connection(Connection::plaintext());
     s.request_headers(&h, true).unwrap();
     assert!(s.local_reply().is_none());
-    assert_eq!(s.upstream_request_header("x-hybridmesh-source-cluster"), None);
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-source-cluster"),
+        None
+    );
     // From the same cluster: served, headers kept.
     let mut s = p.stream(0).connection(mtls);
     let mut h = GET_ECHO.to_vec();
     h.push(("x-hybridmesh-source-cluster", "anthos"));
     s.request_headers(&h, true).unwrap();
-    assert_eq!(s.upstream_request_header("x-hybridmesh-source-cluster").as_deref(), Some("anthos"));
+    assert_eq!(
+        s.upstream_request_header("x-hybridmesh-source-cluster")
+            .as_deref(),
+        Some("anthos")
+    );
     s.respond(Upstream::new(200)).unwrap();
-    assert_eq!(s.client_response_header("x-hybridmesh-served-by").as_deref(), Some("cluster=anthos;network=default;locality=tokyo-onprem"));
+    assert_eq!(
+        s.client_response_header("x-hybridmesh-served-by")
+            .as_deref(),
+        Some("cluster=anthos;network=default;locality=tokyo-onprem")
+    );
 }
 
 #[test]
 fn reconfigure_takes_effect_and_a_bad_one_keeps_the_old() {
     let mut p = plugin(gke_proxy(Direction::Outbound), &failover_config());
-    let local = format!(r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "clusterLocal"}}]}}"#);
-    let to_anthos = format!(r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"anthos": 100}}}}]}}]}}"#);
+    let local =
+        format!(r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "clusterLocal"}}]}}"#);
+    let to_anthos = format!(
+        r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"anthos": 100}}}}]}}]}}"#
+    );
     assert!(p.reconfigure(to_anthos.as_bytes()).unwrap());
     let target = |p: &mut Plugin| {
         let mut s = p.stream(0);
@@ -283,9 +391,17 @@ fn reconfigure_takes_effect_and_a_bad_one_keeps_the_old() {
         s.upstream_request_header("x-hybridmesh-target-cluster")
     };
     assert_eq!(target(&mut p).as_deref(), Some("anthos"));
-    assert!(!p.reconfigure(br#"{"routes": [{"hosts": ["*"], "policy": "clusterLocal", "oops": 1}]}"#).unwrap());
-    assert!(p.logs_at(Level::Error).iter().any(|l| l.starts_with("hybridmesh: invalid plugin config: routes[0]: unknown field `oops`")));
-    assert_eq!(target(&mut p).as_deref(), Some("anthos"), "the previous config keeps serving");
+    assert!(!p
+        .reconfigure(br#"{"routes": [{"hosts": ["*"], "policy": "clusterLocal", "oops": 1}]}"#)
+        .unwrap());
+    assert!(p.logs_at(Level::Error).iter().any(
+        |l| l.starts_with("hybridmesh: invalid plugin config: routes[0]: unknown field `oops`")
+    ));
+    assert_eq!(
+        target(&mut p).as_deref(),
+        Some("anthos"),
+        "the previous config keeps serving"
+    );
     assert!(p.reconfigure(local.as_bytes()).unwrap());
     assert_eq!(target(&mut p).as_deref(), Some("gke"));
 }
@@ -296,7 +412,10 @@ fn hostile_header_bytes_do_not_crash_the_vm() {
     let long = "x".repeat(64 * 1024);
     let cases: Vec<Vec<(&str, &str)>> = vec![
         vec![(":authority", "\u{fffd}\u{0}echo")],
-        vec![(":authority", "echo-svc.default"), ("x-hybridmesh-debug", "1\r\nx-evil: 1")],
+        vec![
+            (":authority", "echo-svc.default"),
+            ("x-hybridmesh-debug", "1\r\nx-evil: 1"),
+        ],
         vec![(":authority", &long)],
         vec![(":authority", "echo-svc.default:99999999999999999999")],
         vec![],
@@ -304,7 +423,8 @@ fn hostile_header_bytes_do_not_crash_the_vm() {
     for h in cases {
         let mut s = p.stream(0);
         s.request_headers(&h, true).unwrap();
-        s.respond(Upstream::new(200).header("x-hybridmesh-served-by", "cluster=\u{fffd};;;=")).unwrap();
+        s.respond(Upstream::new(200).header("x-hybridmesh-served-by", "cluster=\u{fffd};;;="))
+            .unwrap();
         s.complete().unwrap();
     }
     assert!(p.failures().is_empty(), "{:?}", p.failures());

@@ -6,7 +6,7 @@
 
 use std::ptr::null_mut;
 
-use crate::flow::{Direction, Headers, Host, Level, Peer};
+use crate::flow::{Direction, Headers, Host, Level, Peer, Update};
 
 /// proxy-wasm status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,11 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
-    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
@@ -49,7 +53,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
-    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -57,7 +66,13 @@ extern "C" {
         return_value_size: *mut usize,
         return_cas: *mut u32,
     ) -> u32;
-    fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -68,7 +83,12 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
@@ -157,7 +177,9 @@ pub fn set_headers(map: u32, headers: &Headers) -> Result<(), Status> {
 
 pub fn replace_header(map: u32, name: &str, value: &[u8]) -> Result<(), Status> {
     // SAFETY: both slices are valid for the duration of the call.
-    check(unsafe { proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+    check(unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
 }
 
 /// `Ok(None)` when the property does not exist (NotFound).
@@ -193,14 +215,30 @@ pub fn get_shared(key: &str) -> Result<(Option<Vec<u8>>, u32), Status> {
 
 pub fn set_shared(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
     // SAFETY: both slices are valid for the duration of the call.
-    check(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
 }
 
-pub fn send_local_response(status: u32, details: &str, body: &[u8], headers: &[(String, String)]) -> Result<(), Status> {
+pub fn send_local_response(
+    status: u32,
+    details: &str,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> Result<(), Status> {
     let h = encode_pairs(headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     // SAFETY: all slices are valid for the duration of the call.
     check(unsafe {
-        proxy_send_local_response(status, details.as_ptr(), details.len(), body.as_ptr(), body.len(), h.as_ptr(), h.len(), -1)
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            h.as_ptr(),
+            h.len(),
+            -1,
+        )
     })
 }
 
@@ -280,7 +318,12 @@ impl Host for WasmHost<'_> {
     }
 
     fn listener_direction(&mut self) -> Option<Direction> {
-        match get_property(&["listener_direction"]).ok().flatten().as_deref().and_then(le_u64) {
+        match get_property(&["listener_direction"])
+            .ok()
+            .flatten()
+            .as_deref()
+            .and_then(le_u64)
+        {
             Some(1) => Some(Direction::Inbound),
             Some(2) => Some(Direction::Outbound),
             _ => None,
@@ -295,7 +338,13 @@ impl Host for WasmHost<'_> {
     }
 
     fn peer(&mut self) -> Peer {
-        let mtls = matches!(get_property(&["connection", "mtls"]).ok().flatten().as_deref(), Some([1, ..]));
+        let mtls = matches!(
+            get_property(&["connection", "mtls"])
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some([1, ..])
+        );
         let uri_san = if mtls {
             get_property(&["connection", "uri_san_peer_certificate"])
                 .ok()
@@ -311,10 +360,14 @@ impl Host for WasmHost<'_> {
         get_shared(key).ok().and_then(|(v, _)| v)
     }
 
-    fn shared_update(&mut self, key: &str, update: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>) {
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         for _ in 0..8 {
-            let Ok((current, cas)) = get_shared(key) else { return };
-            let Some(next) = update(current.as_deref()) else { return };
+            let Ok((current, cas)) = get_shared(key) else {
+                return;
+            };
+            let Some(next) = update(current.as_deref()) else {
+                return;
+            };
             match set_shared(key, &next, cas) {
                 Err(Status(CAS_MISMATCH)) => continue,
                 _ => return,
@@ -323,7 +376,12 @@ impl Host for WasmHost<'_> {
     }
 
     fn response_flags(&mut self) -> u64 {
-        get_property(&["response", "flags"]).ok().flatten().as_deref().and_then(le_u64).unwrap_or(0)
+        get_property(&["response", "flags"])
+            .ok()
+            .flatten()
+            .as_deref()
+            .and_then(le_u64)
+            .unwrap_or(0)
     }
 
     fn upstream_address(&mut self) -> Option<String> {
@@ -335,7 +393,9 @@ impl Host for WasmHost<'_> {
 
     fn upstream_host_metadata(&mut self) -> Option<Vec<u8>> {
         // Envoy answers SerializationFailure when the endpoint has no metadata.
-        get_property(&["xds", "upstream_host_metadata"]).ok().flatten()
+        get_property(&["xds", "upstream_host_metadata"])
+            .ok()
+            .flatten()
     }
 }
 
@@ -372,7 +432,10 @@ pub fn install_logger() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
     std::panic::set_hook(Box::new(|info| {
-        log(Level::Critical, &format!("hybridmesh: panic, the VM will stop: {info}"));
+        log(
+            Level::Critical,
+            &format!("hybridmesh: panic, the VM will stop: {info}"),
+        );
     }));
 }
 

@@ -40,7 +40,10 @@ impl HttpContext for Http {
         let headers = match host::get_headers(MAP_REQUEST_HEADERS) {
             Ok(h) => h,
             Err(s) => {
-                log::warn!("hybridmesh: cannot read request headers (status {}); request passes untouched", s.0);
+                log::warn!(
+                    "hybridmesh: cannot read request headers (status {}); request passes untouched",
+                    s.0
+                );
                 return Action::Continue;
             }
         };
@@ -58,7 +61,12 @@ impl HttpContext for Http {
         }
         self.state = Some(outcome.state);
         if let Some(reply) = outcome.local_reply {
-            if let Err(s) = host::send_local_response(reply.status, &reply.details, reply.body.as_bytes(), &reply.headers) {
+            if let Err(s) = host::send_local_response(
+                reply.status,
+                &reply.details,
+                reply.body.as_bytes(),
+                &reply.headers,
+            ) {
                 log::error!("hybridmesh: cannot send the local reply (status {})", s.0);
                 return Action::Continue;
             }
@@ -85,7 +93,10 @@ impl HttpContext for Http {
         };
         for (name, value) in &outcome.set_headers {
             if let Err(s) = host::replace_header(MAP_RESPONSE_HEADERS, name, value) {
-                log::debug!("hybridmesh: cannot set response header {name} (status {})", s.0);
+                log::debug!(
+                    "hybridmesh: cannot set response header {name} (status {})",
+                    s.0
+                );
             }
         }
         if let Some(hop) = &outcome.hop {

@@ -77,7 +77,9 @@ impl Metrics {
             Counter::Denied { source } => Counter::Denied {
                 source: self.guard.label(Some(source)),
             },
-            Counter::Spoofed { direction } => Counter::Spoofed { direction: *direction },
+            Counter::Spoofed { direction } => Counter::Spoofed {
+                direction: *direction,
+            },
         }
     }
 
@@ -177,7 +179,9 @@ impl RootContext for Root {
             Ok(f) => f,
             Err(issue) => {
                 log::error!("hybridmesh: invalid plugin config: {issue}");
-                log::error!("hybridmesh: plugin config rejected (1 problem); keeping the previous config");
+                log::error!(
+                    "hybridmesh: plugin config rejected (1 problem); keeping the previous config"
+                );
                 return false;
             }
         };
@@ -203,7 +207,14 @@ impl RootContext for Root {
         let mut sh = self.shared.borrow_mut();
         sh.metrics.flush();
         sh.metrics.immediate = flush_ms == 0;
-        sh.metrics.guard = LabelGuard::new(filter.cfg.clusters.iter().map(|c| c.name.clone()).chain(std::iter::once(filter.me.cluster.clone())));
+        sh.metrics.guard = LabelGuard::new(
+            filter
+                .cfg
+                .clusters
+                .iter()
+                .map(|c| c.name.clone())
+                .chain(std::iter::once(filter.me.cluster.clone())),
+        );
         sh.rng = Rng::new(seed);
         sh.filter = Some(Rc::new(filter));
         true

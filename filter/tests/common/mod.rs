@@ -1,9 +1,10 @@
 //! A fake proxy for native tests of the decision flow.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 
-use hybridmesh_filter::flow::{Direction, Headers, Host, Peer};
+use hybridmesh_filter::flow::{Direction, Headers, Host, Peer, Update};
 use hybridmesh_filter::identity::{Locality, NodeFacts};
 use hybridmesh_filter::{parse_json, Filter};
 
@@ -52,7 +53,7 @@ impl Host for FakeHost {
         self.calls.push("shared_get");
         self.shared.get(key).cloned()
     }
-    fn shared_update(&mut self, key: &str, update: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>) {
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         self.calls.push("shared_update");
         if let Some(v) = update(self.shared.get(key).map(|v| v.as_slice())) {
             self.shared.insert(key.to_string(), v);
@@ -82,7 +83,11 @@ pub fn node(cluster: &str, network: &str, locality: &str) -> NodeFacts {
 }
 
 pub fn gke() -> NodeFacts {
-    node("gke", "kuchima-demo-vpc01", "asia-northeast1/asia-northeast1-a")
+    node(
+        "gke",
+        "kuchima-demo-vpc01",
+        "asia-northeast1/asia-northeast1-a",
+    )
 }
 
 /// On-prem nodes carry no locality.
@@ -102,7 +107,10 @@ pub fn filter(json: &str, node: &NodeFacts) -> Filter {
 }
 
 pub fn headers(pairs: &[(&str, &str)]) -> Headers {
-    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 pub fn get<'a>(h: &'a Headers, name: &str) -> Vec<&'a str> {
@@ -113,5 +121,10 @@ pub fn get<'a>(h: &'a Headers, name: &str) -> Vec<&'a str> {
 }
 
 pub fn request(authority: &str) -> Headers {
-    headers(&[(":method", "GET"), (":path", "/"), (":authority", authority), ("x-request-id", "req-1")])
+    headers(&[
+        (":method", "GET"),
+        (":path", "/"),
+        (":authority", authority),
+        ("x-request-id", "req-1"),
+    ])
 }

@@ -17,12 +17,25 @@ pub fn wasm_path() -> PathBuf {
         if let Some(p) = std::env::var_os("HYBRIDMESH_WASM") {
             return PathBuf::from(p);
         }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let target = root.join("target/test-wasm");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip1", "-p", "hybridmesh-filter", "--target-dir"])
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "wasm",
+                "--target",
+                "wasm32-wasip1",
+                "-p",
+                "hybridmesh-filter",
+                "--target-dir",
+            ])
             .arg(&target)
             .status()
             .expect("cannot run cargo to build the filter's .wasm");
