@@ -1,13 +1,16 @@
 //! The plugin configuration: defined here once, parsed in two stages.
 //!
-//! Stage one is serde (`Raw*` structs, camelCase, unknown fields rejected), with
-//! `serde_path_to_error` so a type error names its field path. Stage two
+//! Stage one is serde (`Raw*` structs, camelCase, unknown fields rejected); a
+//! type or syntax error names its field path (for JSON from the error's position
+//! in the text, [`json_path_at`]; for other formats through
+//! `serde_path_to_error` in [`parse_with`]). Stage two
 //! ([`Raw::validate`]) turns the raw structs into a [`Config`] that cannot hold an
 //! invalid state, collecting every problem with its path and what was expected
 //! (`routes[1].distribute[0].to: weights sum to 90, expected 100`).
 //!
 //! The `.wasm` parses JSON (Istio delivers `pluginConfig` as JSON); the
-//! `hybridmesh` tools feed YAML through the same [`parse_with`].
+//! `hybridmesh` tools feed YAML through [`parse_with`]: the same structs and the
+//! same validation.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -539,19 +542,127 @@ pub fn parse_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
             "the plugin config must be a JSON object ({\"routes\": [...], ...})",
         )]));
     }
+    // Plain serde_json here (the .wasm stays small); the field path of a syntax
+    // or type error is recovered from the error's position in the text.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let raw = parse_with(&mut de, |e: &serde_json::Error| {
-        Some((e.line(), e.column())).filter(|(l, _)| *l > 0)
-    })?;
-    // Trailing garbage after the object.
-    if let Err(e) = de.end() {
-        return Err(ConfigErrors(vec![ConfigError {
-            path: String::new(),
-            message: strip_position(&e.to_string()),
-            position: Some((e.line(), e.column())),
-        }]));
-    }
+    let raw = match Raw::deserialize(&mut de).and_then(|raw| de.end().map(|()| raw)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let message = strip_position(&e.to_string());
+            let mut path = json_path_at(bytes, e.line(), e.column());
+            if message.starts_with("unknown field") || message.starts_with("trailing") {
+                path = parent_path(&path);
+            }
+            return Err(ConfigErrors(vec![ConfigError {
+                path,
+                message,
+                position: Some((e.line(), e.column())).filter(|(l, _)| *l > 0),
+            }]));
+        }
+    };
     raw.validate()
+}
+
+fn parent_path(path: &str) -> String {
+    match path.rfind(['.', '[']) {
+        Some(i) if path.as_bytes()[i] == b'.' => path[..i].to_string(),
+        Some(i) => path[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+/// The field path (`routes[1].distribute[0].to`) at 1-based `line`/`column` of a
+/// JSON text: where serde_json stopped. At a closing `}` it is the object's own
+/// path (a missing field); elsewhere the key or index being read.
+pub fn json_path_at(text: &[u8], line: usize, column: usize) -> String {
+    enum Frame {
+        Object {
+            key: Option<String>,
+            expecting_key: bool,
+        },
+        Array {
+            index: usize,
+        },
+    }
+    // Byte offset of (line, column).
+    let mut offset = text.len();
+    let (mut l, mut c) = (1usize, 0usize);
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'\n' {
+            l += 1;
+            c = 0;
+        } else {
+            c += 1;
+        }
+        if l == line && c == column {
+            offset = i;
+            break;
+        }
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    let mut closing = false;
+    while i <= offset && i < text.len() {
+        match text[i] {
+            b'{' => stack.push(Frame::Object {
+                key: None,
+                expecting_key: true,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                if i == offset {
+                    closing = true;
+                    break;
+                }
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array { index }) => *index += 1,
+                Some(Frame::Object { expecting_key, .. }) => *expecting_key = true,
+                None => {}
+            },
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    if text[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if let Some(Frame::Object { key, expecting_key }) = stack.last_mut() {
+                    if *expecting_key {
+                        *key = Some(
+                            String::from_utf8_lossy(text.get(start..i).unwrap_or_default())
+                                .into_owned(),
+                        );
+                        *expecting_key = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    let depth = stack.len();
+    for (n, frame) in stack.iter().enumerate() {
+        // At a closing brace the innermost frame is the object itself.
+        if closing && n + 1 == depth {
+            break;
+        }
+        match frame {
+            Frame::Object { key: Some(k), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Frame::Object { key: None, .. } => {}
+            Frame::Array { index } => path.push_str(&format!("[{index}]")),
+        }
+    }
+    path
 }
 
 /// Stage one with any serde format: the CLI passes YAML through this too.
