@@ -676,23 +676,52 @@ where
     serde_path_to_error::deserialize::<_, Raw>(de).map_err(|e| {
         let mut path = e.path().to_string();
         let inner = e.inner();
-        let message = strip_position(&inner.to_string());
+        let message = clean_message(&inner.to_string());
         // An unknown field is reported at the object that holds it.
-        if message.starts_with("unknown field") {
-            path = match path.rfind('.') {
-                Some(i) => path[..i].to_string(),
-                None => String::new(),
-            };
-        }
-        if path == "." || path == "?" {
-            path.clear();
-        }
+        path = error_path(&path, &message);
         ConfigErrors(vec![ConfigError {
             path,
             message,
             position: position(inner),
         }])
     })
+}
+
+/// A parser's error message without its position and path (both are reported
+/// separately): `routes[0]: unknown field ... at line 5 column 5` ->
+/// `unknown field ...`.
+pub fn clean_message(message: &str) -> String {
+    strip_path_prefix(&strip_position(message)).to_string()
+}
+
+/// For an unknown field, the path of the object holding it (`routes[0].polcy` -> `routes[0]`).
+pub fn error_path(path: &str, message: &str) -> String {
+    if message.starts_with("unknown field") {
+        match path.rfind('.') {
+            Some(i) => path[..i].to_string(),
+            None => String::new(),
+        }
+    } else if path == "." || path == "?" {
+        String::new()
+    } else {
+        path.to_string()
+    }
+}
+
+/// YAML errors start with their own field path (`routes[0]: unknown field ...`);
+/// the path is reported separately, so the message drops it.
+fn strip_path_prefix(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((prefix, rest))
+            if !prefix.is_empty()
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.[]-".contains(&b)) =>
+        {
+            rest
+        }
+        _ => message,
+    }
 }
 
 /// serde_json and YAML parsers append " at line X column Y"; the position is kept

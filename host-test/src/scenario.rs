@@ -276,17 +276,19 @@ impl Scenario {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let mut s: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
-            let at = e.path().to_string();
             let inner = e.inner();
+            let message = hybridmesh_filter::config::clean_message(&inner.to_string());
+            let at = hybridmesh_filter::config::error_path(&e.path().to_string(), &message);
             let line = inner
                 .location()
                 .map(|l| format!(" (line {})", l.line()))
                 .unwrap_or_default();
-            anyhow::anyhow!(
-                "{}: {}: {inner}{line}",
-                path.display(),
-                if at == "." { "scenario" } else { &at }
-            )
+            let at = if at.is_empty() {
+                "scenario".to_string()
+            } else {
+                at
+            };
+            anyhow::anyhow!("{}: {at}: {message}{line}", path.display())
         })?;
         s.path = path.to_path_buf();
         s.check()?;

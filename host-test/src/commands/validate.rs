@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use hybridmesh_filter::config::{parse_with, ConfigError, Raw};
+use hybridmesh_filter::config::{clean_message, error_path, parse_with, ConfigError, Raw};
 
 use super::{Output, Paint};
 use crate::Outcome;
@@ -173,20 +173,15 @@ pub fn validate_file(path: &std::path::Path) -> anyhow::Result<Vec<Finding>> {
                         },
                     },
                     Err(e) => {
-                        let path = e.path().to_string();
-                        let inner = e.into_inner();
-                        let message = inner.to_string();
-                        let message = message
-                            .split(" at line ")
-                            .next()
-                            .unwrap_or(&message)
-                            .to_string();
+                        let inner = e.inner();
+                        let message = clean_message(&inner.to_string());
+                        let path = error_path(&e.path().to_string(), &message);
                         let err = ConfigError {
-                            path: String::new(),
+                            path,
                             message,
-                            position: yaml_position(&inner),
+                            position: yaml_position(inner),
                         };
-                        format_errors(&path, &[err])
+                        format_errors("", &[err])
                     }
                 };
                 (format!("WasmPlugin {name}"), errors)
