@@ -44,14 +44,25 @@ pub fn run_file(path: &std::path::Path, engine: &Engine) -> ScenarioReport {
     let started = Instant::now();
     match Scenario::load(path) {
         Ok(s) => run(&s, engine),
-        Err(e) => ScenarioReport {
-            name: path.display().to_string(),
-            path: path.display().to_string(),
-            ok: false,
-            error: Some(format!("{e:#}")),
-            steps: Vec::new(),
-            seconds: started.elapsed().as_secs_f64(),
-        },
+        Err(e) => {
+            let mut error = format!("{e:#}");
+            let plugin_config_keys = ["`clusters`", "`routes`", "`identity`", "`outlierDetection`"];
+            if error.contains(": scenario: unknown field")
+                && plugin_config_keys
+                    .iter()
+                    .any(|k| error.contains(&format!("unknown field {k}")))
+            {
+                error.push_str("\n  (this looks like a plugin config: check it with `hybridmesh validate`, and name it under `config:` in a scenario)");
+            }
+            ScenarioReport {
+                name: "(scenario not loaded)".to_string(),
+                path: path.display().to_string(),
+                ok: false,
+                error: Some(error),
+                steps: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            }
+        }
     }
 }
 
@@ -147,8 +158,13 @@ fn run_step(s: &Scenario, sim: &mut Sim, step: &Step, i: usize, default_from: &s
         lines: Vec::new(),
         outcomes: Vec::new(),
     };
+    let traps_before = sim.failure_counts();
     if let Err(e) = play(s, sim, step, default_from, &mut r) {
         r.problems.push(format!("{e:#}"));
+    }
+    // A trap in the module is the first thing its author needs to see.
+    for f in sim.failures_since(&traps_before).into_iter().take(3) {
+        r.problems.push(f);
     }
     if let Some(expect) = &step.expect {
         check_proxies(sim, expect, &mut r.problems);
@@ -168,24 +184,33 @@ fn play(
         let n = step.repeat.unwrap_or(1).max(1);
         let expect = step.expect.clone().unwrap_or_default();
         let from = req.from.as_deref().unwrap_or(default_from);
+        // Every request is sent (later steps depend on the mesh's state); only
+        // the first few problems are listed.
+        const SHOWN: usize = 5;
+        let mut hidden = 0usize;
         for k in 0..n {
             let random = sim.is_random(from, req);
             let o = sim.request(req, default_from)?;
             if r.lines.len() < 12 {
                 r.lines.push(curl_line(&o));
             }
-            let before = r.problems.len();
-            check_outcome(&o, &expect, &mut r.problems);
-            if r.problems.len() > before && n > 1 {
-                let last = r.problems.len() - 1;
-                r.problems[last] = format!("request {} of {n}: {}", k + 1, r.problems[last]);
+            let mut found = Vec::new();
+            check_outcome(&o, &expect, &mut found);
+            for problem in found {
+                if r.problems.len() >= SHOWN {
+                    hidden += 1;
+                } else if n > 1 {
+                    r.problems
+                        .push(format!("request {} of {n}: {problem}", k + 1));
+                } else {
+                    r.problems.push(problem);
+                }
             }
             r.outcomes.push((o, random));
-            if r.problems.len() >= 5 {
-                r.problems
-                    .push("(further problems in this step not shown)".into());
-                break;
-            }
+        }
+        if hidden > 0 {
+            r.problems
+                .push(format!("({hidden} more problem(s) in this step not shown)"));
         }
         check_share(&r.outcomes, &expect, &mut r.problems);
     } else if let Some(c) = &step.drain {

@@ -71,6 +71,10 @@ pub trait Sidecar {
     fn metric(&self, name: &str) -> Option<u64>;
     /// (level, message) lines, levels in lower case.
     fn logs(&self) -> Vec<(String, String)>;
+    /// Traps in the module so far, one line each (callback and message).
+    fn failures(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// How to make a sidecar for a cluster.
@@ -212,6 +216,20 @@ impl Sidecar for WasmSidecar {
 
     fn metric(&self, name: &str) -> Option<u64> {
         self.plugin.metric(name)
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.plugin
+            .failures()
+            .into_iter()
+            .map(|f| {
+                let first = f.message.lines().next().unwrap_or_default().to_string();
+                format!(
+                    "the module trapped in {} (worker {}): {first}",
+                    f.callback, f.worker
+                )
+            })
+            .collect()
     }
 
     fn logs(&self) -> Vec<(String, String)> {
@@ -634,6 +652,37 @@ impl Sim {
             s.advance(by)?;
         }
         Ok(())
+    }
+
+    fn all_sidecars(&self) -> Vec<(String, &dyn Sidecar)> {
+        let mut out: Vec<(String, &dyn Sidecar)> = Vec::new();
+        for (i, name) in self.names.iter().enumerate() {
+            out.push((format!("{name}.client"), self.clients[i].as_ref()));
+            if let Some(s) = &self.servers[i] {
+                out.push((format!("{name}.server"), s.as_ref()));
+            }
+        }
+        out
+    }
+
+    /// How many traps each sidecar has had (for [`Sim::failures_since`]).
+    pub fn failure_counts(&self) -> Vec<usize> {
+        self.all_sidecars()
+            .iter()
+            .map(|(_, s)| s.failures().len())
+            .collect()
+    }
+
+    /// The traps since `counts` was taken, named by sidecar.
+    pub fn failures_since(&self, counts: &[usize]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, (name, s)) in self.all_sidecars().into_iter().enumerate() {
+            let before = counts.get(k).copied().unwrap_or(0);
+            for f in s.failures().into_iter().skip(before) {
+                out.push(format!("{name}: {f}"));
+            }
+        }
+        out
     }
 
     /// Sidecars by name: `<cluster>.client` / `<cluster>.server`.

@@ -7,7 +7,7 @@ use clap::Parser;
 use hybridmesh::run::{run_file, Engine};
 use hybridmesh::scenario::Scenario;
 
-use super::{load_module, workspace_root, Paint};
+use super::{default_examples, load_module, Paint};
 use crate::Outcome;
 
 /// Walk through the seed article (GKE + on-prem Anthos in one Istio mesh)
@@ -26,9 +26,7 @@ pub struct DemoCommand {
 
 impl DemoCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
-        let dir = self
-            .examples
-            .unwrap_or_else(|| workspace_root().join("examples"));
+        let dir = self.examples.unwrap_or_else(default_examples);
         let files = super::test::scenario_files(&[dir])?;
         let engine = Engine::Wasm(load_module(self.wasm.as_ref())?);
         let p = Paint::stdout();

@@ -122,9 +122,11 @@ fn envoy_provides(module: &str, name: &str) -> bool {
 
 pub fn inspect(path: &std::path::Path) -> anyhow::Result<Inspection> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    super::check_module_bytes(path, &bytes)?;
     let engine = wasmtime::Engine::default();
-    let module = wasmtime::Module::new(&engine, &bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a WebAssembly module: {e}", path.display()))?;
+    let module = wasmtime::Module::new(&engine, &bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not a valid WebAssembly module: {e}", path.display())
+    })?;
     let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
     let imports: Vec<String> = module
         .imports()
@@ -152,6 +154,10 @@ pub fn inspect(path: &std::path::Path) -> anyhow::Result<Inspection> {
 
 impl InspectCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
+        anyhow::ensure!(
+            self.output != Output::Junit,
+            "--output junit is for `hybridmesh test`; use text or json"
+        );
         let i = inspect(&self.module)?;
         let ok = i.missing_in_envoy.is_empty() && !i.abi_versions.is_empty();
         match self.output {
@@ -180,7 +186,12 @@ impl InspectCommand {
                     };
                     println!("  {e}{mark}");
                 }
-                if i.missing_in_envoy.is_empty() {
+                if i.abi_versions.is_empty() {
+                    println!(
+                        "{} not a proxy-wasm module: no proxy_abi_version_* export, Envoy would not load it as a filter",
+                        p.red("FAIL")
+                    );
+                } else if i.missing_in_envoy.is_empty() {
                     println!("{} every import is provided by Envoy (V8)", p.green("ok"));
                 } else {
                     println!(

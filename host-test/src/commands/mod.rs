@@ -58,15 +58,32 @@ impl Paint {
     }
 }
 
-/// The filter this repository builds (`cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`).
+/// The filter this repository builds (`cargo build --profile wasm --target
+/// wasm32-wasip1 -p hybridmesh-filter`): under `CARGO_TARGET_DIR`, else under
+/// `./target` when run from a checkout, else the checkout this binary was built in.
 pub fn default_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("wasm32-wasip1/wasm/hybridmesh_filter.wasm")
+    const REL: &str = "wasm32-wasip1/wasm/hybridmesh_filter.wasm";
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join(REL);
+    }
+    let here = PathBuf::from("target").join(REL);
+    if here.exists() {
+        return here;
+    }
+    workspace_root().join("target").join(REL)
 }
 
-/// The repository root when run from a checkout (else the current directory).
+/// The examples: `./examples` when run from a checkout, else the checkout this
+/// binary was built in.
+pub fn default_examples() -> PathBuf {
+    let here = PathBuf::from("examples");
+    if here.join("mesh.yaml").exists() {
+        return here;
+    }
+    workspace_root().join("examples")
+}
+
+/// The checkout this binary was built in (else the current directory).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     match here.parent() {
@@ -90,5 +107,29 @@ pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<hybridmesh::Module>
             p
         }
     };
-    hybridmesh::Module::from_file(&path).with_context(|| format!("cannot load {}", path.display()))
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_module_bytes(&path, &bytes)?;
+    // The harness's error names the module and what is wrong with it.
+    hybridmesh::Module::from_file(&path)
+}
+
+/// A module is binary WebAssembly (`\0asm`) or WAT text; anything else gets
+/// a plain message instead of a parser's.
+pub fn check_module_bytes(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let wat = std::str::from_utf8(bytes)
+        .map(|t| {
+            t.lines()
+                .map(str::trim_start)
+                .find(|l| !l.is_empty() && !l.starts_with(";;"))
+                .is_some_and(|l| l.starts_with('('))
+        })
+        .unwrap_or(false);
+    if bytes.starts_with(b"\0asm") || wat {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} is not a WebAssembly module (no \\0asm header, and not WAT text)",
+            path.display()
+        )
+    }
 }

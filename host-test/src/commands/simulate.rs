@@ -74,6 +74,7 @@ fn window(spec: &str, drain: bool) -> anyhow::Result<Window> {
     let (a, b) = times.split_once('-').with_context(bad)?;
     let start = hybridmesh::scenario::duration(a).with_context(bad)?;
     let end = hybridmesh::scenario::duration(b).with_context(bad)?;
+    anyhow::ensure!(!cluster.is_empty(), "{spec:?}: no cluster before @");
     anyhow::ensure!(start < end, "{spec:?}: the window ends before it starts");
     Ok(Window {
         cluster: cluster.to_string(),
@@ -110,6 +111,11 @@ impl SimulateCommand {
             windows.push(window(f, false)?);
         }
         anyhow::ensure!(self.rate > 0, "--rate must be at least 1");
+        anyhow::ensure!(self.requests > 0, "-n must be at least 1");
+        anyhow::ensure!(
+            self.output != Output::Junit,
+            "--output junit is for `hybridmesh test`; use text or json"
+        );
         let config = std::fs::canonicalize(&self.config)
             .with_context(|| format!("cannot read {}", self.config.display()))?;
         let mesh = match &self.mesh {
@@ -134,21 +140,39 @@ impl SimulateCommand {
             steps: Vec::new(),
             path: PathBuf::from("simulate.yaml"),
         };
-        // The config must be valid before traffic means anything.
-        let bytes = scenario.config_for(&self.from)?;
-        if let Err(e) = hybridmesh_filter::parse_json(&bytes) {
+        // The config must be valid before traffic means anything: checked the
+        // way `validate` checks it, so errors carry the file's own lines.
+        let problems: Vec<String> = super::validate::validate_file(&self.config)?
+            .into_iter()
+            .flat_map(|f| f.errors)
+            .collect();
+        if !problems.is_empty() {
             anyhow::bail!(
                 "{}: invalid plugin config:\n  {}",
                 self.config.display(),
-                e.0.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
+                problems.join("\n  ")
             );
         }
         let mut sim = build_sim(&scenario, &Engine::Wasm(module))?;
         let step = Duration::from_secs_f64(1.0 / f64::from(self.rate));
         let total = step * self.requests;
+        for w in &windows {
+            anyhow::ensure!(
+                sim.cluster_names().contains(&w.cluster),
+                "--drain/--fail: unknown cluster {:?}, expected one of {}",
+                w.cluster,
+                sim.cluster_names().join(", ")
+            );
+            anyhow::ensure!(
+                w.start < total,
+                "--drain/--fail {}@{:?}: starts after the simulation ends ({:.1}s: {} requests at {}/s)",
+                w.cluster,
+                w.start,
+                total.as_secs_f64(),
+                self.requests,
+                self.rate
+            );
+        }
         let bucket = (total.as_secs() / 10).max(1);
         let mut summary = Summary {
             requests: self.requests,
@@ -236,7 +260,9 @@ impl SimulateCommand {
             eprint!("\r{:40}\r", "");
         }
         match self.output {
-            Output::Json | Output::Junit => println!("{}", serde_json::to_string_pretty(&summary)?),
+            Output::Json | Output::Junit => {
+                println!("{}", serde_json::to_string_pretty(&summary)?)
+            }
             Output::Text => print_summary(&summary, bucket),
         }
         Ok(Outcome::Passed)
@@ -287,7 +313,7 @@ fn print_summary(s: &Summary, bucket: u64) {
             .iter()
             .map(|(c, k)| {
                 format!(
-                    "{c} {:.0}%",
+                    "{c} {:.1}%",
                     f64::from(*k) * 100.0 / f64::from(total.max(1))
                 )
             })

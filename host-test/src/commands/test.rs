@@ -152,8 +152,13 @@ fn xml(s: &str) -> String {
 
 /// JUnit XML: a suite per scenario, a case per step.
 pub fn junit(reports: &[ScenarioReport]) -> String {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"hybridmesh\">\n",
+    let tests: usize = reports.iter().map(|r| r.steps.len().max(1)).sum();
+    let failures: usize = reports
+        .iter()
+        .map(|r| r.steps.iter().filter(|s| !s.ok).count() + usize::from(r.error.is_some()))
+        .sum();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"hybridmesh\" tests=\"{tests}\" failures=\"{failures}\">\n"
     );
     for r in reports {
         let failures = r.steps.iter().filter(|s| !s.ok).count() + usize::from(r.error.is_some());

@@ -247,11 +247,25 @@ fn nth_document(text: &str, i: usize) -> String {
 
 impl ValidateCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
+        anyhow::ensure!(
+            self.output != Output::Junit,
+            "--output junit is for `hybridmesh test`; use text or json"
+        );
+        // Every file is checked; a file that cannot be read is reported with
+        // the others and makes the exit code 2.
         let mut findings = Vec::new();
+        let mut unreadable = Vec::new();
         for f in &self.files {
-            findings.extend(validate_file(f)?);
+            match validate_file(f) {
+                Ok(found) => findings.extend(found),
+                Err(e) => unreadable.push(format!("{e:#}")),
+            }
         }
         let failed = findings.iter().filter(|f| !f.ok).count();
+        let unchecked = findings
+            .iter()
+            .filter(|f| f.what.contains("not checked"))
+            .count();
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
             Output::Text | Output::Junit => {
@@ -271,12 +285,22 @@ impl ValidateCommand {
                         }
                     }
                 }
-                println!(
-                    "{} document(s) checked, {} with errors",
-                    findings.len(),
-                    failed
-                );
+                if findings.is_empty() {
+                    // Nothing could be read: the error below says why.
+                } else {
+                    let mut summary = format!(
+                        "{} plugin config(s) checked, {failed} with errors",
+                        findings.len() - unchecked
+                    );
+                    if unchecked > 0 {
+                        summary.push_str(&format!(", {unchecked} other document(s) not checked"));
+                    }
+                    println!("{summary}");
+                }
             }
+        }
+        if !unreadable.is_empty() {
+            anyhow::bail!("{}", unreadable.join("\n"));
         }
         Ok(if failed == 0 {
             Outcome::Passed
