@@ -119,6 +119,9 @@ pub struct ResponseOutcome {
 /// Response flags that mean the chosen cluster failed.
 pub const FAILURE_FLAGS: u64 = 0x2 /* UH */ | 0x4 /* UT */ | 0x10 /* UR */ | 0x20 /* UF */ | 0x40 /* UC */;
 
+/// Response flags that mean no upstream answered at all.
+pub const NOT_SERVED_FLAGS: u64 = 0x2 /* UH */ | 0x20 /* UF */ | 0x80 /* UO */;
+
 /// The configured filter of one plugin: config, identity, compiled plan.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -446,9 +449,8 @@ impl Filter {
                     "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {from} refused\n",
                     self.me.cluster
                 );
-                effects
-                    .logs
-                    .push((Level::Info, body.trim_end().to_string()));
+                let line = body.trim_end().trim_start_matches("hybridmesh: ");
+                effects.logs.push((Level::Info, line.to_string()));
                 effects.counters.push(Counter::Denied { source: from });
                 local_reply = Some(LocalReply {
                     status: self.cfg.deny_status,
@@ -521,9 +523,14 @@ impl Filter {
             None => {
                 let address = host.upstream_address();
                 let gateway = address.filter(|a| is_gateway_address(a));
-                let cluster = host
-                    .upstream_host_metadata()
-                    .and_then(|md| crate::proto::istio_workload_cluster(&md));
+                // No healthy host, a failed connection or an overflow: nothing
+                // served the request, whatever host was picked.
+                let cluster = if flags & NOT_SERVED_FLAGS != 0 {
+                    None
+                } else {
+                    host.upstream_host_metadata()
+                        .and_then(|md| crate::proto::istio_workload_cluster(&md))
+                };
                 let network = cluster
                     .as_deref()
                     .and_then(|c| self.cfg.clusters.iter().find(|x| x.name == c))

@@ -675,6 +675,25 @@ fn without_served_by_the_endpoint_metadata_names_the_cluster() {
 }
 
 #[test]
+fn a_connection_failure_is_served_by_nobody() {
+    // Envoy's 503 for a refused connection: the picked host has metadata, but
+    // nothing served the request.
+    let f = filter(&format!("{{{CLUSTERS}}}"), &gke());
+    let mut host = FakeHost {
+        flags: 0x20,
+        upstream_address: Some("172.16.10.152:15443".into()),
+        host_metadata: Some(hybridmesh_test_metadata(";;;;anthos")),
+        ..Default::default()
+    };
+    let (_, state) = outbound(&f, &mut host, &request("echo-svc.default"));
+    let out = f.on_response(&state, &headers(&[(":status", "503")]), &mut host);
+    let hop = out.hop.unwrap();
+    assert_eq!(hop.served_by, None);
+    assert_eq!(hop.flags, 0x20);
+    assert!(!host.calls.contains(&"upstream_host_metadata"));
+}
+
+#[test]
 fn debug_header_needs_allow_debug() {
     let f = filter(&format!("{{{CLUSTERS}}}"), &gke());
     let mut host = FakeHost::default();

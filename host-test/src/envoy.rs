@@ -10,7 +10,7 @@
 //! | `xds.node.metadata`, `xds.node.locality` | always (`Xds`) | proxy-wasm pairs encoding |
 //! | `node.metadata.*`, `node.locality.*`, `node.metadata`, `node.locality` | only with [`NodeMetadataStyle::Legacy`] | as above |
 //! | `xds.node` | always | a 61,440-byte opaque blob, as big as Envoy's serialized `Node` (do not read it) |
-//! | `listener_direction` | always | 8-byte little-endian integer: 0 unspecified, 1 inbound, 2 outbound |
+//! | `xds.listener_direction` (Xds style; `listener_direction` in Legacy style, as older proxies) | always | 8-byte little-endian integer: 0 unspecified, 1 inbound, 2 outbound |
 //! | `plugin_name`, `plugin_root_id`, `plugin_vm_id` | always | raw UTF-8 |
 //! | `xds.route_name`, `route_name`, `xds.cluster_name` | stream, once a route matched; in a callback: the route chosen before it | raw UTF-8 |
 //! | `connection.mtls` | stream | 1-byte bool |
@@ -564,7 +564,13 @@ pub(crate) fn property(
         ["node", rest @ ..] if proxy.style == NodeMetadataStyle::Legacy => {
             return proxy.node_property(rest)
         }
-        ["listener_direction"] => return Ok(int(proxy.direction as u64)),
+        // Envoy 1.40 serves `xds.listener_direction` only; older proxies the top-level path.
+        ["xds", "listener_direction"] if proxy.style == NodeMetadataStyle::Xds => {
+            return Ok(int(proxy.direction as u64))
+        }
+        ["listener_direction"] if proxy.style == NodeMetadataStyle::Legacy => {
+            return Ok(int(proxy.direction as u64))
+        }
         ["plugin_name"] => return Ok(text(&plugin.name)),
         ["plugin_root_id"] => return Ok(text(&plugin.root_id)),
         ["plugin_vm_id"] => return Ok(text(&plugin.vm_id)),

@@ -66,9 +66,14 @@ fn node_properties_xds_style() {
         get(&mut p, 1, &["xds", "node", "metadata", "NOPE"]),
         Err(Status::NotFound)
     );
+    // Envoy 1.40: `xds.listener_direction`; the top-level path is NotFound.
     assert_eq!(
-        get(&mut p, 1, &["listener_direction"]).unwrap(),
+        get(&mut p, 1, &["xds", "listener_direction"]).unwrap(),
         2u64.to_le_bytes()
+    );
+    assert_eq!(
+        get(&mut p, 1, &["listener_direction"]),
+        Err(Status::NotFound)
     );
     let meta = hybridmesh::envoy::deserialize_pairs(
         &get(&mut p, 1, &["xds", "node", "metadata"]).unwrap(),
@@ -113,6 +118,14 @@ fn node_properties_legacy_style() {
     );
     assert_eq!(
         get(&mut p, 1, &["xds", "node", "metadata", "CLUSTER_ID"]),
+        Err(Status::NotFound)
+    );
+    assert_eq!(
+        get(&mut p, 1, &["listener_direction"]).unwrap(),
+        2u64.to_le_bytes()
+    );
+    assert_eq!(
+        get(&mut p, 1, &["xds", "listener_direction"]),
         Err(Status::NotFound)
     );
 }

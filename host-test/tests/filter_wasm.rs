@@ -103,7 +103,7 @@ fn a_bad_first_config_is_rejected_with_the_exact_message() {
             p.logs_at(Level::Error),
             vec![
                 "hybridmesh: invalid plugin config: routes[0].distribute[0].to: weights sum to 90, expected 100",
-                "hybridmesh: plugin config rejected (1 problem); keeping the previous config",
+                "hybridmesh: plugin config rejected (1 problem); Envoy keeps the previous config, and without one the plugin cannot start",
             ]
         );
         let mut s = p.stream(0);
@@ -284,6 +284,39 @@ fn hop_record_goes_to_filter_state_and_metrics_flush_on_tick() {
 }
 
 #[test]
+fn direction_comes_from_the_listener_in_new_and_old_proxies() {
+    // Envoy 1.40 serves xds.listener_direction; older proxies listener_direction.
+    for style in [NodeMetadataStyle::Xds, NodeMetadataStyle::Legacy] {
+        let cfg = format!(r#"{{{CLUSTERS}, "trustSource": "any"}}"#);
+        let mut p = plugin(
+            anthos_proxy(Direction::Inbound).node_metadata_style(style),
+            &cfg,
+        );
+        let mut s = p.stream(0);
+        let mut h = GET_ECHO.to_vec();
+        h.push(("x-hybridmesh-source-cluster", "gke"));
+        s.request_headers(&h, true).unwrap();
+        // Inbound: the trusted source is kept, nothing outbound is added.
+        assert_eq!(
+            s.upstream_request_header("x-hybridmesh-source-cluster")
+                .as_deref(),
+            Some("gke"),
+            "{style:?}"
+        );
+        assert_eq!(
+            s.upstream_request_header("x-hybridmesh-source-network"),
+            None,
+            "{style:?}"
+        );
+        s.respond(Upstream::new(200)).unwrap();
+        assert!(
+            s.client_response_header("x-hybridmesh-served-by").is_some(),
+            "{style:?}"
+        );
+    }
+}
+
+#[test]
 fn a_response_without_served_by_or_endpoint_metadata_does_not_break_anything() {
     // Envoy answers SerializationFailure for xds.upstream_host_metadata here; the
     // SDK's own get_property would panic and kill the VM.
@@ -394,6 +427,10 @@ fn reconfigure_takes_effect_and_a_bad_one_keeps_the_old() {
     assert!(!p
         .reconfigure(br#"{"routes": [{"hosts": ["*"], "policy": "clusterLocal", "oops": 1}]}"#)
         .unwrap());
+    assert_eq!(
+        p.logs_at(Level::Error).last().map(String::as_str),
+        Some("hybridmesh: plugin config rejected (1 problem); Envoy keeps the previous config, and without one the plugin cannot start")
+    );
     assert!(p.logs_at(Level::Error).iter().any(
         |l| l.starts_with("hybridmesh: invalid plugin config: routes[0]: unknown field `oops`")
     ));

@@ -318,12 +318,12 @@ impl Host for WasmHost<'_> {
     }
 
     fn listener_direction(&mut self) -> Option<Direction> {
-        match get_property(&["listener_direction"])
+        // Envoy 1.40 serves `xds.listener_direction`; older proxies `listener_direction`.
+        let raw = get_property(&["xds", "listener_direction"])
             .ok()
             .flatten()
-            .as_deref()
-            .and_then(le_u64)
-        {
+            .or_else(|| get_property(&["listener_direction"]).ok().flatten());
+        match raw.as_deref().and_then(le_u64) {
             Some(1) => Some(Direction::Inbound),
             Some(2) => Some(Direction::Outbound),
             _ => None,

@@ -106,6 +106,9 @@ pub fn to_log_level(level: Level) -> log::Level {
     }
 }
 
+/// Tick period when metrics flush on every request: the log level is still followed.
+const DEFAULT_TICK_MS: u64 = 1000;
+
 pub struct Root {
     context_id: u32,
     shared: Rc<RefCell<Shared>>,
@@ -149,6 +152,18 @@ fn node_facts() -> NodeFacts {
     }
 }
 
+impl Root {
+    /// The closing line of a rejected config. Envoy builds a new root context
+    /// for each config, so this one cannot tell whether an older config exists:
+    /// the line says what Envoy does in both cases.
+    fn rejected(&self, problems: usize) {
+        let plural = if problems == 1 { "" } else { "s" };
+        log::error!(
+            "hybridmesh: plugin config rejected ({problems} problem{plural}); Envoy keeps the previous config, and without one the plugin cannot start"
+        );
+    }
+}
+
 impl Context for Root {}
 
 impl RootContext for Root {
@@ -157,7 +172,11 @@ impl RootContext for Root {
         let bytes = match host::plugin_configuration(plugin_configuration_size) {
             Ok(b) => b,
             Err(s) => {
-                log::error!("hybridmesh: cannot read the plugin configuration (status {}); keeping the previous one", s.0);
+                log::error!(
+                    "hybridmesh: cannot read the plugin configuration (status {})",
+                    s.0
+                );
+                self.rejected(1);
                 return false;
             }
         };
@@ -167,11 +186,7 @@ impl RootContext for Root {
                 for e in &errors.0 {
                     log::error!("hybridmesh: invalid plugin config: {e}");
                 }
-                log::error!(
-                    "hybridmesh: plugin config rejected ({} problem{}); keeping the previous config",
-                    errors.0.len(),
-                    if errors.0.len() == 1 { "" } else { "s" }
-                );
+                self.rejected(errors.0.len());
                 return false;
             }
         };
@@ -179,20 +194,27 @@ impl RootContext for Root {
             Ok(f) => f,
             Err(issue) => {
                 log::error!("hybridmesh: invalid plugin config: {issue}");
-                log::error!(
-                    "hybridmesh: plugin config rejected (1 problem); keeping the previous config"
-                );
+                self.rejected(1);
                 return false;
             }
         };
         for w in &filter.warnings {
             log::warn!("hybridmesh: {w}");
         }
+        // The tick flushes metrics and follows the proxy's log level (which an
+        // operator changes at run time with /logging?wasm=debug).
         let flush_ms = filter.cfg.metrics_flush_ms;
-        if flush_ms > 0 {
-            if let Err(s) = host::set_tick_period_ms(u32::try_from(flush_ms).unwrap_or(u32::MAX)) {
-                log::warn!("hybridmesh: cannot set the tick period (status {}); metrics flush on every request", s.0);
-            }
+        let tick_ms = if flush_ms > 0 {
+            flush_ms
+        } else {
+            DEFAULT_TICK_MS
+        };
+        let ticking = host::set_tick_period_ms(u32::try_from(tick_ms).unwrap_or(u32::MAX));
+        if let Err(s) = ticking {
+            log::warn!(
+                "hybridmesh: cannot set the tick period (status {}); metrics flush on every request",
+                s.0
+            );
         }
         log::info!(
             "hybridmesh: configured cluster={} network={} locality={} namespace={} direction={:?} routes={}",
@@ -206,7 +228,7 @@ impl RootContext for Root {
         let seed = host::now_ns().unwrap_or(0) ^ mix(u64::from(self.context_id));
         let mut sh = self.shared.borrow_mut();
         sh.metrics.flush();
-        sh.metrics.immediate = flush_ms == 0;
+        sh.metrics.immediate = flush_ms == 0 || ticking.is_err();
         sh.metrics.guard = LabelGuard::new(
             filter
                 .cfg
@@ -221,6 +243,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        host::sync_log_level();
         self.shared.borrow_mut().metrics.flush();
     }
 
