@@ -1160,6 +1160,20 @@ impl Plugin {
         self.shared().logs.clone()
     }
 
+    /// Log entries from the `start`-th on (cheap polling of a long run).
+    pub fn logs_since(&self, start: usize) -> Vec<LogEntry> {
+        self.shared()
+            .logs
+            .get(start..)
+            .map(<[LogEntry]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// How many log entries there are.
+    pub fn log_count(&self) -> usize {
+        self.shared().logs.len()
+    }
+
     /// Messages logged at exactly `level`.
     pub fn logs_at(&self, level: Level) -> Vec<String> {
         self.shared()

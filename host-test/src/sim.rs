@@ -71,6 +71,10 @@ pub trait Sidecar {
     fn metric(&self, name: &str) -> Option<u64>;
     /// (level, message) lines, levels in lower case.
     fn logs(&self) -> Vec<(String, String)>;
+    /// The lines from the `start`-th on.
+    fn logs_since(&self, start: usize) -> Vec<(String, String)> {
+        self.logs().into_iter().skip(start).collect()
+    }
     /// Traps in the module so far, one line each (callback and message).
     fn failures(&self) -> Vec<String> {
         Vec::new()
@@ -233,8 +237,12 @@ impl Sidecar for WasmSidecar {
     }
 
     fn logs(&self) -> Vec<(String, String)> {
+        self.logs_since(0)
+    }
+
+    fn logs_since(&self, start: usize) -> Vec<(String, String)> {
         self.plugin
-            .logs()
+            .logs_since(start)
             .into_iter()
             .map(|l| (format!("{:?}", l.level).to_ascii_lowercase(), l.message))
             .collect()

@@ -242,13 +242,13 @@ impl SimulateCommand {
                 })
                 .or_insert(0) += 1;
             }
-            let logs = sim.sidecar(&client)?.logs();
-            for (_, line) in logs.iter().skip(seen_logs) {
+            let new_logs = sim.sidecar(&client)?.logs_since(seen_logs);
+            seen_logs += new_logs.len();
+            for (_, line) in new_logs {
                 if line.contains("ejected cluster") {
-                    summary.ejections.push((now.as_secs_f64(), line.clone()));
+                    summary.ejections.push((now.as_secs_f64(), line));
                 }
             }
-            seen_logs = logs.len();
             sim.advance(step)?;
             now += step;
             if progress && i % 500 == 0 {
