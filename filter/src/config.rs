@@ -890,7 +890,19 @@ fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
     out
 }
 
+/// Health and decisions keep one bit per cluster.
+pub const MAX_CLUSTERS: usize = 64;
+
 fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> {
+    if raw.len() > MAX_CLUSTERS {
+        c.err(
+            "clusters",
+            format!(
+                "{} clusters, at most {MAX_CLUSTERS} are supported",
+                raw.len()
+            ),
+        );
+    }
     let mut out: Vec<ClusterInfo> = Vec::with_capacity(raw.len());
     for (i, rc) in raw.into_iter().enumerate() {
         if !is_cluster_name(&rc.name) {

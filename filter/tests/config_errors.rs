@@ -63,6 +63,13 @@ fn invalid_configs_name_the_field_and_what_was_expected() {
         (r#"{"domainSuffix": "cluster..local"}"#.into(), "domainSuffix: \"cluster..local\" is not a DNS name, expected e.g. \"cluster.local\""),
         (r#"{"trustDomains": ["spiffe://cluster.local"]}"#.into(), "trustDomains[0]: \"spiffe://cluster.local\" is not a trust domain, expected a DNS name such as \"cluster.local\""),
         (r#"{"metricsFlushInterval": "5m"}"#.into(), "metricsFlushInterval: \"5m\" is too long, expected at most 60s (0s flushes on every request)"),
+        (
+            format!(
+                r#"{{"clusters": [{}]}}"#,
+                (0..65).map(|i| format!(r#"{{"name": "c{i}"}}"#)).collect::<Vec<_>>().join(", ")
+            ),
+            "clusters: 65 clusters, at most 64 are supported",
+        ),
     ];
     assert!(cases.len() >= 25);
     let mut failures = Vec::new();
