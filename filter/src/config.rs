@@ -97,6 +97,7 @@ pub struct Raw {
     pub hop_log: HopLog,
     pub filter_state: Option<bool>,
     pub metrics_flush_interval: Option<String>,
+    pub max_hops: Option<u32>,
     #[serde(default)]
     pub clusters: Vec<RawCluster>,
     pub outlier_detection: Option<RawOutlier>,
@@ -298,6 +299,8 @@ pub struct Config {
     pub hop_log: HopLog,
     pub filter_state: bool,
     pub metrics_flush_ms: u64,
+    /// Longest hop chain kept (older entries are dropped first).
+    pub max_hops: usize,
     pub clusters: Vec<ClusterInfo>,
     pub routes: Vec<Route>,
     pub hosts: HostTable,
@@ -483,6 +486,8 @@ pub struct HeaderNames {
     pub decision: String,
     pub debug: String,
     pub denied: String,
+    /// The hop chain the application forwards, like trace context.
+    pub hops: String,
 }
 
 pub const DEFAULT_HEADER_PREFIX: &str = "x-hybridmesh";
@@ -500,6 +505,7 @@ impl HeaderNames {
             decision: h("decision"),
             debug: h("debug"),
             denied: h("denied"),
+            hops: h("hops"),
         }
     }
 
@@ -526,6 +532,7 @@ impl Config {
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 pub const DEFAULT_DENY_STATUS: u32 = 403;
 pub const DEFAULT_METRICS_FLUSH_MS: u64 = 1000;
+pub const DEFAULT_MAX_HOPS: usize = 8;
 
 // ---------------------------------------------------------------------------
 // Parsing
@@ -807,6 +814,14 @@ impl Raw {
             },
         };
 
+        let max_hops = match self.max_hops {
+            None => DEFAULT_MAX_HOPS,
+            Some(n) if (2..=32).contains(&n) => n as usize,
+            Some(n) => {
+                c.err("maxHops", format!("{n} is out of range, expected 2-32"));
+                DEFAULT_MAX_HOPS
+            }
+        };
         let clusters = validate_clusters(&mut c, self.clusters);
         let default_outlier = validate_outlier(
             &mut c,
@@ -839,6 +854,7 @@ impl Raw {
             hop_log: self.hop_log,
             filter_state: self.filter_state.unwrap_or(true),
             metrics_flush_ms,
+            max_hops,
             clusters,
             routes,
             hosts,

@@ -9,7 +9,7 @@
 use crate::config::{Config, DirectionSetting, PolicyKind, TrustSource, UnknownSource};
 use crate::decide::{decide, sticky_hash, Decision, Plan, Why};
 use crate::health::{health_key, HealthEvent, HealthState};
-use crate::hop::{is_gateway_address, served_by_value, HopRecord, ServedBy};
+use crate::hop::{is_gateway_address, served_by_value, Chain, HopRecord, ServedBy};
 use crate::hosts::{service_from_authority, service_from_cluster_name};
 use crate::identity::{Identity, IdentityIssue, NodeFacts, ISTIO_DEFAULT_CLUSTER_ID};
 use crate::metrics::Counter;
@@ -97,6 +97,9 @@ pub struct StreamState {
     pub request_id: String,
     /// The target's health entry had counts that a success must reset.
     pub target_dirty: bool,
+    /// The hop chain sent on (ours last).
+    pub chain: String,
+    pub looped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,10 +255,16 @@ impl Filter {
         let mut debug = false;
         let mut authority: &[u8] = b"";
         let mut request_id = String::new();
+        let mut forwarded_chain: Option<&[u8]> = None;
+        let mut chain_repeated = false;
         for (k, v) in headers {
             if names.is_reserved(k) {
                 if k.as_slice() == names.debug.as_bytes() {
                     debug = v.as_slice() == b"1";
+                } else if k.as_slice() == names.hops.as_bytes() {
+                    // The one header the application forwards: validated, not stripped.
+                    chain_repeated |= forwarded_chain.is_some();
+                    forwarded_chain = Some(v);
                 } else {
                     spoofed += 1;
                 }
@@ -335,9 +344,31 @@ impl Filter {
             },
         };
 
+        let chain = Chain::extend(
+            forwarded_chain,
+            chain_repeated,
+            &self.me.cluster,
+            self.cfg.max_hops,
+        );
+        if let Some(problem) = chain.problem {
+            effects.counters.push(Counter::HopChain {
+                problem: problem.label(),
+            });
+        }
+        if chain.looped {
+            effects.counters.push(Counter::HopChain { problem: "loop" });
+            effects.logs.push((
+                Level::Warn,
+                format!(
+                    "request {request_id} loops: cluster {} is already in its hop chain",
+                    self.me.cluster
+                ),
+            ));
+        }
         for (k, v) in &self.source_headers {
             out.push((k.clone(), v.clone()));
         }
+        out.push((names.hops.clone().into_bytes(), chain.value().into_bytes()));
         if let Some(t) = &decision.target {
             out.push((
                 names.target_cluster.clone().into_bytes(),
@@ -355,6 +386,8 @@ impl Filter {
                 debug: debug && self.cfg.allow_debug,
                 request_id,
                 target_dirty,
+                chain: chain.value(),
+                looped: chain.looped,
             },
             effects,
         }
@@ -471,6 +504,8 @@ impl Filter {
                 debug: false,
                 request_id: String::new(),
                 target_dirty: false,
+                chain: String::new(),
+                looped: false,
             },
             effects,
         }
@@ -603,6 +638,8 @@ impl Filter {
             decision: decision.label(),
             rule: decision.rule,
             reason,
+            chain: state.chain.clone(),
+            looped: state.looped,
             status,
             flags,
             latency_ms: now.saturating_sub(state.start_ms),

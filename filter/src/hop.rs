@@ -56,6 +56,81 @@ pub fn is_gateway_address(address: &str) -> bool {
         .is_some_and(|p| p == EAST_WEST_GATEWAY_PORT)
 }
 
+/// A hop chain as the application forwarded it (`gke,anthos`): the clusters a
+/// request has passed through, oldest first. The application copies the
+/// header from the request it serves to the requests it makes, like trace
+/// context; each client side appends its own cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub clusters: Vec<String>,
+    /// What was wrong with the forwarded value, if anything.
+    pub problem: Option<ChainProblem>,
+    /// This proxy's cluster was already in the chain: the request is looping.
+    pub looped: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainProblem {
+    /// Not a list of cluster names (or sent more than once): replaced, not trusted.
+    Malformed,
+    /// Longer than `maxHops`: the oldest entries were dropped.
+    Truncated,
+    /// Over [`MAX_CHAIN_BYTES`]: not read at all, replaced.
+    Oversized,
+}
+
+impl ChainProblem {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChainProblem::Malformed => "malformed",
+            ChainProblem::Truncated => "truncated",
+            ChainProblem::Oversized => "oversized",
+        }
+    }
+}
+
+/// At most this many bytes of a forwarded chain are read.
+pub const MAX_CHAIN_BYTES: usize = 2048;
+
+impl Chain {
+    /// The chain to send on: the forwarded one (validated, bounded to
+    /// `max` entries including ours) with `me` appended.
+    pub fn extend(forwarded: Option<&[u8]>, repeated: bool, me: &str, max: usize) -> Chain {
+        let mut chain = Chain::default();
+        if let Some(value) = forwarded.filter(|v| v.len() > MAX_CHAIN_BYTES) {
+            let _ = value;
+            chain.problem = Some(ChainProblem::Oversized);
+        } else if let Some(value) = forwarded {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|_| !repeated)
+                .and_then(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .map(|c| crate::config::is_cluster_name(c).then(|| c.to_string()))
+                        .collect::<Option<Vec<String>>>()
+                });
+            match parsed {
+                Some(list) => chain.clusters = list,
+                None => chain.problem = Some(ChainProblem::Malformed),
+            }
+        }
+        chain.looped = chain.clusters.iter().any(|c| c == me);
+        let keep = max.saturating_sub(1);
+        if chain.clusters.len() > keep {
+            let drop = chain.clusters.len() - keep;
+            chain.clusters.drain(..drop);
+            chain.problem.get_or_insert(ChainProblem::Truncated);
+        }
+        chain.clusters.push(me.to_string());
+        chain
+    }
+
+    pub fn value(&self) -> String {
+        self.clusters.join(",")
+    }
+}
+
 /// What the client side knows once the response headers arrive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HopRecord {
@@ -76,6 +151,10 @@ pub struct HopRecord {
     pub rule: Option<usize>,
     /// One line explaining the decision.
     pub reason: String,
+    /// The hop chain this request carried on (`gke,anthos`), ours last.
+    pub chain: String,
+    /// Our cluster was already in the chain.
+    pub looped: bool,
     pub status: u32,
     /// Envoy response flags (bitmask), 0 when none were read.
     pub flags: u64,
@@ -89,7 +168,7 @@ impl HopRecord {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_string());
         let _ = write!(
             s,
-            "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} reason=\"{}\"",
+            "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} chain={} reason=\"{}\"",
             if self.request_id.is_empty() { "-" } else { &self.request_id },
             if self.service.is_empty() { "-" } else { &self.service },
             self.source_cluster,
@@ -100,6 +179,7 @@ impl HopRecord {
             self.decision,
             self.status,
             self.latency_ms,
+            self.chain,
             self.reason.replace('"', "'"),
         );
         s
@@ -135,10 +215,12 @@ impl HopRecord {
         text(&mut s, "gateway", self.gateway.as_deref());
         text(&mut s, "decision", Some(self.decision));
         text(&mut s, "reason", Some(&self.reason));
+        text(&mut s, "chain", Some(&self.chain));
         let _ = write!(
             s,
-            ",\"cross_network\":{},\"rule\":{},\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
+            ",\"cross_network\":{},\"loop\":{},\"rule\":{},\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
             self.cross_network,
+            self.looped,
             self.rule.map(|r| r.to_string()).unwrap_or_else(|| "null".to_string()),
             self.status,
             self.flags,

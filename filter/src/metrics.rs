@@ -31,6 +31,8 @@ pub enum Counter {
     Denied { source: String },
     /// Identity/decision headers removed because the sender may not set them.
     Spoofed { direction: Direction },
+    /// A forwarded hop chain that was malformed, truncated, oversized or looping.
+    HopChain { problem: &'static str },
 }
 
 impl Counter {
@@ -61,6 +63,12 @@ impl Counter {
             }
             Counter::Denied { source } => {
                 format!("{}hybridmesh_denied_total", tag("source_cluster", source))
+            }
+            Counter::HopChain { problem } => {
+                format!(
+                    "{}hybridmesh_hop_chain_problems_total",
+                    tag("problem", problem)
+                )
             }
             Counter::Spoofed { direction } => format!(
                 "{}hybridmesh_spoofed_headers_total",

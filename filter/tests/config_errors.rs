@@ -23,7 +23,7 @@ fn invalid_configs_name_the_field_and_what_was_expected() {
         ("{".into(), "EOF while parsing an object (line 1, column 1)"),
         ("[]".into(), "the plugin config must be a JSON object ({\"routes\": [...], ...})"),
         ("\"routes\"".into(), "the plugin config must be a JSON object ({\"routes\": [...], ...})"),
-        (r#"{"routse": []}"#.into(), "unknown field `routse`, expected one of `identity`, `direction`, `domainSuffix`, `headerPrefix`, `trustSource`, `trustDomains`, `unknownSource`, `denyStatus`, `allowDebug`, `hopLog`, `filterState`, `metricsFlushInterval`, `clusters`, `outlierDetection`, `routes` (line 1, column 9)"),
+        (r#"{"routse": []}"#.into(), "unknown field `routse`, expected one of `identity`, `direction`, `domainSuffix`, `headerPrefix`, `trustSource`, `trustDomains`, `unknownSource`, `denyStatus`, `allowDebug`, `hopLog`, `filterState`, `metricsFlushInterval`, `maxHops`, `clusters`, `outlierDetection`, `routes` (line 1, column 9)"),
         (r#"{"direction": "sideways"}"#.into(), "direction: unknown variant `sideways`, expected one of `auto`, `outbound`, `inbound` (line 1, column 24)"),
         (r#"{"trustSource": "TLS"}"#.into(), "trustSource: unknown variant `TLS`, expected `mtls` or `any` (line 1, column 21)"),
         (r#"{"denyStatus": "403"}"#.into(), "denyStatus: invalid type: string \"403\", expected u32 (line 1, column 20)"),
@@ -63,6 +63,7 @@ fn invalid_configs_name_the_field_and_what_was_expected() {
         (r#"{"domainSuffix": "cluster..local"}"#.into(), "domainSuffix: \"cluster..local\" is not a DNS name, expected e.g. \"cluster.local\""),
         (r#"{"trustDomains": ["spiffe://cluster.local"]}"#.into(), "trustDomains[0]: \"spiffe://cluster.local\" is not a trust domain, expected a DNS name such as \"cluster.local\""),
         (r#"{"metricsFlushInterval": "5m"}"#.into(), "metricsFlushInterval: \"5m\" is too long, expected at most 60s (0s flushes on every request)"),
+        (r#"{"maxHops": 100}"#.into(), "maxHops: 100 is out of range, expected 2-32"),
         (
             format!(
                 r#"{{"clusters": [{}]}}"#,

@@ -627,7 +627,7 @@ fn hop_record_tells_who_served_and_through_which_gateway() {
     assert_eq!(hop.latency_ms, 7);
     assert_eq!(
         hop.log_line(),
-        "hop id=req-1 service=echo-svc.default.svc.cluster.local src=gke target=anthos served_by=anthos cross_network=true gateway=172.16.10.152:15443 decision=weighted status=200 latency_ms=7 reason=\"weighted rule=0 service=echo-svc.default.svc.cluster.local from=* weights=anthos:100 pick=".to_string()
+        "hop id=req-1 service=echo-svc.default.svc.cluster.local src=gke target=anthos served_by=anthos cross_network=true gateway=172.16.10.152:15443 decision=weighted status=200 latency_ms=7 chain=gke reason=\"weighted rule=0 service=echo-svc.default.svc.cluster.local from=* weights=anthos:100 pick=".to_string()
             + hop.reason.split("pick=").nth(1).unwrap()
             + "\""
     );
@@ -738,4 +738,107 @@ fn hybridmesh_test_metadata(workload: &str) -> Vec<u8> {
     let st = len(1, &field);
     let entry = [len(1, b"istio"), len(2, &st)].concat();
     len(1, &entry)
+}
+
+fn chain_of(out: &hybridmesh_filter::flow::RequestOutcome) -> Vec<String> {
+    get(out.headers.as_ref().unwrap(), "x-hybridmesh-hops")
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn the_hop_chain_grows_by_one_cluster_per_hop() {
+    // A in gke calls B in anthos, which forwards the header when it calls C.
+    let f_gke = filter(&format!("{{{CLUSTERS}}}"), &gke());
+    let f_anthos = filter(&format!("{{{CLUSTERS}}}"), &anthos());
+    let mut host = FakeHost {
+        direction: Some(Direction::Outbound),
+        ..Default::default()
+    };
+    let a = f_gke.on_request(&request("b.ns"), &mut host);
+    assert_eq!(chain_of(&a), vec!["gke"]);
+    let mut from_b = request("c.ns");
+    from_b.extend(headers(&[("x-hybridmesh-hops", "gke")]));
+    let b = f_anthos.on_request(&from_b, &mut host);
+    assert_eq!(chain_of(&b), vec!["gke,anthos"]);
+    assert!(
+        b.effects.counters.is_empty(),
+        "a forwarded chain is not a spoofed header"
+    );
+    assert_eq!(b.state.chain, "gke,anthos");
+    assert!(!b.state.looped);
+}
+
+#[test]
+fn hop_chains_are_bounded_loops_detected_and_garbage_replaced() {
+    let f = filter(&format!(r#"{{{CLUSTERS}, "maxHops": 4}}"#), &gke());
+    let mut host = FakeHost {
+        direction: Some(Direction::Outbound),
+        ..Default::default()
+    };
+    let send = |chain: &[&str], host: &mut FakeHost| {
+        let mut req = request("svc.ns");
+        for c in chain {
+            req.push((b"x-hybridmesh-hops".to_vec(), c.as_bytes().to_vec()));
+        }
+        f.on_request(&req, host)
+    };
+    // Thousands of entries: oversized, replaced by ours.
+    let huge: String = (0..5000)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = send(&[&huge], &mut host);
+    assert_eq!(chain_of(&out), vec!["gke"]);
+    assert_eq!(
+        out.effects.counters,
+        vec![Counter::HopChain {
+            problem: "oversized"
+        }]
+    );
+    // Longer than maxHops: the oldest are dropped.
+    let out = send(&["a,b,c,d,e"], &mut host);
+    assert_eq!(chain_of(&out), vec!["c,d,e,gke"]);
+    assert_eq!(
+        out.effects.counters,
+        vec![Counter::HopChain {
+            problem: "truncated"
+        }]
+    );
+    // A loop: said, counted, still forwarded (bounded).
+    let out = send(&["anthos,gke,anthos"], &mut host);
+    assert_eq!(chain_of(&out), vec!["anthos,gke,anthos,gke"]);
+    assert!(out.state.looped);
+    assert_eq!(
+        out.effects.counters,
+        vec![Counter::HopChain { problem: "loop" }]
+    );
+    assert!(out
+        .effects
+        .logs
+        .iter()
+        .any(|(_, l)| l == "request req-1 loops: cluster gke is already in its hop chain"));
+    // Header injection and junk: replaced, never trusted.
+    for junk in [
+        "gke\r\nx-evil: 1",
+        "a;b",
+        "",
+        ",",
+        "gke,,anthos",
+        "\u{fffd}",
+    ] {
+        let out = send(&[junk], &mut host);
+        assert_eq!(chain_of(&out), vec!["gke"], "{junk:?}");
+        assert_eq!(
+            out.effects.counters,
+            vec![Counter::HopChain {
+                problem: "malformed"
+            }],
+            "{junk:?}"
+        );
+    }
+    // Sent twice: malformed too.
+    let out = send(&["a", "b"], &mut host);
+    assert_eq!(chain_of(&out), vec!["gke"]);
 }

@@ -129,6 +129,7 @@ proptest! {
                 Just("x-hybridmesh-target-cluster".to_string()),
                 Just("x-hybridmesh-served-by".to_string()),
                 Just("x-hybridmesh-debug".to_string()),
+                Just("x-hybridmesh-hops".to_string()),
                 "x-hybridmesh-[a-z]{1,8}",
                 "x-[a-z]{1,8}",
             ], proptest::collection::vec(any::<u8>(), 0..40)),
@@ -152,6 +153,14 @@ proptest! {
                     "x-hybridmesh-source-network" => v == b"kuchima-demo-vpc01",
                     "x-hybridmesh-source-locality" => v == b"asia-northeast1/asia-northeast1-a",
                     "x-hybridmesh-target-cluster" => v == b"gke" || v == b"anthos",
+                    // The forwarded chain, validated: cluster names only, bounded, ours last.
+                    "x-hybridmesh-hops" => {
+                        let text = String::from_utf8_lossy(v);
+                        let entries: Vec<&str> = text.split(',').collect();
+                        entries.len() <= 8
+                            && entries.last() == Some(&"gke")
+                            && entries.iter().all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+                    }
                     _ => false,
                 };
                 prop_assert!(ours, "{name}: {:?} reached the upstream", String::from_utf8_lossy(v));
@@ -161,6 +170,7 @@ proptest! {
             prop_assert_eq!(get(&out, name).len(), 1);
         }
         prop_assert!(get(&out, "x-hybridmesh-target-cluster").len() <= 1);
+        prop_assert_eq!(get(&out, "x-hybridmesh-hops").len(), 1);
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Metrics {
             Counter::Spoofed { direction } => Counter::Spoofed {
                 direction: *direction,
             },
+            Counter::HopChain { problem } => Counter::HopChain { problem },
         }
     }
 
