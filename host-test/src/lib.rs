@@ -13,13 +13,16 @@
 //! their expectations.
 
 pub mod abi;
+pub mod deploy;
 pub mod envoy;
 mod host;
+pub mod mesh;
 pub mod plugin;
 pub mod run;
 pub mod scenario;
 pub mod sim;
 pub mod state;
+pub mod trace;
 
 pub use abi::Status;
 pub use envoy::{

@@ -32,6 +32,9 @@ enum Command {
     Simulate(commands::simulate::SimulateCommand),
     Inspect(commands::inspect::InspectCommand),
     Demo(commands::demo::DemoCommand),
+    Render(commands::render::RenderCommand),
+    Package(commands::package::PackageCommand),
+    Trace(commands::trace::TraceCommand),
 }
 
 /// What a command found.
@@ -58,6 +61,9 @@ fn main() -> ExitCode {
         Command::Simulate(c) => c.execute(),
         Command::Inspect(c) => c.execute(),
         Command::Demo(c) => c.execute(),
+        Command::Render(c) => c.execute(),
+        Command::Package(c) => c.execute(),
+        Command::Trace(c) => c.execute(),
     };
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,

@@ -36,6 +36,8 @@ pub struct Reply {
     pub status: u32,
     pub headers: Pairs,
     pub body: Vec<u8>,
+    /// The hop record the sidecar wrote for this stream (JSON), if any.
+    pub hop: Option<String>,
 }
 
 /// What a sidecar did with a request.
@@ -167,6 +169,7 @@ impl SidecarStream for WasmStream<'_> {
                 status: s.client_response_status().unwrap_or(0),
                 headers: s.client_response_headers().unwrap_or_default(),
                 body: s.client_response_body(),
+                hop: hop_record(s),
             }));
         }
         Ok(Forward::Headers(
@@ -192,8 +195,17 @@ impl SidecarStream for WasmStream<'_> {
             status: s.client_response_status().unwrap_or(0),
             headers: s.client_response_headers().unwrap_or_default(),
             body: s.client_response_body(),
+            hop: hop_record(s),
         })
     }
+}
+
+/// The filter's hop record (filter state `hybridmesh.hop`), as Envoy's access
+/// log would read it.
+fn hop_record(s: &crate::plugin::Stream<'_>) -> Option<String> {
+    s.filter_state()
+        .get("hybridmesh.hop")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 impl Sidecar for WasmSidecar {
@@ -361,6 +373,7 @@ struct NativeStream<'s> {
     sc: &'s mut NativeSidecar,
     peer: Peer,
     state: Option<StreamState>,
+    hop: Option<String>,
 }
 
 fn to_bytes(pairs: &Pairs) -> Headers {
@@ -415,6 +428,9 @@ impl NativeStream<'_> {
             filter.on_response(&state, &bytes, &mut host)
         };
         self.record(&out.effects);
+        if self.sc.filter.as_ref().is_some_and(|f| f.cfg.filter_state) {
+            self.hop = out.hop.as_ref().map(|h| h.to_json());
+        }
         let mut result = headers.clone();
         for (k, v) in out.set_headers {
             result.retain(|(rk, _)| *rk != k);
@@ -448,6 +464,7 @@ impl SidecarStream for NativeStream<'_> {
                 status: reply.status,
                 headers,
                 body: reply.body.into_bytes(),
+                hop: self.hop.take(),
             }));
         }
         Ok(Forward::Headers(
@@ -466,6 +483,7 @@ impl SidecarStream for NativeStream<'_> {
             status: a.status,
             headers,
             body: a.body.clone(),
+            hop: self.hop.take(),
         })
     }
 }
@@ -480,6 +498,7 @@ impl Sidecar for NativeSidecar {
             sc: self,
             peer,
             state: None,
+            hop: None,
         })
     }
 
@@ -562,6 +581,8 @@ pub struct Sim {
     target_header: String,
     /// The client sidecars' current config, per cluster (for [`Sim::is_random`]).
     configs: Vec<Vec<u8>>,
+    /// The client sidecar's hop record of the last request (see [`Sim::last_hop`]).
+    last_hop: Option<String>,
 }
 
 /// The workload namespace of the service (the seed's `echo-svc` lives in `default`).
@@ -614,6 +635,7 @@ impl Sim {
             spread: 0,
             target_header,
             configs,
+            last_hop: None,
         })
     }
 
@@ -776,9 +798,16 @@ impl Sim {
         }
     }
 
+    /// The hop record (JSON, as in filter state `hybridmesh.hop`) the client
+    /// sidecar wrote for the last request, if it wrote one.
+    pub fn last_hop(&self) -> Option<&str> {
+        self.last_hop.as_deref()
+    }
+
     /// Sends one request and follows it through the mesh.
     pub fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
         self.requests += 1;
+        self.last_hop = None;
         let from = spec
             .from
             .clone()
@@ -917,6 +946,7 @@ impl Sim {
             self.spread += 1;
         }
         let reply = result?;
+        self.last_hop = reply.hop.clone();
         Ok(Outcome {
             from,
             status: reply.status,
@@ -969,6 +999,7 @@ impl Sim {
                         status: app_status,
                         headers: h,
                         body: a.body,
+                        hop: None,
                     },
                     Some(headers.clone()),
                 ))

@@ -692,7 +692,7 @@ fn validate_checks_a_wasmplugin_and_names_other_documents_as_not_checked() {
             "    spec.pluginConfig.routes[0].distribute[0].to: weights sum to 90, expected 100",
         )
         .stdout_line(&format!(
-            "ok {file} (document 2): DestinationRule (not a plugin config: not checked)"
+            "ok {file} (document 2): DestinationRule default/echo-svc"
         ));
     for line in r.stdout.lines().filter(|l| l.starts_with("    ")) {
         assert!(
@@ -700,11 +700,7 @@ fn validate_checks_a_wasmplugin_and_names_other_documents_as_not_checked() {
             "every error is under spec.pluginConfig: {line:?}{r}"
         );
     }
-    assert_eq!(
-        r.last_line(),
-        "1 plugin config(s) checked, 1 with errors, 1 other document(s) not checked",
-        "{r}"
-    );
+    assert_eq!(r.last_line(), "2 document(s) checked, 1 with errors", "{r}");
 }
 
 /// A DestinationRule, then a WasmPlugin whose pluginConfig has a typo.
@@ -733,9 +729,7 @@ fn validate_gives_file_line_numbers_in_a_later_document() {
     let line = line_of(Path::new(&file), "polcy");
     let r = run(&["validate", &file]);
     r.code(1)
-        .stdout_line(&format!(
-            "ok {file}: DestinationRule (not a plugin config: not checked)"
-        ))
+        .stdout_line(&format!("ok {file}: DestinationRule default/echo-svc"))
         .stdout_line(&format!(
             "FAIL {file} (document 2): WasmPlugin default/hybridmesh"
         ));
@@ -848,7 +842,7 @@ fn validate_json_output_lists_the_findings() {
     assert!(
         f["what"]
             .as_str()
-            .is_some_and(|w| w.starts_with("DestinationRule") && w.contains("not checked")),
+            .is_some_and(|w| w == "DestinationRule default/echo-svc"),
         "{r}"
     );
 }
@@ -1636,7 +1630,8 @@ fn simulate_usage_and_io_errors() {
 
 #[test]
 fn demo_walks_through_every_example() {
-    let r = run(&["demo", "--wasm", &filter_wasm()]);
+    // The harness walk-through; the real-Envoy one is tests/mesh_e2e.rs.
+    let r = run(&["demo", "--harness", "--wasm", &filter_wasm()]);
     r.code(0).stderr_empty().stdout_lacks("✗");
     for s in example_files("scenario.yaml") {
         let name = yaml(&s)["name"].as_str().unwrap().to_string();
@@ -1654,7 +1649,14 @@ fn demo_of_a_failing_scenario_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     failing_scenario(dir.path());
     let examples = dir.path().display().to_string();
-    let r = run(&["demo", "--examples", &examples, "--wasm", &filter_wasm()]);
+    let r = run(&[
+        "demo",
+        "--harness",
+        "--examples",
+        &examples,
+        "--wasm",
+        &filter_wasm(),
+    ]);
     r.code(1)
         .stdout_line("=== a failing expectation")
         .stdout_line("✓ gke stays in gke")
@@ -1665,7 +1667,7 @@ fn demo_of_a_failing_scenario_exits_1() {
         "some steps did not behave as expected (see above)",
         "{r}"
     );
-    run(&["demo", "--examples", "examples/no-such-dir"])
+    run(&["demo", "--harness", "--examples", "examples/no-such-dir"])
         .code(2)
         .stdout_empty()
         .stderr_has("no such file or directory");

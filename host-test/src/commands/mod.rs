@@ -2,8 +2,11 @@
 
 pub mod demo;
 pub mod inspect;
+pub mod package;
+pub mod render;
 pub mod simulate;
 pub mod test;
+pub mod trace;
 pub mod validate;
 
 use std::io::IsTerminal;

@@ -55,6 +55,10 @@ pub struct SimulateCommand {
     /// The proxy-wasm module (default: the filter this repository builds).
     #[arg(long, value_name = "FILE")]
     wasm: Option<PathBuf>,
+    /// Write the client sidecar's hop record of every request to FILE (JSON
+    /// lines, as `hybridmesh trace` reads them).
+    #[arg(long, value_name = "FILE")]
+    hops: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -185,6 +189,13 @@ impl SimulateCommand {
             ejections: Vec::new(),
         };
         let client = format!("{}.client", self.from);
+        let mut hop_log = match &self.hops {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+            )),
+            None => None,
+        };
         let mut seen_logs = 0;
         let progress = std::io::stderr().is_terminal() && self.output == Output::Text;
         let mut now = Duration::ZERO;
@@ -221,6 +232,9 @@ impl SimulateCommand {
                 peer: None,
             };
             let o = sim.request(&spec, &self.from)?;
+            if let (Some(w), Some(hop)) = (hop_log.as_mut(), sim.last_hop()) {
+                writeln!(w, "{hop}")?;
+            }
             let served = o.served_by.clone().unwrap_or_else(|| "none".into());
             *summary.served_by.entry(served.clone()).or_insert(0) += 1;
             *summary
@@ -258,6 +272,9 @@ impl SimulateCommand {
         }
         if progress {
             eprint!("\r{:40}\r", "");
+        }
+        if let Some(mut w) = hop_log {
+            w.flush()?;
         }
         match self.output {
             Output::Json | Output::Junit => {

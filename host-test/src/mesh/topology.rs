@@ -70,7 +70,9 @@ impl Topology {
                 body: spec.body.clone(),
                 client: Ipv4Addr::new(127, net, k, 2),
                 gateway: Ipv4Addr::new(127, net, k, 6),
-                endpoints: (0..n).map(|i| Ipv4Addr::new(127, net, k, 9 + i as u8)).collect(),
+                endpoints: (0..n)
+                    .map(|i| Ipv4Addr::new(127, net, k, 9 + i as u8))
+                    .collect(),
             });
         }
         Ok(Topology {
@@ -94,7 +96,9 @@ impl Topology {
                 return Ok(t);
             }
         }
-        bail!("no free loopback range 127.20-219.x.x for the replica (every slot has a port in use)")
+        bail!(
+            "no free loopback range 127.20-219.x.x for the replica (every slot has a port in use)"
+        )
     }
 
     pub fn cluster(&self, name: &str) -> anyhow::Result<&Cluster> {

