@@ -69,6 +69,7 @@ const OUTCOMES: &[&str] = &[
     "the first request finds no on-prem endpoint (503) and ejects anthos",
     "traffic fails over to GKE through its east-west gateway",
     "the client sidecar logs the ejection",
+    "the failover shows in Prometheus with cluster, decision and network labels",
     "back on-prem once the ejection ends",
     // 3) cluster-local
     "echo-svc.default from anthos stays in anthos",

@@ -365,6 +365,26 @@ impl Walk<'_> {
             self.out.line(&format!("anthos sidecar log: {m}"));
         }
         self.record(warn.is_some(), "the client sidecar logs the ejection", "");
+        // The counters reach Prometheus with labels (Envoy's tag extraction);
+        // they are flushed on the filter's 1s tick.
+        std::thread::sleep(Duration::from_millis(1100));
+        let prom = self.r.prometheus("anthos.client")?;
+        let line = prom.lines().find(|l| {
+            l.starts_with("hybridmesh_requests_total{")
+                && l.contains("source_cluster=\"anthos\"")
+                && l.contains("destination_cluster=\"gke\"")
+                && l.contains("decision=\"failover\"")
+                && l.contains("cross_network=\"true\"")
+        });
+        if let Some(l) = line {
+            self.out
+                .line(&format!("anthos sidecar /stats/prometheus: {l}"));
+        }
+        self.record(
+            line.is_some(),
+            "the failover shows in Prometheus with cluster, decision and network labels",
+            "",
+        );
 
         self.out
             .line("the drained pods come back (new pods at the same addresses)");

@@ -98,6 +98,28 @@ fn access_log() -> Value {
         "log_format": {"json_format": format}}}])
 }
 
+/// The filter's counters carry their labels in the name (`label=.=value;.;`,
+/// as Istio's stats do); these tag extractors turn them into Prometheus labels
+/// (`hybridmesh_requests_total{source_cluster="gke",...}`). Istio's bootstrap
+/// has the same kind of regex for its standard labels; the others are added
+/// with `meshConfig.defaultConfig.extraStatTags` (see wasmplugin/).
+pub const STAT_TAGS: &[&str] = &[
+    "source_cluster",
+    "destination_cluster",
+    "decision",
+    "cross_network",
+    "direction",
+    "problem",
+];
+
+fn stats_config() -> Value {
+    let tags: Vec<Value> = STAT_TAGS
+        .iter()
+        .map(|t| json!({"tag_name": t, "regex": format!("({t}=\\.=(.*?);\\.;)")}))
+        .collect();
+    json!({"stats_tags": tags, "use_all_default_tags": true})
+}
+
 fn hcm(stat_prefix: &str, route_config: Value, filters: Vec<Value>) -> Value {
     json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -320,6 +342,7 @@ pub fn client_sidecar(
     json!({
         "node": node(&id, me, &t.client_namespace),
         "admin": admin(me.client),
+        "stats_config": stats_config(),
         "static_resources": {"listeners": [listener], "clusters": clusters}
     })
 }
@@ -359,6 +382,7 @@ pub fn endpoint_sidecar(me: &Cluster, pod: usize, tls: &Tls, ecds: &Path) -> Val
     json!({
         "node": node(&id, me, "default"),
         "admin": admin(ip),
+        "stats_config": stats_config(),
         "static_resources": {"listeners": [listener], "clusters": [cluster]}
     })
 }
@@ -399,6 +423,7 @@ pub fn gateway(t: &Topology, me: &Cluster) -> Value {
     json!({
         "node": node(&id, me, "istio-system"),
         "admin": admin(me.gateway),
+        "stats_config": stats_config(),
         "static_resources": {"listeners": [listener], "clusters": clusters}
     })
 }
@@ -448,6 +473,7 @@ pub fn peer(t: &Topology, leaves: &[Leaf], ca: &Path) -> Value {
     json!({
         "node": node(&format!("sidecar~{}~peer.test~test.svc.cluster.local", t.peer), &me, "test"),
         "admin": admin(t.peer),
+        "stats_config": stats_config(),
         "static_resources": {"listeners": listeners, "clusters": clusters}
     })
 }

@@ -619,6 +619,15 @@ impl Replica {
         Ok(total)
     }
 
+    /// `/stats/prometheus` of the proxy's processes, concatenated.
+    pub fn prometheus(&self, proxy: &str) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for e in self.proxies(proxy)? {
+            out.push_str(&e.prometheus()?);
+        }
+        Ok(out)
+    }
+
     /// The filter's log lines, (level, message), levels as in the harness
     /// (`warn`, not `warning`).
     pub fn logs(&self, proxy: &str) -> anyhow::Result<Vec<(String, String)>> {

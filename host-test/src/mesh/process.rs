@@ -245,6 +245,11 @@ impl Envoy {
             .collect())
     }
 
+    /// The admin `/stats/prometheus` text.
+    pub fn prometheus(&self) -> anyhow::Result<String> {
+        Ok(http::get(self.admin, "/stats/prometheus")?.text())
+    }
+
     /// The value of the stat named exactly `name` (0 when not there).
     pub fn stat(&self, name: &str) -> anyhow::Result<u64> {
         Ok(self
