@@ -122,6 +122,22 @@ fn the_seed_walkthrough_in_real_envoy() {
         problems.len(),
         problems.join("\n  ")
     );
+    // `hybridmesh trace` on the access logs the demo left behind sees every
+    // request the demo sent, served where the demo saw it served.
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&report.logs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            text.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let parsed = hybridmesh::trace::parse(&text);
+    assert!(parsed.malformed.is_empty(), "{:?}", parsed.malformed);
+    let matrix = hybridmesh::trace::Matrix::of(parsed.hops.iter());
+    assert_eq!(
+        matrix.flows, report.served,
+        "trace's matrix vs what the demo saw"
+    );
     eprintln!(
         "{} checks passed in {:.1}s ({} Envoy processes ready in {:.1}s)",
         report.checks.len(),

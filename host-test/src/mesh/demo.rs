@@ -27,6 +27,10 @@ pub struct Check {
 /// What the walk-through found.
 pub struct Report {
     pub checks: Vec<Check>,
+    /// Every request sent through a client sidecar, by (from, served by or
+    /// `none`): the access logs in `logs` must tell the same.
+    pub served: std::collections::BTreeMap<(String, String), u64>,
+    pub logs: PathBuf,
     pub seconds: f64,
     pub startup: f64,
     pub processes: usize,
@@ -115,9 +119,13 @@ pub fn run(
         }
     }
     let checks = std::mem::take(&mut w.checks);
-    drop(w); // stops every process
+    let served = w.r.served().clone();
+    let logs = w.r.run_dir.join("logs");
+    drop(w); // stops every process (and flushes their access logs)
     Ok(Report {
         checks,
+        served,
+        logs,
         seconds: started.elapsed().as_secs_f64(),
         startup,
         processes,

@@ -117,6 +117,9 @@ pub struct Replica {
     configs: Vec<Vec<u8>>,
     version: u64,
     requests: u64,
+    /// Requests sent through client sidecars, by (from, served by or `none`):
+    /// what the access logs must show (`hybridmesh trace`).
+    served: std::collections::BTreeMap<(String, String), u64>,
     /// Seconds it took to start.
     pub startup: f64,
     client_leaf: certs::Leaf,
@@ -184,6 +187,7 @@ impl Replica {
             configs: configs.clone(),
             version: 1,
             requests: 0,
+            served: std::collections::BTreeMap::new(),
             startup: 0.0,
             client_leaf: client_leaf.clone(),
             ca: ca.clone(),
@@ -400,6 +404,10 @@ impl Replica {
         });
         let mut response_headers = vec![(":status".to_string(), r.status.to_string())];
         response_headers.extend(r.headers.iter().cloned());
+        if spec.direct.is_none() {
+            let to = served_by.clone().unwrap_or_else(|| "none".to_string());
+            *self.served.entry((from.clone(), to)).or_insert(0) += 1;
+        }
         Ok(Outcome {
             from,
             status: r.status,
@@ -410,6 +418,11 @@ impl Replica {
             upstream_headers,
             response_headers,
         })
+    }
+
+    /// Requests sent through client sidecars so far, by (from, served by or `none`).
+    pub fn served(&self) -> &std::collections::BTreeMap<(String, String), u64> {
+        &self.served
     }
 
     /// Drains one pod's listeners (`POST /drain_listeners`, as the seed does).
