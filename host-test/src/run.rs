@@ -5,8 +5,73 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::plugin::Module;
-use crate::scenario::{Acceptance, Expect, Scenario, Step};
+use crate::scenario::{Acceptance, Expect, RequestSpec, Scenario, Step};
 use crate::sim::{NativeSidecar, Outcome, Sidecar, Sim, WasmSidecar};
+
+/// What a scenario runs against: the harness's simulated mesh ([`Sim`]) or
+/// the real-Envoy replica (`mesh::Replica`). The runner only talks to this.
+pub trait Backend {
+    fn cluster_names(&self) -> Vec<String>;
+    fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome>;
+    /// Does the filter's decision for this request depend on a random pick?
+    fn is_random(&self, from: &str, spec: &RequestSpec) -> bool;
+    fn drain(&mut self, cluster: &str) -> anyhow::Result<()>;
+    fn restore(&mut self, cluster: &str) -> anyhow::Result<()>;
+    fn fail(&mut self, cluster: &str, status: u32) -> anyhow::Result<()>;
+    fn advance(&mut self, by: std::time::Duration) -> anyhow::Result<()>;
+    /// Pushes a config to `cluster`'s sidecars (or `all`); whether all accepted it.
+    fn reconfigure(&mut self, cluster: &str, config: &[u8]) -> anyhow::Result<bool>;
+    /// A counter of a proxy (`<cluster>.client` / `<cluster>.server`).
+    fn metric(&self, proxy: &str, name: &str) -> anyhow::Result<Option<u64>>;
+    /// A proxy's filter log lines, (level, message).
+    fn logs(&self, proxy: &str) -> anyhow::Result<Vec<(String, String)>>;
+    /// Traps so far, per sidecar (the harness sees them; a real proxy logs them).
+    fn failure_counts(&self) -> Vec<usize> {
+        Vec::new()
+    }
+    fn failures_since(&self, _counts: &[usize]) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl Backend for Sim {
+    fn cluster_names(&self) -> Vec<String> {
+        Sim::cluster_names(self).to_vec()
+    }
+    fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
+        Sim::request(self, spec, default_from)
+    }
+    fn is_random(&self, from: &str, spec: &RequestSpec) -> bool {
+        Sim::is_random(self, from, spec)
+    }
+    fn drain(&mut self, cluster: &str) -> anyhow::Result<()> {
+        Sim::drain(self, cluster)
+    }
+    fn restore(&mut self, cluster: &str) -> anyhow::Result<()> {
+        Sim::restore(self, cluster)
+    }
+    fn fail(&mut self, cluster: &str, status: u32) -> anyhow::Result<()> {
+        Sim::fail(self, cluster, status)
+    }
+    fn advance(&mut self, by: std::time::Duration) -> anyhow::Result<()> {
+        Sim::advance(self, by)
+    }
+    fn reconfigure(&mut self, cluster: &str, config: &[u8]) -> anyhow::Result<bool> {
+        Sim::reconfigure(self, cluster, config)
+    }
+    fn metric(&self, proxy: &str, name: &str) -> anyhow::Result<Option<u64>> {
+        Ok(self.sidecar(proxy)?.metric(name))
+    }
+    fn logs(&self, proxy: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self.sidecar(proxy)?.logs())
+    }
+    fn failure_counts(&self) -> Vec<usize> {
+        Sim::failure_counts(self)
+    }
+    fn failures_since(&self, counts: &[usize]) -> Vec<String> {
+        Sim::failures_since(self, counts)
+    }
+}
 
 /// What runs in the sidecars.
 #[derive(Clone)]
@@ -100,16 +165,39 @@ pub fn run(s: &Scenario, engine: &Engine) -> ScenarioReport {
         Err(e) => {
             report.ok = false;
             report.error = Some(format!("{e:#}"));
+            report.seconds = started.elapsed().as_secs_f64();
             return report;
         }
     };
+    run_with(s, &mut sim, report, started)
+}
+
+/// Plays the scenario's steps against any backend.
+pub fn run_on(s: &Scenario, backend: &mut dyn Backend) -> ScenarioReport {
+    let report = ScenarioReport {
+        name: s.name.clone(),
+        path: s.path.display().to_string(),
+        ok: true,
+        error: None,
+        steps: Vec::new(),
+        seconds: 0.0,
+    };
+    run_with(s, backend, report, Instant::now())
+}
+
+fn run_with(
+    s: &Scenario,
+    backend: &mut dyn Backend,
+    mut report: ScenarioReport,
+    started: Instant,
+) -> ScenarioReport {
     let default_from = s
         .from
         .clone()
-        .or_else(|| sim.cluster_names().first().cloned())
+        .or_else(|| backend.cluster_names().first().cloned())
         .unwrap_or_default();
     for (i, step) in s.steps.iter().enumerate() {
-        let r = run_step(s, &mut sim, step, i, &default_from);
+        let r = run_step(s, backend, step, i, &default_from);
         report.ok &= r.ok;
         report.steps.push(r);
     }
@@ -150,7 +238,13 @@ fn step_name(step: &Step, i: usize, default_from: &str) -> String {
     format!("step {i}")
 }
 
-fn run_step(s: &Scenario, sim: &mut Sim, step: &Step, i: usize, default_from: &str) -> StepReport {
+fn run_step(
+    s: &Scenario,
+    sim: &mut dyn Backend,
+    step: &Step,
+    i: usize,
+    default_from: &str,
+) -> StepReport {
     let mut r = StepReport {
         name: step_name(step, i, default_from),
         ok: true,
@@ -175,7 +269,7 @@ fn run_step(s: &Scenario, sim: &mut Sim, step: &Step, i: usize, default_from: &s
 
 fn play(
     s: &Scenario,
-    sim: &mut Sim,
+    sim: &mut dyn Backend,
     step: &Step,
     default_from: &str,
     r: &mut StepReport,
@@ -296,6 +390,17 @@ fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
             problems.push(format!("target cluster {got}, expected {t}"));
         }
     }
+    if e.served_by_header {
+        let header = o.response_header("x-hybridmesh-served-by").unwrap_or("");
+        let named = header.split(';').find_map(|kv| kv.strip_prefix("cluster="));
+        let complete = header.contains(";network=") && header.contains(";locality=");
+        if named.is_none() || named != o.served_by.as_deref() || !complete {
+            problems.push(format!(
+                "response header x-hybridmesh-served-by: {header:?}, expected cluster=<who served>;network=...;locality=... (served by {})",
+                o.served_by.as_deref().unwrap_or("none")
+            ));
+        }
+    }
     if let Some(want) = &e.route {
         let got = o.route.as_deref().unwrap_or("none");
         if got != want {
@@ -369,35 +474,29 @@ fn check_share(outcomes: &[(Outcome, bool)], e: &Expect, problems: &mut Vec<Stri
     }
 }
 
-fn check_proxies(sim: &Sim, e: &Expect, problems: &mut Vec<String>) {
+fn check_proxies(sim: &dyn Backend, e: &Expect, problems: &mut Vec<String>) {
     for (proxy, metrics) in &e.metrics {
-        let sc = match sim.sidecar(proxy) {
-            Ok(sc) => sc,
-            Err(err) => {
-                problems.push(format!("{err:#}"));
-                continue;
-            }
-        };
         for (name, want) in metrics {
-            let got = sc.metric(name);
-            if got != Some(*want) {
-                problems.push(format!(
+            match sim.metric(proxy, name) {
+                Err(err) => problems.push(format!("{err:#}")),
+                Ok(got) if got != Some(*want) => problems.push(format!(
                     "{proxy}: metric {name} is {}, expected {want}",
                     got.map(|v| v.to_string())
                         .unwrap_or_else(|| "not defined".into())
-                ));
+                )),
+                Ok(_) => {}
             }
         }
     }
     for l in &e.logs {
-        let sc = match sim.sidecar(&l.proxy) {
-            Ok(sc) => sc,
+        let lines = match sim.logs(&l.proxy) {
+            Ok(lines) => lines,
             Err(err) => {
                 problems.push(format!("{err:#}"));
                 continue;
             }
         };
-        let found = sc.logs().iter().any(|(level, msg)| {
+        let found = lines.iter().any(|(level, msg)| {
             l.level.as_ref().is_none_or(|want| want == level) && msg.contains(&l.contains)
         });
         if !found {

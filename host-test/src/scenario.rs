@@ -242,6 +242,10 @@ pub struct Expect {
     /// Over a `repeat`: every request served by the same cluster (sticky users).
     #[serde(default)]
     pub consistent: bool,
+    /// The response's `x-hybridmesh-served-by` names the cluster that served it
+    /// (whichever that was).
+    #[serde(default)]
+    pub served_by_header: bool,
     /// Request headers as the server application saw them (`null`: absent).
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Option<String>>,

@@ -14,6 +14,7 @@
 //! Every process is stopped by pid when it is dropped, on error and on Ctrl-C.
 //! Logs stay in the run folder (`target/mesh-run/<name>/logs`).
 
+pub mod backend;
 pub mod certs;
 pub mod demo;
 pub mod echo;
