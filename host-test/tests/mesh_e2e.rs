@@ -298,17 +298,12 @@ fn every_example_agrees_between_the_harness_and_real_envoy() {
         assert_eq!(harness.steps.len(), real.steps.len());
     }
     // Disagreements found and explained (each a prefix of the report line),
-    // kept here until fixed, so that a new
-    // one (or this one going away) fails the test:
-    // - A drained cluster: in Istio (and in the harness) drained pods leave
-    //   EDS, the subset has no endpoint and Envoy answers `no healthy
-    //   upstream` (UH). The replica's endpoints are static, so its Envoy still
-    //   connects to the drained pods and answers `upstream connect error`
-    //   (UF). The replica is the one to fix (file-based EDS); the filter
-    //   treats both alike (a 503 with a failure flag: eject, fail over).
-    let known = [
-        r#"02-locality-failover: step "the first request finds no healthy on-prem endpoint and ejects anthos": harness passes, Envoy fails: [] / ["body \"upstream connect error or disconnect/reset before headers."#,
-    ];
+    // kept here until fixed, so that a new one (or a listed one going away)
+    // fails the test. The first one found, a drained cluster answered with
+    // `upstream connect error` (UF) by the replica's static endpoints where
+    // Istio (and the harness) answer `no healthy upstream` (UH), was fixed by
+    // giving the replica EDS: none is left.
+    let known: [&str; 0] = [];
     let unexplained: Vec<&String> = problems
         .iter()
         .filter(|p| !known.iter().any(|k| p.starts_with(k)))

@@ -341,7 +341,7 @@ impl Walk<'_> {
         let os = self.curl(&spec, 6, 2, 0)?;
         self.record(
             os.iter().all(|o| o.status == 200 && served(o) == "anthos"),
-            "one pod drained: the other on-prem pod serves (Istio's retry on connect-failure)",
+            "one pod drained: the other on-prem pod serves (the drained pod left EDS)",
             &show_tally(&tally(&os), 6),
         );
 

@@ -5,7 +5,7 @@
 //! `x-hybridmesh-target-cluster`, and the filter delivered by ECDS from a file.
 //! Written as JSON (Envoy reads `.json` bootstraps).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -219,58 +219,64 @@ fn locality_of(c: &Cluster) -> Value {
 
 /// What a client in `me` sees of `target`'s endpoints: the pods on its own
 /// network, else the target's east-west gateway standing for all of them.
-fn endpoints_seen_from(me: &Cluster, target: &Cluster, priority: u32) -> Value {
+/// Drained pods are gone, as istiod removes a pod that is not ready from EDS;
+/// a remote network's gateway stands for the pods it still has (and is gone
+/// with the last of them).
+fn endpoints_seen_from(me: &Cluster, target: &Cluster, priority: u32, live: &[bool]) -> Value {
+    let is_live = |i: usize| live.get(i).copied().unwrap_or(true);
     let eps: Vec<Value> = if me.network == target.network {
         target
             .endpoints
             .iter()
             .enumerate()
+            .filter(|(i, _)| is_live(*i))
             .map(|(i, ip)| {
                 let workload = format!("echo-svc-{i};default;echo-svc;v1;{}", target.name);
                 lb_endpoint(&ip.to_string(), INBOUND, &workload, 1)
             })
             .collect()
     } else {
-        let weight = target.endpoints.len() as u32;
+        let weight = (0..target.endpoints.len()).filter(|i| is_live(*i)).count() as u32;
         let workload = format!(";;;;{}", target.name);
-        vec![lb_endpoint(
-            &target.gateway.to_string(),
-            GATEWAY,
-            &workload,
-            weight,
-        )]
+        if weight == 0 {
+            Vec::new()
+        } else {
+            vec![lb_endpoint(
+                &target.gateway.to_string(),
+                GATEWAY,
+                &workload,
+                weight,
+            )]
+        }
     };
     json!({"locality": locality_of(target), "lb_endpoints": eps, "priority": priority})
 }
 
-/// `outbound|80|<subset>|<service>` with the given clusters' endpoints.
+/// The endpoints file of one outbound cluster in a client's EDS folder (a
+/// file subscription carries exactly one ClusterLoadAssignment).
+pub fn eds_file(dir: &Path, cluster: &str) -> PathBuf {
+    dir.join(format!("{}.json", cluster.replace('|', "_")))
+}
+
+/// `outbound|80|<subset>|<service>`; its endpoints come by EDS (from the
+/// client's endpoints folder, [`client_eds`]), as istiod sends them.
 fn outbound_cluster(
     t: &Topology,
-    me: &Cluster,
     service: &str,
     subset: &str,
-    members: &[&Cluster],
     tls: &Tls,
     failover: Option<&LocalityFailover>,
+    eds: &Path,
 ) -> Value {
     let name = format!("outbound|80|{subset}|{service}");
-    let endpoints: Vec<Value> = members
-        .iter()
-        .map(|c| {
-            let priority = match failover {
-                Some(_) if c.name != me.name => 1,
-                _ => 0,
-            };
-            endpoints_seen_from(me, c, priority)
-        })
-        .collect();
     let server = t.spiffe("default", "default");
     let mut cluster = json!({
         "name": name,
-        "type": "STATIC",
+        "type": "EDS",
+        "eds_cluster_config": {"service_name": name, "eds_config": {
+            "path_config_source": {"path": path(&eds_file(eds, &name))}, "resource_api_version": "V3"}},
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
         "transport_socket": upstream_tls(tls, &sni(subset, service), Some(&server)),
     });
     if let Some(f) = failover {
@@ -280,6 +286,70 @@ fn outbound_cluster(
             "max_ejection_percent": 100});
     }
     cluster
+}
+
+/// The endpoints of `outbound|80|<subset>|<service>` as a client in `me` sees
+/// them; `live[k][i]`: pod i of cluster k is up.
+fn load_assignment(
+    me: &Cluster,
+    service: &str,
+    subset: &str,
+    members: &[&Cluster],
+    failover: Option<&LocalityFailover>,
+    live: &[Vec<bool>],
+    t: &Topology,
+) -> Value {
+    let name = format!("outbound|80|{subset}|{service}");
+    let endpoints: Vec<Value> = members
+        .iter()
+        .map(|c| {
+            let priority = match failover {
+                Some(_) if c.name != me.name => 1,
+                _ => 0,
+            };
+            let k = t
+                .clusters
+                .iter()
+                .position(|x| x.name == c.name)
+                .unwrap_or(0);
+            endpoints_seen_from(
+                me,
+                c,
+                priority,
+                live.get(k).map(Vec::as_slice).unwrap_or(&[]),
+            )
+        })
+        .collect();
+    json!({"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+           "cluster_name": name, "endpoints": endpoints})
+}
+
+/// The client sidecar's endpoints: for every outbound cluster it has, the
+/// cluster name and its file's DiscoveryResponse (one ClusterLoadAssignment).
+pub fn client_eds(
+    t: &Topology,
+    me: &Cluster,
+    failover: Option<&LocalityFailover>,
+    live: &[Vec<bool>],
+    version: u64,
+) -> Vec<(String, Value)> {
+    let all: Vec<&Cluster> = t.clusters.iter().collect();
+    let mut out = Vec::new();
+    for service in topology::SERVICES {
+        let mut assignments = Vec::new();
+        for c in &t.clusters {
+            assignments.push(load_assignment(me, service, &c.name, &[c], None, live, t));
+        }
+        assignments.push(load_assignment(me, service, "", &all, failover, live, t));
+        for a in assignments {
+            let name = a["cluster_name"].as_str().unwrap_or_default().to_string();
+            out.push((
+                name,
+                json!({"version_info": version.to_string(), "resources": [a]}),
+            ));
+        }
+    }
+    out
 }
 
 /// The seed's DestinationRule on the default cluster: localityLbSetting
@@ -296,13 +366,13 @@ pub fn client_sidecar(
     me: &Cluster,
     tls: &Tls,
     ecds: &Path,
+    eds: &Path,
     failover: Option<&LocalityFailover>,
 ) -> Value {
     let id = format!(
         "sidecar~{}~sleep-{}.sleep~sleep.svc.cluster.local",
         me.client, me.name
     );
-    let all: Vec<&Cluster> = t.clusters.iter().collect();
     let mut clusters = Vec::new();
     let mut vhosts = Vec::new();
     for service in topology::SERVICES {
@@ -314,7 +384,7 @@ pub fn client_sidecar(
                 &subset_cluster,
                 Some(("x-hybridmesh-target-cluster", &c.name)),
             ));
-            clusters.push(outbound_cluster(t, me, service, &c.name, &[c], tls, None));
+            clusters.push(outbound_cluster(t, service, &c.name, tls, None, eds));
         }
         let mut default = route("default", &format!("outbound|80||{service}"), None);
         if failover.is_some() {
@@ -326,7 +396,7 @@ pub fn client_sidecar(
                     "update_frequency": 2}});
         }
         routes.push(default);
-        clusters.push(outbound_cluster(t, me, service, "", &all, tls, failover));
+        clusters.push(outbound_cluster(t, service, "", tls, failover, eds));
         vhosts.push(
             json!({"name": format!("{service}:80"), "domains": domains(service), "routes": routes}),
         );

@@ -116,6 +116,10 @@ pub struct Replica {
     seen: echo::Seen,
     /// Current plugin config per cluster.
     configs: Vec<Vec<u8>>,
+    /// The seed's DestinationRule, when applied (endpoint priorities follow it).
+    failover: Option<LocalityFailover>,
+    /// Version of the endpoints (EDS) files.
+    eds_version: u64,
     version: u64,
     requests: u64,
     /// Requests sent through client sidecars, by (from, served by or `none`):
@@ -144,7 +148,7 @@ impl Replica {
             std::fs::remove_dir_all(&run)
                 .with_context(|| format!("cannot empty {}", run.display()))?;
         }
-        for d in ["logs", "config", "certs", "ecds"] {
+        for d in ["logs", "config", "certs", "ecds", "eds"] {
             std::fs::create_dir_all(run.join(d))?;
         }
         let mut certs = certs::Certs::new(&run.join("certs"))?;
@@ -186,6 +190,8 @@ impl Replica {
             },
             seen: seen.clone(),
             configs: configs.clone(),
+            failover: o.locality_failover.clone(),
+            eds_version: 1,
             version: 1,
             requests: 0,
             served: std::collections::BTreeMap::new(),
@@ -202,6 +208,7 @@ impl Replica {
             };
             let name = format!("{}-client", c.name);
             let ecds = r.write_ecds(&name, &configs[k])?;
+            let eds = r.write_eds(k)?;
             let boot = write(
                 &name,
                 &envoy_config::client_sidecar(
@@ -209,6 +216,7 @@ impl Replica {
                     c,
                     &tls,
                     &ecds,
+                    &eds,
                     o.locality_failover.as_ref(),
                 ),
             )?;
@@ -285,6 +293,74 @@ impl Replica {
         Ok(path)
     }
 
+    /// Which pods are up: `live[k][i]` for pod i of cluster k.
+    fn live(&self) -> Vec<Vec<bool>> {
+        self.topology
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                (0..c.endpoints.len())
+                    .map(|i| {
+                        self.pods
+                            .get(k)
+                            .and_then(|p| p.get(i))
+                            .is_none_or(|p| !p.drained)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Writes client `k`'s endpoints files (atomically, as for ECDS) and
+    /// returns their folder.
+    fn write_eds(&self, k: usize) -> anyhow::Result<PathBuf> {
+        let c = &self.topology.clusters[k];
+        let dir = self.run_dir.join("eds").join(format!("{}-client", c.name));
+        std::fs::create_dir_all(&dir)?;
+        let files = envoy_config::client_eds(
+            &self.topology,
+            c,
+            self.failover.as_ref(),
+            &self.live(),
+            self.eds_version,
+        );
+        for (cluster, v) in files {
+            let path = envoy_config::eds_file(&dir, &cluster);
+            let tmp = dir.join(".eds.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(dir)
+    }
+
+    /// Sends every client sidecar its endpoints again (as istiod does when a
+    /// pod stops or starts being ready) and waits until each applied them.
+    fn push_endpoints(&mut self) -> anyhow::Result<()> {
+        self.eds_version += 1;
+        let stat = |e: &Envoy| {
+            e.stat(&format!(
+                "cluster.outbound|80||{}.update_success",
+                topology::SERVICES[0]
+            ))
+        };
+        for k in 0..self.clients.len() {
+            let before = stat(&self.clients[k].0)?;
+            self.write_eds(k)?;
+            let start = Instant::now();
+            while stat(&self.clients[k].0)? <= before {
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!(
+                        "{}: endpoints not updated 10s after writing its EDS file",
+                        self.clients[k].0.name
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
     fn index(&self, cluster: &str) -> anyhow::Result<usize> {
         let names = self.topology.names();
         names.iter().position(|n| n == cluster).with_context(|| {
@@ -320,8 +396,16 @@ impl Replica {
                 ca: &self.ca,
             };
             let (old, ecds) = self.clients[k].clone();
-            let boot =
-                envoy_config::client_sidecar(&self.topology, &c, &tls, &ecds, failover.as_ref());
+            self.failover = failover.clone();
+            let eds = self.write_eds(k)?;
+            let boot = envoy_config::client_sidecar(
+                &self.topology,
+                &c,
+                &tls,
+                &ecds,
+                &eds,
+                failover.as_ref(),
+            );
             std::fs::write(&old.bootstrap, serde_json::to_vec_pretty(&boot)?)?;
             old.stop();
             let e = process::spawn(&self.envoy_bin, &old.name, &old.bootstrap, old.admin, &logs)?;
@@ -454,7 +538,8 @@ impl Replica {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        // The drained pod is no longer ready: it leaves every client's EDS.
+        self.push_endpoints()
     }
 
     /// Drains every pod of a cluster.
@@ -471,6 +556,7 @@ impl Replica {
         let i = self.index(cluster)?;
         let logs = log_dir(&self.run_dir);
         let p = self.pods[i].get_mut(pod).context("no such pod")?;
+        let was_drained = p.drained;
         if p.drained {
             p.envoy.stop();
             p.envoy = process::spawn(&self.envoy_bin, &p.name, &p.bootstrap, p.envoy.admin, &logs)?;
@@ -479,6 +565,9 @@ impl Replica {
         }
         p.echo.set_status(0);
         p.echo.up()?;
+        if was_drained {
+            self.push_endpoints()?;
+        }
         Ok(())
     }
 
