@@ -9,7 +9,7 @@
 use crate::config::{Config, DirectionSetting, PolicyKind, TrustSource, UnknownSource};
 use crate::decide::{decide, sticky_hash, Decision, Plan, Why};
 use crate::health::{health_key, HealthEvent, HealthState};
-use crate::hop::{is_gateway_address, served_by_value, Chain, HopRecord, ServedBy};
+use crate::hop::{is_gateway_address, log_token, served_by_value, Chain, HopRecord, ServedBy};
 use crate::hosts::{service_from_authority, service_from_cluster_name};
 use crate::identity::{Identity, IdentityIssue, NodeFacts, ISTIO_DEFAULT_CLUSTER_ID};
 use crate::metrics::Counter;
@@ -113,7 +113,10 @@ pub struct RequestOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseOutcome {
-    /// Response headers to replace (name, value).
+    /// The whole new response header map, when replacing single values cannot
+    /// do (set in one host call, before `set_headers`).
+    pub headers: Option<Headers>,
+    /// Response headers to replace (name, value): the first entry of the name.
     pub set_headers: Vec<(String, Vec<u8>)>,
     pub hop: Option<HopRecord>,
     pub effects: Effects,
@@ -234,11 +237,35 @@ impl Filter {
     ) -> ResponseOutcome {
         match state.direction {
             Direction::Outbound => self.outbound_response(state, headers, host),
-            Direction::Inbound => ResponseOutcome {
-                set_headers: vec![(self.cfg.headers.served_by.clone(), self.served_by.clone())],
+            Direction::Inbound => self.inbound_response(headers),
+        }
+    }
+
+    /// The server side says who served. A `served-by` the application set is
+    /// replaced; set more than once, replacing the first value would leave
+    /// the others for the client to read, so the map is rewritten without them.
+    fn inbound_response(&self, headers: &[(Vec<u8>, Vec<u8>)]) -> ResponseOutcome {
+        let name = self.cfg.headers.served_by.as_bytes();
+        let theirs = headers.iter().filter(|(k, _)| k.as_slice() == name).count();
+        if theirs > 1 {
+            let mut all: Headers = headers
+                .iter()
+                .filter(|(k, _)| k.as_slice() != name)
+                .cloned()
+                .collect();
+            all.push((name.to_vec(), self.served_by.clone()));
+            return ResponseOutcome {
+                headers: Some(all),
+                set_headers: Vec::new(),
                 hop: None,
                 effects: Effects::default(),
-            },
+            };
+        }
+        ResponseOutcome {
+            headers: None,
+            set_headers: vec![(self.cfg.headers.served_by.clone(), self.served_by.clone())],
+            hop: None,
+            effects: Effects::default(),
         }
     }
 
@@ -360,7 +387,8 @@ impl Filter {
             effects.logs.push((
                 Level::Warn,
                 format!(
-                    "request {request_id} loops: cluster {} is already in its hop chain",
+                    "request {} loops: cluster {} is already in its hop chain",
+                    log_token(&request_id),
                     self.me.cluster
                 ),
             ));
@@ -478,9 +506,11 @@ impl Filter {
             if refused {
                 let svc = service.clone().unwrap_or_default();
                 let from = source.clone().unwrap_or_else(|| "unknown".to_string());
+                // The claim is the peer's: written escaped, so it cannot break the line.
                 let body = format!(
-                    "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {from} refused\n",
-                    self.me.cluster
+                    "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {} refused\n",
+                    self.me.cluster,
+                    log_token(&from)
                 );
                 let line = body.trim_end().trim_start_matches("hybridmesh: ");
                 effects.logs.push((Level::Info, line.to_string()));
@@ -665,6 +695,7 @@ impl Filter {
             set_headers.push((names.decision.clone(), line.into_bytes()));
         }
         ResponseOutcome {
+            headers: None,
             set_headers,
             hop: Some(hop),
             effects,
