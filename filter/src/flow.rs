@@ -113,10 +113,7 @@ pub struct RequestOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseOutcome {
-    /// The whole new response header map, when replacing single values cannot
-    /// do (set in one host call, before `set_headers`).
-    pub headers: Option<Headers>,
-    /// Response headers to replace (name, value): the first entry of the name.
+    /// Response headers to replace (name, value).
     pub set_headers: Vec<(String, Vec<u8>)>,
     pub hop: Option<HopRecord>,
     pub effects: Effects,
@@ -237,35 +234,11 @@ impl Filter {
     ) -> ResponseOutcome {
         match state.direction {
             Direction::Outbound => self.outbound_response(state, headers, host),
-            Direction::Inbound => self.inbound_response(headers),
-        }
-    }
-
-    /// The server side says who served. A `served-by` the application set is
-    /// replaced; set more than once, replacing the first value would leave
-    /// the others for the client to read, so the map is rewritten without them.
-    fn inbound_response(&self, headers: &[(Vec<u8>, Vec<u8>)]) -> ResponseOutcome {
-        let name = self.cfg.headers.served_by.as_bytes();
-        let theirs = headers.iter().filter(|(k, _)| k.as_slice() == name).count();
-        if theirs > 1 {
-            let mut all: Headers = headers
-                .iter()
-                .filter(|(k, _)| k.as_slice() != name)
-                .cloned()
-                .collect();
-            all.push((name.to_vec(), self.served_by.clone()));
-            return ResponseOutcome {
-                headers: Some(all),
-                set_headers: Vec::new(),
+            Direction::Inbound => ResponseOutcome {
+                set_headers: vec![(self.cfg.headers.served_by.clone(), self.served_by.clone())],
                 hop: None,
                 effects: Effects::default(),
-            };
-        }
-        ResponseOutcome {
-            headers: None,
-            set_headers: vec![(self.cfg.headers.served_by.clone(), self.served_by.clone())],
-            hop: None,
-            effects: Effects::default(),
+            },
         }
     }
 
@@ -695,7 +668,6 @@ impl Filter {
             set_headers.push((names.decision.clone(), line.into_bytes()));
         }
         ResponseOutcome {
-            headers: None,
             set_headers,
             hop: Some(hop),
             effects,

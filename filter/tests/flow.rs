@@ -549,30 +549,6 @@ fn inbound_refuses_cluster_local_hosts_from_other_clusters() {
             b"cluster=anthos;network=default;locality=tokyo-onprem".to_vec()
         )]
     );
-    // An application's own served-by, set twice, is not left behind: the map
-    // is rewritten with ours alone.
-    let resp = f.on_response(
-        &out.state,
-        &headers(&[
-            (":status", "200"),
-            ("x-hybridmesh-served-by", "cluster=gke"),
-            ("content-type", "text/plain"),
-            ("x-hybridmesh-served-by", "cluster=gke"),
-        ]),
-        &mut host,
-    );
-    assert!(resp.set_headers.is_empty());
-    assert_eq!(
-        resp.headers,
-        Some(headers(&[
-            (":status", "200"),
-            ("content-type", "text/plain"),
-            (
-                "x-hybridmesh-served-by",
-                "cluster=anthos;network=default;locality=tokyo-onprem"
-            ),
-        ]))
-    );
     // Same cluster, other namespaces, unknown sources: served.
     assert!(inbound(
         &f,

@@ -431,11 +431,7 @@ impl NativeStream<'_> {
         if self.sc.filter.as_ref().is_some_and(|f| f.cfg.filter_state) {
             self.hop = out.hop.as_ref().map(|h| h.to_json());
         }
-        let mut result = out
-            .headers
-            .as_ref()
-            .map(to_pairs)
-            .unwrap_or_else(|| headers.clone());
+        let mut result = headers.clone();
         for (k, v) in out.set_headers {
             result.retain(|(rk, _)| *rk != k);
             result.push((k, String::from_utf8_lossy(&v).into_owned()));

@@ -91,11 +91,6 @@ impl HttpContext for Http {
             let mut h = WasmHost { rng: &mut sh.rng };
             filter.on_response(state, &headers, &mut h)
         };
-        if let Some(all) = &outcome.headers {
-            if let Err(s) = host::set_headers(MAP_RESPONSE_HEADERS, all) {
-                log::debug!("hybridmesh: cannot set response headers (status {})", s.0);
-            }
-        }
         for (name, value) in &outcome.set_headers {
             if let Err(s) = host::replace_header(MAP_RESPONSE_HEADERS, name, value) {
                 log::debug!(
