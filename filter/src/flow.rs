@@ -9,7 +9,7 @@
 use crate::config::{Config, DirectionSetting, PolicyKind, TrustSource, UnknownSource};
 use crate::decide::{decide, sticky_hash, Decision, Plan, Why};
 use crate::health::{health_key, HealthEvent, HealthState};
-use crate::hop::{is_gateway_address, served_by_value, Chain, HopRecord, ServedBy};
+use crate::hop::{is_gateway_address, log_token, served_by_value, Chain, HopRecord, ServedBy};
 use crate::hosts::{service_from_authority, service_from_cluster_name};
 use crate::identity::{Identity, IdentityIssue, NodeFacts, ISTIO_DEFAULT_CLUSTER_ID};
 use crate::metrics::Counter;
@@ -360,7 +360,8 @@ impl Filter {
             effects.logs.push((
                 Level::Warn,
                 format!(
-                    "request {request_id} loops: cluster {} is already in its hop chain",
+                    "request {} loops: cluster {} is already in its hop chain",
+                    log_token(&request_id),
                     self.me.cluster
                 ),
             ));
@@ -478,9 +479,11 @@ impl Filter {
             if refused {
                 let svc = service.clone().unwrap_or_default();
                 let from = source.clone().unwrap_or_else(|| "unknown".to_string());
+                // The claim is the peer's: written escaped, so it cannot break the line.
                 let body = format!(
-                    "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {from} refused\n",
-                    self.me.cluster
+                    "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {} refused\n",
+                    self.me.cluster,
+                    log_token(&from)
                 );
                 let line = body.trim_end().trim_start_matches("hybridmesh: ");
                 effects.logs.push((Level::Info, line.to_string()));

@@ -48,6 +48,27 @@ impl ServedBy {
     }
 }
 
+/// `value` as one token of a one-line log: control characters (CR, LF, NUL,
+/// ...), whitespace, quotes and backslashes are written as `\u{hex}`, so a
+/// value from a request (an `x-request-id`, a peer's claim) can neither start
+/// a new log line nor pose as another `key=value` field. Ordinary values are
+/// returned as they are.
+pub fn log_token(value: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c.is_whitespace() || c == '"' || c == '\\';
+    if !value.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// True when `address` (`ip:port`) is an east-west gateway.
 pub fn is_gateway_address(address: &str) -> bool {
     address
@@ -169,7 +190,7 @@ impl HopRecord {
         let _ = write!(
             s,
             "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} chain={} reason=\"{}\"",
-            if self.request_id.is_empty() { "-" } else { &self.request_id },
+            if self.request_id.is_empty() { "-".into() } else { log_token(&self.request_id) },
             if self.service.is_empty() { "-" } else { &self.service },
             self.source_cluster,
             opt(&self.target),
@@ -275,6 +296,28 @@ mod tests {
         assert_eq!(
             ServedBy::parse(b"cluster=gke;weird;x=y").map(|s| s.cluster),
             Some("gke".into())
+        );
+    }
+
+    #[test]
+    fn log_tokens_cannot_break_the_line_or_add_fields() {
+        assert_eq!(log_token("r-1"), "r-1");
+        assert_eq!(
+            log_token("r-1\r\nx: 1\0"),
+            "r-1\\u{d}\\u{a}x:\\u{20}1\\u{0}"
+        );
+        assert_eq!(log_token("a\"b\\c\u{2028}"), "a\\u{22}b\\u{5c}c\\u{2028}");
+        let hop = HopRecord {
+            request_id: "r-1 src=evil\nhybridmesh: hop id=forged".into(),
+            ..HopRecord::default()
+        };
+        let line = hop.log_line();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with(
+                "hop id=r-1\\u{20}src=evil\\u{a}hybridmesh:\\u{20}hop\\u{20}id=forged service=- "
+            ),
+            "{line}"
         );
     }
 

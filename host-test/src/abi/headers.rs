@@ -4,8 +4,8 @@
 //! `proxy_get_header_map_size` (spec: "HTTP fields").
 //!
 //! Envoy-faithful: keys are lower-cased on write, a lookup returns the first value of a
-//! repeated key, replace changes the first entry (later ones survive), set-pairs removes
-//! every entry then adds the pairs. A map that does not exist yet (e.g. response headers
+//! repeated key, replace removes every entry and appends one (Envoy's `setCopy`), set-pairs
+//! removes every entry then adds the pairs. A map that does not exist yet (e.g. response headers
 //! during `proxy_on_request_headers`) is `BadArgument`, as Envoy returns. Any change of the
 //! request headers clears the route cache (ABI 0.2.1), which the harness records.
 
@@ -157,8 +157,8 @@ fn proxy_get_header_map_value(
     memory::return_bytes(caller, value.as_bytes(), return_data, return_size)
 }
 
-/// `proxy_replace_header_map_value` (spec "HTTP fields"): Envoy's `setCopy` (first entry
-/// replaced, or appended).
+/// `proxy_replace_header_map_value` (spec "HTTP fields"): Envoy's `setCopy` (every entry
+/// removed, one appended).
 fn proxy_replace_header_map_value(
     caller: &mut Caller<'_, HostState>,
     map_type: i32,
