@@ -547,3 +547,71 @@ pub fn envoy_allocated(admin: SocketAddr) -> anyhow::Result<u64> {
         .and_then(|a| a.parse().ok())
         .context("no allocated in /memory")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rec(start_ms: f64, status: u32, served: &str) -> Record {
+        Record {
+            start_ms,
+            end_ms: start_ms + 2.0,
+            status,
+            served_by: (served != "none").then(|| served.to_string()),
+            target: None,
+            flags: None,
+            details: None,
+            error: None,
+        }
+    }
+
+    fn report(records: Vec<Record>) -> Report {
+        Report {
+            records,
+            events: vec![],
+            seconds: 1.0,
+            sent: 0,
+            reconnects: 0,
+        }
+    }
+
+    #[test]
+    fn time_to_move_is_the_answer_of_the_first_of_k_served_elsewhere() {
+        // Fault at 10ms: a failure, one gke, a failure again, then 3 gke in a row.
+        let r = report(vec![
+            rec(5.0, 200, "anthos"),
+            rec(11.0, 503, "none"),
+            rec(12.0, 200, "gke"),
+            rec(13.0, 503, "none"),
+            rec(14.0, 200, "gke"),
+            rec(15.0, 200, "gke"),
+            rec(16.0, 200, "gke"),
+            rec(30.0, 200, "anthos"),
+            rec(31.0, 200, "anthos"),
+        ]);
+        assert_eq!(r.time_to_move(10.0, "anthos", 3), Some(14.0 + 2.0 - 10.0));
+        assert_eq!(r.time_to_move(10.0, "anthos", 4), None);
+        assert_eq!(r.time_to_return(20.0, "anthos", 2), Some(30.0 + 2.0 - 20.0));
+        assert_eq!(r.failures().len(), 2);
+        assert_eq!(r.failures_between(0.0, 14.0), 1);
+        assert_eq!(r.served().get("gke"), Some(&4));
+        assert_eq!(r.served().get("none"), Some(&2));
+    }
+
+    #[test]
+    fn a_failure_kind_names_status_flags_and_details() {
+        let mut x = rec(1.0, 503, "none");
+        x.flags = Some("URX".into());
+        x.details = Some("via_upstream".into());
+        x.target = Some("anthos".into());
+        let r = report(vec![x.clone(), x]);
+        assert_eq!(
+            r.failure_kinds().into_iter().collect::<Vec<_>>(),
+            vec![(
+                "503 flags=URX details=via_upstream target=anthos served_by=none".to_string(),
+                2
+            )]
+        );
+    }
+}
