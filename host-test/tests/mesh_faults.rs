@@ -407,13 +407,15 @@ fn a_cluster_fault_under_load_filter_failover_vs_envoy_outlier_detection() {
     // retries stay in anthos): at most one per client, once per ejection.
     assert!(ours.failed() <= CLIENTS, "{}", ours.line("filter"));
     assert!(ours.moved().unwrap() < 1000.0, "{}", ours.line("filter"));
-    // The filter brings traffic home when its ejection ends; Envoy on its
-    // next outlier tick after the ejection time (1s interval).
+    // The filter brings traffic home when its ejection ends (the apps were
+    // back before), within half a second; Envoy on the first 1s outlier tick
+    // after its ejection time, so 0-1s later (reported, not compared: the
+    // tick's phase is random).
+    let ejection_ends = (EJECTION_SECS * 1000) as f64 - OUTAGE.as_millis() as f64;
     assert!(
-        ours.returned().unwrap() <= native.returned().unwrap(),
-        "{}\n{}",
-        ours.line("filter"),
-        native.line("envoy")
+        ours.returned().unwrap() < ejection_ends + 500.0,
+        "{}",
+        ours.line("filter")
     );
 }
 
