@@ -20,6 +20,21 @@ pub const FILTER_NAME: &str = "istio-system.hybridmesh";
 pub const ROUTE_HEADER: &str = "x-replica-route";
 /// Request header the test peer routes on (removed before it leaves).
 pub const DIRECT_HEADER: &str = "x-replica-direct";
+/// Response headers with Envoy's `%RESPONSE_FLAGS%` and
+/// `%RESPONSE_CODE_DETAILS%` at the client sidecar (replica only), so a
+/// load client sees why a request failed.
+pub const FLAGS_HEADER: &str = "x-replica-flags";
+pub const DETAILS_HEADER: &str = "x-replica-details";
+
+/// The flags and details headers, for a route or a local reply.
+fn flag_headers() -> Value {
+    json!([
+        {"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": DETAILS_HEADER, "value": "%RESPONSE_CODE_DETAILS%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    ])
+}
 
 /// Files one proxy needs for mTLS.
 pub struct Tls<'a> {
@@ -187,8 +202,16 @@ fn route(name: &str, cluster: &str, header: Option<(&str, &str)>) -> Value {
     }
     json!({"name": name, "match": m,
         "route": {"cluster": cluster, "timeout": "15s", "retry_policy": retry_policy()},
-        "response_headers_to_add": [{"header": {"key": ROUTE_HEADER, "value": cluster},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
+        "response_headers_to_add": route_headers(cluster)})
+}
+
+fn route_headers(cluster: &str) -> Value {
+    let mut h = vec![json!({"header": {"key": ROUTE_HEADER, "value": cluster},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})];
+    if let Value::Array(f) = flag_headers() {
+        h.extend(f);
+    }
+    Value::Array(h)
 }
 
 /// The short names a client uses for a service (`echo-svc.default`, ...).
@@ -277,6 +300,12 @@ fn outbound_cluster(
             "path_config_source": {"path": path(&eds_file(eds, &name))}, "resource_api_version": "V3"}},
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
+        // As istiod sets them when no DestinationRule limits them: without
+        // these, Envoy's defaults (3 concurrent retries per cluster) drop the
+        // retries that carry a failover under load (flag UO).
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": u32::MAX, "max_pending_requests": u32::MAX,
+            "max_requests": u32::MAX, "max_retries": u32::MAX, "track_remaining": true}]},
         "transport_socket": upstream_tls(tls, &sni(subset, service), Some(&server)),
     });
     if let Some(f) = failover {
@@ -401,13 +430,22 @@ pub fn client_sidecar(
             json!({"name": format!("{service}:80"), "domains": domains(service), "routes": routes}),
         );
     }
+    let mut outbound = hcm(
+        "outbound_0.0.0.0_80",
+        json!({"name": "80", "virtual_hosts": vhosts}),
+        vec![wasm_ecds(ecds), router()],
+    );
+    // Every local reply (also one before routing, such as a filter whose
+    // config is missing) carries the flags and details too.
+    outbound["typed_config"]["local_reply_config"] = json!({"mappers": [{
+        "filter": {"status_code_filter": {"comparison": {"op": "GE",
+            "value": {"default_value": 100, "runtime_key": "replica.local_reply_flags"}}}},
+        "headers_to_add": flag_headers()}]});
     let listener = json!({
         "name": "virtualOutbound",
         "address": socket(&me.client.to_string(), OUTBOUND),
         "traffic_direction": "OUTBOUND",
-        "filter_chains": [{"filters": [hcm("outbound_0.0.0.0_80",
-            json!({"name": "80", "virtual_hosts": vhosts}),
-            vec![wasm_ecds(ecds), router()])]}]
+        "filter_chains": [{"filters": [outbound]}]
     });
     json!({
         "node": node(&id, me, &t.client_namespace),

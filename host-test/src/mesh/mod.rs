@@ -20,6 +20,7 @@ pub mod demo;
 pub mod echo;
 pub mod envoy_config;
 pub mod http;
+pub mod load;
 pub mod process;
 pub mod topology;
 
@@ -273,6 +274,11 @@ impl Replica {
             v.push(&self.peer);
         }
         v
+    }
+
+    /// Every Envoy process (name, pid, admin address, log).
+    pub fn envoys(&self) -> Vec<Envoy> {
+        self.all_envoys().into_iter().cloned().collect()
     }
 
     /// Every process: (name, pid).
