@@ -198,13 +198,13 @@ impl Decision {
     pub fn explain(&self, cfg: &Config, plan: &Plan, service: Option<&str>) -> String {
         let name = |k: usize| cfg.clusters.get(k).map(|c| c.name.as_str()).unwrap_or("?");
         let mut s = String::new();
-        let policy = self.policy.map(PolicyKind::as_str).unwrap_or("none");
-        let _ = write!(s, "{policy}");
+        s.push_str(self.policy.map(PolicyKind::as_str).unwrap_or("none"));
         if let Some(r) = self.rule {
             let _ = write!(s, " rule={r}");
         }
         if let Some(svc) = service {
-            let _ = write!(s, " service={svc}");
+            s.push_str(" service=");
+            s.push_str(svc);
         }
         let skipped_list = |mask: u64| -> String {
             (0..64usize)
@@ -235,16 +235,21 @@ impl Decision {
                         .and_then(|r| cfg.routes.get(r))
                         .and_then(|r| match &r.policy {
                             Policy::Weighted { distribute, .. } => {
-                                distribute.get(*entry).map(|d| d.from.text.clone())
+                                distribute.get(*entry).map(|d| d.from.text.as_str())
                             }
                             _ => None,
                         })
                         .unwrap_or_default();
-                    let weights: Vec<String> = table
-                        .iter()
-                        .map(|(k, w)| format!("{}:{w}", name(*k)))
-                        .collect();
-                    let _ = write!(s, " from={from} weights={}", weights.join(","));
+                    s.push_str(" from=");
+                    s.push_str(from);
+                    s.push_str(" weights=");
+                    for (i, (k, w)) in table.iter().enumerate() {
+                        if i > 0 {
+                            s.push(',');
+                        }
+                        s.push_str(name(*k));
+                        let _ = write!(s, ":{w}");
+                    }
                 }
                 let _ = write!(s, " pick={point}{}", if *sticky { " sticky" } else { "" });
                 if *skipped != 0 {

@@ -237,15 +237,21 @@ impl HopRecord {
         text(&mut s, "decision", Some(self.decision));
         text(&mut s, "reason", Some(&self.reason));
         text(&mut s, "chain", Some(&self.chain));
+        s.push_str(",\"cross_network\":");
+        s.push_str(if self.cross_network { "true" } else { "false" });
+        s.push_str(",\"loop\":");
+        s.push_str(if self.looped { "true" } else { "false" });
+        s.push_str(",\"rule\":");
+        match self.rule {
+            Some(r) => {
+                let _ = write!(s, "{r}");
+            }
+            None => s.push_str("null"),
+        }
         let _ = write!(
             s,
-            ",\"cross_network\":{},\"loop\":{},\"rule\":{},\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
-            self.cross_network,
-            self.looped,
-            self.rule.map(|r| r.to_string()).unwrap_or_else(|| "null".to_string()),
-            self.status,
-            self.flags,
-            self.latency_ms
+            ",\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
+            self.status, self.flags, self.latency_ms
         );
         s
     }
@@ -254,6 +260,12 @@ impl HopRecord {
 /// Appends `value` as a JSON string.
 fn json_str(out: &mut String, value: &str) {
     out.push('"');
+    // Almost every value needs no escaping: one copy.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     for ch in value.chars() {
         match ch {
             '"' => out.push_str("\\\""),

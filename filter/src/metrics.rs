@@ -15,6 +15,11 @@ use crate::flow::Direction;
 
 pub const MAX_CLUSTER_LABELS: usize = 32;
 
+/// Gauge: the linear memory of every VM of this plugin in the proxy, summed
+/// (each VM adds what its memory grew by since it last reported, on tick).
+/// Flat under steady load; growth means a leak.
+pub const VM_MEMORY_GAUGE: &str = "hybridmesh_vm_memory_bytes";
+
 /// One counter increment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Counter {

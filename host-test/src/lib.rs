@@ -13,6 +13,7 @@
 //! their expectations.
 
 pub mod abi;
+pub mod bench;
 pub mod deploy;
 pub mod envoy;
 mod host;

@@ -35,6 +35,7 @@ enum Command {
     Render(commands::render::RenderCommand),
     Package(commands::package::PackageCommand),
     Trace(commands::trace::TraceCommand),
+    Bench(commands::bench::BenchCommand),
 }
 
 /// What a command found.
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Render(c) => c.execute(),
         Command::Package(c) => c.execute(),
         Command::Trace(c) => c.execute(),
+        Command::Bench(c) => c.execute(),
     };
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,

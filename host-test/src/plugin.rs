@@ -99,7 +99,7 @@ pub enum FailStrategy {
 // ---------------------------------------------------------------------------------------
 
 /// Whether the process-wide engine uses wasmtime's pooling allocator: yes unless
-/// `HYBRIDMESH_POOLING=0`. Measured with `examples/harness_bench` on the SDK probe filter:
+/// `HYBRIDMESH_POOLING=0`. Measured on the SDK probe filter:
 /// a fresh plugin costs ~23 µs pooled vs ~32 µs on demand; requests/s are the same.
 fn pooling() -> bool {
     std::env::var("HYBRIDMESH_POOLING").map_or(true, |v| v != "0")
@@ -1115,6 +1115,14 @@ impl Plugin {
                 .map(|v| v.i64().or(v.i32().map(i64::from)).unwrap_or(0))
                 .collect())
         })?
+    }
+
+    /// The size of a worker VM's linear memory in bytes (`None` without a VM
+    /// or an exported memory).
+    pub fn memory_bytes(&self, worker: usize) -> Option<u64> {
+        let vm = self.vm(worker)?;
+        let memory = vm.store.data().memory?;
+        Some(memory.data_size(&vm.store) as u64)
     }
 
     /// Copies guest memory of a worker (`None` when out of bounds).

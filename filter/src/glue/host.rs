@@ -20,6 +20,7 @@ pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_RESPONSE_HEADERS: u32 = 2;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -247,6 +248,24 @@ pub fn define_counter(name: &str) -> Result<u32, Status> {
     // SAFETY: the name slice and out-pointer are valid.
     check(unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
+}
+
+pub fn define_gauge(name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: the name slice and out-pointer are valid.
+    check(unsafe { proxy_define_metric(METRIC_GAUGE, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds a signed offset to a counter or gauge.
+pub fn add(id: u32, offset: i64) -> Result<(), Status> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+/// The guest's linear memory in bytes.
+pub fn linear_memory_bytes() -> u64 {
+    (core::arch::wasm32::memory_size(0) as u64).saturating_mul(65_536)
 }
 
 pub fn increment(id: u32, by: u64) -> Result<(), Status> {

@@ -9,10 +9,19 @@ use proxy_wasm::types::Action;
 use super::host::{self, WasmHost, MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS};
 use super::root::{emit_logs, Shared};
 use crate::config::HopLog;
-use crate::flow::{Filter, StreamState};
+use crate::flow::{Direction, Filter, Headers, StreamState};
 
 /// Filter state key of the hop record: `%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`.
 pub const HOP_FILTER_STATE: &str = "hybridmesh.hop";
+
+/// The response headers the flow reads: none on the server side (one host
+/// call saved per request), the whole map in one call on the client side.
+fn response_headers(direction: Direction) -> Result<Headers, host::Status> {
+    match direction {
+        Direction::Inbound => Ok(Vec::new()),
+        Direction::Outbound => host::get_headers(MAP_RESPONSE_HEADERS),
+    }
+}
 
 pub struct Http {
     shared: Rc<RefCell<Shared>>,
@@ -79,7 +88,7 @@ impl HttpContext for Http {
         let (Some(filter), Some(state)) = (self.filter.clone(), self.state.as_ref()) else {
             return Action::Continue;
         };
-        let headers = match host::get_headers(MAP_RESPONSE_HEADERS) {
+        let headers = match response_headers(state.direction) {
             Ok(h) => h,
             Err(s) => {
                 log::warn!("hybridmesh: cannot read response headers (status {})", s.0);

@@ -1,7 +1,8 @@
 //! The root context: configure (parse, resolve identity, compile), metrics flush.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -19,13 +20,70 @@ pub struct Shared {
     pub filter: Option<Rc<Filter>>,
     pub rng: Rng,
     pub metrics: Metrics,
+    pub memory: MemoryGauge,
+}
+
+/// This VM's share of [`crate::metrics::VM_MEMORY_GAUGE`].
+#[derive(Default)]
+pub struct MemoryGauge {
+    id: Option<u32>,
+    reported: u64,
+}
+
+impl MemoryGauge {
+    /// Adds what the linear memory grew by since the last report.
+    pub fn report(&mut self) {
+        let id = match self.id {
+            Some(id) => id,
+            None => match host::define_gauge(crate::metrics::VM_MEMORY_GAUGE) {
+                Ok(id) => *self.id.insert(id),
+                Err(s) => {
+                    log::debug!("hybridmesh: define_metric (gauge) failed: {s:?}");
+                    return;
+                }
+            },
+        };
+        let now = host::linear_memory_bytes();
+        if now != self.reported {
+            let delta = i64::try_from(now).unwrap_or(i64::MAX)
+                - i64::try_from(self.reported).unwrap_or(i64::MAX);
+            if host::add(id, delta).is_ok() {
+                self.reported = now;
+            }
+        }
+    }
+}
+
+/// FNV-1a: a small, fast hasher for the few metric keys of a VM (the keys
+/// are bounded labels, not attacker-chosen in number).
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Counters, buffered per VM and flushed on tick (or at once when the flush
 /// interval is 0), so a request costs no metric host call.
 #[derive(Default)]
 pub struct Metrics {
-    ids: BTreeMap<String, u32>,
+    /// Metric ids by counter: a request costs a hash, not a formatted name.
+    ids: HashMap<crate::metrics::Counter, u32, BuildHasherDefault<Fnv>>,
     pending: BTreeMap<u32, u64>,
     guard: LabelGuard,
     immediate: bool,
@@ -35,16 +93,15 @@ impl Metrics {
     pub fn record(&mut self, effects: &Effects) {
         for c in &effects.counters {
             let c = self.bounded(c);
-            let name = c.name();
-            let id = match self.ids.get(&name) {
+            let id = match self.ids.get(&c) {
                 Some(id) => *id,
-                None => match host::define_counter(&name) {
+                None => match host::define_counter(&c.name()) {
                     Ok(id) => {
-                        self.ids.insert(name, id);
+                        self.ids.insert(c, id);
                         id
                     }
                     Err(s) => {
-                        log::debug!("hybridmesh: define_metric {name} failed: {s:?}");
+                        log::debug!("hybridmesh: define_metric {} failed: {s:?}", c.name());
                         continue;
                     }
                 },
@@ -123,6 +180,7 @@ impl Root {
                 filter: None,
                 rng: Rng::new(u64::from(context_id)),
                 metrics: Metrics::default(),
+                memory: MemoryGauge::default(),
             })),
         }
     }
@@ -240,12 +298,15 @@ impl RootContext for Root {
         );
         sh.rng = Rng::new(seed);
         sh.filter = Some(Rc::new(filter));
+        sh.memory.report();
         true
     }
 
     fn on_tick(&mut self) {
         host::sync_log_level();
-        self.shared.borrow_mut().metrics.flush();
+        let mut sh = self.shared.borrow_mut();
+        sh.metrics.flush();
+        sh.memory.report();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,5 +1,6 @@
 //! One file per command: `XCommand` (clap) with `execute(self)`.
 
+pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod package;

@@ -176,6 +176,27 @@ pub fn spawn(
     admin: SocketAddr,
     log_dir: &Path,
 ) -> anyhow::Result<Envoy> {
+    spawn_with(binary, name, bootstrap, admin, log_dir, &Options::default())
+}
+
+/// How to start one Envoy beyond its bootstrap.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Pin the process to this CPU (`taskset -c`).
+    pub cpu: Option<usize>,
+    /// Log at `warning` only (benchmarks), instead of `info` with `wasm:debug`.
+    pub quiet: bool,
+}
+
+/// [`spawn`] with [`Options`].
+pub fn spawn_with(
+    binary: &Path,
+    name: &str,
+    bootstrap: &Path,
+    admin: SocketAddr,
+    log_dir: &Path,
+    options: &Options,
+) -> anyhow::Result<Envoy> {
     install_ctrlc();
     let log = log_dir.join(format!("{name}.log"));
     let open = |path: &Path| {
@@ -190,13 +211,27 @@ pub fn spawn(
     // own: Envoy flushes it in pieces that do not end at line ends, and
     // sharing the file with Envoy's own log cut JSON lines in two.
     let access = open(&log_dir.join(format!("{name}.access.log")))?;
-    let child = Command::new(binary)
+    let mut cmd = match options.cpu {
+        Some(cpu) => {
+            // taskset execs Envoy: the pid is Envoy's.
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let levels: &[&str] = if options.quiet {
+        &["-l", "warning"]
+    } else {
+        &["-l", "info", "--component-log-level", "wasm:debug"]
+    };
+    let child = cmd
         .arg("-c")
         .arg(bootstrap)
         .args(["--concurrency", "1", "--disable-hot-restart"])
         // As Istio's pilot-agent starts sidecars: a drain closes connections at once.
         .args(["--drain-strategy", "immediate", "--drain-time-s", "1"])
-        .args(["-l", "info", "--component-log-level", "wasm:debug"])
+        .args(levels)
         // Access-log lines reach the file within FLUSH (Envoy's default is
         // 10 s), so readers of a running replica's logs see recent requests.
         .args(["--file-flush-interval-msec", &FLUSH.as_millis().to_string()])
