@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Connection, Module, Plugin, Proxy, Route, Upstream};
+use crate::{Connection, Level, Module, Plugin, Proxy, Route, Upstream};
 
 #[derive(Debug, Clone, Default)]
 pub struct HarnessFigures {
@@ -26,7 +26,8 @@ pub struct HarnessFigures {
     pub calls_server: usize,
 }
 
-/// Host calls made by one request (after a first one has warmed the VM).
+/// Host calls made by one request (after a first one has warmed the VM), at
+/// Envoy's default log level.
 fn count_calls(module: &Module, config: &[u8], server: bool) -> anyhow::Result<usize> {
     let mut plugin = Plugin::builder(module)
         .proxy(Proxy::istio("gke").network("kuchima-demo-vpc01").locality(
@@ -35,6 +36,8 @@ fn count_calls(module: &Module, config: &[u8], server: bool) -> anyhow::Result<u
             "",
         ))
         .plugin_config(config)
+        // Envoy's default level: the hop log line (debug) is not written.
+        .log_level(Level::Info)
         .trace(true)
         .default_cluster("outbound|80||echo-svc.default.svc.cluster.local")
         .build()?;
@@ -84,6 +87,7 @@ fn build(module: &Module, config: &[u8]) -> anyhow::Result<Plugin> {
             "",
         ))
         .plugin_config(config)
+        .log_level(Level::Info)
         .routes(vec![
             Route::new("gke")
                 .header("x-hybridmesh-target-cluster", "gke")
