@@ -420,13 +420,16 @@ fn a_cluster_fault_under_load_filter_failover_vs_envoy_outlier_detection() {
 }
 
 /// Memory of every Envoy of the replica: (name, VmRSS KiB, allocated bytes).
-fn memory(r: &Replica) -> Vec<(String, u64, u64)> {
+/// Per Envoy: (name, RSS KiB, allocated bytes, the filter's linear memory in
+/// bytes from its `hybridmesh_vm_memory_bytes` gauge, 0 without the filter).
+fn memory(r: &Replica) -> Vec<(String, u64, u64, u64)> {
     r.envoys()
         .into_iter()
         .map(|e| {
             let rss = load::rss_kib(e.pid).unwrap();
             let allocated = load::envoy_allocated(e.admin).unwrap();
-            (e.name, rss, allocated)
+            let guest = e.stat("wasmcustom.hybridmesh_vm_memory_bytes").unwrap();
+            (e.name, rss, allocated, guest)
         })
         .collect()
 }
@@ -457,14 +460,15 @@ fn a_soak_loses_no_request_and_memory_stays_flat() {
     }
     let report = load.finish();
     eprintln!("soak: {}", show(&report));
-    for (i, (name, _, _)) in samples[0].1.iter().enumerate() {
+    for (i, (name, _, _, _)) in samples[0].1.iter().enumerate() {
         let v = samples
             .iter()
             .map(|(n, m)| {
                 format!(
-                    "after {n}: rss {} KiB, allocated {} KiB",
+                    "after {n}: rss {} KiB, allocated {} KiB, guest {} KiB",
                     m[i].1,
-                    m[i].2 / 1024
+                    m[i].2 / 1024,
+                    m[i].3 / 1024
                 )
             })
             .collect::<Vec<_>>()
@@ -477,7 +481,20 @@ fn a_soak_loses_no_request_and_memory_stays_flat() {
     // than 2 MiB of RSS (the filter's Wasm memory is in it) or 1 MiB of
     // allocated heap. A leak of 12 bytes a request shows at 180,000.
     let (first, last) = (&samples[0].1, &samples[samples.len() - 1].1);
-    for ((name, rss0, alloc0), (_, rss1, alloc1)) in first.iter().zip(last) {
+    // The filter's linear memory does not grow at all (it only ever grows,
+    // so equal means no leak); the sending sidecar has the filter.
+    let client = first.iter().find(|m| m.0 == "gke-client").unwrap();
+    assert!(
+        client.3 > 0,
+        "gke-client reports no guest memory: {first:?}"
+    );
+    for ((name, _, _, guest0), (_, _, _, guest1)) in first.iter().zip(last) {
+        assert_eq!(
+            guest0, guest1,
+            "{name}: the filter's linear memory grew over {total} requests"
+        );
+    }
+    for ((name, rss0, alloc0, _), (_, rss1, alloc1, _)) in first.iter().zip(last) {
         assert!(
             *rss1 < rss0 + 2048,
             "{name}: RSS {rss0} KiB -> {rss1} KiB over {total} requests"
