@@ -169,7 +169,7 @@ impl HopRecord {
         let _ = write!(
             s,
             "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} chain={} reason=\"{}\"",
-            if self.request_id.is_empty() { "-" } else { &self.request_id },
+            if self.request_id.is_empty() { "-".to_string() } else { one_token(&self.request_id) },
             if self.service.is_empty() { "-" } else { &self.service },
             self.source_cluster,
             opt(&self.target),
@@ -228,6 +228,23 @@ impl HopRecord {
         );
         s
     }
+}
+
+/// A client-chosen value as one `key=value` token of the log line: whitespace
+/// and control characters (a forged `x-request-id: a\r\nhop id=b ...` or
+/// `a service=x`) become `_`, so the line stays one line with its own fields.
+/// The JSON record keeps the value as it was.
+fn one_token(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Appends `value` as a JSON string.
