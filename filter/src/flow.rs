@@ -360,7 +360,8 @@ impl Filter {
             effects.logs.push((
                 Level::Warn,
                 format!(
-                    "request {request_id} loops: cluster {} is already in its hop chain",
+                    "request {} loops: cluster {} is already in its hop chain",
+                    crate::hop::one_token(&request_id),
                     self.me.cluster
                 ),
             ));
@@ -477,7 +478,11 @@ impl Filter {
             };
             if refused {
                 let svc = service.clone().unwrap_or_default();
-                let from = source.clone().unwrap_or_else(|| "unknown".to_string());
+                // The peer's value, as one token: it goes into a log line and the body.
+                let from = source
+                    .as_deref()
+                    .map(crate::hop::one_token)
+                    .unwrap_or_else(|| "unknown".to_string());
                 let body = format!(
                     "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {from} refused\n",
                     self.me.cluster

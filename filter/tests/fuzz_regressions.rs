@@ -104,3 +104,104 @@ fn localities_with_whitespace_or_control_characters_are_rejected() {
         vec!["tokyo-onprem/dc1/rack_2"]
     );
 }
+
+/// fuzz target `hop_chain`, seed `long-chain-round-trip` (and the chain-length
+/// bound it led to): a valid forwarded chain of up to 2 KiB, with our cluster
+/// appended, could be longer than the 2 KiB the next hop reads, so the next hop
+/// threw the whole chain away as oversized (and with it loop detection).
+#[test]
+fn the_chain_sent_on_is_one_the_next_hop_reads() {
+    use hybridmesh_filter::hop::{Chain, ChainProblem, MAX_CHAIN_BYTES};
+    // Eight 253-byte cluster names and one of 16: exactly 2048 bytes.
+    let long = |c: char| c.to_string().repeat(253);
+    let mut entries: Vec<String> = "abcdefgh".chars().map(long).collect();
+    entries.push("sixteen-bytes-xy".to_string());
+    let forwarded = entries.join(",");
+    assert_eq!(forwarded.len(), MAX_CHAIN_BYTES);
+
+    let chain = Chain::extend(Some(forwarded.as_bytes()), false, "gke", 32);
+    assert_eq!(chain.problem, Some(ChainProblem::Truncated));
+    assert!(chain.value().len() <= MAX_CHAIN_BYTES);
+    // Only the oldest entry made room for ours.
+    let mut want = entries[1..].to_vec();
+    want.push("gke".to_string());
+    assert_eq!(chain.clusters, want);
+    let next = Chain::extend(Some(chain.value().as_bytes()), false, "anthos", 32);
+    assert_eq!(next.problem, None);
+    assert_eq!(next.clusters.len(), 10);
+
+    // A chain that fits is kept whole.
+    let short = Chain::extend(Some(b"anthos,aks"), false, "gke", 8);
+    assert_eq!(short.problem, None);
+    assert_eq!(short.value(), "anthos,aks,gke");
+}
+
+/// Harness fuzzer (`fuzz_wasm`, seed 1): a trusted peer's source-cluster went
+/// as it was into the server side's refusal log line and the local reply body
+/// of a cluster-local host, so CR/LF or NUL in it split or corrupted the line.
+#[test]
+fn a_peer_source_cluster_cannot_split_the_refusal_log_line() {
+    use hybridmesh_filter::flow::Peer;
+    use hybridmesh_filter::metrics::Counter;
+    let cfg = format!(
+        r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*.default.svc.cluster.local"], "policy": "clusterLocal"}}]}}"#
+    );
+    let f = filter(&cfg, &anthos());
+    for (sent, shown) in [
+        ("gke\r\nx-evil: 1", "gke__x-evil:_1"),
+        ("\0", "_"),
+        ("gke", "gke"),
+    ] {
+        let mut host = FakeHost {
+            direction: Some(Direction::Inbound),
+            peer: Peer {
+                mtls: true,
+                uri_san: Some("spiffe://cluster.local/ns/sleep/sa/sleep".into()),
+            },
+            ..Default::default()
+        };
+        let mut req = request("echo-svc.default.svc.cluster.local");
+        req.push((
+            b"x-hybridmesh-source-cluster".to_vec(),
+            sent.as_bytes().to_vec(),
+        ));
+        let out = f.on_request(&req, &mut host);
+        let reply = out.local_reply.expect("refused");
+        assert_eq!(
+            reply.body,
+            format!("hybridmesh: echo-svc.default.svc.cluster.local is cluster-local to cluster anthos; request from cluster {shown} refused\n")
+        );
+        assert_eq!(
+            out.effects.logs.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+            vec![format!("echo-svc.default.svc.cluster.local is cluster-local to cluster anthos; request from cluster {shown} refused")]
+        );
+        assert_eq!(
+            out.effects.counters,
+            vec![Counter::Denied {
+                source: shown.to_string()
+            }]
+        );
+    }
+}
+
+/// Harness fuzzer (`fuzz_wasm`, seed 1): the client's `x-request-id` went as it
+/// was into the warning about a looping request.
+#[test]
+fn a_client_request_id_cannot_split_the_loop_warning() {
+    let f = filter(&format!("{{{CLUSTERS}}}"), &gke());
+    let mut host = FakeHost {
+        direction: Some(Direction::Outbound),
+        ..Default::default()
+    };
+    let mut req = request("echo-svc.default");
+    req.retain(|(k, _)| k.as_slice() != b"x-request-id");
+    req.push((b"x-request-id".to_vec(), b"r-1\r\nhop id=forged".to_vec()));
+    req.push((b"x-hybridmesh-hops".to_vec(), b"gke,anthos".to_vec()));
+    let out = f.on_request(&req, &mut host);
+    assert!(out.state.looped);
+    let warnings: Vec<&str> = out.effects.logs.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(
+        warnings,
+        vec!["request r-1__hop_id=forged loops: cluster gke is already in its hop chain"]
+    );
+}

@@ -33,6 +33,7 @@ fn reference(value: &[u8], repeated: bool) -> Option<Vec<String>> {
 }
 
 const PIECES: &[&[u8]] = &[
+    b"a-cluster-name-that-is-long-enough-to-fill-the-two-kilobytes-a-chain-may-have-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
     b"gke", b"anthos", b"aks", b",", b" ", b"\t", b"a.b", b"x_y", b"\r\n", b"\xff", b"*", b";",
 ];
 
@@ -100,27 +101,49 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
                 list.contains(&me),
                 "loop detection: {list:?} + {me:?}"
             );
-            let keep = max.saturating_sub(1);
-            let kept = &list[list.len().saturating_sub(keep)..];
+            // The newest entries: at most maxHops - 1, and few enough that
+            // the chain sent on is at most MAX_CHAIN_BYTES.
+            let mut start = list.len().saturating_sub(max.saturating_sub(1));
+            let bytes = |l: &[String]| l.iter().map(|c| c.len() + 1).sum::<usize>() + me.len();
+            while start < list.len() && bytes(&list[start..]) > MAX_CHAIN_BYTES {
+                start += 1;
+            }
             assert_eq!(
                 &chain.clusters[..chain.clusters.len() - 1],
-                kept,
+                &list[start..],
                 "newest entries kept"
             );
-            let truncated = list.len() > keep;
-            assert_eq!(chain.problem, truncated.then_some(ChainProblem::Truncated));
+            assert_eq!(
+                chain.problem,
+                (start > 0).then_some(ChainProblem::Truncated)
+            );
         }
     }
     // Sent on, the chain reads back as it was (ours is a cluster name).
     if cluster_name(&me) {
         let value = chain.value();
         assert!(!value.contains(['\r', '\n', '\0']));
-        let next = Chain::extend(Some(value.as_bytes()), false, "next-hop", 64);
-        assert_eq!(next.problem, None, "{value:?}");
-        assert_eq!(
-            &next.clusters[..next.clusters.len() - 1],
-            chain.clusters.as_slice()
+        assert!(
+            value.len() <= MAX_CHAIN_BYTES,
+            "the next hop would not read {} bytes",
+            value.len()
         );
+        let next = Chain::extend(
+            Some(value.as_bytes()),
+            false,
+            "next-hop",
+            chain.clusters.len() + 1,
+        );
+        // The next hop reads it: all of it, unless appending its own name
+        // takes it over the byte limit, then its newest entries.
+        let read = &next.clusters[..next.clusters.len() - 1];
+        if value.len() + ",next-hop".len() <= MAX_CHAIN_BYTES {
+            assert_eq!(next.problem, None, "{value:?}");
+            assert_eq!(read, chain.clusters.as_slice());
+        } else {
+            assert_eq!(next.problem, Some(ChainProblem::Truncated), "{value:?}");
+            assert!(chain.clusters.ends_with(read) && read.len() < chain.clusters.len());
+        }
     }
     // The served-by header: a cluster name or nothing.
     if let Some(v) = &forwarded {

@@ -15,6 +15,7 @@
 pub mod abi;
 pub mod deploy;
 pub mod envoy;
+pub mod fuzz;
 mod host;
 pub mod mesh;
 pub mod plugin;
