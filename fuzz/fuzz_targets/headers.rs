@@ -10,7 +10,9 @@
 use arbitrary::{Arbitrary, Unstructured};
 use hybridmesh_filter::flow::{Direction, Headers, Peer};
 use hybridmesh_filter::{parse_json, Filter};
-use hybridmesh_fuzz::{check_local_reply, check_outbound, check_response, nodes, FakeHost};
+use hybridmesh_fuzz::{
+    check_local_reply, check_logs, check_outbound, check_response, nodes, FakeHost,
+};
 use libfuzzer_sys::fuzz_target;
 
 const CLUSTERS: &str = r#""clusters": [
@@ -163,6 +165,7 @@ fn run(u: &mut Unstructured, filters: &[Filter]) -> arbitrary::Result<()> {
         }
     }
     let out = f.on_request(&req, &mut host);
+    check_logs(&out.effects);
     let names = &f.cfg.headers;
     if outbound {
         assert!(out.local_reply.is_none());
@@ -214,6 +217,7 @@ fn run(u: &mut Unstructured, filters: &[Filter]) -> arbitrary::Result<()> {
         host.now_ms += u.int_in_range(0..=20_000)?;
         let r = f.on_response(&out.state, &resp, &mut host);
         check_response(f, &out.state, &r);
+        check_logs(&r.effects);
     }
     Ok(())
 }

@@ -216,3 +216,13 @@ pub fn check_local_reply(reply: &hybridmesh_filter::flow::LocalReply) {
         assert!(clean(k.as_bytes()) && clean(v.as_bytes()), "{reply:?}");
     }
 }
+
+/// Every line the filter logs is one line.
+pub fn check_logs(effects: &hybridmesh_filter::flow::Effects) {
+    for (level, line) in &effects.logs {
+        assert!(
+            !line.contains(['\r', '\n', '\0']),
+            "a {level:?} log line is not one line: {line:?}"
+        );
+    }
+}
