@@ -403,7 +403,7 @@ impl LocalityPattern {
         for p in parts {
             if p == "*" {
                 segments.push(None);
-            } else if p.contains('*') {
+            } else if p.contains('*') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return None;
             } else {
                 segments.push(Some(p.to_string()));

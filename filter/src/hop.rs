@@ -115,7 +115,8 @@ pub const MAX_CHAIN_BYTES: usize = 2048;
 
 impl Chain {
     /// The chain to send on: the forwarded one (validated, bounded to
-    /// `max` entries including ours) with `me` appended.
+    /// `max` entries including ours, and to [`MAX_CHAIN_BYTES`] so that the
+    /// next hop reads it) with `me` appended.
     pub fn extend(forwarded: Option<&[u8]>, repeated: bool, me: &str, max: usize) -> Chain {
         let mut chain = Chain::default();
         if let Some(value) = forwarded.filter(|v| v.len() > MAX_CHAIN_BYTES) {
@@ -138,8 +139,17 @@ impl Chain {
         }
         chain.looped = chain.clusters.iter().any(|c| c == me);
         let keep = max.saturating_sub(1);
-        if chain.clusters.len() > keep {
-            let drop = chain.clusters.len() - keep;
+        // At most `max` entries with ours, and no longer than the next hop reads.
+        let mut len: usize = chain.clusters.iter().map(|c| c.len() + 1).sum::<usize>() + me.len();
+        let mut drop = chain.clusters.len().saturating_sub(keep);
+        for c in &chain.clusters[..drop] {
+            len -= c.len() + 1;
+        }
+        while len > MAX_CHAIN_BYTES && drop < chain.clusters.len() {
+            len -= chain.clusters[drop].len() + 1;
+            drop += 1;
+        }
+        if drop > 0 {
             chain.clusters.drain(..drop);
             chain.problem.get_or_insert(ChainProblem::Truncated);
         }

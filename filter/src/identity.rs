@@ -26,14 +26,20 @@ impl Locality {
         }
     }
 
-    /// Parses `region[/zone[/subzone]]`. Returns `None` for more than three parts
-    /// or an empty part followed by a non-empty one (`/zone`).
+    /// Parses `region[/zone[/subzone]]`. Returns `None` for more than three parts,
+    /// an empty part followed by a non-empty one (`/zone`), or a part with `*`,
+    /// whitespace or a control character (the locality is sent in a header).
     pub fn parse(text: &str) -> Option<Self> {
         if text.is_empty() {
             return Some(Locality::default());
         }
         let parts: Vec<&str> = text.split('/').collect();
-        if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || p.contains('*')) {
+        let bad = |p: &&str| {
+            p.is_empty()
+                || p.contains('*')
+                || p.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if parts.len() > 3 || parts.iter().any(bad) {
             return None;
         }
         let part = |i: usize| parts.get(i).copied().unwrap_or("");

@@ -192,3 +192,48 @@ proptest! {
         let _ = hybridmesh_filter::health::HealthState::decode(&value);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Every value the filter writes into a header is free of CR, LF and NUL,
+    /// whatever the config's localities and networks hold (found by the
+    /// `config` fuzz target: a locality with CR/LF was accepted and sent).
+    #[test]
+    fn emitted_header_values_never_hold_cr_lf_or_nul(
+        locality in "[a-z\\r\\n\\x00 \\t/-]{0,12}",
+        network in "[a-z\\r\\n\\x00 \\t-]{0,8}",
+        override_locality in proptest::option::of("[a-z\\r\\n\\x00 /]{1,8}"),
+        from in "[a-z*\\r\\n\\x00 /]{1,8}",
+    ) {
+        let identity = override_locality
+            .map(|l| format!(r#""identity": {{"locality": {}}},"#, serde_json::to_string(&l).unwrap()))
+            .unwrap_or_default();
+        let json = format!(
+            r#"{{{identity} "allowDebug": true, "clusters": [{{"name": "anthos", "network": {}, "locality": {}}}, {{"name": "gke"}}],
+                "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": {}, "to": {{"anthos": 50, "gke": 50}}}}, {{"from": "*", "to": {{"gke": 100}}}}]}}]}}"#,
+            serde_json::to_string(&network).unwrap(),
+            serde_json::to_string(&locality).unwrap(),
+            serde_json::to_string(&from).unwrap(),
+        );
+        let Ok(cfg) = parse_json(json.as_bytes()) else { return Ok(()); };
+        // On-prem: no node locality or network, so the cluster table's are sent.
+        let node = hybridmesh_filter::identity::NodeFacts { cluster: Some("anthos".into()), ..Default::default() };
+        let f = Filter::new(cfg, &node).unwrap();
+        let mut host = FakeHost { direction: Some(Direction::Outbound), ..Default::default() };
+        let mut req = request("echo-svc.default");
+        req.push((b"x-hybridmesh-debug".to_vec(), b"1".to_vec()));
+        let out = f.on_request(&req, &mut host);
+        let resp = f.on_response(&out.state, &[(b":status".to_vec(), b"200".to_vec())], &mut host);
+        let emitted = out.headers.unwrap().into_iter().filter(|(k, _)| k.starts_with(b"x-hybridmesh-"))
+            .chain(resp.set_headers.into_iter().map(|(k, v)| (k.into_bytes(), v)));
+        let mut n = 0;
+        for (k, v) in emitted {
+            n += 1;
+            prop_assert!(!v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+                "{}: {:?}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+        }
+        // source-cluster, -network, -locality, hops, target, and the debug decision.
+        prop_assert_eq!(n, 6);
+    }
+}

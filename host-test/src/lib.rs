@@ -16,6 +16,7 @@ pub mod abi;
 pub mod bench;
 pub mod deploy;
 pub mod envoy;
+pub mod fuzz;
 mod host;
 pub mod mesh;
 pub mod plugin;
