@@ -146,7 +146,7 @@ impl Report {
     pub fn targets(&self) -> Vec<(String, String, bool)> {
         let w = self.ratio(Mode::Direct, Variant::Weighted);
         let lua = self.ratio(Mode::Direct, Variant::Lua);
-        let (_, _, _, a99) = self.latency_of(Variant::Weighted);
+        let (_, _, a50, a99) = self.latency_of(Variant::Weighted);
         vec![
             (
                 format!("client side (tag + weighted + hop record) ≥ {TARGET_RATIO:.2} of no filter, direct response"),
@@ -159,9 +159,15 @@ impl Report {
                 w > lua,
             ),
             (
-                format!("added p99 < {TARGET_P99_US:.0} µs at {} req/s", self.latency_rate()),
-                format!("{a99:.1} µs"),
-                a99 < TARGET_P99_US,
+                // The floor's own p99 moves with the machine's noise, so a
+                // negative added p99 proves nothing: the added p50 must be
+                // under the bound too.
+                format!(
+                    "added p99 < {TARGET_P99_US:.0} µs at {} req/s (and added p50, which noise cannot hide)",
+                    self.latency_rate()
+                ),
+                format!("p99 {a99:+.1} µs, p50 {a50:+.1} µs"),
+                a99 < TARGET_P99_US && a50 < TARGET_P99_US,
             ),
             (
                 format!(".wasm < {} KB", TARGET_WASM_BYTES / 1000),
