@@ -20,6 +20,9 @@ pub enum RoutePlan {
         /// (cluster index, weight > 0), weights summing to 100.
         table: Vec<(usize, u32)>,
         sticky_header: Option<String>,
+        /// ` from=<entry's from> weights=<cluster>:<w>,...` for the decision's
+        /// reason: fixed for this proxy, so written once here.
+        explained: String,
     },
     Failover {
         /// Cluster indices, most preferred first.
@@ -46,12 +49,24 @@ impl Plan {
                     sticky_header,
                 } => {
                     let entry = distribute.iter().position(|d| d.from.matches(&me.locality));
-                    let table = entry
+                    let table: Vec<(usize, u32)> = entry
                         .and_then(|e| distribute.get(e))
                         .map(|d| d.to.clone())
                         .unwrap_or_default();
+                    let from = entry
+                        .and_then(|e| distribute.get(e))
+                        .map(|d| d.from.text.as_str())
+                        .unwrap_or_default();
+                    let weights: Vec<String> = table
+                        .iter()
+                        .map(|(k, w)| {
+                            let name = cfg.clusters.get(*k).map(|c| c.name.as_str());
+                            format!("{}:{w}", name.unwrap_or("?"))
+                        })
+                        .collect();
                     RoutePlan::Weighted {
                         entry,
+                        explained: format!(" from={from} weights={}", weights.join(",")),
                         table,
                         sticky_header: sticky_header.clone(),
                     }
@@ -222,34 +237,16 @@ impl Decision {
                 s.push_str(": no distribute entry matches this locality, left to Envoy")
             }
             Why::Weighted {
-                entry,
                 point,
                 sticky,
                 skipped,
                 panic,
+                ..
             } => {
-                let route = self.rule.and_then(|r| plan.routes.get(r));
-                if let Some(RoutePlan::Weighted { table, .. }) = route {
-                    let from = self
-                        .rule
-                        .and_then(|r| cfg.routes.get(r))
-                        .and_then(|r| match &r.policy {
-                            Policy::Weighted { distribute, .. } => {
-                                distribute.get(*entry).map(|d| d.from.text.as_str())
-                            }
-                            _ => None,
-                        })
-                        .unwrap_or_default();
-                    s.push_str(" from=");
-                    s.push_str(from);
-                    s.push_str(" weights=");
-                    for (i, (k, w)) in table.iter().enumerate() {
-                        if i > 0 {
-                            s.push(',');
-                        }
-                        s.push_str(name(*k));
-                        let _ = write!(s, ":{w}");
-                    }
+                if let Some(RoutePlan::Weighted { explained, .. }) =
+                    self.rule.and_then(|r| plan.routes.get(r))
+                {
+                    s.push_str(explained);
                 }
                 let _ = write!(s, " pick={point}{}", if *sticky { " sticky" } else { "" });
                 if *skipped != 0 {
@@ -400,13 +397,18 @@ fn is_set(mask: u64, k: usize) -> bool {
 /// FNV-1a, 64-bit: the sticky hash. Stable across VMs, proxies and releases, so a
 /// user lands on the same cluster from every sidecar.
 pub fn sticky_hash(value: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in value {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
     // Finalise (splitmix64) so nearby keys spread over the whole table.
-    mix(h)
+    mix(fnv1a(FNV_OFFSET, value))
+}
+
+/// FNV-1a's 64-bit offset basis: the state [`fnv1a`] starts from.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit, continued from `state` over `bytes`.
+pub fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(state, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// splitmix64's output function.

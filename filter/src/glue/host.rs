@@ -243,18 +243,19 @@ pub fn send_local_response(
     })
 }
 
-pub fn define_counter(name: &str) -> Result<u32, Status> {
+fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
     let mut id = 0u32;
     // SAFETY: the name slice and out-pointer are valid.
-    check(unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })?;
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
 }
 
+pub fn define_counter(name: &str) -> Result<u32, Status> {
+    define_metric(METRIC_COUNTER, name)
+}
+
 pub fn define_gauge(name: &str) -> Result<u32, Status> {
-    let mut id = 0u32;
-    // SAFETY: the name slice and out-pointer are valid.
-    check(unsafe { proxy_define_metric(METRIC_GAUGE, name.as_ptr(), name.len(), &mut id) })?;
-    Ok(id)
+    define_metric(METRIC_GAUGE, name)
 }
 
 /// Adds a signed offset to a counter or gauge.
@@ -269,8 +270,7 @@ pub fn linear_memory_bytes() -> u64 {
 }
 
 pub fn increment(id: u32, by: u64) -> Result<(), Status> {
-    // SAFETY: plain integer arguments.
-    check(unsafe { proxy_increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)) })
+    add(id, i64::try_from(by).unwrap_or(i64::MAX))
 }
 
 /// proxy-wasm map wire format: count, then (key size, value size) per pair, then

@@ -10,7 +10,7 @@ use proxy_wasm::types::ContextType;
 
 use super::host;
 use super::http::Http;
-use crate::decide::{mix, Rng};
+use crate::decide::{fnv1a, mix, Rng, FNV_OFFSET};
 use crate::flow::{Effects, Filter, Level};
 use crate::identity::{Locality, NodeFacts};
 use crate::metrics::LabelGuard;
@@ -54,23 +54,19 @@ impl MemoryGauge {
     }
 }
 
-/// FNV-1a: a small, fast hasher for the few metric keys of a VM (the keys
-/// are bounded labels, not attacker-chosen in number).
-#[derive(Default)]
+/// FNV-1a as a [`Hasher`]: small and fast for the few metric keys of a VM
+/// (bounded labels, not attacker-chosen in number).
 pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(FNV_OFFSET)
+    }
+}
 
 impl Hasher for Fnv {
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
+        self.0 = fnv1a(self.0, bytes);
     }
 
     fn finish(&self) -> u64 {

@@ -1,12 +1,13 @@
 //! Load: `wrk` for throughput (on its own CPU), and a paced keep-alive client
 //! for latency at a fixed, moderate rate.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+
+pub use crate::mesh::load::{percentile, Conn};
 
 /// What one `wrk` run reported.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,73 +95,11 @@ pub fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
     Ok(run)
 }
 
-/// One keep-alive HTTP/1.1 connection that sends GETs and reads responses
-/// with a Content-Length body.
-pub struct Conn {
-    stream: TcpStream,
-    request: Vec<u8>,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    pub fn open(target: SocketAddr, host: &str, headers: &[(&str, &str)]) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
-            .with_context(|| format!("cannot connect to {target}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut head = format!("GET / HTTP/1.1\r\nhost: {host}\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        Ok(Conn {
-            stream,
-            request: head.into_bytes(),
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    /// Sends one request and reads its response; the status code.
-    pub fn get(&mut self) -> anyhow::Result<u32> {
-        self.stream.write_all(&self.request)?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buf[..end]).context("response head")?;
-                let status: u32 = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .context("status line")?;
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while self.buf.len() < end + 4 + len {
-                    let n = self.stream.read(&mut chunk)?;
-                    if n == 0 {
-                        bail!("connection closed mid-body");
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
-                return Ok(status);
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("connection closed");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// One GET of `/` on a keep-alive connection: its status.
+pub fn status(c: &mut Conn, host: &str, headers: &[(&str, &str)]) -> anyhow::Result<u32> {
+    c.get("/", host, headers)
+        .map(|(status, _, _)| status)
+        .map_err(|(_, e)| e)
 }
 
 /// Latencies of requests sent at a fixed rate, measured from when each was
@@ -175,16 +114,6 @@ impl Paced {
     pub fn percentile(&self, p: f64) -> f64 {
         percentile(&self.latencies_us, p)
     }
-}
-
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[rank.min(v.len() - 1)]
 }
 
 /// `rate` requests per second over `connections` connections for `duration`.
@@ -203,7 +132,7 @@ pub fn paced(
         let handles: Vec<_> = (0..connections)
             .map(|k| {
                 s.spawn(move || -> anyhow::Result<Paced> {
-                    let mut c = Conn::open(target, host, headers)?;
+                    let mut c = Conn::open(target)?;
                     let mut out = Paced::default();
                     // Connections are staggered over one interval.
                     let mut due = start + interval.mul_f64(f64::from(k) / f64::from(connections));
@@ -212,12 +141,14 @@ pub fn paced(
                         if due > now {
                             std::thread::sleep(due - now);
                         }
-                        match c.get() {
-                            Ok(200) => out.latencies_us.push(due.elapsed().as_secs_f64() * 1e6),
+                        match c.get("/", host, headers) {
+                            Ok((200, _, _)) => {
+                                out.latencies_us.push(due.elapsed().as_secs_f64() * 1e6)
+                            }
                             Ok(_) => out.errors += 1,
                             Err(_) => {
                                 out.errors += 1;
-                                c = Conn::open(target, host, headers)?;
+                                c = Conn::open(target)?;
                             }
                         }
                         due += interval;

@@ -42,6 +42,9 @@ pub struct Options {
     /// Requests before the second linear-memory reading.
     pub memory_requests: u64,
     pub harness_requests: u64,
+    /// A smoke run ([`Options::quick`]): the report says its figures are not
+    /// measurements.
+    pub quick: bool,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             startup_runs: 3,
             memory_requests: 1_000_000,
             harness_requests: 100_000,
+            quick: false,
         }
     }
 
@@ -70,6 +74,7 @@ impl Options {
         self.startup_runs = 1;
         self.memory_requests = 5_000;
         self.harness_requests = 2_000;
+        self.quick = true;
         self
     }
 }
@@ -130,6 +135,8 @@ pub struct Report {
     pub memory: MemoryRun,
     pub harness: harness::HarnessFigures,
     pub quick: bool,
+    /// Requests per second of the latency runs.
+    pub latency_rate: u32,
 }
 
 pub fn mode_key(m: Mode) -> u8 {
@@ -229,14 +236,9 @@ fn clock_ticks() -> f64 {
     sh("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0)
 }
 
-pub fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+/// Resident memory in bytes (0 when the process is gone).
+fn rss_bytes(pid: u32) -> u64 {
+    crate::mesh::load::rss_kib(pid).map_or(0, |kb| kb * 1024)
 }
 
 /// The processes of one run, stopped on drop.
@@ -361,7 +363,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
         wasm_bytes,
         load_before: loadavg(),
         started: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        quick: opts.rounds < 2,
+        quick: opts.quick,
+        latency_rate: opts.latency_rate,
         options_line: format!(
             "{} rounds; wrk -t1 -c{} for {:.1} s per variant per round; latency at {} req/s over 4 connections for {:.1} s; {} start-ups per variant; {} requests for the memory run; {} harness requests",
             opts.rounds,
@@ -412,9 +415,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     for mode in [Mode::Direct, Mode::Upstream] {
         for v in Variant::ALL {
             let ip = envoy::address(mode_key(mode), v);
-            let mut c =
-                load::Conn::open(envoy::listener(ip), envoy::SERVICE, &v.request_headers())?;
-            let status = c.get()?;
+            let mut c = load::Conn::open(envoy::listener(ip))?;
+            let status = load::status(&mut c, envoy::SERVICE, &v.request_headers())?;
             if status != 200 {
                 bail!(
                     "{} ({}) answered {status}; see {}",
@@ -525,10 +527,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
                 envoys: vec![e.clone()],
             };
             let ms = loop {
-                if let Ok(mut c) =
-                    load::Conn::open(envoy::listener(ip), envoy::SERVICE, &v.request_headers())
-                {
-                    if let Ok(200) = c.get() {
+                if let Ok(mut c) = load::Conn::open(envoy::listener(ip)) {
+                    if let Ok(200) = load::status(&mut c, envoy::SERVICE, &v.request_headers()) {
                         break t.elapsed().as_secs_f64() * 1e3;
                     }
                 }
@@ -576,9 +576,9 @@ fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
         ..MemoryRun::default()
     };
     let headers = v.request_headers();
-    let mut c = load::Conn::open(target, envoy::SERVICE, &headers)?;
+    let mut c = load::Conn::open(target)?;
     for _ in 0..1000 {
-        if c.get()? != 200 {
+        if load::status(&mut c, envoy::SERVICE, &headers)? != 200 {
             run.errors += 1;
         }
     }

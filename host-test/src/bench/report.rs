@@ -164,7 +164,7 @@ impl Report {
                 // under the bound too.
                 format!(
                     "added p99 < {TARGET_P99_US:.0} µs at {} req/s (and added p50, which noise cannot hide)",
-                    self.latency_rate()
+                    self.latency_rate
                 ),
                 format!("p99 {a99:+.1} µs, p50 {a50:+.1} µs"),
                 a99 < TARGET_P99_US && a50 < TARGET_P99_US,
@@ -189,15 +189,6 @@ impl Report {
                 self.harness.rematches_per_request <= 1.0,
             ),
         ]
-    }
-
-    fn latency_rate(&self) -> String {
-        self.options_line
-            .split("latency at ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or("?")
-            .to_string()
     }
 
     pub fn markdown(&self, command: &str) -> String {
@@ -298,7 +289,7 @@ impl Report {
             "## Latency at a fixed, moderate rate (direct response)\n\n{} req/s over 4 keep-alive \
              connections, each request timed from when it was due. Added = the variant minus no filter \
              in the same round, median over rounds.\n",
-            self.latency_rate()
+            self.latency_rate
         );
         let _ = writeln!(
             s,

@@ -252,13 +252,11 @@ impl Report {
 
     /// Latency percentile (0-100) in ms over every request.
     pub fn latency_ms(&self, pct: f64) -> f64 {
-        let mut v: Vec<f64> = self.records.iter().map(|r| r.end_ms - r.start_ms).collect();
-        if v.is_empty() {
+        if self.records.is_empty() {
             return 0.0;
         }
-        v.sort_by(f64::total_cmp);
-        let i = ((pct / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[i.min(v.len() - 1)]
+        let v: Vec<f64> = self.records.iter().map(|r| r.end_ms - r.start_ms).collect();
+        percentile(&v, pct)
     }
 
     /// Ms from `from_ms` until the answer of the first of `k` consecutive
@@ -323,16 +321,16 @@ impl Report {
 }
 
 /// Status, headers, and whether the server closes the connection.
-type Answer = (u32, Vec<(String, String)>, bool);
+pub type Answer = (u32, Vec<(String, String)>, bool);
 
-/// One keep-alive connection to the sidecar.
-struct Conn {
+/// One keep-alive HTTP/1.1 connection (to a sidecar, or a benchmark's Envoy).
+pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
             .with_context(|| format!("cannot connect to {addr}"))?;
         s.set_nodelay(true)?;
@@ -347,14 +345,17 @@ impl Conn {
     /// answer arrived is `(true, e)`: the request may be sent again on a
     /// new connection, as HTTP clients do with idempotent requests on a
     /// reused connection the server closed.
-    fn get(
+    pub fn get(
         &mut self,
         path: &str,
         authority: &str,
-        id: &str,
+        headers: &[(&str, &str)],
     ) -> Result<Answer, (bool, anyhow::Error)> {
-        let head =
-            format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\nx-request-id: {id}\r\n\r\n");
+        let mut head = format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
         if let Err(e) = self.writer.write_all(head.as_bytes()) {
             return Err((true, e.into()));
         }
@@ -485,7 +486,7 @@ fn client(
                 }
             }
             let Some(c) = conn.as_mut() else { break };
-            match c.get(&spec.path, &spec.authority, &id) {
+            match c.get(&spec.path, &spec.authority, &[("x-request-id", &id)]) {
                 Ok((status, headers, close)) => {
                     let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
                     record.status = status;
@@ -522,6 +523,17 @@ fn client(
         }
     }
     out
+}
+
+/// The `p`th percentile (0-100) of `samples` by rank (NaN when empty).
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[rank.min(v.len() - 1)]
 }
 
 /// Resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
