@@ -5,9 +5,9 @@
 //! goes through both sides without a panic and with clean headers.
 #![no_main]
 
-use hybridmesh_filter::decide::RoutePlan;
-use hybridmesh_filter::flow::{Direction, Headers, Peer};
-use hybridmesh_filter::{parse_json, Filter};
+use hybridmesh_filter_core::decide::RoutePlan;
+use hybridmesh_filter_core::flow::{Direction, Headers, Peer};
+use hybridmesh_filter_core::{parse_json, Filter};
 use hybridmesh_fuzz::{
     check_local_reply, check_outbound, check_response, host_for, nodes, FakeHost,
 };

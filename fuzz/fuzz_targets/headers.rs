@@ -8,8 +8,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hybridmesh_filter::flow::{Direction, Headers, Peer};
-use hybridmesh_filter::{parse_json, Filter};
+use hybridmesh_filter_core::flow::{Direction, Headers, Peer};
+use hybridmesh_filter_core::{parse_json, Filter};
 use hybridmesh_fuzz::{
     check_local_reply, check_logs, check_outbound, check_response, nodes, FakeHost,
 };
@@ -161,7 +161,7 @@ fn run(u: &mut Unstructured, filters: &[Filter]) -> arbitrary::Result<()> {
             "echo-svc.sleep.svc.cluster.local",
         ] {
             host.shared
-                .insert(hybridmesh_filter::health::health_key(svc), v.clone());
+                .insert(hybridmesh_filter_core::health::health_key(svc), v.clone());
         }
     }
     let out = f.on_request(&req, &mut host);
@@ -178,7 +178,7 @@ fn run(u: &mut Unstructured, filters: &[Filter]) -> arbitrary::Result<()> {
         // Under trustSource mtls (every config here), a plaintext peer is never trusted.
         assert_eq!(
             f.cfg.trust_source,
-            hybridmesh_filter::config::TrustSource::Mtls
+            hybridmesh_filter_core::config::TrustSource::Mtls
         );
         let trusted_peer = host.peer.mtls;
         let seen = out.headers.as_ref().unwrap_or(&req);

@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hybridmesh_filter::hop::{Chain, ChainProblem, ServedBy, MAX_CHAIN_BYTES};
+use hybridmesh_filter_core::hop::{Chain, ChainProblem, ServedBy, MAX_CHAIN_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fn cluster_name(s: &str) -> bool {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hybridmesh_filter::hosts::{service_from_authority, HostPattern, HostTable};
+use hybridmesh_filter_core::hosts::{service_from_authority, HostPattern, HostTable};
 use libfuzzer_sys::fuzz_target;
 
 /// Small alphabet so that patterns and names collide often.

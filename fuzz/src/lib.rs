@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use hybridmesh_filter::flow::{Direction, Headers, Host, Peer, Update};
-use hybridmesh_filter::identity::{Locality, NodeFacts};
-use hybridmesh_filter::Filter;
+use hybridmesh_filter_core::flow::{Direction, Headers, Host, Peer, Update};
+use hybridmesh_filter_core::identity::{Locality, NodeFacts};
+use hybridmesh_filter_core::Filter;
 
 /// The proxy, as far as the filter asks it anything. Every answer is data the
 /// target chose.
@@ -91,8 +91,8 @@ pub fn clean(v: &[u8]) -> bool {
 }
 
 /// A hostname that `pattern` (as the host table stores it) matches.
-pub fn host_for(pattern: &hybridmesh_filter::hosts::HostPattern) -> String {
-    use hybridmesh_filter::hosts::HostPattern;
+pub fn host_for(pattern: &hybridmesh_filter_core::hosts::HostPattern) -> String {
+    use hybridmesh_filter_core::hosts::HostPattern;
     match pattern {
         HostPattern::Exact(h) => h.clone(),
         HostPattern::Suffix(s) => format!("x{s}"),
@@ -146,7 +146,7 @@ pub fn check_outbound(f: &Filter, input: &Headers, out: &Headers) {
             assert_eq!(entries.last(), Some(&f.me.cluster.as_str()), "{text:?}");
             for e in &entries[..entries.len() - 1] {
                 assert!(
-                    hybridmesh_filter::config::is_cluster_name(e),
+                    hybridmesh_filter_core::config::is_cluster_name(e),
                     "hop chain entry {e:?} is not a cluster name"
                 );
             }
@@ -181,8 +181,8 @@ pub fn check_outbound(f: &Filter, input: &Headers, out: &Headers) {
 /// the hop record's JSON parses and says what the request said.
 pub fn check_response(
     f: &Filter,
-    state: &hybridmesh_filter::flow::StreamState,
-    outcome: &hybridmesh_filter::flow::ResponseOutcome,
+    state: &hybridmesh_filter_core::flow::StreamState,
+    outcome: &hybridmesh_filter_core::flow::ResponseOutcome,
 ) {
     let names = &f.cfg.headers;
     for (k, v) in &outcome.set_headers {
@@ -210,7 +210,7 @@ pub fn check_response(
 }
 
 /// Local replies: an error status, clean headers.
-pub fn check_local_reply(reply: &hybridmesh_filter::flow::LocalReply) {
+pub fn check_local_reply(reply: &hybridmesh_filter_core::flow::LocalReply) {
     assert!((400..=599).contains(&reply.status), "{reply:?}");
     for (k, v) in &reply.headers {
         assert!(clean(k.as_bytes()) && clean(v.as_bytes()), "{reply:?}");
@@ -218,7 +218,7 @@ pub fn check_local_reply(reply: &hybridmesh_filter::flow::LocalReply) {
 }
 
 /// Every line the filter logs is one line.
-pub fn check_logs(effects: &hybridmesh_filter::flow::Effects) {
+pub fn check_logs(effects: &hybridmesh_filter_core::flow::Effects) {
     for (level, line) in &effects.logs {
         assert!(
             !line.contains(['\r', '\n', '\0']),

@@ -1,0 +1,98 @@
+//! `hybridmesh bench`: the filter's cost in a real Envoy, written to BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use hybridmesh_bench::{self as bench, Options};
+
+use super::{default_examples, default_wasm, workspace_root, Paint};
+use crate::Outcome;
+
+/// Measure what the filter costs in real Envoy 1.40 (V8), side by side with no
+/// filter and with Envoy's Lua filter: throughput and CPU per request through
+/// one pinned worker (direct response and a real upstream), latency at a fixed
+/// moderate rate, start-up, memory (RSS and the guest's linear memory over a
+/// million requests), and the offline harness. Writes BENCHMARKS.md.
+///
+/// Needs 2 CPUs, `wrk` and Envoy (`scripts/bench` installs both and builds
+/// the filter first). About 8 minutes with the defaults.
+#[derive(Parser)]
+pub struct BenchCommand {
+    /// Where to write the report.
+    #[arg(long, value_name = "FILE", default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// The filter module (default: the one this repository builds).
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
+    /// The examples folder (the variants' plugin configs come from it).
+    #[arg(long, value_name = "DIR")]
+    examples: Option<PathBuf>,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of `wrk` per variant per round.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Requests per second of the latency runs.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Requests before the second linear-memory reading.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_requests: u64,
+    /// A smoke run: every measurement, one short round (figures are not measurements).
+    #[arg(long)]
+    quick: bool,
+    /// Fail (exit 1) when a target of the performance issue is missed.
+    #[arg(long)]
+    check_targets: bool,
+}
+
+struct Lines;
+
+impl bench::Progress for Lines {
+    fn line(&mut self, s: &str) {
+        eprintln!("{s}");
+    }
+}
+
+impl BenchCommand {
+    pub fn execute(self) -> anyhow::Result<Outcome> {
+        let mut opts = Options::new(
+            self.wasm.unwrap_or_else(default_wasm),
+            self.examples.unwrap_or_else(default_examples),
+            workspace_root(),
+        );
+        opts.rounds = self.rounds.max(1);
+        opts.duration = Duration::from_secs_f64(self.seconds.max(0.2));
+        opts.latency_rate = self.rate.max(1);
+        opts.memory_requests = self.memory_requests.max(1000);
+        if self.quick {
+            opts = opts.quick();
+        }
+        let report = bench::run(&opts, &mut Lines)?;
+        let mut command = String::from("scripts/bench");
+        if self.quick {
+            command.push_str(" --quick");
+        }
+        std::fs::write(&self.out, report.markdown(&command))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.out.display()))?;
+        let p = Paint::stdout();
+        println!("{}", p.bold("targets"));
+        let mut missed = 0;
+        for (what, got, ok) in report.targets() {
+            if !ok {
+                missed += 1;
+            }
+            let mark = if ok { p.green("✓") } else { p.red("✗") };
+            println!("{mark} {what}: {got}");
+        }
+        println!("written to {}", self.out.display());
+        Ok(if self.check_targets && missed > 0 {
+            Outcome::Failed
+        } else {
+            Outcome::Passed
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! `hybridmesh demo`: the seed article's walk-through, step by step.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use hybridmesh_scenario::Scenario;
+use hybridmesh_sim::run::{run_file, Engine};
+
+use super::{default_examples, load_module, Paint};
+use crate::Outcome;
+
+/// Walk through the seed article (GKE + on-prem Anthos in one Istio mesh)
+/// in real Envoy 1.40 processes, with the filter in every sidecar: default spread, locality failover while
+/// endpoints drain, cluster-local, the 80/20 split, per-cluster subsets,
+/// spoofed headers and a bad config, printing what a person would see.
+#[derive(Parser)]
+pub struct DemoCommand {
+    /// The examples folder.
+    #[arg(long, value_name = "DIR")]
+    examples: Option<PathBuf>,
+    /// The proxy-wasm module (default: the filter this repository builds).
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
+    /// Run the walk-through in the wasmtime harness instead of the real-Envoy
+    /// replica (no Envoy needed; every example file, step by step).
+    #[arg(long)]
+    harness: bool,
+}
+
+/// Prints the replica walk-through as it goes.
+struct Terminal {
+    p: Paint,
+}
+
+impl hybridmesh_replica::demo::Out for Terminal {
+    fn title(&mut self, s: &str) {
+        println!("\n{} {}", self.p.bold("==="), self.p.bold(s));
+    }
+    fn note(&mut self, s: &str) {
+        println!("{}", self.p.dim(s));
+    }
+    fn line(&mut self, s: &str) {
+        println!("    {s}");
+    }
+    fn check(&mut self, ok: bool, what: &str, detail: &str) {
+        let mark = if ok {
+            self.p.green("✓")
+        } else {
+            self.p.red("✗")
+        };
+        if detail.is_empty() {
+            println!("{mark} {what}");
+        } else {
+            println!("{mark} {what}   {}", self.p.dim(detail));
+        }
+    }
+}
+
+impl DemoCommand {
+    pub fn execute(self) -> anyhow::Result<Outcome> {
+        if self.harness {
+            self.harness()
+        } else {
+            self.replica()
+        }
+    }
+
+    /// The seed's walk-through with real Envoy processes (the default).
+    fn replica(self) -> anyhow::Result<Outcome> {
+        let dir = self.examples.unwrap_or_else(default_examples);
+        // The same check (and message) as the harness walk-through.
+        super::test::scenario_files(std::slice::from_ref(&dir))?;
+        if let Some(w) = &self.wasm {
+            std::env::set_var("HYBRIDMESH_WASM", w);
+        }
+        let p = Paint::stdout();
+        let mut out = Terminal { p: Paint::stdout() };
+        let report =
+            hybridmesh_replica::demo::run(&dir, &super::workspace_root(), "demo", &mut out)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e:#}\n  (the same walk-through without Envoy: hybridmesh demo --harness)"
+                    )
+                })?;
+        println!();
+        let failed = report.failures().len();
+        let summary = format!(
+            "{} checks, {} passed, {failed} failed; {} Envoy processes, ready in {:.1}s, {:.1}s in all",
+            report.checks.len(),
+            report.checks.len() - failed,
+            report.processes,
+            report.startup,
+            report.seconds
+        );
+        if report.ok() {
+            println!(
+                "{}",
+                p.green("every step behaved as the seed article describes, in real Envoy")
+            );
+            println!("{summary}");
+            Ok(Outcome::Passed)
+        } else {
+            println!(
+                "{}",
+                p.red("some steps did not behave as expected (see above)")
+            );
+            println!("{summary}");
+            Ok(Outcome::Failed)
+        }
+    }
+
+    /// The walk-through in the wasmtime harness: every example, step by step.
+    fn harness(self) -> anyhow::Result<Outcome> {
+        let dir = self.examples.unwrap_or_else(default_examples);
+        let files = super::test::scenario_files(&[dir])?;
+        let engine = Engine::Wasm(load_module(self.wasm.as_ref())?);
+        let p = Paint::stdout();
+        let mut ok = true;
+        for f in &files {
+            let description = Scenario::load(f).map(|s| s.description).unwrap_or_default();
+            let r = run_file(f, &engine);
+            println!("\n{} {}", p.bold("==="), p.bold(&r.name));
+            for line in description.lines().filter(|l| !l.trim().is_empty()) {
+                println!("{}", p.dim(line.trim()));
+            }
+            if let Some(e) = &r.error {
+                println!("  {} {e}", p.red("error:"));
+            }
+            for s in &r.steps {
+                let mark = if s.ok { p.green("✓") } else { p.red("✗") };
+                println!("{mark} {}", s.name);
+                for line in &s.lines {
+                    println!("    {line}");
+                }
+                if s.lines.len() >= 12 {
+                    println!("    {}", p.dim("…"));
+                }
+                for problem in &s.problems {
+                    println!("    {} {problem}", p.red("!"));
+                }
+            }
+            ok &= r.ok;
+        }
+        println!();
+        if ok {
+            println!(
+                "{}",
+                p.green("every step behaved as the seed article describes")
+            );
+        } else {
+            println!(
+                "{}",
+                p.red("some steps did not behave as expected (see above)")
+            );
+        }
+        Ok(if ok { Outcome::Passed } else { Outcome::Failed })
+    }
+}

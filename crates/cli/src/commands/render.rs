@@ -1,0 +1,98 @@
+//! `hybridmesh render`: the manifests of `wasmplugin/` from one mesh
+//! description (`examples/deploy.yaml`): for one cluster or all.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use hybridmesh_ops::deploy::render::{self, Which};
+use hybridmesh_ops::deploy::{image, yaml, MeshDescription};
+
+use super::Paint;
+use crate::Outcome;
+
+/// Render the WasmPlugins, DestinationRules and VirtualServices from a mesh
+/// description.
+///
+/// With --out, writes the kustomize tree (base/, overlays/<cluster>/,
+/// meshconfig-stats.yaml); without it, prints what `kubectl apply -k
+/// overlays/<cluster>` applies. --check compares instead of writing (exit 1
+/// on a difference).
+#[derive(Parser)]
+#[command(
+    after_help = "Examples:\n  hybridmesh render examples/deploy.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --out wasmplugin --check\n  hybridmesh render examples/deploy.yaml --cluster anthos\n  hybridmesh render examples/deploy.yaml --image hybridmesh-image --out /tmp/wasmplugin"
+)]
+pub struct RenderCommand {
+    /// The mesh description.
+    #[arg(value_name = "MESH.yaml")]
+    mesh: PathBuf,
+    /// One cluster (default: all).
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Write the tree under this folder.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// With --out: compare with what is there; change nothing.
+    #[arg(long, requires = "out")]
+    check: bool,
+    /// Take the sha256 from this packaged image (OCI layout folder or tar)
+    /// instead of the description: the manifest digest for oci:// urls, the
+    /// module's sha256 for http(s):// urls.
+    #[arg(long, value_name = "LAYOUT")]
+    image: Option<PathBuf>,
+}
+
+impl RenderCommand {
+    pub fn execute(self) -> anyhow::Result<Outcome> {
+        let mut mesh = MeshDescription::load(&self.mesh)?;
+        if let Some(layout) = &self.image {
+            let v = image::verify(layout, None)
+                .with_context(|| format!("--image {}", layout.display()))?;
+            mesh.image.sha256 = image::expected_sha256(&mesh.image.url, &v).0;
+        }
+        let which = match &self.cluster {
+            Some(c) => Which::Cluster(c.clone()),
+            None => Which::All,
+        };
+        let source = self.mesh.display().to_string();
+        let files = render::render(&mesh, &which, &source)?;
+        let Some(out) = &self.out else {
+            let clusters: Vec<String> = match &which {
+                Which::Cluster(c) => vec![c.clone()],
+                Which::All => mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+            };
+            for c in clusters {
+                println!("# kubectl apply -k wasmplugin/overlays/{c}  (cluster {c})");
+                print!("{}", yaml::documents(&render::cluster_documents(&mesh, &c)));
+            }
+            return Ok(Outcome::Passed);
+        };
+        let p = Paint::stdout();
+        if self.check {
+            let diffs = render::differences(out, &files);
+            if diffs.is_empty() {
+                println!(
+                    "{} {} file(s) under {} are the render output of {source}",
+                    p.green("ok"),
+                    files.len(),
+                    out.display()
+                );
+                return Ok(Outcome::Passed);
+            }
+            for d in &diffs {
+                println!("{} {d}", p.red("FAIL"));
+            }
+            println!(
+                "render again: hybridmesh render {source} --out {}",
+                out.display()
+            );
+            return Ok(Outcome::Failed);
+        }
+        render::write(out, &files)?;
+        for f in &files {
+            println!("wrote {}", out.join(&f.path).display());
+        }
+        Ok(Outcome::Passed)
+    }
+}

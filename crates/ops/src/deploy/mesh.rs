@@ -1,0 +1,321 @@
+//! The mesh description `render` works from (`examples/deploy.yaml`): the
+//! clusters (network, region), the filter's image, how the plugin is attached,
+//! and the services the filter steers with their policy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The whole description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshDescription {
+    pub image: Image,
+    #[serde(default)]
+    pub plugin: PluginSettings,
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Policy for every host no service names (`none`: tag and record only).
+    /// Absent: the filter leaves other hosts alone.
+    pub other_hosts: Option<String>,
+}
+
+/// The filter's OCI image (or http(s) url) and its digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Image {
+    pub url: String,
+    /// For `oci://` urls: the image manifest digest (what Istio compares);
+    /// for `http(s)://`: the `.wasm` file's sha256. `hybridmesh package` prints both.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default = "default_pull_policy")]
+    pub pull_policy: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the plugin's namespace.
+    pub pull_secret: Option<String>,
+}
+
+fn default_pull_policy() -> String {
+    "IfNotPresent".to_string()
+}
+
+/// How the two WasmPlugins (client side, server side) are attached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PluginSettings {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The mesh's root namespace applies the plugin to every sidecar.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Optional workload selector (`selector.matchLabels`).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default = "Side::client_default")]
+    pub client: Side,
+    #[serde(default = "Side::server_default")]
+    pub server: Side,
+    /// Further plugin-config keys for every cluster (e.g. `trustDomains`,
+    /// `hopLog`); `clusters`, `routes`, `identity` and `direction` are rendered.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            name: default_name(),
+            namespace: default_namespace(),
+            selector: BTreeMap::new(),
+            client: Side::client_default(),
+            server: Side::server_default(),
+            config: serde_json::Map::new(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "hybridmesh".to_string()
+}
+
+fn default_namespace() -> String {
+    "istio-system".to_string()
+}
+
+/// Phase, priority and fail strategy of one side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Side {
+    pub phase: String,
+    pub priority: i64,
+    pub fail_strategy: String,
+}
+
+impl Side {
+    /// Client side: decides the route. Fails open: without it, requests take
+    /// the VirtualService's default route (Istio's own spread), as before the
+    /// filter was installed.
+    pub fn client_default() -> Side {
+        Side {
+            phase: "AUTHN".into(),
+            priority: 1000,
+            fail_strategy: "FAIL_OPEN".into(),
+        }
+    }
+
+    /// Server side: enforces cluster-local and strips untrusted identity
+    /// headers. Fails closed: a broken plugin must not silently drop enforcement.
+    pub fn server_default() -> Side {
+        Side {
+            phase: "AUTHZ".into(),
+            priority: 1000,
+            fail_strategy: "FAIL_CLOSE".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cluster {
+    /// Istio's cluster ID (`values.global.multiCluster.clusterName`): the
+    /// value of `topology.istio.io/cluster` on its endpoints.
+    pub name: String,
+    pub network: String,
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    /// `false` when the nodes carry no `topology.kubernetes.io/region` label
+    /// (on-prem): the plugin config then supplies the locality.
+    #[serde(default = "yes")]
+    pub node_locality: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Cluster {
+    pub fn locality(&self) -> String {
+        if self.zone.is_empty() {
+            self.region.clone()
+        } else {
+            format!("{}/{}", self.region, self.zone)
+        }
+    }
+}
+
+/// One service the filter steers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Service {
+    /// `<name>.<namespace>.svc.cluster.local`.
+    pub host: String,
+    /// `clusterLocal`, `weighted` or `failover`.
+    pub policy: String,
+    /// The clusters that serve it (default: all).
+    pub clusters: Option<Vec<String>>,
+    pub failover: Option<Vec<FromTo>>,
+    pub failover_priority: Option<Vec<String>>,
+    pub distribute: Option<Vec<Distribute>>,
+    pub sticky_header: Option<String>,
+    #[serde(default)]
+    pub outlier_detection: Outlier,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromTo {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distribute {
+    pub from: String,
+    pub to: BTreeMap<String, u32>,
+}
+
+/// DestinationRule names; the filter takes the three it uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Outlier {
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// Envoy's analysis interval (DestinationRule only).
+    pub interval: Option<String>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+    /// DestinationRule only.
+    pub max_ejection_percent: Option<u32>,
+}
+
+impl Service {
+    /// `(name, namespace)` from `<name>.<namespace>.svc...`.
+    pub fn name_namespace(&self) -> (String, String) {
+        let mut parts = self.host.split('.');
+        let name = parts.next().unwrap_or_default().to_string();
+        let ns = parts.next().unwrap_or("default").to_string();
+        (name, ns)
+    }
+
+    /// The clusters the filter can send this service's requests to.
+    pub fn cluster_names<'a>(&'a self, mesh: &'a MeshDescription) -> Vec<&'a str> {
+        match &self.clusters {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
+        }
+    }
+}
+
+impl MeshDescription {
+    pub fn load(path: &Path) -> anyhow::Result<MeshDescription> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{} is not a mesh description", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<MeshDescription> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mesh: MeshDescription = serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = e
+                .inner()
+                .location()
+                .map(|l| format!(" (line {})", l.line()))
+                .unwrap_or_default();
+            let msg = hybridmesh_filter_core::config::clean_message(&e.inner().to_string());
+            anyhow::anyhow!("{}: {msg}{line}", e.path())
+        })?;
+        mesh.check()?;
+        Ok(mesh)
+    }
+
+    /// What serde cannot say: names that must exist, values Istio accepts.
+    fn check(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.clusters.is_empty() {
+            problems.push("clusters: empty, expected the mesh's clusters".to_string());
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if !hybridmesh_filter_core::config::is_cluster_name(&c.name) {
+                problems.push(format!(
+                    "clusters[{i}].name: {:?} is not a cluster name",
+                    c.name
+                ));
+            }
+            if self.clusters.iter().filter(|o| o.name == c.name).count() > 1 {
+                problems.push(format!(
+                    "clusters[{i}].name: duplicate cluster {:?}",
+                    c.name
+                ));
+            }
+            if c.region.is_empty() {
+                problems.push(format!("clusters[{i}].region: empty"));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let (name, ns) = s.name_namespace();
+            if name.is_empty() || !s.host.contains(".svc.") {
+                problems.push(format!(
+                    "services[{i}].host: {:?} is not <name>.<namespace>.svc.<domain>",
+                    s.host
+                ));
+            }
+            if ns.is_empty() {
+                problems.push(format!("services[{i}].host: no namespace in {:?}", s.host));
+            }
+            if !["clusterLocal", "weighted", "failover"].contains(&s.policy.as_str()) {
+                problems.push(format!(
+                    "services[{i}].policy: {:?}, expected clusterLocal, weighted or failover",
+                    s.policy
+                ));
+            }
+            for n in s.cluster_names(self) {
+                if !self.clusters.iter().any(|c| c.name == n) {
+                    problems.push(format!("services[{i}].clusters: unknown cluster {n:?}"));
+                }
+            }
+        }
+        if let Some(p) = &self.other_hosts {
+            if !["none", "clusterLocal"].contains(&p.as_str()) {
+                problems.push(format!("otherHosts: {p:?}, expected none or clusterLocal"));
+            }
+        }
+        for key in ["clusters", "routes", "identity", "direction"] {
+            if self.plugin.config.contains_key(key) {
+                problems.push(format!(
+                    "plugin.config.{key}: rendered from the description, do not set it here"
+                ));
+            }
+        }
+        for (side, s) in [
+            ("client", &self.plugin.client),
+            ("server", &self.plugin.server),
+        ] {
+            if !["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&s.phase.as_str()) {
+                problems.push(format!(
+                    "plugin.{side}.phase: {:?}, expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE",
+                    s.phase
+                ));
+            }
+            if !["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"].contains(&s.fail_strategy.as_str()) {
+                problems.push(format!(
+                    "plugin.{side}.failStrategy: {:?}, expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD",
+                    s.fail_strategy
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("{}", problems.join("\n"))
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}

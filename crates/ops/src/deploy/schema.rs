@@ -1,0 +1,452 @@
+//! Istio's structural schemas (copies in `crates/ops/schemas/`, see its
+//! README for provenance) and the CEL rules under `x-kubernetes-validations`
+//! that the API server runs, implemented here.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// One problem: the field path (`spec.match[0].mode`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+    /// The field to find the line of (the unknown key itself, for an unknown field).
+    pub at: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The resources this module knows: (kind, accepted apiVersions, schema text).
+const SCHEMAS: [(&str, &[&str], &str); 4] = [
+    (
+        "WasmPlugin",
+        &["extensions.istio.io/v1alpha1"],
+        include_str!("../../schemas/wasmplugin.extensions.istio.io.v1alpha1.schema.json"),
+    ),
+    (
+        "TrafficExtension",
+        &["extensions.istio.io/v1alpha1"],
+        include_str!("../../schemas/trafficextension.extensions.istio.io.v1alpha1.schema.json"),
+    ),
+    (
+        "DestinationRule",
+        &[
+            "networking.istio.io/v1",
+            "networking.istio.io/v1beta1",
+            "networking.istio.io/v1alpha3",
+        ],
+        include_str!("../../schemas/destinationrule.networking.istio.io.v1.schema.json"),
+    ),
+    (
+        "VirtualService",
+        &[
+            "networking.istio.io/v1",
+            "networking.istio.io/v1beta1",
+            "networking.istio.io/v1alpha3",
+        ],
+        include_str!("../../schemas/virtualservice.networking.istio.io.v1.schema.json"),
+    ),
+];
+
+/// The CEL rules this module implements, by their exact text in the schemas.
+pub const KNOWN_RULES: [&str; 11] = [
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1",
+    "self.all(key, !key.contains(\"*\"))",
+    "self.all(key, key.size() != 0)",
+    "!self.contains(\"*\")",
+    "self.size() == 0",
+    "isURL(self) ? (url(self).getScheme() in [\"\", \"http\", \"https\", \"oci\", \"file\"]) : (isURL(\"http://\" + self) &&\nurl(\"http://\" + self).getScheme() in [\"\", \"http\", \"https\", \"oci\", \"file\"])",
+    "(has(self.valueFrom) ? self.valueFrom : \"\") != \"HOST\" || !has(self.value)",
+    "duration(self) >= duration('1ms')",
+    // TrafficExtension (what Istio 1.30+ makes of a WasmPlugin).
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1",
+    "has(self.wasm) != has(self.lua)",
+    "isURL(self) ? (url(self).getScheme() in [\"\", \"http\", \"https\", \"file\", \"oci\"]) : (isURL(\"http://\" + self) &&\nurl(\"http://\" + self).getScheme() in [\"\", \"http\", \"https\", \"file\", \"oci\"])",
+];
+
+pub struct Schema {
+    pub kind: &'static str,
+    pub api_versions: &'static [&'static str],
+    /// As shipped (with the CEL rules).
+    pub raw: Value,
+    validator: jsonschema::Validator,
+}
+
+/// Every schema, compiled once.
+pub fn schemas() -> &'static [Schema] {
+    static CELL: OnceLock<Vec<Schema>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        SCHEMAS
+            .iter()
+            .filter_map(|(kind, versions, text)| {
+                let raw: Value = serde_json::from_str(text).ok()?;
+                let mut closed = raw.clone();
+                close(&mut closed);
+                if let Some(props) = closed.get_mut("properties").and_then(Value::as_object_mut) {
+                    props.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
+                    props.insert("kind".into(), serde_json::json!({"type": "string"}));
+                    props.insert("metadata".into(), metadata_schema());
+                }
+                let validator = jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft4)
+                    .should_validate_formats(false)
+                    .build(&closed)
+                    .ok()?;
+                Some(Schema {
+                    kind,
+                    api_versions: versions,
+                    raw,
+                    validator,
+                })
+            })
+            .collect()
+    })
+}
+
+pub fn schema_for(kind: &str) -> Option<&'static Schema> {
+    schemas().iter().find(|s| s.kind == kind)
+}
+
+fn metadata_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 253,
+                     "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+            "namespace": {"type": "string", "maxLength": 63,
+                          "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    })
+}
+
+/// Structural schemas drop unknown fields (and `kubectl apply
+/// --validate=strict` rejects them): close every object schema that lists
+/// properties and does not say otherwise.
+fn close(schema: &mut Value) {
+    if let Value::Object(o) = schema {
+        let preserve = o
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if o.contains_key("properties") && !o.contains_key("additionalProperties") && !preserve {
+            o.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        // `nullable: true` means null is allowed as well.
+        if o.get("nullable").and_then(Value::as_bool) == Some(true) {
+            if let Some(Value::String(t)) = o.get("type").cloned() {
+                o.insert("type".into(), serde_json::json!([t, "null"]));
+            }
+        }
+        for (k, v) in o.iter_mut() {
+            if k != "x-kubernetes-validations" {
+                close(v);
+            }
+        }
+    } else if let Value::Array(a) = schema {
+        for v in a {
+            close(v);
+        }
+    }
+}
+
+/// `/spec/match/0/mode` -> `spec.match[0].mode`.
+pub fn pointer_to_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// Schema and CEL problems of one document of a known kind.
+pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    if !schema.api_versions.contains(&api) {
+        problems.push(Problem {
+            path: "apiVersion".into(),
+            message: format!(
+                "{api:?} is not an apiVersion of {}, expected {}",
+                schema.kind,
+                schema.api_versions.join(" or ")
+            ),
+            at: "apiVersion".into(),
+        });
+    }
+    for e in schema.validator.iter_errors(doc) {
+        // Unknown fields are reported by `cel` with the fields expected there.
+        if matches!(
+            e.kind(),
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
+        ) {
+            continue;
+        }
+        let path = pointer_to_path(e.instance_path().as_str());
+        problems.push(Problem {
+            at: path.clone(),
+            path,
+            message: e.to_string(),
+        });
+    }
+    if !doc.is_object() {
+        return problems;
+    }
+    let mut top = schema.raw.clone();
+    if let Some(props) = top.get_mut("properties").and_then(Value::as_object_mut) {
+        for k in ["apiVersion", "kind"] {
+            props.insert(k.into(), serde_json::json!({"type": "string"}));
+        }
+        props.insert("metadata".into(), metadata_schema());
+    }
+    cel(&top, doc, "", &mut problems);
+    problems
+}
+
+/// Walks the instance with the schema and runs each `x-kubernetes-validations` rule.
+fn cel(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
+    if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
+        for r in rules {
+            let rule = r["rule"].as_str().unwrap_or_default();
+            let message = r["message"].as_str().unwrap_or(rule);
+            match run_rule(rule, value) {
+                Some(true) => {}
+                Some(false) => out.push(Problem {
+                    path: path.to_string(),
+                    message: rule_message(rule, message, value),
+                    at: path.to_string(),
+                }),
+                None => out.push(Problem {
+                    path: path.to_string(),
+                    message: format!("CEL rule not implemented by hybridmesh, not checked: {rule}"),
+                    at: path.to_string(),
+                }),
+            }
+        }
+    }
+    match value {
+        Value::Object(o) => {
+            let closed = schema["properties"].is_object()
+                && schema.get("additionalProperties").is_none()
+                && schema["x-kubernetes-preserve-unknown-fields"].as_bool() != Some(true);
+            if closed {
+                let known: Vec<&String> = schema["properties"]
+                    .as_object()
+                    .map(|p| p.keys().collect())
+                    .unwrap_or_default();
+                for k in o.keys().filter(|k| !known.contains(k)) {
+                    let names: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+                    out.push(Problem {
+                        path: path.to_string(),
+                        message: format!(
+                            "unknown field `{k}` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of {}",
+                            names.join(", ")
+                        ),
+                        at: if path.is_empty() { k.clone() } else { format!("{path}.{k}") },
+                    });
+                }
+            }
+            for (k, v) in o {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if let Some(s) = schema["properties"].get(k) {
+                    cel(s, v, &child, out);
+                } else if schema["additionalProperties"].is_object() {
+                    cel(&schema["additionalProperties"], v, &child, out);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                cel(&schema["items"], v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The rule's message, with the offending value where it helps.
+fn rule_message(rule: &str, message: &str, value: &Value) -> String {
+    if rule.starts_with("isURL(") {
+        let url = value.as_str().unwrap_or_default();
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+        return format!("{message}: {url:?} has scheme {scheme:?} (no scheme means oci)");
+    }
+    if rule.starts_with("duration(") {
+        return format!("{message}: {value}");
+    }
+    if rule.starts_with("(has(self.selector)") {
+        let set: Vec<&str> = ["selector", "targetRef", "targetRefs"]
+            .into_iter()
+            .filter(|k| value.get(*k).is_some())
+            .collect();
+        return format!(
+            "{message}: {} are set, a WasmPlugin picks its workloads one way",
+            set.join(" and ")
+        );
+    }
+    message.to_string()
+}
+
+/// `Some(ok)` for a rule this module implements, `None` otherwise.
+fn run_rule(rule: &str, v: &Value) -> Option<bool> {
+    let has = |k: &str| v.get(k).is_some();
+    Some(match rule {
+        r if r == KNOWN_RULES[0] || r == KNOWN_RULES[8] => {
+            [has("selector"), has("targetRef"), has("targetRefs")]
+                .iter()
+                .filter(|b| **b)
+                .count()
+                <= 1
+        }
+        r if r == KNOWN_RULES[1] => v
+            .as_object()
+            .is_none_or(|o| o.keys().all(|k| !k.contains('*'))),
+        r if r == KNOWN_RULES[2] => v
+            .as_object()
+            .is_none_or(|o| o.keys().all(|k| !k.is_empty())),
+        r if r == KNOWN_RULES[3] => v.as_str().is_none_or(|s| !s.contains('*')),
+        r if r == KNOWN_RULES[4] => v.as_str().is_none_or(str::is_empty),
+        r if r == KNOWN_RULES[5] || r == KNOWN_RULES[10] => v.as_str().is_none_or(url_scheme_ok),
+        r if r == KNOWN_RULES[9] => has("wasm") != has("lua"),
+        r if r == KNOWN_RULES[6] => {
+            v.get("valueFrom").and_then(Value::as_str) != Some("HOST") || !has("value")
+        }
+        r if r == KNOWN_RULES[7] => v
+            .as_str()
+            .and_then(go_duration_ns)
+            .is_some_and(|ns| ns >= 1_000_000),
+        _ => return None,
+    })
+}
+
+/// The url rule: a scheme among "", http, https, oci, file; a url without a
+/// scheme is read as `http://` + it (and so is an OCI reference).
+pub fn url_scheme_ok(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            !rest.is_empty()
+                && ["http", "https", "oci", "file"].contains(&scheme.to_ascii_lowercase().as_str())
+        }
+        // `registry/repo:tag`: no scheme, which Istio reads as oci.
+        None => !url.is_empty() && !url.contains(char::is_whitespace) && !url.starts_with(':'),
+    }
+}
+
+/// A Go/CEL duration (`1s`, `1m30s`, `500ms`, `1.5h`, `10us`) in nanoseconds.
+pub fn go_duration_ns(text: &str) -> Option<u128> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += number * factor;
+    }
+    Some(total as u128)
+}
+
+/// Every CEL rule text in the shipped schemas.
+pub fn rules_in_schemas() -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(rules) = o.get("x-kubernetes-validations").and_then(Value::as_array) {
+                    for r in rules {
+                        if let Some(t) = r["rule"].as_str() {
+                            if !out.iter().any(|x| x == t) {
+                                out.push(t.to_string());
+                            }
+                        }
+                    }
+                }
+                o.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for s in schemas() {
+        walk(&s.raw, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_schema_compiles_and_every_rule_is_implemented() {
+        assert_eq!(schemas().len(), SCHEMAS.len());
+        for rule in rules_in_schemas() {
+            assert!(
+                KNOWN_RULES.contains(&rule.as_str()),
+                "rule not implemented: {rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_and_durations() {
+        for ok in [
+            "oci://r.example/x:1",
+            "https://h/p.wasm",
+            "file:///x.wasm",
+            "r.example/x:1",
+        ] {
+            assert!(url_scheme_ok(ok), "{ok}");
+        }
+        for bad in ["ftp://h/x", "s3://b/x", "oci://", ""] {
+            assert!(!url_scheme_ok(bad), "{bad}");
+        }
+        assert_eq!(go_duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(go_duration_ns("500us"), Some(500_000));
+        assert_eq!(go_duration_ns("1x"), None);
+    }
+}

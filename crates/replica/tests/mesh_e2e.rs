@@ -1,0 +1,326 @@
+//! End to end in real Envoy 1.40: the seed's two-cluster mesh as Envoy
+//! processes on loopback (crates/replica/src), the filter's `.wasm` in every
+//! sidecar by ECDS, and every outcome of the seed's walk-through asserted.
+//!
+//! Needs Envoy (`scripts/setup-envoy`, which `scripts/test` runs first) and
+//! the filter's `.wasm`. Without them these tests FAIL with what to run; they
+//! never skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hybridmesh_replica::demo::{self, Out};
+use hybridmesh_replica::{process, Options, Replica};
+use hybridmesh_scenario::{config_json, ConfigRef, Mesh, RequestSpec};
+
+/// One replica at a time (2 cores; each replica is 9 Envoy processes).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn examples() -> PathBuf {
+    workspace().join("examples")
+}
+
+fn require_envoy() {
+    if let Err(e) = process::envoy_binary(&workspace()) {
+        panic!("the real-Envoy tests need Envoy 1.40: {e:#}");
+    }
+}
+
+#[derive(Default)]
+struct Transcript(Vec<String>);
+
+impl Out for Transcript {
+    fn title(&mut self, s: &str) {
+        self.0.push(format!("=== {s}"));
+    }
+    fn note(&mut self, s: &str) {
+        self.0.push(s.to_string());
+    }
+    fn line(&mut self, s: &str) {
+        self.0.push(format!("    {s}"));
+    }
+    fn check(&mut self, ok: bool, what: &str, detail: &str) {
+        self.0.push(format!(
+            "{} {what}   {detail}",
+            if ok { "ok " } else { "FAIL" }
+        ));
+    }
+}
+
+/// Every outcome of the issue, by the walk-through's check names.
+const OUTCOMES: &[&str] = &[
+    // 1) default spread
+    "from gke: both clusters serve",
+    "from anthos: both clusters serve",
+    "anthos's pods see x-hybridmesh-source-cluster: gke",
+    "gke's pods see x-hybridmesh-source-cluster: anthos",
+    // 2) locality failover with drains, one pod at a time, and back
+    "on-prem clients stay on-prem",
+    "one pod drained: the other on-prem pod serves",
+    "the first request finds no on-prem endpoint (503) and ejects anthos",
+    "traffic fails over to GKE through its east-west gateway",
+    "the client sidecar logs the ejection",
+    "the failover shows in Prometheus with cluster, decision and network labels",
+    "back on-prem once the ejection ends",
+    // 3) cluster-local
+    "echo-svc.default from anthos stays in anthos",
+    "echo-svc.default.svc.cluster.local from gke stays in gke",
+    "httpbin-svc.sleep still spans clusters",
+    // 4) what only the filter adds
+    "from gke: 80% stay in gke",
+    "from anthos: 80% stay in anthos",
+    "x-user: alice always lands in the same cluster",
+    "x-user: bob always lands in the same cluster",
+    "x-user: carol always lands in the same cluster",
+    "anthos is ejected after 3 failures; then every request goes to gke",
+    "anthos is readmitted and gets its share again",
+    "refused on the server side, and told why",
+    "a plaintext peer's x-hybridmesh-source-cluster never reaches the application",
+    // 5) ECDS
+    "the new config serves at once, no process restarted",
+    "bad-weights.yaml is rejected with a message naming the field; the old config keeps serving",
+    "typo.yaml is rejected with a message naming the field; the old config keeps serving",
+];
+
+#[test]
+fn the_seed_walkthrough_in_real_envoy() {
+    require_envoy();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = Transcript::default();
+    let report = demo::run(&examples(), &workspace(), "e2e", &mut t);
+    let transcript = t.0.join("\n");
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => panic!("the replica did not start: {e:#}\n{transcript}"),
+    };
+    let mut problems = Vec::new();
+    for want in OUTCOMES {
+        match report.checks.iter().find(|c| c.what.starts_with(want)) {
+            None => problems.push(format!("no check {want:?} ran")),
+            Some(c) if !c.ok => problems.push(format!("{}: {} ({})", c.section, c.what, c.detail)),
+            Some(_) => {}
+        }
+    }
+    for c in report.failures() {
+        let line = format!("{}: {} ({})", c.section, c.what, c.detail);
+        if !problems.contains(&line) {
+            problems.push(line);
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n  {}\n\ntranscript:\n{transcript}\n\nlogs: target/mesh-run/e2e/logs",
+        problems.len(),
+        problems.join("\n  ")
+    );
+    // `hybridmesh trace` on the access logs the demo left behind sees every
+    // request the demo sent, served where the demo saw it served.
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&report.logs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            text.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let parsed = hybridmesh_ops::trace::parse(&text);
+    assert!(parsed.malformed.is_empty(), "{:?}", parsed.malformed);
+    let matrix = hybridmesh_ops::trace::Matrix::of(parsed.hops.iter());
+    assert_eq!(
+        matrix.flows, report.served,
+        "trace's matrix vs what the demo saw"
+    );
+    eprintln!(
+        "{} checks passed in {:.1}s ({} Envoy processes ready in {:.1}s)",
+        report.checks.len(),
+        report.seconds,
+        report.processes,
+        report.startup
+    );
+}
+
+/// Measured in Envoy 1.40: a bad FIRST config by ECDS leaves the listener
+/// answering 500 (NFCF) until a good one arrives, which recovers at once.
+#[test]
+fn a_bad_first_config_answers_500_until_a_good_one_arrives() {
+    require_envoy();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mesh: Mesh =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(examples().join("mesh.yaml")).unwrap())
+            .unwrap();
+    let mut o =
+        Options::new(mesh, &workspace(), "e2e-bad-first").unwrap_or_else(|e| panic!("{e:#}"));
+    let bad_dir = examples().join("07-bad-config");
+    o.config = config_json(&bad_dir, &ConfigRef::Path("bad-weights.yaml".into())).unwrap();
+    let mut r = Replica::start(&o).unwrap_or_else(|e| panic!("{e:#}"));
+    let spec = RequestSpec {
+        from: Some("gke".into()),
+        authority: "echo-svc.default".into(),
+        path: "/".into(),
+        method: "GET".into(),
+        headers: Default::default(),
+        body: None,
+        direct: None,
+        peer: None,
+    };
+    let first = r.request(&spec, "gke").unwrap();
+    assert_eq!(first.status, 500, "{first:?}");
+    assert!(r
+        .logs("gke.client")
+        .unwrap()
+        .iter()
+        .any(|(l, m)| l == "error" && m.contains("weights sum to 90")));
+    let good = demo::example_config(&examples(), "05-per-cluster-subsets", &[]).unwrap();
+    assert!(
+        r.push_config("all", &good).unwrap(),
+        "the good config was rejected"
+    );
+    let after = r.request(&spec, "gke").unwrap();
+    assert_eq!(
+        (after.status, after.target.as_deref()),
+        (200, Some("gke")),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_missing_envoy_is_reported_with_what_to_run() {
+    if std::env::var_os("HYBRIDMESH_ENVOY").is_some() {
+        return; // the override is checked instead of the folder
+    }
+    let e = process::envoy_binary(Path::new("/nonexistent")).unwrap_err();
+    assert!(format!("{e:#}").contains("scripts/setup-envoy"), "{e:#}");
+}
+
+/// What a request looks like where the harness and a real Envoy must agree.
+/// Who serves a request Envoy routes itself (no target cluster: the default
+/// spread) depends on Envoy's balancer, so it is compared as shares by the
+/// scenario's own checks, not request by request; so are random weighted picks.
+fn comparable(o: &hybridmesh_scenario::Outcome) -> String {
+    let decided = o.target.is_some() || o.route.is_none();
+    let ours = |h: &[(String, String)], with_served_by: bool| {
+        let mut v: Vec<String> = h
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-hybridmesh-"))
+            .filter(|(k, _)| with_served_by || k != "x-hybridmesh-served-by")
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        v.sort();
+        v.join(" | ")
+    };
+    let body = if (o.status == 200 && decided) || o.body.starts_with("hybridmesh:") {
+        o.body.trim_end().to_string()
+    } else {
+        String::new()
+    };
+    format!(
+        "status={} target={:?} served_by={:?} body={body:?}\n  upstream: {}\n  response: {}",
+        o.status,
+        o.target,
+        if decided { o.served_by.clone() } else { None },
+        o.upstream_headers
+            .as_deref()
+            .map(|h| ours(h, true))
+            .unwrap_or_default(),
+        ours(&o.response_headers, decided),
+    )
+}
+
+/// The differential check: every example scenario through the wasmtime
+/// harness and through the real-Envoy replica; the same steps pass, and every
+/// request the filter decided looks the same.
+#[test]
+fn every_example_agrees_between_the_harness_and_real_envoy() {
+    require_envoy();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let wasm = std::env::var_os("HYBRIDMESH_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm"));
+    let module = proxy_wasm_host::Module::from_file(&wasm).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("scenario.yaml"))
+        .filter(|p| p.exists())
+        .collect();
+    files.sort();
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for f in &files {
+        let s = hybridmesh_scenario::Scenario::load(f).unwrap();
+        let harness =
+            hybridmesh_sim::run::run(&s, &hybridmesh_sim::run::Engine::Wasm(module.clone()));
+        let name = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let o = hybridmesh_replica::backend::options(&s, &workspace(), &format!("diff-{name}"))
+            .unwrap();
+        let mut replica = Replica::start(&o)
+            .unwrap_or_else(|e| panic!("{name}: the replica did not start: {e:#}"));
+        let real = hybridmesh_scenario::runner::run_on(&s, &mut replica);
+        drop(replica);
+        for (h, r) in harness.steps.iter().zip(&real.steps) {
+            if h.ok != r.ok {
+                problems.push(format!(
+                    "{name}: step {:?}: harness {}, Envoy {}: {:?} / {:?}",
+                    h.name,
+                    if h.ok { "passes" } else { "fails" },
+                    if r.ok { "passes" } else { "fails" },
+                    h.problems,
+                    r.problems
+                ));
+            }
+            for (k, ((ho, random), (ro, _))) in h.outcomes.iter().zip(&r.outcomes).enumerate() {
+                if *random {
+                    continue;
+                }
+                compared += 1;
+                let (a, b) = (comparable(ho), comparable(ro));
+                if a != b {
+                    problems.push(format!(
+                        "{name}: step {:?} request {}:\n harness {a}\n envoy   {b}",
+                        h.name,
+                        k + 1
+                    ));
+                }
+            }
+        }
+        assert_eq!(harness.steps.len(), real.steps.len());
+    }
+    // Disagreements found and explained (each a prefix of the report line),
+    // kept here until fixed, so that a new one (or a listed one going away)
+    // fails the test. The first one found, a drained cluster answered with
+    // `upstream connect error` (UF) by the replica's static endpoints where
+    // Istio (and the harness) answer `no healthy upstream` (UH), was fixed by
+    // giving the replica EDS: none is left.
+    let known: [&str; 0] = [];
+    let unexplained: Vec<&String> = problems
+        .iter()
+        .filter(|p| !known.iter().any(|k| p.starts_with(k)))
+        .collect();
+    let gone: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !problems.iter().any(|p| p.starts_with(k)))
+        .collect();
+    assert!(
+        unexplained.is_empty() && gone.is_empty(),
+        "unexplained disagreement(s):\n{}\n\nknown disagreement(s) no longer seen (remove them from the list):\n{}",
+        unexplained.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
+        gone.join("\n")
+    );
+    assert!(compared > 150, "only {compared} requests compared");
+}

@@ -1,0 +1,397 @@
+//! Scenario files: a mesh, a plugin config, and steps with expectations.
+//!
+//! The format is YAML (see the README's "Scenario files"). It describes what a
+//! person would do in the seed article (curl a service from a cluster, drain a
+//! cluster's endpoints, wait, change the config) and what they would see, so the
+//! same files can drive the harness and, later, real proxies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The mesh: a path (relative to this file) or inline.
+    pub mesh: MeshRef,
+    /// The plugin config of every sidecar: a path or inline. Absent: `{}`.
+    pub config: Option<ConfigRef>,
+    /// Per-cluster config that replaces `config` in that cluster's sidecars.
+    #[serde(default)]
+    pub configs: BTreeMap<String, ConfigRef>,
+    #[serde(default)]
+    pub proxy: ProxyOptions,
+    /// The cluster requests come from unless a request says otherwise.
+    pub from: Option<String>,
+    pub steps: Vec<Step>,
+    /// Where the file was read from (for relative paths and messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MeshRef {
+    Path(String),
+    Inline(Mesh),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigRef {
+    Path(String),
+    Inline(serde_yaml_ng::Value),
+}
+
+/// The clusters of the mesh, in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mesh {
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Namespace of the client workload (the seed's `sleep`).
+    #[serde(default = "default_client_namespace")]
+    pub client_namespace: String,
+    /// The SPIFFE trust domain of the mesh.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+}
+
+fn default_client_namespace() -> String {
+    "sleep".to_string()
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    #[serde(default)]
+    pub network: String,
+    /// What the cluster's nodes report as locality (`region/zone/subzone`, often empty on-prem).
+    #[serde(default)]
+    pub node_locality: String,
+    /// The cluster's east-west gateway (`ip:15443`), what other networks reach it through.
+    pub gateway: String,
+    /// The service's endpoints in this cluster.
+    pub endpoints: Vec<String>,
+    /// What the service answers here.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// Harness knobs for every sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyOptions {
+    #[serde(default)]
+    pub node_metadata: NodeMetadata,
+    #[serde(default)]
+    pub fail_strategy: Fail,
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Run the module in the servers' sidecars too (the inbound side).
+    #[serde(default = "yes")]
+    pub server_sidecars: bool,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            node_metadata: NodeMetadata::Xds,
+            fail_strategy: Fail::FailClose,
+            workers: 1,
+            server_sidecars: true,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeMetadata {
+    #[default]
+    Xds,
+    Legacy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Fail {
+    #[default]
+    FailClose,
+    FailOpen,
+    FailReload,
+}
+
+/// One step. Exactly one action (`request`, `drain`, `restore`, `fail`,
+/// `advance`, `reconfigure`), or only `expect` for checks on the proxies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Step {
+    pub name: Option<String>,
+    pub request: Option<RequestSpec>,
+    /// Send the request this many times (expectations hold for each; `share` over all).
+    pub repeat: Option<u32>,
+    /// The cluster's endpoints go away (the seed's `/drain_listeners`).
+    pub drain: Option<String>,
+    /// The cluster's endpoints come back and answer normally.
+    pub restore: Option<String>,
+    /// The cluster's endpoints answer with an error status.
+    pub fail: Option<FailSpec>,
+    /// Move every proxy's clock (`30s`, `1m`), delivering ticks.
+    pub advance: Option<String>,
+    pub reconfigure: Option<Reconfigure>,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestSpec {
+    /// The client's cluster (default: the scenario's `from`).
+    pub from: Option<String>,
+    /// `:authority`, as curl would send it (`echo-svc.default`).
+    pub authority: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Send straight to this cluster's server sidecar, skipping the client
+    /// sidecar (a peer that does not run the filter, or an attacker).
+    pub direct: Option<String>,
+    /// For `direct`: the connection (`plaintext`, or a SPIFFE id for mTLS).
+    pub peer: Option<String>,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FailSpec {
+    pub cluster: String,
+    #[serde(default = "default_fail_status")]
+    pub status: u32,
+}
+
+fn default_fail_status() -> u32 {
+    503
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reconfigure {
+    /// A cluster name, or `all`.
+    #[serde(default = "all")]
+    pub cluster: String,
+    pub config: ConfigRef,
+    /// `accepted` or `rejected`.
+    pub expect: Option<Acceptance>,
+}
+
+fn all() -> String {
+    "all".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Acceptance {
+    Accepted,
+    Rejected,
+}
+
+/// What a person would see. Per request: status, body, headers, who served.
+/// Over a `repeat`: shares. On the proxies: metrics and logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expect {
+    pub status: Option<u32>,
+    pub body: Option<String>,
+    pub body_contains: Option<String>,
+    /// The cluster whose sidecar answered (`none` when the client's own sidecar or Envoy replied).
+    pub served_by: Option<String>,
+    /// The `x-hybridmesh-target-cluster` the request left with (`none`: absent).
+    pub target_cluster: Option<String>,
+    /// The Envoy cluster the route chose (`outbound|80|<subset>|<fqdn>`).
+    pub route: Option<String>,
+    /// Over a `repeat`: every request served by the same cluster (sticky users).
+    #[serde(default)]
+    pub consistent: bool,
+    /// The response's `x-hybridmesh-served-by` names the cluster that served it
+    /// (whichever that was).
+    #[serde(default)]
+    pub served_by_header: bool,
+    /// Request headers as the server application saw them (`null`: absent).
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Option<String>>,
+    /// Response headers as the client application saw them (`null`: absent).
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, Option<String>>,
+    /// Over a `repeat`: the share of requests each cluster served, `[min, max]`.
+    #[serde(default)]
+    pub share: BTreeMap<String, [f64; 2]>,
+    /// Counter values by proxy (`<cluster>.client` / `<cluster>.server`) and metric name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Log lines that must have been written.
+    #[serde(default)]
+    pub logs: Vec<LogExpect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogExpect {
+    /// `<cluster>.client` or `<cluster>.server`.
+    pub proxy: String,
+    #[serde(default)]
+    pub level: Option<String>,
+    pub contains: String,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let mut s: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = e.inner();
+            let message = hybridmesh_filter_core::config::clean_message(&inner.to_string());
+            let at = hybridmesh_filter_core::config::error_path(&e.path().to_string(), &message);
+            let line = inner
+                .location()
+                .map(|l| format!(" (line {})", l.line()))
+                .unwrap_or_default();
+            let at = if at.is_empty() {
+                "scenario".to_string()
+            } else {
+                at
+            };
+            anyhow::anyhow!("{}: {at}: {message}{line}", path.display())
+        })?;
+        s.path = path.to_path_buf();
+        s.check()?;
+        Ok(s)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// Resolves the mesh.
+    pub fn mesh(&self) -> anyhow::Result<Mesh> {
+        match &self.mesh {
+            MeshRef::Inline(m) => Ok(m.clone()),
+            MeshRef::Path(p) => {
+                let path = self.dir().join(p);
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read mesh {}", path.display()))?;
+                serde_yaml_ng::from_str(&text)
+                    .with_context(|| format!("invalid mesh {}", path.display()))
+            }
+        }
+    }
+
+    /// The plugin config bytes (JSON) for one cluster's sidecars.
+    pub fn config_for(&self, cluster: &str) -> anyhow::Result<Vec<u8>> {
+        match self.configs.get(cluster).or(self.config.as_ref()) {
+            None => Ok(b"{}".to_vec()),
+            Some(c) => config_json(self.dir(), c),
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let actions = [
+                step.request.is_some(),
+                step.drain.is_some(),
+                step.restore.is_some(),
+                step.fail.is_some(),
+                step.advance.is_some(),
+                step.reconfigure.is_some(),
+            ]
+            .iter()
+            .filter(|a| **a)
+            .count();
+            if actions > 1 {
+                bail!(
+                    "{}: steps[{i}]: more than one action; give each its own step",
+                    self.path.display()
+                );
+            }
+            if actions == 0 && step.expect.is_none() {
+                bail!("{}: steps[{i}]: nothing to do: give an action (request, drain, restore, fail, advance, reconfigure) or expect", self.path.display());
+            }
+            if step.repeat.is_some() && step.request.is_none() {
+                bail!(
+                    "{}: steps[{i}]: repeat needs a request",
+                    self.path.display()
+                );
+            }
+            if let Some(e) = &step.expect {
+                if (!e.share.is_empty() || e.consistent) && step.repeat.is_none() {
+                    bail!(
+                        "{}: steps[{i}].expect: share and consistent need repeat",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A config reference as the plugin receives it: JSON bytes. YAML files and
+/// inline YAML are converted; the filter's own parser is what checks them.
+pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
+    let value: serde_json::Value = match c {
+        ConfigRef::Inline(v) => serde_json::to_value(v).context("inline config")?,
+        ConfigRef::Path(p) => {
+            let path = dir.join(p);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            if path.extension().is_some_and(|e| e == "json") {
+                // Passed through untouched: the filter reports its own errors.
+                return Ok(text.into_bytes());
+            }
+            let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("invalid YAML in {}", path.display()))?;
+            serde_json::to_value(yaml).with_context(|| format!("config {}", path.display()))?
+        }
+    };
+    Ok(serde_json::to_vec(&value)?)
+}
+
+/// Parses a duration like the filter config does (`30s`, `1m`, `500ms`).
+pub fn duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    hybridmesh_filter_core::config::parse_duration_ms(text)
+        .map(std::time::Duration::from_millis)
+        .with_context(|| {
+            format!("{text:?} is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\"")
+        })
+}

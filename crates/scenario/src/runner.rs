@@ -1,0 +1,404 @@
+//! Running a scenario on any backend: play the steps, check expectations.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::{Acceptance, Expect, Outcome, RequestSpec, Scenario, Step};
+
+/// What a scenario runs against: the harness's simulated mesh (`Sim`) or
+/// the real-Envoy replica (`Replica`). The runner only talks to this.
+pub trait Backend {
+    fn cluster_names(&self) -> Vec<String>;
+    fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome>;
+    /// Does the filter's decision for this request depend on a random pick?
+    fn is_random(&self, from: &str, spec: &RequestSpec) -> bool;
+    fn drain(&mut self, cluster: &str) -> anyhow::Result<()>;
+    fn restore(&mut self, cluster: &str) -> anyhow::Result<()>;
+    fn fail(&mut self, cluster: &str, status: u32) -> anyhow::Result<()>;
+    fn advance(&mut self, by: std::time::Duration) -> anyhow::Result<()>;
+    /// Pushes a config to `cluster`'s sidecars (or `all`); whether all accepted it.
+    fn reconfigure(&mut self, cluster: &str, config: &[u8]) -> anyhow::Result<bool>;
+    /// A counter of a proxy (`<cluster>.client` / `<cluster>.server`).
+    fn metric(&self, proxy: &str, name: &str) -> anyhow::Result<Option<u64>>;
+    /// A proxy's filter log lines, (level, message).
+    fn logs(&self, proxy: &str) -> anyhow::Result<Vec<(String, String)>>;
+    /// Traps so far, per sidecar (the harness sees them; a real proxy logs them).
+    fn failure_counts(&self) -> Vec<usize> {
+        Vec::new()
+    }
+    fn failures_since(&self, _counts: &[usize]) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// What a person would have seen (curl-like lines).
+    pub lines: Vec<String>,
+    #[serde(skip)]
+    pub outcomes: Vec<(Outcome, bool)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub path: String,
+    pub ok: bool,
+    /// A problem before any step could run (bad file, module that does not load).
+    pub error: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub seconds: f64,
+}
+
+/// Plays the scenario's steps against any backend.
+pub fn run_on(s: &Scenario, backend: &mut dyn Backend) -> ScenarioReport {
+    let report = ScenarioReport {
+        name: s.name.clone(),
+        path: s.path.display().to_string(),
+        ok: true,
+        error: None,
+        steps: Vec::new(),
+        seconds: 0.0,
+    };
+    run_with(s, backend, report, Instant::now())
+}
+
+pub fn run_with(
+    s: &Scenario,
+    backend: &mut dyn Backend,
+    mut report: ScenarioReport,
+    started: Instant,
+) -> ScenarioReport {
+    let default_from = s
+        .from
+        .clone()
+        .or_else(|| backend.cluster_names().first().cloned())
+        .unwrap_or_default();
+    for (i, step) in s.steps.iter().enumerate() {
+        let r = run_step(s, backend, step, i, &default_from);
+        report.ok &= r.ok;
+        report.steps.push(r);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+fn step_name(step: &Step, i: usize, default_from: &str) -> String {
+    if let Some(n) = &step.name {
+        return n.clone();
+    }
+    if let Some(r) = &step.request {
+        let from = r.from.as_deref().unwrap_or(default_from);
+        let times = step.repeat.map(|n| format!(" x{n}")).unwrap_or_default();
+        return match &r.direct {
+            Some(to) => format!("request {} straight to {to}'s sidecar{times}", r.authority),
+            None => format!("curl {} from {from}{times}", r.authority),
+        };
+    }
+    if let Some(c) = &step.drain {
+        return format!("drain {c}");
+    }
+    if let Some(c) = &step.restore {
+        return format!("restore {c}");
+    }
+    if let Some(f) = &step.fail {
+        return format!("{} answers {}", f.cluster, f.status);
+    }
+    if let Some(a) = &step.advance {
+        return format!("wait {a}");
+    }
+    if let Some(r) = &step.reconfigure {
+        return format!("reconfigure {}", r.cluster);
+    }
+    if step.expect.is_some() {
+        return "check the proxies' metrics and logs".to_string();
+    }
+    format!("step {i}")
+}
+
+fn run_step(
+    s: &Scenario,
+    sim: &mut dyn Backend,
+    step: &Step,
+    i: usize,
+    default_from: &str,
+) -> StepReport {
+    let mut r = StepReport {
+        name: step_name(step, i, default_from),
+        ok: true,
+        problems: Vec::new(),
+        lines: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    let traps_before = sim.failure_counts();
+    if let Err(e) = play(s, sim, step, default_from, &mut r) {
+        r.problems.push(format!("{e:#}"));
+    }
+    // A trap in the module is the first thing its author needs to see.
+    for f in sim.failures_since(&traps_before).into_iter().take(3) {
+        r.problems.push(f);
+    }
+    if let Some(expect) = &step.expect {
+        check_proxies(sim, expect, &mut r.problems);
+    }
+    r.ok = r.problems.is_empty();
+    r
+}
+
+fn play(
+    s: &Scenario,
+    sim: &mut dyn Backend,
+    step: &Step,
+    default_from: &str,
+    r: &mut StepReport,
+) -> anyhow::Result<()> {
+    if let Some(req) = &step.request {
+        let n = step.repeat.unwrap_or(1).max(1);
+        let expect = step.expect.clone().unwrap_or_default();
+        let from = req.from.as_deref().unwrap_or(default_from);
+        // Every request is sent (later steps depend on the mesh's state); only
+        // the first few problems are listed.
+        const SHOWN: usize = 5;
+        let mut hidden = 0usize;
+        for k in 0..n {
+            let random = sim.is_random(from, req);
+            let o = sim.request(req, default_from)?;
+            if r.lines.len() < 12 {
+                r.lines.push(curl_line(&o));
+            }
+            let mut found = Vec::new();
+            check_outcome(&o, &expect, &mut found);
+            for problem in found {
+                if r.problems.len() >= SHOWN {
+                    hidden += 1;
+                } else if n > 1 {
+                    r.problems
+                        .push(format!("request {} of {n}: {problem}", k + 1));
+                } else {
+                    r.problems.push(problem);
+                }
+            }
+            r.outcomes.push((o, random));
+        }
+        if hidden > 0 {
+            r.problems
+                .push(format!("({hidden} more problem(s) in this step not shown)"));
+        }
+        check_share(&r.outcomes, &expect, &mut r.problems);
+    } else if let Some(c) = &step.drain {
+        sim.drain(c)?;
+        r.lines.push(format!("{c}: endpoints drained"));
+    } else if let Some(c) = &step.restore {
+        sim.restore(c)?;
+        r.lines.push(format!("{c}: endpoints back"));
+    } else if let Some(f) = &step.fail {
+        sim.fail(&f.cluster, f.status)?;
+        r.lines
+            .push(format!("{}: endpoints answer {}", f.cluster, f.status));
+    } else if let Some(a) = &step.advance {
+        sim.advance(crate::duration(a)?)?;
+    } else if let Some(rc) = &step.reconfigure {
+        let bytes = crate::config_json(s.dir(), &rc.config)?;
+        let accepted = sim.reconfigure(&rc.cluster, &bytes)?;
+        r.lines.push(format!(
+            "config {}",
+            if accepted { "accepted" } else { "rejected" }
+        ));
+        match rc.expect {
+            Some(Acceptance::Accepted) if !accepted => r
+                .problems
+                .push("the config was rejected, expected accepted".into()),
+            Some(Acceptance::Rejected) if accepted => r
+                .problems
+                .push("the config was accepted, expected rejected".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `"Anthos!!!"   <- anthos  target=anthos  200`
+pub fn curl_line(o: &Outcome) -> String {
+    let body = o.body.trim_end();
+    let body = if body.len() > 60 {
+        format!("{}…", &body[..60.min(body.len())])
+    } else {
+        body.to_string()
+    };
+    format!(
+        "{body:<14} status={} served_by={} target={}",
+        o.status,
+        o.served_by.as_deref().unwrap_or("none"),
+        o.target.as_deref().unwrap_or("none")
+    )
+}
+
+fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
+    if let Some(status) = e.status {
+        if o.status != status {
+            problems.push(format!(
+                "status {}, expected {status} (body: {:?})",
+                o.status,
+                o.body.trim_end()
+            ));
+        }
+    }
+    if let Some(body) = &e.body {
+        if o.body.trim_end() != body.trim_end() {
+            problems.push(format!("body {:?}, expected {body:?}", o.body.trim_end()));
+        }
+    }
+    if let Some(part) = &e.body_contains {
+        if !o.body.contains(part.as_str()) {
+            problems.push(format!(
+                "body {:?} does not contain {part:?}",
+                o.body.trim_end()
+            ));
+        }
+    }
+    if let Some(c) = &e.served_by {
+        let got = o.served_by.as_deref().unwrap_or("none");
+        if got != c {
+            problems.push(format!("served by {got}, expected {c}"));
+        }
+    }
+    if let Some(t) = &e.target_cluster {
+        let got = o.target.as_deref().unwrap_or("none");
+        if got != t {
+            problems.push(format!("target cluster {got}, expected {t}"));
+        }
+    }
+    if e.served_by_header {
+        let header = o.response_header("x-hybridmesh-served-by").unwrap_or("");
+        let named = header.split(';').find_map(|kv| kv.strip_prefix("cluster="));
+        let complete = header.contains(";network=") && header.contains(";locality=");
+        if named.is_none() || named != o.served_by.as_deref() || !complete {
+            problems.push(format!(
+                "response header x-hybridmesh-served-by: {header:?}, expected cluster=<who served>;network=...;locality=... (served by {})",
+                o.served_by.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    if let Some(want) = &e.route {
+        let got = o.route.as_deref().unwrap_or("none");
+        if got != want {
+            problems.push(format!("route {got}, expected {want}"));
+        }
+    }
+    for (name, want) in &e.upstream_headers {
+        match &o.upstream_headers {
+            None => problems.push(format!(
+                "upstream header {name}: the request did not reach the application"
+            )),
+            Some(_) => {
+                let got = o.upstream_header(name);
+                if got != want.as_deref() {
+                    problems.push(format!(
+                        "upstream header {name}: {}, expected {}",
+                        show(got),
+                        show(want.as_deref())
+                    ));
+                }
+            }
+        }
+    }
+    for (name, want) in &e.response_headers {
+        let got = o.response_header(name);
+        if got != want.as_deref() {
+            problems.push(format!(
+                "response header {name}: {}, expected {}",
+                show(got),
+                show(want.as_deref())
+            ));
+        }
+    }
+}
+
+fn show(v: Option<&str>) -> String {
+    v.map(|v| format!("{v:?}"))
+        .unwrap_or_else(|| "absent".into())
+}
+
+fn check_share(outcomes: &[(Outcome, bool)], e: &Expect, problems: &mut Vec<String>) {
+    let n = outcomes.len().max(1) as f64;
+    if e.consistent {
+        let mut served: Vec<&str> = outcomes
+            .iter()
+            .map(|(o, _)| o.served_by.as_deref().unwrap_or("none"))
+            .collect();
+        served.dedup();
+        if served.len() > 1 {
+            problems.push(format!(
+                "served by {} in turn, expected one cluster throughout",
+                served.join(", then ")
+            ));
+        }
+    }
+    for (cluster, [lo, hi]) in &e.share {
+        let count = outcomes
+            .iter()
+            .filter(|(o, _)| o.served_by.as_deref().unwrap_or("none") == cluster)
+            .count();
+        let share = count as f64 / n;
+        if share < *lo || share > *hi {
+            problems.push(format!(
+                "{cluster} served {count} of {} ({:.1}%), expected {:.0}%-{:.0}%",
+                outcomes.len(),
+                share * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            ));
+        }
+    }
+}
+
+fn check_proxies(sim: &dyn Backend, e: &Expect, problems: &mut Vec<String>) {
+    for (proxy, metrics) in &e.metrics {
+        for (name, want) in metrics {
+            match sim.metric(proxy, name) {
+                Err(err) => problems.push(format!("{err:#}")),
+                Ok(got) if got != Some(*want) => problems.push(format!(
+                    "{proxy}: metric {name} is {}, expected {want}",
+                    got.map(|v| v.to_string())
+                        .unwrap_or_else(|| "not defined".into())
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    for l in &e.logs {
+        let lines = match sim.logs(&l.proxy) {
+            Ok(lines) => lines,
+            Err(err) => {
+                problems.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        let found = lines.iter().any(|(level, msg)| {
+            l.level.as_ref().is_none_or(|want| want == level) && msg.contains(&l.contains)
+        });
+        if !found {
+            problems.push(format!(
+                "{}: no {}log line contains {:?}",
+                l.proxy,
+                l.level
+                    .as_ref()
+                    .map(|l| format!("{l} "))
+                    .unwrap_or_default(),
+                l.contains
+            ));
+        }
+    }
+}
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "passed"
+    } else {
+        "failed"
+    }
+}

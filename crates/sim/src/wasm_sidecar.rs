@@ -1,0 +1,175 @@
+//! The `.wasm` in the harness, as a [`Sidecar`].
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use hybridmesh_filter_core::identity::Locality;
+
+use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
+use hybridmesh_scenario::{Fail, NodeMetadata, Pairs};
+use proxy_wasm_host::envoy::{Connection, NodeMetadataStyle, Proxy, Upstream};
+use proxy_wasm_host::plugin::{FailStrategy, Module, Plugin};
+
+pub struct WasmSidecar {
+    plugin: Plugin,
+    next_worker: usize,
+}
+
+impl WasmSidecar {
+    pub fn new(module: &Module, spec: &SidecarSpec) -> anyhow::Result<WasmSidecar> {
+        let loc = Locality::parse(spec.locality).unwrap_or_default();
+        let proxy = Proxy::istio(spec.cluster)
+            .network(spec.network)
+            .locality(&loc.region, &loc.zone, &loc.subzone)
+            .metadata("NAMESPACE", spec.namespace)
+            .direction(spec.direction)
+            .node_metadata_style(match spec.options.node_metadata {
+                NodeMetadata::Xds => NodeMetadataStyle::Xds,
+                NodeMetadata::Legacy => NodeMetadataStyle::Legacy,
+            });
+        let plugin = Plugin::builder(module)
+            .proxy(proxy)
+            .plugin_config(spec.config)
+            .workers(spec.options.workers.max(1))
+            .fail_strategy(match spec.options.fail_strategy {
+                Fail::FailClose => FailStrategy::FailClose,
+                Fail::FailOpen => FailStrategy::FailOpen,
+                Fail::FailReload => FailStrategy::FailReload,
+            })
+            .seed(spec.options.seed)
+            .build()
+            .with_context(|| {
+                format!(
+                    "starting the module in {}'s {:?} sidecar",
+                    spec.cluster, spec.direction
+                )
+            })?;
+        Ok(WasmSidecar {
+            plugin,
+            next_worker: 0,
+        })
+    }
+
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+struct WasmStream<'p> {
+    stream: proxy_wasm_host::plugin::Stream<'p>,
+}
+
+fn borrowed(pairs: &Pairs) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+impl SidecarStream for WasmStream<'_> {
+    fn request(&mut self, headers: &Pairs, body: Option<&[u8]>) -> anyhow::Result<Forward> {
+        let s = &mut self.stream;
+        s.request_headers(&borrowed(headers), body.is_none())?;
+        if let Some(b) = body {
+            if s.local_reply().is_none() {
+                s.request_body(b, true)?;
+            }
+        }
+        if s.local_reply().is_some() || !s.request_forwarded() {
+            s.complete()?;
+            return Ok(Forward::Reply(Reply {
+                status: s.client_response_status().unwrap_or(0),
+                headers: s.client_response_headers().unwrap_or_default(),
+                body: s.client_response_body(),
+                hop: hop_record(s),
+            }));
+        }
+        Ok(Forward::Headers(
+            s.upstream_request_headers().unwrap_or_default(),
+        ))
+    }
+
+    fn respond(&mut self, a: &Answer) -> anyhow::Result<Reply> {
+        let mut up = Upstream::new(a.status).body(&a.body).flags(a.flags);
+        for (k, v) in &a.headers {
+            up = up.header(k, v);
+        }
+        if let Some(addr) = &a.address {
+            up = up.address(addr);
+        }
+        if let Some(w) = &a.workload {
+            up = up.istio_workload(w);
+        }
+        let s = &mut self.stream;
+        s.respond(up)?;
+        s.complete()?;
+        Ok(Reply {
+            status: s.client_response_status().unwrap_or(0),
+            headers: s.client_response_headers().unwrap_or_default(),
+            body: s.client_response_body(),
+            hop: hop_record(s),
+        })
+    }
+}
+
+/// The filter's hop record (filter state `hybridmesh.hop`), as Envoy's access
+/// log would read it.
+fn hop_record(s: &proxy_wasm_host::plugin::Stream<'_>) -> Option<String> {
+    s.filter_state()
+        .get("hybridmesh.hop")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+impl Sidecar for WasmSidecar {
+    fn open(&mut self, connection: Connection) -> Box<dyn SidecarStream + '_> {
+        let workers = self.plugin.workers().max(1);
+        let worker = self.next_worker % workers;
+        self.next_worker += 1;
+        Box::new(WasmStream {
+            stream: self.plugin.stream(worker).connection(connection),
+        })
+    }
+
+    fn advance(&mut self, by: Duration) -> anyhow::Result<()> {
+        self.plugin.advance(by)
+    }
+
+    fn reconfigure(&mut self, config: &[u8]) -> anyhow::Result<bool> {
+        self.plugin.reconfigure(config)
+    }
+
+    fn configured(&self) -> bool {
+        self.plugin.configured()
+    }
+
+    fn metric(&self, name: &str) -> Option<u64> {
+        self.plugin.metric(name)
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.plugin
+            .failures()
+            .into_iter()
+            .map(|f| {
+                let first = f.message.lines().next().unwrap_or_default().to_string();
+                format!(
+                    "the module trapped in {} (worker {}): {first}",
+                    f.callback, f.worker
+                )
+            })
+            .collect()
+    }
+
+    fn logs(&self) -> Vec<(String, String)> {
+        self.logs_since(0)
+    }
+
+    fn logs_since(&self, start: usize) -> Vec<(String, String)> {
+        self.plugin
+            .logs_since(start)
+            .into_iter()
+            .map(|l| (format!("{:?}", l.level).to_ascii_lowercase(), l.message))
+            .collect()
+    }
+}
