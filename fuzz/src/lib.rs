@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use hybridmesh_filter_core::flow::{Direction, Headers, Host, Peer, Update};
+use hybridmesh_filter_core::flow::{Direction, Headers, Host, Level, Map, Peer, Update};
+use hybridmesh_filter_core::metrics::CounterRef;
 use hybridmesh_filter_core::identity::{Locality, NodeFacts};
 use hybridmesh_filter_core::Filter;
 
@@ -41,11 +42,14 @@ impl Host for FakeHost {
     fn cluster_name(&mut self) -> Option<String> {
         self.cluster_name.clone()
     }
-    fn peer(&mut self) -> Peer {
-        self.peer.clone()
+    fn peer_mtls(&mut self) -> bool {
+        self.peer.mtls
     }
-    fn shared_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.shared.get(key).cloned()
+    fn peer_uri_san(&mut self) -> Option<&[u8]> {
+        self.peer.uri_san.as_deref().map(str::as_bytes)
+    }
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]> {
+        self.shared.get(key).map(Vec::as_slice)
     }
     fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         if let Some(v) = update(self.shared.get(key).map(|v| v.as_slice())) {
@@ -55,12 +59,21 @@ impl Host for FakeHost {
     fn response_flags(&mut self) -> u64 {
         self.flags
     }
-    fn upstream_address(&mut self) -> Option<String> {
-        self.upstream_address.clone()
+    fn upstream_address(&mut self) -> Option<&[u8]> {
+        self.upstream_address.as_deref().map(str::as_bytes)
     }
-    fn upstream_host_metadata(&mut self) -> Option<Vec<u8>> {
-        self.host_metadata.clone()
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]> {
+        self.host_metadata.as_deref()
     }
+    fn add_header(&mut self, _map: Map, _name: &[u8], _value: &[u8]) {}
+    fn replace_header(&mut self, _map: Map, _name: &[u8], _value: &[u8]) {}
+    fn remove_header(&mut self, _map: Map, _name: &[u8]) {}
+    fn set_filter_state(&mut self, _key: &str, _value: &[u8]) {}
+    fn count(&mut self, _counter: CounterRef<'_>) {}
+    fn log_enabled(&self, _level: Level) -> bool {
+        true
+    }
+    fn log(&mut self, _level: Level, _message: &str) {}
 }
 
 /// Node facts as Istio's sidecars report them: GKE (with a locality),

@@ -10,6 +10,7 @@
 
 pub mod envoy;
 pub mod harness;
+pub mod instructions;
 pub mod load;
 pub mod report;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use envoy::{Mode, Variant};
+use envoy::{HeaderSet, Mode, Variant};
 use hybridmesh_replica::process::{self, Envoy, Options as SpawnOptions};
 
 /// What to run, and how long.
@@ -45,9 +46,29 @@ pub struct Options {
     /// A smoke run ([`Options::quick`]): the report says its figures are not
     /// measurements.
     pub quick: bool,
+    /// Requests counted per variant and header set under callgrind (0: no
+    /// instruction counts).
+    pub instruction_requests: u64,
+    /// The variants whose instructions are counted.
+    pub instruction_variants: Vec<Variant>,
+    /// Only the instruction counts (no timed runs).
+    pub instructions_only: bool,
+    /// Also count each host-call probe (ten calls of one host function).
+    pub instruction_probes: bool,
+    /// Another build of the filter, run as the `*-before` variants.
+    pub compare_wasm: Option<PathBuf>,
 }
 
 impl Options {
+    /// The variants of this run: the core ones, and the `--compare-wasm`
+    /// ones when there is another build to compare with.
+    pub fn variants(&self) -> Vec<Variant> {
+        Variant::ALL
+            .into_iter()
+            .filter(|v| !v.is_before() || self.compare_wasm.is_some())
+            .collect()
+    }
+
     pub fn new(wasm: PathBuf, examples: PathBuf, workspace: PathBuf) -> Options {
         Options {
             wasm,
@@ -62,6 +83,11 @@ impl Options {
             memory_requests: 1_000_000,
             harness_requests: 100_000,
             quick: false,
+            instruction_requests: 500,
+            instruction_variants: Variant::CORE.to_vec(),
+            instructions_only: false,
+            instruction_probes: true,
+            compare_wasm: None,
         }
     }
 
@@ -75,6 +101,7 @@ impl Options {
         self.memory_requests = 5_000;
         self.harness_requests = 2_000;
         self.quick = true;
+        self.instruction_requests = 0;
         self
     }
 }
@@ -137,6 +164,16 @@ pub struct Report {
     pub quick: bool,
     /// Requests per second of the latency runs.
     pub latency_rate: u32,
+    /// Instructions per request under callgrind, by (variant, header set).
+    pub instructions: BTreeMap<(u8, HeaderSet), instructions::Count>,
+    /// No filter with the server side's request headers (its floor).
+    pub server_floor: BTreeMap<HeaderSet, instructions::Count>,
+    /// Instructions per request of each host-call probe (ten calls).
+    pub probes: BTreeMap<envoy::Probe, instructions::Count>,
+    /// The variants of the run, in table order.
+    pub variants: Vec<Variant>,
+    /// The `--compare-wasm` build's size in bytes.
+    pub compare_wasm_bytes: Option<u64>,
 }
 
 pub fn mode_key(m: Mode) -> u8 {
@@ -156,21 +193,29 @@ pub fn plugin_config(examples: &Path, v: Variant) -> anyhow::Result<Vec<u8>> {
     use serde_json::json;
     let bytes = match v {
         Variant::None | Variant::Lua | Variant::Empty | Variant::Calls => return Ok(Vec::new()),
+        // The reference filters read their mode from the configuration.
+        Variant::SdkEmpty => return Ok(b"empty".to_vec()),
+        Variant::SdkTag => return Ok(b"tag".to_vec()),
         // The side is set in the config, as wasmplugin/ deploys the filter
         // (one WasmPlugin per side), so no request reads the listener direction.
-        Variant::Tag => hybridmesh_replica::demo::example_config(
+        // Tagging only: no hop record in filter state (the weighted variant
+        // has one).
+        Variant::Tag | Variant::TagBefore => hybridmesh_replica::demo::example_config(
             examples,
             "01-default-spread",
-            &[("direction", json!("outbound"))],
+            &[
+                ("direction", json!("outbound")),
+                ("filterState", json!(false)),
+            ],
         )?,
-        Variant::Weighted => hybridmesh_replica::demo::example_config(
+        Variant::Weighted | Variant::WeightedBefore => hybridmesh_replica::demo::example_config(
             examples,
             "03-weighted-80-20",
             &[("direction", json!("outbound"))],
         )?,
         // No mTLS between the load generator and the listener: the server
         // side believes the source headers it is sent.
-        Variant::Server => hybridmesh_replica::demo::example_config(
+        Variant::Server | Variant::ServerBefore => hybridmesh_replica::demo::example_config(
             examples,
             "04-cluster-local",
             &[
@@ -257,6 +302,7 @@ struct Ctx<'a> {
     opts: &'a Options,
     empty_wasm: PathBuf,
     calls_wasm: PathBuf,
+    sdk_wasm: PathBuf,
     binary: PathBuf,
     dir: PathBuf,
     configs: BTreeMap<u8, Vec<u8>>,
@@ -271,11 +317,46 @@ impl Ctx<'_> {
         name: &str,
         cpu: usize,
     ) -> anyhow::Result<Envoy> {
+        let path = self.write_bootstrap(ip, mode, v, name)?;
+        process::spawn_with(
+            &self.binary,
+            name,
+            &path,
+            envoy::admin(ip),
+            &self.dir,
+            &SpawnOptions {
+                cpu: Some(cpu),
+                quiet: true,
+                ..SpawnOptions::default()
+            },
+        )
+    }
+
+    fn write_bootstrap(
+        &self,
+        ip: Ipv4Addr,
+        mode: Mode,
+        v: Variant,
+        name: &str,
+    ) -> anyhow::Result<PathBuf> {
         let wasm = match v {
             Variant::Empty => &self.empty_wasm,
             Variant::Calls => &self.calls_wasm,
+            Variant::SdkEmpty | Variant::SdkTag => &self.sdk_wasm,
+            v if v.is_before() => self.opts.compare_wasm.as_ref().unwrap_or(&self.opts.wasm),
             _ => &self.opts.wasm,
         };
+        self.write_bootstrap_with(ip, mode, v, name, wasm)
+    }
+
+    fn write_bootstrap_with(
+        &self,
+        ip: Ipv4Addr,
+        mode: Mode,
+        v: Variant,
+        name: &str,
+        wasm: &Path,
+    ) -> anyhow::Result<PathBuf> {
         let boot = envoy::bootstrap(
             ip,
             mode,
@@ -288,18 +369,32 @@ impl Ctx<'_> {
         );
         let path = self.dir.join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&boot)?)?;
-        process::spawn_with(
-            &self.binary,
-            name,
-            &path,
-            envoy::admin(ip),
-            &self.dir,
-            &SpawnOptions {
-                cpu: Some(cpu),
-                quiet: true,
-            },
-        )
+        Ok(path)
     }
+}
+
+/// Builds the SDK reference filters (`probes/sdk-floor`) with cargo into the
+/// workspace's target folder.
+fn build_sdk_probe(workspace: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = workspace.join("crates/bench/probes/sdk-floor/Cargo.toml");
+    let target = workspace.join("target/probes");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip1"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .context("cannot run cargo to build the SDK reference filters")?;
+    if !out.status.success() {
+        bail!(
+            "building {} failed:\n{}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(target.join("wasm32-wasip1/release/sdk_floor.wasm"))
 }
 
 /// Runs the whole suite.
@@ -308,10 +403,10 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    if cpus < 2 {
+    if cpus < 2 && !opts.instructions_only {
         bail!("the benchmark needs 2 CPUs (Envoy's worker on one, the load on the other); this machine has {cpus}");
     }
-    if !load::wrk_present() {
+    if !load::wrk_present() && !opts.instructions_only {
         bail!("wrk is missing: install it with `apt-get install wrk` (scripts/bench does)");
     }
     let binary = process::envoy_binary(&opts.workspace)?;
@@ -325,8 +420,16 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
         .len();
     // Envoy runs elsewhere than here: it gets an absolute path.
     let wasm_path = std::fs::canonicalize(&opts.wasm)?;
+    let compare_wasm = match &opts.compare_wasm {
+        Some(w) => Some(
+            std::fs::canonicalize(w)
+                .with_context(|| format!("cannot read --compare-wasm {}", w.display()))?,
+        ),
+        None => None,
+    };
     let opts = &Options {
         wasm: wasm_path,
+        compare_wasm,
         ..opts.clone()
     };
     // This process (the latency client) joins wrk and the upstream on CPU 1.
@@ -337,22 +440,35 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut configs = BTreeMap::new();
-    for v in Variant::ALL {
-        configs.insert(variant_key(v), plugin_config(&opts.examples, v)?);
+    let variants = opts.variants();
+    for v in &variants {
+        configs.insert(variant_key(*v), plugin_config(&opts.examples, *v)?);
     }
     let empty_wasm = dir.join("empty.wasm");
     std::fs::write(&empty_wasm, wat::parse_str(envoy::empty_module())?)?;
     let calls_wasm = dir.join("calls.wasm");
     std::fs::write(&calls_wasm, wat::parse_str(envoy::calls_module())?)?;
+    out.line("building the SDK reference filters ...");
+    let sdk_wasm = build_sdk_probe(&opts.workspace)?;
     let ctx = Ctx {
         opts,
         empty_wasm,
         calls_wasm,
+        sdk_wasm,
         binary: binary.clone(),
         dir: dir.clone(),
         configs,
     };
     let mut report = Report {
+        variants: variants.clone(),
+        compare_wasm_bytes: match &opts.compare_wasm {
+            Some(w) => Some(
+                std::fs::metadata(w)
+                    .with_context(|| format!("cannot read {}", w.display()))?
+                    .len(),
+            ),
+            None => None,
+        },
         machine: machine(),
         envoy_version: sh(&binary.display().to_string(), &["--version"])
             .split("version:")
@@ -378,10 +494,22 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
         ),
         ..Report::default()
     };
+    if opts.instruction_requests > 0 {
+        instructions::tools_present()?;
+    }
+    if opts.instructions_only {
+        (report.instructions, report.server_floor, report.probes) = count_instructions(&ctx, out)?;
+        report.load_after = loadavg();
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     let ticks = clock_ticks();
 
     // The standing fleet: every variant, both modes, and the upstream.
-    out.line("starting Envoy: 7 variants x 2 modes + 1 upstream ...");
+    out.line(&format!(
+        "starting Envoy: {} variants x 2 modes + 1 upstream ...",
+        variants.len()
+    ));
     let mut fleet = Fleet { envoys: Vec::new() };
     let upstream_boot = dir.join("upstream.json");
     std::fs::write(
@@ -397,11 +525,12 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
         &SpawnOptions {
             cpu: Some(1),
             quiet: true,
+            ..SpawnOptions::default()
         },
     )?);
     let mut standing: BTreeMap<(u8, u8), Envoy> = BTreeMap::new();
     for mode in [Mode::Direct, Mode::Upstream] {
-        for v in Variant::ALL {
+        for v in variants.iter().copied() {
             let ip = envoy::address(mode_key(mode), v);
             let e = ctx.spawn(ip, mode, v, &format!("{}-{}", mode_key(mode), v.short()), 0)?;
             fleet.envoys.push(e.clone());
@@ -413,7 +542,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     }
     // Every variant answers 200 before anything is measured.
     for mode in [Mode::Direct, Mode::Upstream] {
-        for v in Variant::ALL {
+        for v in variants.iter().copied() {
             let ip = envoy::address(mode_key(mode), v);
             let mut c = load::Conn::open(envoy::listener(ip))?;
             let status = load::status(&mut c, envoy::SERVICE, &v.request_headers())?;
@@ -431,7 +560,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     // Throughput, interleaved.
     let warm = Duration::from_secs(1);
     for mode in [Mode::Direct, Mode::Upstream] {
-        for v in Variant::ALL {
+        for v in variants.iter().copied() {
             let ip = envoy::address(mode_key(mode), v);
             load::wrk(
                 envoy::listener(ip),
@@ -451,8 +580,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
                 opts.rounds,
                 mode.name()
             );
-            for k in 0..Variant::ALL.len() {
-                let v = Variant::ALL[(k + round) % Variant::ALL.len()];
+            for k in 0..variants.len() {
+                let v = variants[(k + round) % variants.len()];
                 let key = (mode_key(mode), variant_key(v));
                 let e = &standing[&key];
                 let ip = envoy::address(mode_key(mode), v);
@@ -478,7 +607,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
             out.line(&line);
         }
     }
-    for v in Variant::ALL {
+    for v in variants.iter().copied() {
         let e = &standing[&(mode_key(Mode::Direct), variant_key(v))];
         report.rss.insert(variant_key(v), rss_bytes(e.pid));
     }
@@ -486,8 +615,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     // Latency at a fixed, moderate rate (direct response).
     for round in 0..opts.rounds {
         let mut line = format!("latency round {}/{}:", round + 1, opts.rounds);
-        for k in 0..Variant::ALL.len() {
-            let v = Variant::ALL[(k + round) % Variant::ALL.len()];
+        for k in 0..variants.len() {
+            let v = variants[(k + round) % variants.len()];
             let ip = envoy::address(mode_key(Mode::Direct), v);
             let p = load::paced(
                 envoy::listener(ip),
@@ -518,8 +647,8 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     // Start-up: from spawn to the first 200 on the listener.
     for run in 0..opts.startup_runs {
         let mut line = format!("start-up run {}/{}:", run + 1, opts.startup_runs);
-        for k in 0..Variant::ALL.len() {
-            let v = Variant::ALL[(k + run) % Variant::ALL.len()];
+        for k in 0..variants.len() {
+            let v = variants[(k + run) % variants.len()];
             let ip = envoy::address(3, v);
             let t = Instant::now();
             let e = ctx.spawn(ip, Mode::Direct, v, &format!("startup-{}", v.short()), 0)?;
@@ -547,6 +676,10 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     // Linear memory: a fresh client-side Envoy, after 1k requests and after many.
     report.memory = memory_run(&ctx, out)?;
 
+    if opts.instruction_requests > 0 {
+        (report.instructions, report.server_floor, report.probes) = count_instructions(&ctx, out)?;
+    }
+
     out.line("harness ...");
     let wasm = std::fs::read(&opts.wasm)?;
     report.harness = harness::measure(
@@ -558,6 +691,81 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     report.load_after = loadavg();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+type Counts = BTreeMap<(u8, HeaderSet), instructions::Count>;
+
+/// The instruction phase's results: every variant, the server side's floor,
+/// the host-call probes.
+type InstructionCounts = (
+    Counts,
+    BTreeMap<HeaderSet, instructions::Count>,
+    BTreeMap<envoy::Probe, instructions::Count>,
+);
+
+/// Instructions per request of every chosen variant, bare and header-heavy
+/// (no filter also with the server side's headers, its floor), one Envoy
+/// under callgrind per variant; then each host-call probe.
+fn count_instructions(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<InstructionCounts> {
+    let mut counts = BTreeMap::new();
+    let mut server_floor = BTreeMap::new();
+    let sets = [HeaderSet::Bare, HeaderSet::Heavy];
+    let n = ctx.opts.instruction_requests;
+    for v in &ctx.opts.instruction_variants {
+        let v = *v;
+        let ip = envoy::address(5, v);
+        let name = format!("instructions-{}", v.short());
+        let boot = ctx.write_bootstrap(ip, Mode::Direct, v, &name)?;
+        out.line(&format!("instructions: {} under callgrind ...", v.name()));
+        let mut headers: Vec<Vec<(&str, &str)>> = sets.iter().map(|s| v.headers(*s)).collect();
+        if v == Variant::None {
+            headers.extend(sets.iter().map(|s| Variant::Server.headers(*s)));
+        }
+        let got = instructions::count(&ctx.binary, &ctx.dir, &name, &boot, ip, &headers, n)?;
+        let mut line = format!("instructions: {}", v.short());
+        for (k, c) in got.into_iter().enumerate() {
+            let set = sets[k % 2];
+            line.push_str(&format!(" {:.0}", c.per_request));
+            if k < 2 {
+                counts.insert((variant_key(v), set), c);
+            } else {
+                server_floor.insert(set, c);
+            }
+        }
+        out.line(&line);
+    }
+    let mut probes = BTreeMap::new();
+    if ctx.opts.instruction_probes {
+        for (k, p) in envoy::Probe::ALL.iter().enumerate() {
+            let wasm = ctx.dir.join(format!("probe-{}.wasm", p.short()));
+            std::fs::write(&wasm, wat::parse_str(p.module())?)?;
+            let ip = Ipv4Addr::new(127, 78, 6, k as u8 + 1);
+            let name = format!("probe-{}", p.short());
+            let boot = ctx.write_bootstrap_with(ip, Mode::Direct, Variant::Empty, &name, &wasm)?;
+            out.line(&format!(
+                "instructions: 10 x {} under callgrind ...",
+                p.call()
+            ));
+            let got = instructions::count(
+                &ctx.binary,
+                &ctx.dir,
+                &name,
+                &boot,
+                ip,
+                &[Variant::Empty.headers(HeaderSet::Bare)],
+                n,
+            )?;
+            if let Some(c) = got.into_iter().next() {
+                out.line(&format!(
+                    "instructions: probe {} {:.0}",
+                    p.short(),
+                    c.per_request
+                ));
+                probes.insert(*p, c);
+            }
+        }
+    }
+    Ok((counts, server_floor, probes))
 }
 
 const GAUGE_STAT: &str = "wasmcustom.hybridmesh_vm_memory_bytes";

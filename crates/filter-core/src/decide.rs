@@ -4,10 +4,9 @@
 //! compiled once into a [`Plan`] at configure time (the `distribute` entry that
 //! matches our locality, the failover order); per request only a pick remains.
 
-use std::fmt::Write as _;
-
 use crate::config::{ClusterInfo, Config, Policy, PolicyKind, TopologyLabel};
 use crate::identity::Identity;
+use crate::text::push_u64;
 
 /// Per-route precomputed choices for this proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +32,25 @@ pub enum RoutePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub routes: Vec<RoutePlan>,
+    /// Every cluster a decision can name: the configured clusters in order,
+    /// then this proxy's own cluster when it is not among them. A decision's
+    /// target is an index into this list.
+    pub names: Vec<String>,
+    /// This proxy's cluster in [`Plan::names`].
+    pub me: usize,
 }
 
 impl Plan {
     pub fn compile(cfg: &Config, me: &Identity) -> Plan {
         let me_idx = cfg.cluster_index(&me.cluster);
+        let mut names: Vec<String> = cfg.clusters.iter().map(|c| c.name.clone()).collect();
+        let me_name = match me_idx {
+            Some(k) => k,
+            None => {
+                names.push(me.cluster.clone());
+                names.len() - 1
+            }
+        };
         let routes = cfg
             .routes
             .iter()
@@ -83,7 +96,21 @@ impl Plan {
                 },
             })
             .collect();
-        Plan { routes }
+        Plan {
+            routes,
+            names,
+            me: me_name,
+        }
+    }
+
+    /// The index of a cluster name in [`Plan::names`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The name of a decision's target.
+    pub fn name(&self, k: usize) -> &str {
+        self.names.get(k).map(String::as_str).unwrap_or("?")
     }
 
     /// Does deciding for this route need the service's health?
@@ -153,7 +180,7 @@ fn shared_labels(c: &ClusterInfo, me: &Identity, priority: &[TopologyLabel]) -> 
 }
 
 /// Why a request went where it went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// The service could not be told from the request.
     NoService,
@@ -180,12 +207,13 @@ pub enum Why {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub rule: Option<usize>,
     pub policy: Option<PolicyKind>,
-    /// The cluster the request is sent to; `None` leaves it to Envoy.
-    pub target: Option<String>,
+    /// The cluster the request is sent to, an index into [`Plan::names`];
+    /// `None` leaves it to Envoy.
+    pub target: Option<usize>,
     pub why: Why,
 }
 
@@ -209,24 +237,38 @@ impl Decision {
         }
     }
 
+    /// The target's cluster name.
+    pub fn target_name<'p>(&self, plan: &'p Plan) -> Option<&'p str> {
+        self.target.map(|k| plan.name(k))
+    }
+
     /// One line saying why: `weighted rule=1 from=asia-northeast1/* weights=gke:80,anthos:20 pick=37 -> gke`.
-    pub fn explain(&self, cfg: &Config, plan: &Plan, service: Option<&str>) -> String {
-        let name = |k: usize| cfg.clusters.get(k).map(|c| c.name.as_str()).unwrap_or("?");
+    pub fn explain(&self, plan: &Plan, service: Option<&str>) -> String {
         let mut s = String::new();
+        self.explain_into(plan, service, &mut s);
+        s
+    }
+
+    /// [`Decision::explain`] appended to `s` (no allocation once `s` has room).
+    pub fn explain_into(&self, plan: &Plan, service: Option<&str>, s: &mut String) {
         s.push_str(self.policy.map(PolicyKind::as_str).unwrap_or("none"));
         if let Some(r) = self.rule {
-            let _ = write!(s, " rule={r}");
+            s.push_str(" rule=");
+            push_u64(s, r as u64);
         }
         if let Some(svc) = service {
             s.push_str(" service=");
             s.push_str(svc);
         }
-        let skipped_list = |mask: u64| -> String {
-            (0..64usize)
-                .filter(|k| mask & (1u64 << k) != 0)
-                .map(name)
-                .collect::<Vec<_>>()
-                .join(",")
+        let skipped_list = |s: &mut String, mask: u64| {
+            let mut first = true;
+            for k in (0..64usize).filter(|k| mask & (1u64 << k) != 0) {
+                if !first {
+                    s.push(',');
+                }
+                first = false;
+                s.push_str(plan.name(k));
+            }
         };
         match &self.why {
             Why::NoService => s.push_str(": no service name in the request"),
@@ -248,9 +290,15 @@ impl Decision {
                 {
                     s.push_str(explained);
                 }
-                let _ = write!(s, " pick={point}{}", if *sticky { " sticky" } else { "" });
+                s.push_str(" pick=");
+                push_u64(s, u64::from(*point));
+                if *sticky {
+                    s.push_str(" sticky");
+                }
                 if *skipped != 0 {
-                    let _ = write!(s, " skipped={}(ejected)", skipped_list(*skipped));
+                    s.push_str(" skipped=");
+                    skipped_list(s, *skipped);
+                    s.push_str("(ejected)");
                 }
                 if *panic {
                     s.push_str(" all-ejected");
@@ -260,21 +308,28 @@ impl Decision {
                 if let Some(RoutePlan::Failover { order }) =
                     self.rule.and_then(|r| plan.routes.get(r))
                 {
-                    let names: Vec<&str> = order.iter().map(|&k| name(k)).collect();
-                    let _ = write!(s, " order={}", names.join(">"));
+                    s.push_str(" order=");
+                    for (i, &k) in order.iter().enumerate() {
+                        if i > 0 {
+                            s.push('>');
+                        }
+                        s.push_str(plan.name(k));
+                    }
                 }
                 if *skipped != 0 {
-                    let _ = write!(s, " skipped={}(ejected)", skipped_list(*skipped));
+                    s.push_str(" skipped=");
+                    skipped_list(s, *skipped);
+                    s.push_str("(ejected)");
                 }
                 if *panic {
                     s.push_str(" all-ejected");
                 }
             }
         }
-        if let Some(t) = &self.target {
-            let _ = write!(s, " -> {t}");
+        if let Some(t) = self.target {
+            s.push_str(" -> ");
+            s.push_str(plan.name(t));
         }
-        s
     }
 }
 
@@ -284,7 +339,6 @@ impl Decision {
 pub fn decide(
     cfg: &Config,
     plan: &Plan,
-    me: &Identity,
     rule: usize,
     ejected: u64,
     pick: u64,
@@ -297,11 +351,11 @@ pub fn decide(
         target: None,
         why: Why::PolicyNone,
     };
-    let name = |k: usize| cfg.clusters.get(k).map(|c| c.name.clone());
+    let name = |k: usize| (k < plan.names.len()).then_some(k);
     match plan.routes.get(rule) {
         None | Some(RoutePlan::None) => {}
         Some(RoutePlan::ClusterLocal) => {
-            d.target = Some(me.cluster.clone());
+            d.target = Some(plan.me);
             d.why = Why::ClusterLocal;
         }
         Some(RoutePlan::Weighted { entry, table, .. }) => {

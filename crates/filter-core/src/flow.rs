@@ -1,34 +1,56 @@
 //! A request's way through the filter, as plain Rust over plain data.
 //!
-//! Request: headers in -> spoofed headers out -> service -> rule -> target
-//! cluster -> one header map out. Response: served-by -> health -> hop record.
+//! Request: the header map read in place -> spoofed headers found -> service
+//! -> rule -> target cluster -> only the headers that change written out, one
+//! host call each. Response: served-by -> health -> counters -> hop record.
 //! The proxy is reached only through the small [`Host`] trait (each method is
-//! one host call, made only when the answer is needed), so all of this runs
+//! one host call, made only when its answer is needed), so all of this runs
 //! natively in tests, and the `.wasm` glue only translates.
+//!
+//! Nothing on the common path allocates: the stream's [`StreamState`] and the
+//! VM's [`Scratch`] keep their buffers from one request to the next, header
+//! values are borrowed from the proxy's buffer or precomputed at configure
+//! time, numbers are written without `core::fmt`.
+//!
+//! [`Filter::on_request`] and [`Filter::on_response`] wrap the same path for
+//! tests and the native simulator: headers as a list in, the new list and the
+//! side effects out.
 
-use crate::config::{Config, DirectionSetting, PolicyKind, TrustSource, UnknownSource};
-use crate::decide::{decide, sticky_hash, Decision, Plan, Why};
-use crate::health::{health_key, HealthEvent, HealthState};
-use crate::hop::{is_gateway_address, log_token, served_by_value, Chain, HopRecord, ServedBy};
-use crate::hosts::{service_from_authority, service_from_cluster_name};
+use crate::config::{Config, DirectionSetting, HopLog, PolicyKind, TrustSource, UnknownSource};
+use crate::decide::{decide, sticky_hash, Decision, Plan, RoutePlan, Why};
+use crate::health::{self, HealthEvent, HealthState};
+use crate::hop::{
+    is_gateway_address, log_token, served_by_value, Chain, Hop, HopRecord, ServedByRef,
+};
+use crate::hosts::{service_from_authority_into, service_from_cluster_name};
 use crate::identity::{Identity, IdentityIssue, NodeFacts, ISTIO_DEFAULT_CLUSTER_ID};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, CounterRef};
+use crate::wire::{self, Pairs};
 
-/// A header map as the proxy hands it over: (lower-case name, value) pairs.
+/// A header map as a list: (lower-case name, value) pairs, in order.
 pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Direction {
+    #[default]
     Outbound,
     Inbound,
 }
 
-/// The downstream connection as the server side sees it.
+/// The downstream connection as the server side sees it (what a test host
+/// or the simulator holds; the filter asks for one part at a time).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
     pub mtls: bool,
     /// The peer certificate's URI SAN (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`).
     pub uri_san: Option<String>,
+}
+
+/// Which header map a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Map {
+    Request,
+    Response,
 }
 
 /// A read-modify-write of one shared-data value: gets the current value, returns
@@ -38,24 +60,41 @@ pub type Update<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 /// What the filter asks of the proxy. Each method is one host call.
 pub trait Host {
     fn now_ms(&mut self) -> u64;
-    /// A uniformly random value (the glue uses a per-VM generator).
+    /// A uniformly random value (the glue uses a per-VM generator: no host call).
     fn random(&mut self) -> u64;
-    /// `listener_direction`.
+    /// `xds.listener_direction`.
     fn listener_direction(&mut self) -> Option<Direction>;
     /// `xds.cluster_name` in the request phase.
     fn cluster_name(&mut self) -> Option<String>;
-    fn peer(&mut self) -> Peer;
+    /// `connection.mtls`: the peer presented a verified certificate.
+    fn peer_mtls(&mut self) -> bool;
+    /// `connection.uri_san_peer_certificate` (there only with a verified peer certificate).
+    fn peer_uri_san(&mut self) -> Option<&[u8]>;
     /// Shared data, read.
-    fn shared_get(&mut self, key: &str) -> Option<Vec<u8>>;
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]>;
     /// Shared data, read-modify-write with compare-and-swap (retried on
     /// mismatch). `update` returns the new value, or `None` to write nothing.
     fn shared_update(&mut self, key: &str, update: &mut Update<'_>);
     /// `response.flags` (Envoy's response flag bitmask).
     fn response_flags(&mut self) -> u64;
     /// `upstream.address` (`ip:port`).
-    fn upstream_address(&mut self) -> Option<String>;
+    fn upstream_address(&mut self) -> Option<&[u8]>;
     /// `xds.upstream_host_metadata` (serialized protobuf), `None` when the endpoint has none.
-    fn upstream_host_metadata(&mut self) -> Option<Vec<u8>>;
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]>;
+    /// Appends a header (the name is known to be absent).
+    fn add_header(&mut self, map: Map, name: &[u8], value: &[u8]);
+    /// Removes every entry of a header and appends one.
+    fn replace_header(&mut self, map: Map, name: &[u8], value: &[u8]);
+    /// Removes every entry of a header.
+    fn remove_header(&mut self, map: Map, name: &[u8]);
+    /// Envoy filter state under `wasm.<key>`.
+    fn set_filter_state(&mut self, key: &str, value: &[u8]);
+    /// One counter increment (the glue buffers them: no host call per request).
+    fn count(&mut self, counter: CounterRef<'_>);
+    /// Would a log line at `level` be written?
+    fn log_enabled(&self, level: Level) -> bool;
+    /// A log line (the glue adds the `hybridmesh: ` prefix).
+    fn log(&mut self, level: Level, message: &str);
 }
 
 /// Log levels, as proxy-wasm numbers them.
@@ -69,7 +108,7 @@ pub enum Level {
     Critical,
 }
 
-/// Side effects the glue performs after a callback.
+/// Side effects the wrapper API collects (counters and log lines).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
     pub counters: Vec<Counter>,
@@ -86,12 +125,15 @@ pub struct LocalReply {
     pub details: String,
 }
 
-/// What the filter remembers between a stream's request and response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the filter remembers between a stream's request and response. Its
+/// strings keep their capacity when the state is reused for the next stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamState {
     pub direction: Direction,
-    pub service: Option<String>,
+    service: String,
+    has_service: bool,
     pub decision: Option<Decision>,
+    /// When the request arrived (0: not timed, no hop record was wanted).
     pub start_ms: u64,
     pub debug: bool,
     pub request_id: String,
@@ -102,9 +144,46 @@ pub struct StreamState {
     pub looped: bool,
 }
 
+impl StreamState {
+    /// The service the request is for, if it could be told.
+    pub fn service(&self) -> Option<&str> {
+        self.has_service.then_some(self.service.as_str())
+    }
+
+    /// Empties the state for a new stream, keeping its buffers.
+    pub fn reset(&mut self, direction: Direction) {
+        self.direction = direction;
+        self.service.clear();
+        self.has_service = false;
+        self.decision = None;
+        self.start_ms = 0;
+        self.debug = false;
+        self.request_id.clear();
+        self.target_dirty = false;
+        self.chain.clear();
+        self.looped = false;
+    }
+}
+
+/// Buffers a VM reuses on every request (nothing of a stream lives here
+/// across callbacks).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// A shared-data key.
+    pub key: String,
+    /// The decision's reason.
+    pub reason: String,
+    /// The gateway crossed.
+    pub gateway: String,
+    /// The served cluster when it came from endpoint metadata.
+    pub served: String,
+    /// A hop record or log line being written.
+    pub line: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestOutcome {
-    /// The new request header map, if it changed (set in one host call).
+    /// The new request header map, if it changed.
     pub headers: Option<Headers>,
     pub local_reply: Option<LocalReply>,
     pub state: StreamState,
@@ -113,7 +192,7 @@ pub struct RequestOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseOutcome {
-    /// Response headers to replace (name, value).
+    /// Response headers replaced (name, value).
     pub set_headers: Vec<(String, Vec<u8>)>,
     pub hop: Option<HopRecord>,
     pub effects: Effects,
@@ -125,6 +204,9 @@ pub const FAILURE_FLAGS: u64 = 0x2 /* UH */ | 0x4 /* UT */ | 0x10 /* UR */ | 0x2
 /// Response flags that mean no upstream answered at all.
 pub const NOT_SERVED_FLAGS: u64 = 0x2 /* UH */ | 0x20 /* UF */ | 0x80 /* UO */;
 
+/// Filter state key of the hop record: `%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`.
+pub const HOP_FILTER_STATE: &str = "hybridmesh.hop";
+
 /// The configured filter of one plugin: config, identity, compiled plan.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -134,7 +216,7 @@ pub struct Filter {
     /// Warnings to log at configure time.
     pub warnings: Vec<IdentityIssue>,
     served_by: Vec<u8>,
-    source_headers: [(Vec<u8>, Vec<u8>); 3],
+    locality: String,
 }
 
 impl Filter {
@@ -179,24 +261,9 @@ impl Filter {
             namespace,
         };
         let plan = Plan::compile(&cfg, &me);
-        let h = &cfg.headers;
-        let source_headers = [
-            (
-                h.source_cluster.clone().into_bytes(),
-                me.cluster.clone().into_bytes(),
-            ),
-            (
-                h.source_network.clone().into_bytes(),
-                me.network.clone().into_bytes(),
-            ),
-            (
-                h.source_locality.clone().into_bytes(),
-                me.locality.to_string().into_bytes(),
-            ),
-        ];
         Ok(Filter {
             served_by: served_by_value(&me).into_bytes(),
-            source_headers,
+            locality: me.locality.to_string(),
             cfg,
             me,
             plan,
@@ -213,464 +280,709 @@ impl Filter {
         }
     }
 
-    /// Request headers, either side.
-    pub fn on_request(
+    /// The hop log's level, if the proxy would write it.
+    fn hop_log_level(&self, host: &dyn Host) -> Option<Level> {
+        let level = match self.cfg.hop_log {
+            HopLog::Off => return None,
+            HopLog::Trace => Level::Trace,
+            HopLog::Debug => Level::Debug,
+            HopLog::Info => Level::Info,
+            HopLog::Warn => Level::Warn,
+        };
+        host.log_enabled(level).then_some(level)
+    }
+
+    /// Is a hop record written for this request (filter state or log line)?
+    pub fn hop_wanted(&self, host: &dyn Host) -> bool {
+        self.cfg.filter_state || self.hop_log_level(host).is_some()
+    }
+
+    /// Request headers, either side: reads `headers` in place, writes only what
+    /// changes through `host`, fills `state` for the response. A local reply,
+    /// if the request must be refused, is for the caller to send (after it has
+    /// let go of anything the reply's callbacks might need).
+    pub fn request(
         &self,
-        headers: &[(Vec<u8>, Vec<u8>)],
+        headers: &Pairs<'_>,
         host: &mut dyn Host,
-    ) -> RequestOutcome {
-        match self.direction(host) {
-            Direction::Outbound => self.outbound_request(headers, host),
-            Direction::Inbound => self.inbound_request(headers, host),
+        state: &mut StreamState,
+        scratch: &mut Scratch,
+    ) -> Option<LocalReply> {
+        let direction = self.direction(host);
+        state.reset(direction);
+        match direction {
+            Direction::Outbound => {
+                self.outbound_request(headers, host, state, scratch);
+                None
+            }
+            Direction::Inbound => self.inbound_request(headers, host, state),
         }
     }
 
     /// Response headers, either side.
-    pub fn on_response(
+    pub fn response(
         &self,
         state: &StreamState,
-        headers: &[(Vec<u8>, Vec<u8>)],
+        headers: &Pairs<'_>,
         host: &mut dyn Host,
-    ) -> ResponseOutcome {
+        scratch: &mut Scratch,
+    ) {
         match state.direction {
-            Direction::Outbound => self.outbound_response(state, headers, host),
-            Direction::Inbound => ResponseOutcome {
-                set_headers: vec![(self.cfg.headers.served_by.clone(), self.served_by.clone())],
-                hop: None,
-                effects: Effects::default(),
-            },
+            Direction::Inbound => {
+                let name = self.cfg.headers.served_by.as_bytes();
+                host.replace_header(Map::Response, name, &self.served_by);
+            }
+            Direction::Outbound => {
+                let level = self.hop_log_level(host);
+                let want = self.cfg.filter_state || level.is_some();
+                let Scratch {
+                    key,
+                    reason,
+                    gateway,
+                    served,
+                    line,
+                } = scratch;
+                let hop = self
+                    .outbound_response(state, headers, host, want, key, reason, gateway, served);
+                if !want {
+                    return;
+                }
+                if self.cfg.filter_state {
+                    line.clear();
+                    hop.write_json(line);
+                    host.set_filter_state(HOP_FILTER_STATE, line.as_bytes());
+                }
+                if let Some(level) = level {
+                    line.clear();
+                    hop.write_log_line(line);
+                    host.log(level, line);
+                }
+            }
         }
     }
 
     fn outbound_request(
         &self,
-        headers: &[(Vec<u8>, Vec<u8>)],
+        headers: &Pairs<'_>,
         host: &mut dyn Host,
-    ) -> RequestOutcome {
+        state: &mut StreamState,
+        scratch: &mut Scratch,
+    ) {
         let names = &self.cfg.headers;
-        let start_ms = host.now_ms();
-        let mut effects = Effects::default();
-        let mut out: Headers = Vec::with_capacity(headers.len() + 4);
         let mut spoofed = 0u32;
+        let mut debug_sent = false;
         let mut debug = false;
         let mut authority: &[u8] = b"";
-        let mut request_id = String::new();
+        let mut request_id: &[u8] = b"";
         let mut forwarded_chain: Option<&[u8]> = None;
         let mut chain_repeated = false;
-        for (k, v) in headers {
+        // Which of the headers we set the application sent too: they are
+        // replaced rather than added.
+        let ours = [
+            names.source_cluster.as_bytes(),
+            names.source_network.as_bytes(),
+            names.source_locality.as_bytes(),
+            names.hops.as_bytes(),
+            names.target_cluster.as_bytes(),
+        ];
+        let mut sent = [false; 5];
+        for (k, v) in headers.iter() {
             if names.is_reserved(k) {
-                if k.as_slice() == names.debug.as_bytes() {
-                    debug = v.as_slice() == b"1";
-                } else if k.as_slice() == names.hops.as_bytes() {
+                if k == names.debug.as_bytes() {
+                    debug_sent = true;
+                    debug = v == b"1";
+                } else if k == names.hops.as_bytes() {
                     // The one header the application forwards: validated, not stripped.
                     chain_repeated |= forwarded_chain.is_some();
                     forwarded_chain = Some(v);
+                    sent[3] = true;
                 } else {
                     spoofed += 1;
+                    if let Some(i) = ours.iter().position(|o| *o == k) {
+                        sent[i] = true;
+                    }
                 }
                 continue;
             }
-            match k.as_slice() {
+            match k {
                 b":authority" => authority = v,
-                b"x-request-id" => request_id = String::from_utf8_lossy(v).into_owned(),
+                b"x-request-id" => request_id = v,
                 _ => {}
             }
-            out.push((k.clone(), v.clone()));
+        }
+        let hop_wanted = self.hop_wanted(host);
+        let mut now: Option<u64> = None;
+        if hop_wanted {
+            let t = host.now_ms();
+            now = Some(t);
+            state.start_ms = t;
+            state
+                .request_id
+                .push_str(&String::from_utf8_lossy(request_id));
         }
         if spoofed > 0 {
-            effects.counters.push(Counter::Spoofed {
+            host.count(CounterRef::Spoofed {
                 direction: Direction::Outbound,
             });
-            effects.logs.push((
-                Level::Debug,
-                format!(
-                    "removed {spoofed} {}-* header(s) set by the application",
-                    names.prefix
-                ),
-            ));
+            if host.log_enabled(Level::Debug) {
+                host.log(
+                    Level::Debug,
+                    &format!(
+                        "removed {spoofed} {}-* header(s) set by the application",
+                        names.prefix
+                    ),
+                );
+            }
         }
 
-        let service =
-            service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix).or_else(
-                || {
-                    host.cluster_name()
-                        .as_deref()
-                        .and_then(service_from_cluster_name)
-                        .map(str::to_string)
-                },
-            );
-        let mut target_dirty = false;
-        let decision = match &service {
+        state.has_service = service_from_authority_into(
+            authority,
+            &self.me.namespace,
+            &self.cfg.domain_suffix,
+            &mut state.service,
+        );
+        if !state.has_service {
+            if let Some(svc) = host
+                .cluster_name()
+                .as_deref()
+                .and_then(service_from_cluster_name)
+            {
+                state.service.push_str(svc);
+                state.has_service = true;
+            }
+        }
+        let decision = match state.service() {
             None => Decision::undecided(Why::NoService),
             Some(svc) => match self.cfg.hosts.lookup(svc) {
                 None => Decision::undecided(Why::NoRule),
                 Some(rule) => {
-                    let health = if self.plan.needs_health(rule) {
-                        host.shared_get(&health_key(svc))
-                            .map(|b| HealthState::decode(&b))
-                    } else {
-                        None
-                    };
-                    let mut ejected = 0u64;
-                    if let Some(h) = &health {
-                        for (k, c) in self.cfg.clusters.iter().enumerate().take(64) {
-                            if h.is_ejected(&c.name, start_ms) {
-                                ejected |= 1 << k;
-                            }
+                    let (mut ejected, mut dirty) = (0u64, 0u64);
+                    if self.plan.needs_health(rule) {
+                        health::health_key_into(svc, &mut scratch.key);
+                        let t = match now {
+                            Some(t) => t,
+                            None => *now.insert(host.now_ms()),
+                        };
+                        if let Some(bytes) = host.shared_get(&scratch.key) {
+                            (ejected, dirty) =
+                                health::read_in_place(bytes, |n| self.plan.index_of(n), t);
                         }
                     }
                     let sticky_value = match self.plan.routes.get(rule) {
-                        Some(crate::decide::RoutePlan::Weighted {
+                        Some(RoutePlan::Weighted {
                             sticky_header: Some(name),
                             ..
-                        }) => headers
-                            .iter()
-                            .find(|(k, _)| k.as_slice() == name.as_bytes())
-                            .map(|(_, v)| v.as_slice()),
+                        }) => headers.get(name.as_bytes()),
                         _ => None,
                     };
                     let (pick, sticky) = match sticky_value {
                         Some(v) => (sticky_hash(v), true),
                         None => (host.random(), false),
                     };
-                    let d = decide(&self.cfg, &self.plan, &self.me, rule, ejected, pick, sticky);
-                    if let (Some(h), Some(t)) = (&health, &d.target) {
-                        target_dirty = h
-                            .get(t)
-                            .is_some_and(|e| e.consecutive > 0 || e.ejections > 0);
-                    }
+                    let d = decide(&self.cfg, &self.plan, rule, ejected, pick, sticky);
+                    state.target_dirty = d.target.is_some_and(|t| t < 64 && dirty & (1 << t) != 0);
                     d
                 }
             },
         };
 
-        let chain = Chain::extend(
+        let chain = Chain::extend_into(
             forwarded_chain,
             chain_repeated,
             &self.me.cluster,
             self.cfg.max_hops,
+            &mut state.chain,
         );
         if let Some(problem) = chain.problem {
-            effects.counters.push(Counter::HopChain {
+            host.count(CounterRef::HopChain {
                 problem: problem.label(),
             });
         }
         if chain.looped {
-            effects.counters.push(Counter::HopChain { problem: "loop" });
-            effects.logs.push((
-                Level::Warn,
-                format!(
-                    "request {} loops: cluster {} is already in its hop chain",
-                    log_token(&request_id),
-                    self.me.cluster
-                ),
-            ));
+            host.count(CounterRef::HopChain { problem: "loop" });
+            if host.log_enabled(Level::Warn) {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "request {} loops: cluster {} is already in its hop chain",
+                        log_token(&String::from_utf8_lossy(request_id)),
+                        self.me.cluster
+                    ),
+                );
+            }
         }
-        for (k, v) in &self.source_headers {
-            out.push((k.clone(), v.clone()));
+
+        // Out: what the application must not have sent, then ours, in order.
+        if spoofed > 0 || debug_sent {
+            for (i, (k, _)) in headers.iter().enumerate() {
+                let ours_or_hops = ours.contains(&k);
+                let first = !headers.iter().take(i).any(|(e, _)| e == k);
+                if names.is_reserved(k) && !ours_or_hops && first {
+                    host.remove_header(Map::Request, k);
+                }
+            }
         }
-        out.push((names.hops.clone().into_bytes(), chain.value().into_bytes()));
-        if let Some(t) = &decision.target {
-            out.push((
-                names.target_cluster.clone().into_bytes(),
-                t.clone().into_bytes(),
-            ));
+        let set = |host: &mut dyn Host, i: usize, value: &[u8]| {
+            if sent[i] {
+                host.replace_header(Map::Request, ours[i], value);
+            } else {
+                host.add_header(Map::Request, ours[i], value);
+            }
+        };
+        set(host, 0, self.me.cluster.as_bytes());
+        set(host, 1, self.me.network.as_bytes());
+        set(host, 2, self.locality.as_bytes());
+        set(host, 3, state.chain.as_bytes());
+        match decision.target {
+            Some(t) => set(host, 4, self.plan.name(t).as_bytes()),
+            None if sent[4] => host.remove_header(Map::Request, ours[4]),
+            None => {}
         }
-        RequestOutcome {
-            headers: Some(out),
-            local_reply: None,
-            state: StreamState {
-                direction: Direction::Outbound,
-                service,
-                decision: Some(decision),
-                start_ms,
-                debug: debug && self.cfg.allow_debug,
-                request_id,
-                target_dirty,
-                chain: chain.value(),
-                looped: chain.looped,
-            },
-            effects,
-        }
+        state.decision = Some(decision);
+        state.debug = debug && self.cfg.allow_debug;
+        state.looped = chain.looped;
     }
 
     /// Should the server side believe the source headers of this connection?
     fn trusted(&self, host: &mut dyn Host) -> bool {
         match self.cfg.trust_source {
             TrustSource::Any => true,
+            // A verified peer certificate is enough.
+            TrustSource::Mtls if self.cfg.trust_domains.is_empty() => host.peer_mtls(),
+            // Its URI SAN is there only with a verified peer certificate.
             TrustSource::Mtls => {
-                let peer = host.peer();
-                if !peer.mtls {
-                    return false;
-                }
-                if self.cfg.trust_domains.is_empty() {
-                    return true;
-                }
-                let Some(san) = peer.uri_san else {
+                let Some(san) = host.peer_uri_san() else {
                     return false;
                 };
-                let Some(rest) = san.strip_prefix("spiffe://") else {
+                let Some(rest) = san.strip_prefix(b"spiffe://") else {
                     return false;
                 };
-                let domain = rest.split('/').next().unwrap_or("");
-                self.cfg.trust_domains.iter().any(|td| td == domain)
+                let domain = rest.split(|b| *b == b'/').next().unwrap_or(b"");
+                self.cfg
+                    .trust_domains
+                    .iter()
+                    .any(|td| td.as_bytes() == domain)
             }
         }
     }
 
     fn inbound_request(
         &self,
-        headers: &[(Vec<u8>, Vec<u8>)],
+        headers: &Pairs<'_>,
         host: &mut dyn Host,
-    ) -> RequestOutcome {
+        state: &mut StreamState,
+    ) -> Option<LocalReply> {
         let names = &self.cfg.headers;
-        let mut effects = Effects::default();
         let mut authority: &[u8] = b"";
         let mut source: Option<&[u8]> = None;
         let mut reserved = 0u32;
-        for (k, v) in headers {
+        for (k, v) in headers.iter() {
             if names.is_reserved(k) {
                 reserved += 1;
-                if k.as_slice() == names.source_cluster.as_bytes() && source.is_none() {
+                if k == names.source_cluster.as_bytes() && source.is_none() {
                     source = Some(v);
                 }
-            } else if k.as_slice() == b":authority" {
+            } else if k == b":authority" {
                 authority = v;
             }
         }
-        let service =
-            service_from_authority(authority, &self.me.namespace, &self.cfg.domain_suffix);
-        let rule = service.as_deref().and_then(|s| self.cfg.hosts.lookup(s));
+        state.has_service = service_from_authority_into(
+            authority,
+            &self.me.namespace,
+            &self.cfg.domain_suffix,
+            &mut state.service,
+        );
+        let rule = state.service().and_then(|s| self.cfg.hosts.lookup(s));
         let cluster_local = rule
             .and_then(|r| self.cfg.routes.get(r))
             .is_some_and(|r| r.policy.kind() == PolicyKind::ClusterLocal);
 
         // Only ask for the connection's identity when it matters.
         let trusted = (reserved > 0 || cluster_local) && self.trusted(host);
-        let mut new_headers = None;
         if reserved > 0 && !trusted {
-            new_headers = Some(
-                headers
-                    .iter()
-                    .filter(|(k, _)| !names.is_reserved(k))
-                    .cloned()
-                    .collect::<Headers>(),
-            );
+            for (i, (k, _)) in headers.iter().enumerate() {
+                if names.is_reserved(k) && !headers.iter().take(i).any(|(e, _)| e == k) {
+                    host.remove_header(Map::Request, k);
+                }
+            }
             source = None;
-            effects.counters.push(Counter::Spoofed {
+            host.count(CounterRef::Spoofed {
                 direction: Direction::Inbound,
             });
-            effects.logs.push((
-                Level::Debug,
-                format!(
-                    "removed {reserved} {}-* header(s) from an untrusted peer",
-                    names.prefix
-                ),
-            ));
-        }
-        let source = source.map(|s| String::from_utf8_lossy(s).into_owned());
-
-        let mut local_reply = None;
-        if cluster_local {
-            let refused = match &source {
-                Some(src) => *src != self.me.cluster,
-                None => self.cfg.unknown_source == UnknownSource::Deny,
-            };
-            if refused {
-                let svc = service.clone().unwrap_or_default();
-                let from = source.clone().unwrap_or_else(|| "unknown".to_string());
-                // The claim is the peer's: written escaped, so it cannot break the line.
-                let body = format!(
-                    "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {} refused\n",
-                    self.me.cluster,
-                    log_token(&from)
+            if host.log_enabled(Level::Debug) {
+                host.log(
+                    Level::Debug,
+                    &format!(
+                        "removed {reserved} {}-* header(s) from an untrusted peer",
+                        names.prefix
+                    ),
                 );
-                let line = body.trim_end().trim_start_matches("hybridmesh: ");
-                effects.logs.push((Level::Info, line.to_string()));
-                effects.counters.push(Counter::Denied { source: from });
-                local_reply = Some(LocalReply {
-                    status: self.cfg.deny_status,
-                    body,
-                    headers: vec![(names.denied.clone(), "cluster-local".to_string())],
-                    details: "hybridmesh_cluster_local".to_string(),
-                });
             }
         }
-        RequestOutcome {
-            headers: new_headers,
-            local_reply,
-            state: StreamState {
-                direction: Direction::Inbound,
-                service,
-                decision: None,
-                start_ms: 0,
-                debug: false,
-                request_id: String::new(),
-                target_dirty: false,
-                chain: String::new(),
-                looped: false,
-            },
-            effects,
+        if !cluster_local {
+            return None;
         }
+        let source = source.map(String::from_utf8_lossy);
+        let refused = match &source {
+            Some(src) => *src != self.me.cluster,
+            None => self.cfg.unknown_source == UnknownSource::Deny,
+        };
+        if !refused {
+            return None;
+        }
+        let svc = state.service().unwrap_or_default();
+        let from = source.as_deref().unwrap_or("unknown");
+        // The claim is the peer's: written escaped, so it cannot break the line.
+        let body = format!(
+            "hybridmesh: {svc} is cluster-local to cluster {}; request from cluster {} refused\n",
+            self.me.cluster,
+            log_token(from)
+        );
+        let line = body.trim_end().trim_start_matches("hybridmesh: ");
+        host.log(Level::Info, line);
+        host.count(CounterRef::Denied { source: from });
+        Some(LocalReply {
+            status: self.cfg.deny_status,
+            body,
+            headers: vec![(names.denied.clone(), "cluster-local".to_string())],
+            details: "hybridmesh_cluster_local".to_string(),
+        })
     }
 
-    fn outbound_response(
-        &self,
-        state: &StreamState,
-        headers: &[(Vec<u8>, Vec<u8>)],
+    /// The client side's response: health, counters, the debug header; the hop
+    /// record for the caller to write (its reason only when `want`ed or asked
+    /// for by a debug request).
+    #[allow(clippy::too_many_arguments)]
+    fn outbound_response<'a>(
+        &'a self,
+        state: &'a StreamState,
+        headers: &Pairs<'a>,
         host: &mut dyn Host,
-    ) -> ResponseOutcome {
+        want: bool,
+        key: &mut String,
+        reason: &'a mut String,
+        gateway: &'a mut String,
+        served: &'a mut String,
+    ) -> Hop<'a> {
         let names = &self.cfg.headers;
-        let mut effects = Effects::default();
         let mut status = 0u32;
-        let mut served: Option<ServedBy> = None;
-        for (k, v) in headers {
-            if k.as_slice() == b":status" {
+        let mut served_by: Option<ServedByRef<'a>> = None;
+        for (k, v) in headers.iter() {
+            if k == b":status" {
                 status = std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-            } else if k.as_slice() == names.served_by.as_bytes() && served.is_none() {
-                served = ServedBy::parse(v);
+            } else if k == names.served_by.as_bytes() && served_by.is_none() {
+                served_by = ServedByRef::parse(v);
             }
         }
-        let now = host.now_ms();
         let flags = if status >= 500 || status == 0 {
             host.response_flags()
         } else {
             0
         };
-
-        let (served_by, served_network, cross_network, gateway) = match &served {
-            Some(sb) => {
-                let crossed = !sb.network.is_empty()
-                    && !self.me.network.is_empty()
-                    && sb.network != self.me.network;
-                let gateway = if crossed {
-                    host.upstream_address().filter(|a| is_gateway_address(a))
-                } else {
-                    None
-                };
-                (
-                    Some(sb.cluster.clone()),
-                    Some(sb.network.clone()),
-                    crossed,
-                    gateway,
-                )
+        gateway.clear();
+        served.clear();
+        let crossed_by_header = served_by.is_some_and(|sb| {
+            !sb.network.is_empty() && !self.me.network.is_empty() && sb.network != self.me.network
+        });
+        // The gateway crossed: for the hop record when a served-by header says
+        // the request crossed networks; without one, it is how we tell.
+        let mut crossed_gateway = false;
+        if served_by.is_none() || (crossed_by_header && want) {
+            if let Some(a) = host
+                .upstream_address()
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .filter(|a| is_gateway_address(a))
+            {
+                gateway.push_str(a);
+                crossed_gateway = true;
             }
+        }
+        // No served-by header: the endpoint's metadata, unless no healthy
+        // host, a failed connection or an overflow means nothing served the
+        // request, whatever host was picked.
+        if served_by.is_none() && flags & NOT_SERVED_FLAGS == 0 {
+            if let Some(c) = host
+                .upstream_host_metadata()
+                .and_then(crate::proto::istio_workload_cluster)
+            {
+                served.push_str(&c);
+            }
+        }
+        let gateway: &'a String = gateway;
+        let served: &'a String = served;
+        let (served_cluster, served_network, cross_network) = match served_by {
+            Some(sb) => (Some(sb.cluster), Some(sb.network), crossed_by_header),
             None => {
-                let address = host.upstream_address();
-                let gateway = address.filter(|a| is_gateway_address(a));
-                // No healthy host, a failed connection or an overflow: nothing
-                // served the request, whatever host was picked.
-                let cluster = if flags & NOT_SERVED_FLAGS != 0 {
-                    None
-                } else {
-                    host.upstream_host_metadata()
-                        .and_then(|md| crate::proto::istio_workload_cluster(&md))
-                };
-                let network = cluster
-                    .as_deref()
-                    .and_then(|c| self.cfg.clusters.iter().find(|x| x.name == c))
-                    .map(|x| x.network.clone());
-                (cluster, network, gateway.is_some(), gateway)
+                let network = self
+                    .cfg
+                    .clusters
+                    .iter()
+                    .find(|x| !served.is_empty() && x.name == *served)
+                    .map(|x| x.network.as_str());
+                let cluster = (!served.is_empty()).then_some(served.as_str());
+                (cluster, network, crossed_gateway)
             }
         };
 
         let decision = state
             .decision
-            .clone()
             .unwrap_or_else(|| Decision::undecided(Why::NoService));
+        let target = decision.target_name(&self.plan);
+        let failed = status >= 500 || flags & FAILURE_FLAGS != 0;
         // Health: only for decisions that choose among clusters.
-        if let (
-            Some(PolicyKind::Weighted | PolicyKind::Failover),
-            Some(target),
-            Some(svc),
-            Some(rule),
-        ) = (
-            decision.policy,
-            &decision.target,
-            &state.service,
-            decision.rule,
-        ) {
-            let failed = status >= 500 || flags & FAILURE_FLAGS != 0;
-            if failed || state.target_dirty {
-                let od = self
-                    .cfg
-                    .routes
-                    .get(rule)
-                    .map(|r| r.outlier)
-                    .unwrap_or_default();
-                let mut event = HealthEvent::Unchanged;
-                host.shared_update(&health_key(svc), &mut |current| {
-                    let mut h = current.map(HealthState::decode).unwrap_or_default();
-                    event = h.record(target, failed, now, &od);
-                    (event != HealthEvent::Unchanged).then(|| h.encode())
+        let health = match (decision.policy, target, state.service(), decision.rule) {
+            (Some(PolicyKind::Weighted | PolicyKind::Failover), Some(t), Some(svc), Some(rule))
+                if failed || state.target_dirty =>
+            {
+                Some((t, svc, rule))
+            }
+            _ => None,
+        };
+        let timed = want && state.start_ms > 0;
+        let now = if timed || health.is_some() {
+            host.now_ms()
+        } else {
+            0
+        };
+        if let Some((target, svc, rule)) = health {
+            let od = self
+                .cfg
+                .routes
+                .get(rule)
+                .map(|r| r.outlier)
+                .unwrap_or_default();
+            let mut event = HealthEvent::Unchanged;
+            health::health_key_into(svc, key);
+            host.shared_update(key, &mut |current| {
+                let mut h = current.map(HealthState::decode).unwrap_or_default();
+                event = h.record(target, failed, now, &od);
+                (event != HealthEvent::Unchanged).then(|| h.encode())
+            });
+            if let HealthEvent::Ejected {
+                until_ms,
+                ejections,
+            } = event
+            {
+                host.count(CounterRef::Ejections {
+                    destination: target,
                 });
-                if let HealthEvent::Ejected {
-                    until_ms,
-                    ejections,
-                } = event
-                {
-                    effects.counters.push(Counter::Ejections {
-                        destination: target.clone(),
-                    });
-                    effects.logs.push((
-                        Level::Warn,
-                        format!(
-                            "ejected cluster {target} for {svc} for {}ms (ejection #{ejections}) after {} consecutive failures",
-                            until_ms.saturating_sub(now),
-                            od.consecutive_5xx
-                        ),
-                    ));
-                }
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "ejected cluster {target} for {svc} for {}ms (ejection #{ejections}) after {} consecutive failures",
+                        until_ms.saturating_sub(now),
+                        od.consecutive_5xx
+                    ),
+                );
             }
         }
+        host.count(CounterRef::Requests {
+            source: &self.me.cluster,
+            destination: served_cluster.or(target).unwrap_or_default(),
+            decision: decision.label(),
+            cross_network,
+        });
 
-        let reason = decision.explain(&self.cfg, &self.plan, state.service.as_deref());
-        let hop = HopRecord {
-            request_id: state.request_id.clone(),
-            service: state.service.clone().unwrap_or_default(),
-            source_cluster: self.me.cluster.clone(),
-            source_network: self.me.network.clone(),
-            target: decision.target.clone(),
-            served_by,
+        reason.clear();
+        if want || state.debug {
+            decision.explain_into(&self.plan, state.service(), reason);
+        }
+        if state.debug {
+            key.clear();
+            key.push_str(reason);
+            key.push_str("; served_by=");
+            key.push_str(served_cluster.unwrap_or("-"));
+            key.push_str(" cross_network=");
+            key.push_str(if cross_network { "true" } else { "false" });
+            host.replace_header(Map::Response, names.decision.as_bytes(), key.as_bytes());
+        }
+        let reason: &'a String = reason;
+        Hop {
+            request_id: &state.request_id,
+            service: state.service().unwrap_or_default(),
+            source_cluster: &self.me.cluster,
+            source_network: &self.me.network,
+            target,
+            served_by: served_cluster,
             served_network,
             cross_network,
-            gateway,
+            gateway: crossed_gateway.then_some(gateway.as_str()),
             decision: decision.label(),
             rule: decision.rule,
             reason,
-            chain: state.chain.clone(),
+            chain: &state.chain,
             looped: state.looped,
             status,
             flags,
-            latency_ms: now.saturating_sub(state.start_ms),
+            latency_ms: if timed {
+                now.saturating_sub(state.start_ms)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Request headers as a list (tests, the native simulator): the same path
+    /// as [`Filter::request`], the header writes applied to a copy of the list
+    /// the way Envoy applies them.
+    pub fn on_request(
+        &self,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> RequestOutcome {
+        let wire = wire::encode(headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let pairs = Pairs::parse(&wire).unwrap_or(Pairs::EMPTY);
+        let mut rec = Recorder::new(host, headers.to_vec(), Vec::new());
+        let mut state = StreamState::default();
+        let mut scratch = Scratch::default();
+        let local_reply = self.request(&pairs, &mut rec, &mut state, &mut scratch);
+        RequestOutcome {
+            headers: rec.changed_request.then_some(rec.request),
+            local_reply,
+            state,
+            effects: rec.effects,
+        }
+    }
+
+    /// Response headers as a list (tests, the native simulator); the client
+    /// side's hop record is returned whether or not the config writes it.
+    pub fn on_response(
+        &self,
+        state: &StreamState,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        host: &mut dyn Host,
+    ) -> ResponseOutcome {
+        let wire = wire::encode(headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let pairs = Pairs::parse(&wire).unwrap_or(Pairs::EMPTY);
+        let mut rec = Recorder::new(host, Vec::new(), headers.to_vec());
+        let mut scratch = Scratch::default();
+        let hop = match state.direction {
+            Direction::Inbound => {
+                self.response(state, &pairs, &mut rec, &mut scratch);
+                None
+            }
+            Direction::Outbound => {
+                let Scratch {
+                    key,
+                    reason,
+                    gateway,
+                    served,
+                    ..
+                } = &mut scratch;
+                let hop = self
+                    .outbound_response(state, &pairs, &mut rec, true, key, reason, gateway, served);
+                Some(hop.to_record())
+            }
         };
-        effects.counters.push(Counter::Requests {
-            source: self.me.cluster.clone(),
-            destination: hop
-                .served_by
-                .clone()
-                .or_else(|| hop.target.clone())
-                .unwrap_or_default(),
-            decision: hop.decision,
-            cross_network,
-        });
-        let mut set_headers = Vec::new();
-        if state.debug {
-            let line = format!(
-                "{}; served_by={} cross_network={}",
-                hop.reason,
-                hop.served_by.as_deref().unwrap_or("-"),
-                hop.cross_network
-            );
-            set_headers.push((names.decision.clone(), line.into_bytes()));
-        }
         ResponseOutcome {
-            set_headers,
-            hop: Some(hop),
-            effects,
+            set_headers: rec.set_response,
+            hop,
+            effects: rec.effects,
         }
+    }
+}
+
+/// A [`Host`] that passes reads through and applies writes to lists, for the
+/// list-based API.
+struct Recorder<'h> {
+    inner: &'h mut dyn Host,
+    request: Headers,
+    changed_request: bool,
+    response: Headers,
+    set_response: Vec<(String, Vec<u8>)>,
+    effects: Effects,
+}
+
+impl<'h> Recorder<'h> {
+    fn new(inner: &'h mut dyn Host, request: Headers, response: Headers) -> Self {
+        Recorder {
+            inner,
+            request,
+            changed_request: false,
+            response,
+            set_response: Vec::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    fn map(&mut self, map: Map) -> &mut Headers {
+        match map {
+            Map::Request => {
+                self.changed_request = true;
+                &mut self.request
+            }
+            Map::Response => &mut self.response,
+        }
+    }
+}
+
+impl Host for Recorder<'_> {
+    fn now_ms(&mut self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn random(&mut self) -> u64 {
+        self.inner.random()
+    }
+    fn listener_direction(&mut self) -> Option<Direction> {
+        self.inner.listener_direction()
+    }
+    fn cluster_name(&mut self) -> Option<String> {
+        self.inner.cluster_name()
+    }
+    fn peer_mtls(&mut self) -> bool {
+        self.inner.peer_mtls()
+    }
+    fn peer_uri_san(&mut self) -> Option<&[u8]> {
+        self.inner.peer_uri_san()
+    }
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]> {
+        self.inner.shared_get(key)
+    }
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
+        self.inner.shared_update(key, update)
+    }
+    fn response_flags(&mut self) -> u64 {
+        self.inner.response_flags()
+    }
+    fn upstream_address(&mut self) -> Option<&[u8]> {
+        self.inner.upstream_address()
+    }
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]> {
+        self.inner.upstream_host_metadata()
+    }
+    fn add_header(&mut self, map: Map, name: &[u8], value: &[u8]) {
+        self.inner.add_header(map, name, value);
+        self.map(map).push((name.to_vec(), value.to_vec()));
+    }
+    fn replace_header(&mut self, map: Map, name: &[u8], value: &[u8]) {
+        self.inner.replace_header(map, name, value);
+        if map == Map::Response {
+            self.set_response
+                .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+        }
+        let m = self.map(map);
+        m.retain(|(k, _)| k != name);
+        m.push((name.to_vec(), value.to_vec()));
+    }
+    fn remove_header(&mut self, map: Map, name: &[u8]) {
+        self.inner.remove_header(map, name);
+        self.map(map).retain(|(k, _)| k != name);
+    }
+    fn set_filter_state(&mut self, key: &str, value: &[u8]) {
+        self.inner.set_filter_state(key, value)
+    }
+    fn count(&mut self, counter: CounterRef<'_>) {
+        self.inner.count(counter);
+        self.effects.counters.push(counter.to_owned());
+    }
+    fn log_enabled(&self, level: Level) -> bool {
+        self.inner.log_enabled(level)
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        self.inner.log(level, message);
+        self.effects.logs.push((level, message.to_string()));
     }
 }

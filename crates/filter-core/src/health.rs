@@ -16,10 +16,19 @@ use crate::config::OutlierDetection;
 
 /// Shared-data key holding the health of `service`'s clusters.
 pub fn health_key(service: &str) -> String {
-    format!("hybridmesh.health/{service}")
+    let mut key = String::new();
+    health_key_into(service, &mut key);
+    key
 }
 
-/// At most this many clusters are tracked per service (more entries in a
+/// [`health_key`] written into a reused buffer.
+pub fn health_key_into(service: &str, key: &mut String) {
+    key.clear();
+    key.push_str("hybridmesh.health/");
+    key.push_str(service);
+}
+
+/// At most this many entries are read from a value (more entries in a
 /// corrupt or hostile value are ignored).
 pub const MAX_TRACKED: usize = 64;
 
@@ -29,6 +38,74 @@ pub struct ClusterHealth {
     pub consecutive: u32,
     pub ejected_until_ms: u64,
     pub ejections: u32,
+}
+
+/// One entry of an encoded value, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub cluster: &'a str,
+    pub consecutive: u32,
+    pub ejected_until_ms: u64,
+    pub ejections: u32,
+}
+
+/// The well-formed entries of an encoded value
+/// (`cluster=consecutive,ejectedUntilMs,ejections;...`), at most
+/// [`MAX_TRACKED`], in order; malformed entries are skipped (a broken entry
+/// must never stop traffic), and so is all of a value that is not UTF-8. A
+/// cluster listed twice: the first entry counts.
+pub fn entries(bytes: &[u8]) -> impl Iterator<Item = Entry<'_>> {
+    let text = std::str::from_utf8(bytes).unwrap_or("");
+    text.split(';')
+        .filter_map(|item| {
+            let (name, rest) = item.split_once('=')?;
+            let mut nums = rest.split(',');
+            let (Some(a), Some(b), Some(c), None) =
+                (nums.next(), nums.next(), nums.next(), nums.next())
+            else {
+                return None;
+            };
+            if name.is_empty() {
+                return None;
+            }
+            Some(Entry {
+                cluster: name,
+                consecutive: a.parse().ok()?,
+                ejected_until_ms: b.parse().ok()?,
+                ejections: c.parse().ok()?,
+            })
+        })
+        .take(MAX_TRACKED)
+}
+
+/// Reads a value in place (nothing is allocated): of the clusters `index_of`
+/// knows (indices below 64), a bit per cluster ejected at `now_ms`, and a bit
+/// per cluster whose entry has counts that a success must reset.
+pub fn read_in_place(
+    bytes: &[u8],
+    index_of: impl Fn(&str) -> Option<usize>,
+    now_ms: u64,
+) -> (u64, u64) {
+    let mut seen = 0u64;
+    let mut ejected = 0u64;
+    let mut dirty = 0u64;
+    for e in entries(bytes) {
+        let Some(k) = index_of(e.cluster).filter(|k| *k < 64) else {
+            continue;
+        };
+        let bit = 1u64 << k;
+        if seen & bit != 0 {
+            continue;
+        }
+        seen |= bit;
+        if now_ms < e.ejected_until_ms {
+            ejected |= bit;
+        }
+        if e.consecutive > 0 || e.ejections > 0 {
+            dirty |= bit;
+        }
+    }
+    (ejected, dirty)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,39 +125,18 @@ pub enum HealthEvent {
 }
 
 impl HealthState {
-    /// Decodes `cluster=consecutive,ejectedUntilMs,ejections;...`. Malformed
-    /// entries are skipped: a broken entry must never stop traffic.
+    /// Decodes a value (see [`entries`]).
     pub fn decode(bytes: &[u8]) -> Self {
-        let mut entries = Vec::new();
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return HealthState { entries };
-        };
-        for item in text.split(';').filter(|s| !s.is_empty()) {
-            if entries.len() >= MAX_TRACKED {
-                break;
-            }
-            let Some((name, rest)) = item.split_once('=') else {
-                continue;
-            };
-            let mut nums = rest.split(',');
-            let (Some(a), Some(b), Some(c), None) =
-                (nums.next(), nums.next(), nums.next(), nums.next())
-            else {
-                continue;
-            };
-            let (Ok(consecutive), Ok(ejected_until_ms), Ok(ejections)) =
-                (a.parse(), b.parse(), c.parse())
-            else {
-                continue;
-            };
-            if name.is_empty() || entries.iter().any(|e: &ClusterHealth| e.cluster == name) {
+        let mut entries: Vec<ClusterHealth> = Vec::new();
+        for e in self::entries(bytes) {
+            if entries.iter().any(|x| x.cluster == e.cluster) {
                 continue;
             }
             entries.push(ClusterHealth {
-                cluster: name.to_string(),
-                consecutive,
-                ejected_until_ms,
-                ejections,
+                cluster: e.cluster.to_string(),
+                consecutive: e.consecutive,
+                ejected_until_ms: e.ejected_until_ms,
+                ejections: e.ejections,
             });
         }
         HealthState { entries }
@@ -92,10 +148,13 @@ impl HealthState {
             if !out.is_empty() {
                 out.push(';');
             }
-            out.push_str(&format!(
-                "{}={},{},{}",
-                e.cluster, e.consecutive, e.ejected_until_ms, e.ejections
-            ));
+            out.push_str(&e.cluster);
+            out.push('=');
+            crate::text::push_u64(&mut out, u64::from(e.consecutive));
+            out.push(',');
+            crate::text::push_u64(&mut out, e.ejected_until_ms);
+            out.push(',');
+            crate::text::push_u64(&mut out, u64::from(e.ejections));
         }
         out.into_bytes()
     }
@@ -267,6 +326,24 @@ mod tests {
             h.record("a", true, t, &od(0, 1_000));
         }
         assert!(!h.is_ejected("a", 100));
+    }
+
+    #[test]
+    fn the_in_place_reader_agrees_with_decode() {
+        let value = b"gke=0,15,1;anthos=2,0,0;gke=9,99,9;x=1,2;other=0,50,1";
+        let names = ["gke", "anthos", "other"];
+        let index_of = |n: &str| names.iter().position(|x| *x == n);
+        let h = HealthState::decode(value);
+        for now in [0, 14, 15, 49, 50] {
+            let (mask, dirty) = read_in_place(value, index_of, now);
+            for (k, n) in names.iter().enumerate() {
+                assert_eq!(mask & (1 << k) != 0, h.is_ejected(n, now), "{n} at {now}");
+                let want = h
+                    .get(n)
+                    .is_some_and(|e| e.consecutive > 0 || e.ejections > 0);
+                assert_eq!(dirty & (1 << k) != 0, want, "{n}");
+            }
+        }
     }
 
     #[test]

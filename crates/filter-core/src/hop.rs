@@ -5,9 +5,8 @@
 //! went there, its status and latency. It is written to the log, to Envoy
 //! filter state (for access logs) and, on request, to a response header.
 
-use std::fmt::Write as _;
-
 use crate::identity::Identity;
+use crate::text::{push_json_str, push_u64};
 
 /// The port of Istio's east-west gateway (AUTO_PASSTHROUGH mTLS).
 pub const EAST_WEST_GATEWAY_PORT: u16 = 15443;
@@ -28,23 +27,43 @@ pub struct ServedBy {
     pub locality: String,
 }
 
-impl ServedBy {
-    /// Parses `key=value;...`; unknown keys are ignored; no cluster means `None`.
-    pub fn parse(value: &[u8]) -> Option<Self> {
+/// A parsed `served-by` header, borrowed from the header's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServedByRef<'a> {
+    pub cluster: &'a str,
+    pub network: &'a str,
+    pub locality: &'a str,
+}
+
+impl<'a> ServedByRef<'a> {
+    /// Parses `key=value;...`; unknown keys are ignored (the last of a repeated
+    /// key counts); no valid cluster name means `None`.
+    pub fn parse(value: &'a [u8]) -> Option<Self> {
         let text = std::str::from_utf8(value).ok()?;
-        let mut out = ServedBy::default();
+        let mut out = ServedByRef::default();
         for part in text.split(';') {
             let Some((k, v)) = part.trim().split_once('=') else {
                 continue;
             };
             match k {
-                "cluster" => out.cluster = v.to_string(),
-                "network" => out.network = v.to_string(),
-                "locality" => out.locality = v.to_string(),
+                "cluster" => out.cluster = v,
+                "network" => out.network = v,
+                "locality" => out.locality = v,
                 _ => {}
             }
         }
-        (!out.cluster.is_empty() && crate::config::is_cluster_name(&out.cluster)).then_some(out)
+        (!out.cluster.is_empty() && crate::config::is_cluster_name(out.cluster)).then_some(out)
+    }
+}
+
+impl ServedBy {
+    /// Parses `key=value;...`; unknown keys are ignored; no cluster means `None`.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        ServedByRef::parse(value).map(|s| ServedBy {
+            cluster: s.cluster.to_string(),
+            network: s.network.to_string(),
+            locality: s.locality.to_string(),
+        })
     }
 }
 
@@ -54,19 +73,29 @@ impl ServedBy {
 /// a new log line nor pose as another `key=value` field. Ordinary values are
 /// returned as they are.
 pub fn log_token(value: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || c.is_whitespace() || c == '"' || c == '\\';
-    if !value.chars().any(unsafe_char) {
+    if !value.chars().any(unsafe_log_char) {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
+    push_log_token(&mut out, value);
+    std::borrow::Cow::Owned(out)
+}
+
+fn unsafe_log_char(c: char) -> bool {
+    c.is_control() || c.is_whitespace() || c == '"' || c == '\\'
+}
+
+/// [`log_token`] appended to `out`.
+pub fn push_log_token(out: &mut String, value: &str) {
     for c in value.chars() {
-        if unsafe_char(c) {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        if unsafe_log_char(c) {
+            out.push_str("\\u{");
+            crate::text::push_hex(out, c as u32);
+            out.push('}');
         } else {
             out.push(c);
         }
     }
-    std::borrow::Cow::Owned(out)
 }
 
 /// True when `address` (`ip:port`) is an east-west gateway.
@@ -113,48 +142,81 @@ impl ChainProblem {
 /// At most this many bytes of a forwarded chain are read.
 pub const MAX_CHAIN_BYTES: usize = 2048;
 
+/// What [`Chain::extend_into`] found in a forwarded chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub problem: Option<ChainProblem>,
+    pub looped: bool,
+}
+
 impl Chain {
     /// The chain to send on: the forwarded one (validated, bounded to
     /// `max` entries including ours, and to [`MAX_CHAIN_BYTES`] so that the
     /// next hop reads it) with `me` appended.
     pub fn extend(forwarded: Option<&[u8]>, repeated: bool, me: &str, max: usize) -> Chain {
-        let mut chain = Chain::default();
-        if let Some(value) = forwarded.filter(|v| v.len() > MAX_CHAIN_BYTES) {
-            let _ = value;
-            chain.problem = Some(ChainProblem::Oversized);
-        } else if let Some(value) = forwarded {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .filter(|_| !repeated)
-                .and_then(|t| {
-                    t.split(',')
-                        .map(str::trim)
-                        .map(|c| crate::config::is_cluster_name(c).then(|| c.to_string()))
-                        .collect::<Option<Vec<String>>>()
+        let mut value = String::new();
+        let info = Chain::extend_into(forwarded, repeated, me, max, &mut value);
+        Chain {
+            clusters: value.split(',').map(str::to_string).collect(),
+            problem: info.problem,
+            looped: info.looped,
+        }
+    }
+
+    /// [`Chain::extend`] written as the header value into `out` (cleared
+    /// first): nothing is allocated once `out` has room.
+    pub fn extend_into(
+        forwarded: Option<&[u8]>,
+        repeated: bool,
+        me: &str,
+        max: usize,
+        out: &mut String,
+    ) -> ChainInfo {
+        out.clear();
+        let mut info = ChainInfo::default();
+        // The entries of a valid forwarded chain, trimmed, as one string.
+        let mut list: &str = "";
+        if let Some(value) = forwarded {
+            if value.len() > MAX_CHAIN_BYTES {
+                info.problem = Some(ChainProblem::Oversized);
+            } else {
+                let valid = std::str::from_utf8(value).ok().filter(|t| {
+                    !repeated
+                        && t.split(',')
+                            .all(|c| crate::config::is_cluster_name(c.trim()))
                 });
-            match parsed {
-                Some(list) => chain.clusters = list,
-                None => chain.problem = Some(ChainProblem::Malformed),
+                match valid {
+                    Some(t) => list = t,
+                    None => info.problem = Some(ChainProblem::Malformed),
+                }
             }
         }
-        chain.looped = chain.clusters.iter().any(|c| c == me);
+        let entries = || list.split(',').map(str::trim).filter(|_| !list.is_empty());
+        info.looped = entries().any(|c| c == me);
+        let n = entries().count();
         let keep = max.saturating_sub(1);
         // At most `max` entries with ours, and no longer than the next hop reads.
-        let mut len: usize = chain.clusters.iter().map(|c| c.len() + 1).sum::<usize>() + me.len();
-        let mut drop = chain.clusters.len().saturating_sub(keep);
-        for c in &chain.clusters[..drop] {
+        let mut len: usize = entries().map(|c| c.len() + 1).sum::<usize>() + me.len();
+        let mut drop = n.saturating_sub(keep);
+        for c in entries().take(drop) {
             len -= c.len() + 1;
         }
-        while len > MAX_CHAIN_BYTES && drop < chain.clusters.len() {
-            len -= chain.clusters[drop].len() + 1;
+        for c in entries().skip(drop) {
+            if len <= MAX_CHAIN_BYTES {
+                break;
+            }
+            len -= c.len() + 1;
             drop += 1;
         }
         if drop > 0 {
-            chain.clusters.drain(..drop);
-            chain.problem.get_or_insert(ChainProblem::Truncated);
+            info.problem.get_or_insert(ChainProblem::Truncated);
         }
-        chain.clusters.push(me.to_string());
-        chain
+        for c in entries().skip(drop) {
+            out.push_str(c);
+            out.push(',');
+        }
+        out.push_str(me);
+        info
     }
 
     pub fn value(&self) -> String {
@@ -192,101 +254,171 @@ pub struct HopRecord {
     pub latency_ms: u64,
 }
 
+/// A hop record borrowed from where its parts live (the stream's state, the
+/// response headers, the filter's identity): what the request path writes
+/// without allocating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hop<'a> {
+    pub request_id: &'a str,
+    pub service: &'a str,
+    pub source_cluster: &'a str,
+    pub source_network: &'a str,
+    pub target: Option<&'a str>,
+    pub served_by: Option<&'a str>,
+    pub served_network: Option<&'a str>,
+    pub cross_network: bool,
+    pub gateway: Option<&'a str>,
+    pub decision: &'static str,
+    pub rule: Option<usize>,
+    pub reason: &'a str,
+    pub chain: &'a str,
+    pub looped: bool,
+    pub status: u32,
+    pub flags: u64,
+    pub latency_ms: u64,
+}
+
+impl Hop<'_> {
+    pub fn to_record(&self) -> HopRecord {
+        let own = |o: Option<&str>| o.map(str::to_string);
+        HopRecord {
+            request_id: self.request_id.to_string(),
+            service: self.service.to_string(),
+            source_cluster: self.source_cluster.to_string(),
+            source_network: self.source_network.to_string(),
+            target: own(self.target),
+            served_by: own(self.served_by),
+            served_network: own(self.served_network),
+            cross_network: self.cross_network,
+            gateway: own(self.gateway),
+            decision: self.decision,
+            rule: self.rule,
+            reason: self.reason.to_string(),
+            chain: self.chain.to_string(),
+            looped: self.looped,
+            status: self.status,
+            flags: self.flags,
+            latency_ms: self.latency_ms,
+        }
+    }
+
+    /// `hop id=.. service=.. src=gke target=anthos served_by=anthos cross_network=true ...`, appended to `s`.
+    pub fn write_log_line(&self, s: &mut String) {
+        let opt = |s: &mut String, o: Option<&str>| s.push_str(o.unwrap_or("-"));
+        let flag = |b: bool| if b { "true" } else { "false" };
+        s.push_str("hop id=");
+        if self.request_id.is_empty() {
+            s.push('-');
+        } else {
+            push_log_token(s, self.request_id);
+        }
+        s.push_str(" service=");
+        s.push_str(if self.service.is_empty() {
+            "-"
+        } else {
+            self.service
+        });
+        s.push_str(" src=");
+        s.push_str(self.source_cluster);
+        s.push_str(" target=");
+        opt(s, self.target);
+        s.push_str(" served_by=");
+        opt(s, self.served_by);
+        s.push_str(" cross_network=");
+        s.push_str(flag(self.cross_network));
+        s.push_str(" gateway=");
+        opt(s, self.gateway);
+        s.push_str(" decision=");
+        s.push_str(self.decision);
+        s.push_str(" status=");
+        push_u64(s, u64::from(self.status));
+        s.push_str(" latency_ms=");
+        push_u64(s, self.latency_ms);
+        s.push_str(" chain=");
+        s.push_str(self.chain);
+        s.push_str(" reason=\"");
+        for c in self.reason.chars() {
+            s.push(if c == '"' { '\'' } else { c });
+        }
+        s.push('"');
+    }
+
+    /// Compact JSON, for filter state (`%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`), appended to `s`.
+    pub fn write_json(&self, s: &mut String) {
+        let text = |s: &mut String, k: &str, v: Option<&str>| {
+            s.push_str(k);
+            match v {
+                Some(v) => push_json_str(s, v),
+                None => s.push_str("null"),
+            }
+        };
+        let flag = |b: bool| if b { "true" } else { "false" };
+        text(s, "{\"request_id\":", Some(self.request_id));
+        text(s, ",\"service\":", Some(self.service));
+        text(s, ",\"source_cluster\":", Some(self.source_cluster));
+        text(s, ",\"source_network\":", Some(self.source_network));
+        text(s, ",\"target_cluster\":", self.target);
+        text(s, ",\"served_by\":", self.served_by);
+        text(s, ",\"served_network\":", self.served_network);
+        text(s, ",\"gateway\":", self.gateway);
+        text(s, ",\"decision\":", Some(self.decision));
+        text(s, ",\"reason\":", Some(self.reason));
+        text(s, ",\"chain\":", Some(self.chain));
+        s.push_str(",\"cross_network\":");
+        s.push_str(flag(self.cross_network));
+        s.push_str(",\"loop\":");
+        s.push_str(flag(self.looped));
+        s.push_str(",\"rule\":");
+        match self.rule {
+            Some(r) => push_u64(s, r as u64),
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"status\":");
+        push_u64(s, u64::from(self.status));
+        s.push_str(",\"response_flags\":");
+        push_u64(s, self.flags);
+        s.push_str(",\"latency_ms\":");
+        push_u64(s, self.latency_ms);
+        s.push('}');
+    }
+}
+
 impl HopRecord {
+    pub fn view(&self) -> Hop<'_> {
+        Hop {
+            request_id: &self.request_id,
+            service: &self.service,
+            source_cluster: &self.source_cluster,
+            source_network: &self.source_network,
+            target: self.target.as_deref(),
+            served_by: self.served_by.as_deref(),
+            served_network: self.served_network.as_deref(),
+            cross_network: self.cross_network,
+            gateway: self.gateway.as_deref(),
+            decision: self.decision,
+            rule: self.rule,
+            reason: &self.reason,
+            chain: &self.chain,
+            looped: self.looped,
+            status: self.status,
+            flags: self.flags,
+            latency_ms: self.latency_ms,
+        }
+    }
+
     /// `hop id=.. service=.. src=gke dst=anthos served_by=anthos cross_network=true ...`
     pub fn log_line(&self) -> String {
         let mut s = String::with_capacity(200);
-        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_string());
-        let _ = write!(
-            s,
-            "hop id={} service={} src={} target={} served_by={} cross_network={} gateway={} decision={} status={} latency_ms={} chain={} reason=\"{}\"",
-            if self.request_id.is_empty() { "-".into() } else { log_token(&self.request_id) },
-            if self.service.is_empty() { "-" } else { &self.service },
-            self.source_cluster,
-            opt(&self.target),
-            opt(&self.served_by),
-            self.cross_network,
-            opt(&self.gateway),
-            self.decision,
-            self.status,
-            self.latency_ms,
-            self.chain,
-            self.reason.replace('"', "'"),
-        );
+        self.view().write_log_line(&mut s);
         s
     }
 
     /// Compact JSON, for filter state (`%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`).
     pub fn to_json(&self) -> String {
         let mut s = String::with_capacity(400);
-        s.push('{');
-        let mut first = true;
-        let mut key = |s: &mut String, k: &str| {
-            if !first {
-                s.push(',');
-            }
-            first = false;
-            json_str(s, k);
-            s.push(':');
-        };
-        let mut text = |s: &mut String, k: &str, v: Option<&str>| {
-            key(s, k);
-            match v {
-                Some(v) => json_str(s, v),
-                None => s.push_str("null"),
-            }
-        };
-        text(&mut s, "request_id", Some(&self.request_id));
-        text(&mut s, "service", Some(&self.service));
-        text(&mut s, "source_cluster", Some(&self.source_cluster));
-        text(&mut s, "source_network", Some(&self.source_network));
-        text(&mut s, "target_cluster", self.target.as_deref());
-        text(&mut s, "served_by", self.served_by.as_deref());
-        text(&mut s, "served_network", self.served_network.as_deref());
-        text(&mut s, "gateway", self.gateway.as_deref());
-        text(&mut s, "decision", Some(self.decision));
-        text(&mut s, "reason", Some(&self.reason));
-        text(&mut s, "chain", Some(&self.chain));
-        s.push_str(",\"cross_network\":");
-        s.push_str(if self.cross_network { "true" } else { "false" });
-        s.push_str(",\"loop\":");
-        s.push_str(if self.looped { "true" } else { "false" });
-        s.push_str(",\"rule\":");
-        match self.rule {
-            Some(r) => {
-                let _ = write!(s, "{r}");
-            }
-            None => s.push_str("null"),
-        }
-        let _ = write!(
-            s,
-            ",\"status\":{},\"response_flags\":{},\"latency_ms\":{}}}",
-            self.status, self.flags, self.latency_ms
-        );
+        self.view().write_json(&mut s);
         s
     }
-}
-
-/// Appends `value` as a JSON string.
-fn json_str(out: &mut String, value: &str) {
-    out.push('"');
-    // Almost every value needs no escaping: one copy.
-    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(value);
-        out.push('"');
-        return;
-    }
-    for ch in value.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -132,15 +132,31 @@ pub fn service_from_authority(
     namespace: &str,
     domain_suffix: &str,
 ) -> Option<String> {
-    let text = std::str::from_utf8(authority).ok()?.trim();
+    let mut out = String::new();
+    service_from_authority_into(authority, namespace, domain_suffix, &mut out).then_some(out)
+}
+
+/// [`service_from_authority`] written into `out` (cleared first); false when
+/// the authority names no service. Nothing is allocated once `out` has room.
+pub fn service_from_authority_into(
+    authority: &[u8],
+    namespace: &str,
+    domain_suffix: &str,
+    out: &mut String,
+) -> bool {
+    out.clear();
+    let Ok(text) = std::str::from_utf8(authority) else {
+        return false;
+    };
+    let text = text.trim();
     if text.starts_with('[') {
-        return None; // IPv6 literal
+        return false; // IPv6 literal
     }
     let host = match text.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => text,
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     // Only names that could be DNS names: anything else (an IP, a stray byte)
     // names no service.
     if host.is_empty()
@@ -149,22 +165,37 @@ pub fn service_from_authority(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
-        return None;
+        return false;
     }
+    // ASCII only from here (checked above): lower-case it into `out`.
+    out.push_str(host);
+    out.make_ascii_lowercase();
     let svc_suffix_len = ".svc.".len() + domain_suffix.len();
-    if host.len() > svc_suffix_len
-        && host.ends_with(domain_suffix)
-        && host[..host.len() - domain_suffix.len()].ends_with(".svc.")
+    if out.len() > svc_suffix_len
+        && out.ends_with(domain_suffix)
+        && out[..out.len() - domain_suffix.len()].ends_with(".svc.")
     {
-        return Some(host);
+        return true;
     }
-    let labels = host.split('.').count();
-    Some(match labels {
-        1 if !namespace.is_empty() => format!("{host}.{namespace}.svc.{domain_suffix}"),
-        2 => format!("{host}.svc.{domain_suffix}"),
-        3 if host.ends_with(".svc") => format!("{host}.{domain_suffix}"),
-        _ => host,
-    })
+    let labels = out.bytes().filter(|b| *b == b'.').count() + 1;
+    match labels {
+        1 if !namespace.is_empty() => {
+            out.push('.');
+            out.push_str(namespace);
+            out.push_str(".svc.");
+            out.push_str(domain_suffix);
+        }
+        2 => {
+            out.push_str(".svc.");
+            out.push_str(domain_suffix);
+        }
+        3 if out.ends_with(".svc") => {
+            out.push('.');
+            out.push_str(domain_suffix);
+        }
+        _ => {}
+    }
+    true
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub mod hosts;
 pub mod identity;
 pub mod metrics;
 pub mod proto;
+pub mod text;
+pub mod wire;
 
 pub use config::{parse_json, Config, ConfigError, ConfigErrors};
 pub use flow::{Direction, Filter, Host};

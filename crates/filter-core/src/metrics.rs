@@ -40,6 +40,64 @@ pub enum Counter {
     HopChain { problem: &'static str },
 }
 
+/// One counter increment as the request path produces it: labels borrowed
+/// from the config, the identity or a response header (nothing allocated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CounterRef<'a> {
+    Requests {
+        source: &'a str,
+        destination: &'a str,
+        decision: &'static str,
+        cross_network: bool,
+    },
+    Ejections {
+        destination: &'a str,
+    },
+    Denied {
+        source: &'a str,
+    },
+    Spoofed {
+        direction: Direction,
+    },
+    HopChain {
+        problem: &'static str,
+    },
+}
+
+impl CounterRef<'_> {
+    pub fn to_owned(&self) -> Counter {
+        match *self {
+            CounterRef::Requests {
+                source,
+                destination,
+                decision,
+                cross_network,
+            } => Counter::Requests {
+                source: source.to_string(),
+                destination: destination.to_string(),
+                decision,
+                cross_network,
+            },
+            CounterRef::Ejections { destination } => Counter::Ejections {
+                destination: destination.to_string(),
+            },
+            CounterRef::Denied { source } => Counter::Denied {
+                source: source.to_string(),
+            },
+            CounterRef::Spoofed { direction } => Counter::Spoofed { direction },
+            CounterRef::HopChain { problem } => Counter::HopChain { problem },
+        }
+    }
+}
+
+/// The decisions' metric labels, in a fixed order (see [`decision_index`]).
+pub const DECISIONS: [&str; 4] = ["none", "cluster_local", "weighted", "failover"];
+
+/// The position of a decision label in [`DECISIONS`] (0 for anything else).
+pub fn decision_index(label: &str) -> usize {
+    DECISIONS.iter().position(|d| *d == label).unwrap_or(0)
+}
+
 impl Counter {
     /// The Envoy stat name (labels first, then the metric name).
     pub fn name(&self) -> String {
@@ -105,17 +163,35 @@ impl LabelGuard {
     }
 
     pub fn label(&mut self, cluster: Option<&str>) -> String {
+        let i = self.index(cluster);
+        self.name(i).to_string()
+    }
+
+    /// The label of `cluster` as a small number: 0 `unknown` (none given),
+    /// 1 `other` (over the bound, or not a cluster name), 2.. the admitted
+    /// names in the order they were first seen. Allocates only when a new
+    /// name is admitted.
+    pub fn index(&mut self, cluster: Option<&str>) -> usize {
         let Some(c) = cluster.filter(|c| !c.is_empty()) else {
-            return "unknown".to_string();
+            return 0;
         };
-        if self.seen.iter().any(|s| s == c) {
-            return c.to_string();
+        if let Some(i) = self.seen.iter().position(|s| s == c) {
+            return i + 2;
         }
         if self.seen.len() < MAX_CLUSTER_LABELS && crate::config::is_cluster_name(c) {
             self.seen.push(c.to_string());
-            return c.to_string();
+            return self.seen.len() + 1;
         }
-        "other".to_string()
+        1
+    }
+
+    /// The label an [`LabelGuard::index`] stands for.
+    pub fn name(&self, index: usize) -> &str {
+        match index {
+            0 => "unknown",
+            1 => "other",
+            i => self.seen.get(i - 2).map(String::as_str).unwrap_or("other"),
+        }
     }
 }
 

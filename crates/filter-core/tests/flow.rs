@@ -99,7 +99,7 @@ fn the_service_comes_from_authority_without_extra_host_calls() {
         ..Default::default()
     };
     let out = f.on_request(&request("echo-svc.default:80"), &mut host);
-    assert_eq!(out.state.service.as_deref(), Some(ECHO));
+    assert_eq!(out.state.service(), Some(ECHO));
     assert_eq!(host.calls, vec!["listener_direction", "now"]);
     // An IP authority: the outbound cluster name tells the service.
     let mut host = FakeHost {
@@ -108,7 +108,7 @@ fn the_service_comes_from_authority_without_extra_host_calls() {
         ..Default::default()
     };
     let out = f.on_request(&request("10.96.0.10"), &mut host);
-    assert_eq!(out.state.service.as_deref(), Some(ECHO));
+    assert_eq!(out.state.service(), Some(ECHO));
     assert_eq!(
         get(out.headers.as_ref().unwrap(), "x-hybridmesh-target-cluster"),
         vec!["gke"]
@@ -172,7 +172,7 @@ fn weighted_without_a_matching_from_leaves_it_to_envoy() {
     assert!(get(&h, "x-hybridmesh-target-cluster").is_empty());
     let d = state.decision.unwrap();
     assert_eq!(
-        d.explain(&f.cfg, &f.plan, None),
+        d.explain(&f.plan, None),
         "weighted rule=0: no distribute entry matches this locality, left to Envoy"
     );
 }
@@ -289,7 +289,7 @@ fn failover_follows_the_seed_walkthrough() {
     }
     let (_, state) = outbound(&f, &mut host, &request("echo-svc.default"));
     assert_eq!(
-        state.decision.unwrap().explain(&f.cfg, &f.plan, state.service.as_deref()),
+        state.decision.unwrap().explain(&f.plan, state.service()),
         "failover rule=0 service=echo-svc.default.svc.cluster.local order=anthos>gke skipped=anthos(ejected) -> gke"
     );
     // Back after baseEjectionTime.
@@ -348,7 +348,7 @@ fn failover_priority_ranks_by_network_then_region_then_zone() {
     assert!(state
         .decision
         .unwrap()
-        .explain(&f.cfg, &f.plan, None)
+        .explain(&f.plan, None)
         .ends_with("all-ejected -> me"));
 }
 

@@ -59,12 +59,11 @@ proptest! {
     #[test]
     fn weights_are_honoured_within_bounds(w in (2usize..=4).prop_flat_map(weights)) {
         let f = weighted_filter(&w, false);
-        let me = f.me.clone();
         let n = 20_000u64;
         let mut counts = vec![0u64; w.len()];
         for i in 0..n {
-            let d = decide(&f.cfg, &f.plan, &me, 0, 0, mix(i), false);
-            let t = d.target.expect("a weighted rule always decides");
+            let d = decide(&f.cfg, &f.plan, 0, 0, mix(i), false);
+            let t = d.target_name(&f.plan).expect("a weighted rule always decides");
             counts[NAMES.iter().position(|c| *c == t).unwrap()] += 1;
         }
         for (i, weight) in w.iter().enumerate() {
@@ -83,9 +82,8 @@ proptest! {
         let f = weighted_filter(&w, false);
         let n = w.len();
         let ejected = ejected & ((1 << n) - 1);
-        let me = f.me.clone();
-        let d = decide(&f.cfg, &f.plan, &me, 0, ejected, pick, false);
-        let t = d.target.unwrap();
+        let d = decide(&f.cfg, &f.plan, 0, ejected, pick, false);
+        let t = d.target_name(&f.plan).unwrap();
         let k = NAMES.iter().position(|c| *c == t).unwrap();
         let RoutePlan::Weighted { table, .. } = &f.plan.routes[0] else { unreachable!() };
         let healthy_with_weight = table.iter().any(|(c, _)| ejected & (1 << c) == 0);
@@ -95,8 +93,8 @@ proptest! {
         // The same for failover, over every cluster.
         let json = format!(r#"{{{}, "routes": [{{"hosts": ["*"], "policy": "failover"}}]}}"#, clusters_json(n));
         let fo = filter(&json, &node("gke", "net0", "region0"));
-        let d = decide(&fo.cfg, &fo.plan, &fo.me, 0, ejected, pick, false);
-        let k = NAMES.iter().position(|c| Some(*c) == d.target.as_deref()).unwrap();
+        let d = decide(&fo.cfg, &fo.plan, 0, ejected, pick, false);
+        let k = NAMES.iter().position(|c| Some(*c) == d.target_name(&fo.plan)).unwrap();
         if ejected != (1 << n) - 1 {
             prop_assert!(ejected & (1 << k) == 0);
         }

@@ -186,6 +186,9 @@ pub struct Options {
     pub cpu: Option<usize>,
     /// Log at `warning` only (benchmarks), instead of `info` with `wasm:debug`.
     pub quiet: bool,
+    /// A command that runs Envoy (e.g. `valgrind --tool=callgrind ...`); it
+    /// must exec Envoy in the same process, so the pid stays Envoy's.
+    pub wrapper: Vec<String>,
 }
 
 /// [`spawn`] with [`Options`].
@@ -211,15 +214,15 @@ pub fn spawn_with(
     // own: Envoy flushes it in pieces that do not end at line ends, and
     // sharing the file with Envoy's own log cut JSON lines in two.
     let access = open(&log_dir.join(format!("{name}.access.log")))?;
-    let mut cmd = match options.cpu {
-        Some(cpu) => {
-            // taskset execs Envoy: the pid is Envoy's.
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(cpu) = options.cpu {
+        // taskset execs Envoy: the pid is Envoy's.
+        argv.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
+    }
+    argv.extend(options.wrapper.iter().map(Into::into));
+    argv.push(binary.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     let levels: &[&str] = if options.quiet {
         &["-l", "warning"]
     } else {

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hybridmesh_filter_core::flow::{
-    Direction as FlowDirection, Headers, Host, Level as FlowLevel, Peer, StreamState, Update,
+    Direction as FlowDirection, Headers, Host, Level as FlowLevel, Map, Peer, StreamState, Update,
 };
 use hybridmesh_filter_core::identity::{Locality, NodeFacts};
+use hybridmesh_filter_core::metrics::CounterRef;
 use hybridmesh_filter_core::Filter;
 
 use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
@@ -78,6 +79,7 @@ struct NativeHost<'a> {
     sc: &'a mut NativeSidecar,
     peer: Peer,
     answer: Option<&'a Answer>,
+    metadata: Option<Vec<u8>>,
 }
 
 impl Host for NativeHost<'_> {
@@ -93,11 +95,14 @@ impl Host for NativeHost<'_> {
     fn cluster_name(&mut self) -> Option<String> {
         None
     }
-    fn peer(&mut self) -> Peer {
-        self.peer.clone()
+    fn peer_mtls(&mut self) -> bool {
+        self.peer.mtls
     }
-    fn shared_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.sc.shared.get(key).cloned()
+    fn peer_uri_san(&mut self) -> Option<&[u8]> {
+        self.peer.uri_san.as_deref().map(str::as_bytes)
+    }
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]> {
+        self.sc.shared.get(key).map(Vec::as_slice)
     }
     fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         if let Some(v) = update(self.sc.shared.get(key).map(Vec::as_slice)) {
@@ -107,14 +112,25 @@ impl Host for NativeHost<'_> {
     fn response_flags(&mut self) -> u64 {
         self.answer.map(|a| a.flags).unwrap_or(0)
     }
-    fn upstream_address(&mut self) -> Option<String> {
-        self.answer.and_then(|a| a.address.clone())
-    }
-    fn upstream_host_metadata(&mut self) -> Option<Vec<u8>> {
+    fn upstream_address(&mut self) -> Option<&[u8]> {
         self.answer
-            .and_then(|a| a.workload.as_deref())
-            .map(|w| proxy_wasm_host::envoy::HostMetadata::istio_workload(w).encode())
+            .and_then(|a| a.address.as_deref())
+            .map(str::as_bytes)
     }
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]> {
+        self.metadata.as_deref()
+    }
+    // Header writes are applied by the list-based API; counters and logs
+    // come back as its effects.
+    fn add_header(&mut self, _map: Map, _name: &[u8], _value: &[u8]) {}
+    fn replace_header(&mut self, _map: Map, _name: &[u8], _value: &[u8]) {}
+    fn remove_header(&mut self, _map: Map, _name: &[u8]) {}
+    fn set_filter_state(&mut self, _key: &str, _value: &[u8]) {}
+    fn count(&mut self, _counter: CounterRef<'_>) {}
+    fn log_enabled(&self, _level: FlowLevel) -> bool {
+        true
+    }
+    fn log(&mut self, _level: FlowLevel, _message: &str) {}
 }
 
 struct NativeStream<'s> {
@@ -168,10 +184,14 @@ impl NativeStream<'_> {
         };
         let bytes = to_bytes(headers);
         let out = {
+            let metadata = answer
+                .and_then(|a| a.workload.as_deref())
+                .map(|w| proxy_wasm_host::envoy::HostMetadata::istio_workload(w).encode());
             let mut host = NativeHost {
                 sc: self.sc,
                 peer: self.peer.clone(),
                 answer,
+                metadata,
             };
             filter.on_response(&state, &bytes, &mut host)
         };
@@ -199,6 +219,7 @@ impl SidecarStream for NativeStream<'_> {
                 sc: self.sc,
                 peer: self.peer.clone(),
                 answer: None,
+                metadata: None,
             };
             filter.on_request(&bytes, &mut host)
         };

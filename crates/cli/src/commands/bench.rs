@@ -47,6 +47,25 @@ pub struct BenchCommand {
     /// Fail (exit 1) when a target of the performance issue is missed.
     #[arg(long)]
     check_targets: bool,
+    /// Requests counted per variant and header set under valgrind's
+    /// callgrind (instructions per request; 0 skips the counts).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    instructions: u64,
+    /// Only count instructions (no timed runs; needs valgrind, not wrk).
+    #[arg(long)]
+    instructions_only: bool,
+    /// The variants whose instructions are counted (default: all), e.g.
+    /// `none,lua,tag,weighted,server`.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    variants: Vec<String>,
+    /// Skip the host-call probes of the instruction counts.
+    #[arg(long)]
+    no_probes: bool,
+    /// Another build of the filter (e.g. the previous release), measured as
+    /// the `tag-before`, `weighted-before` and `server-before` variants
+    /// beside this one: before and after a change in one run.
+    #[arg(long, value_name = "FILE")]
+    compare_wasm: Option<PathBuf>,
 }
 
 struct Lines;
@@ -70,6 +89,35 @@ impl BenchCommand {
         opts.memory_requests = self.memory_requests.max(1000);
         if self.quick {
             opts = opts.quick();
+        }
+        if !self.quick || self.instructions_only {
+            opts.instruction_requests = self.instructions;
+        }
+        opts.instructions_only = self.instructions_only;
+        opts.instruction_probes = !self.no_probes;
+        opts.compare_wasm = self.compare_wasm.clone();
+        opts.instruction_variants = opts.variants();
+        if self.instructions_only && self.instructions == 0 {
+            anyhow::bail!("--instructions-only needs --instructions above 0");
+        }
+        if !self.variants.is_empty() {
+            opts.instruction_variants = self
+                .variants
+                .iter()
+                .map(|name| {
+                    opts.variants()
+                        .into_iter()
+                        .find(|v| v.short() == name.trim())
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                opts.variants().iter().map(|v| v.short()).collect();
+                            anyhow::anyhow!(
+                                "unknown variant {name:?}: expected one of {}",
+                                known.join(", ")
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?;
         }
         let report = bench::run(&opts, &mut Lines)?;
         let mut command = String::from("scripts/bench");

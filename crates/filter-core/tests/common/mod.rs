@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use hybridmesh_filter_core::flow::{Direction, Headers, Host, Peer, Update};
+use hybridmesh_filter_core::flow::{Direction, Headers, Host, Level, Map, Peer, Update};
 use hybridmesh_filter_core::identity::{Locality, NodeFacts};
+use hybridmesh_filter_core::metrics::CounterRef;
 use hybridmesh_filter_core::{parse_json, Filter};
 
 #[derive(Default)]
@@ -20,8 +21,12 @@ pub struct FakeHost {
     pub flags: u64,
     pub upstream_address: Option<String>,
     pub host_metadata: Option<Vec<u8>>,
-    /// Host calls made, by name.
+    /// Host calls made that read something, by name.
     pub calls: Vec<&'static str>,
+    /// Header writes, as (call, name).
+    pub writes: Vec<(&'static str, Map, String)>,
+    /// Filter state written.
+    pub filter_state: Vec<(String, Vec<u8>)>,
 }
 
 impl Host for FakeHost {
@@ -45,13 +50,17 @@ impl Host for FakeHost {
         self.calls.push("cluster_name");
         self.cluster_name.clone()
     }
-    fn peer(&mut self) -> Peer {
+    fn peer_mtls(&mut self) -> bool {
         self.calls.push("peer");
-        self.peer.clone()
+        self.peer.mtls
     }
-    fn shared_get(&mut self, key: &str) -> Option<Vec<u8>> {
+    fn peer_uri_san(&mut self) -> Option<&[u8]> {
+        self.calls.push("peer");
+        self.peer.uri_san.as_deref().map(str::as_bytes)
+    }
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]> {
         self.calls.push("shared_get");
-        self.shared.get(key).cloned()
+        self.shared.get(key).map(|v| v.as_slice())
     }
     fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
         self.calls.push("shared_update");
@@ -63,14 +72,34 @@ impl Host for FakeHost {
         self.calls.push("response_flags");
         self.flags
     }
-    fn upstream_address(&mut self) -> Option<String> {
+    fn upstream_address(&mut self) -> Option<&[u8]> {
         self.calls.push("upstream_address");
-        self.upstream_address.clone()
+        self.upstream_address.as_deref().map(str::as_bytes)
     }
-    fn upstream_host_metadata(&mut self) -> Option<Vec<u8>> {
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]> {
         self.calls.push("upstream_host_metadata");
-        self.host_metadata.clone()
+        self.host_metadata.as_deref()
     }
+    fn add_header(&mut self, map: Map, name: &[u8], _value: &[u8]) {
+        self.writes
+            .push(("add", map, String::from_utf8_lossy(name).into_owned()));
+    }
+    fn replace_header(&mut self, map: Map, name: &[u8], _value: &[u8]) {
+        self.writes
+            .push(("replace", map, String::from_utf8_lossy(name).into_owned()));
+    }
+    fn remove_header(&mut self, map: Map, name: &[u8]) {
+        self.writes
+            .push(("remove", map, String::from_utf8_lossy(name).into_owned()));
+    }
+    fn set_filter_state(&mut self, key: &str, value: &[u8]) {
+        self.filter_state.push((key.to_string(), value.to_vec()));
+    }
+    fn count(&mut self, _counter: CounterRef<'_>) {}
+    fn log_enabled(&self, _level: Level) -> bool {
+        true
+    }
+    fn log(&mut self, _level: Level, _message: &str) {}
 }
 
 pub fn node(cluster: &str, network: &str, locality: &str) -> NodeFacts {

@@ -1,133 +1,249 @@
-//! The HTTP context: fetch headers, run [`hybridmesh_filter_core::flow`], apply what it decided.
+//! A stream's callbacks: read the header map in place, run the flow, let it
+//! write only what changes; send a local reply when the flow refuses.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use hybridmesh_filter_core::decide::Rng;
+use hybridmesh_filter_core::flow::{Direction, Filter, Host, Level, Map, Scratch, Update};
+use hybridmesh_filter_core::metrics::CounterRef;
+use hybridmesh_filter_core::wire::Pairs;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use super::abi::{ACTION_CONTINUE, ACTION_PAUSE, MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS};
+use super::host;
+use super::root::Metrics;
+use super::vm::{self, Log};
 
-use super::host::{self, WasmHost, MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS};
-use super::root::{emit_logs, Shared};
-use hybridmesh_filter_core::config::HopLog;
-use hybridmesh_filter_core::flow::{Direction, Filter, Headers, StreamState};
+/// The [`Host`] the flow uses inside the `.wasm`. Failed host calls read as
+/// "absent" (a failed write is logged at debug level).
+struct WasmHost<'a> {
+    rng: &'a mut Rng,
+    metrics: &'a mut Metrics,
+    log: &'a mut Log,
+}
 
-/// Filter state key of the hop record: `%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`.
-pub const HOP_FILTER_STATE: &str = "hybridmesh.hop";
-
-/// The response headers the flow reads: none on the server side (one host
-/// call saved per request), the whole map in one call on the client side.
-fn response_headers(direction: Direction) -> Result<Headers, host::Status> {
-    match direction {
-        Direction::Inbound => Ok(Vec::new()),
-        Direction::Outbound => host::get_headers(MAP_RESPONSE_HEADERS),
+fn map_type(map: Map) -> u32 {
+    match map {
+        Map::Request => MAP_REQUEST_HEADERS,
+        Map::Response => MAP_RESPONSE_HEADERS,
     }
 }
 
-pub struct Http {
-    shared: Rc<RefCell<Shared>>,
-    filter: Option<Rc<Filter>>,
-    state: Option<StreamState>,
+fn le_u64(bytes: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
-impl Http {
-    pub fn new(shared: Rc<RefCell<Shared>>, filter: Option<Rc<Filter>>) -> Self {
-        Http {
-            shared,
-            filter,
-            state: None,
+impl WasmHost<'_> {
+    fn written(&mut self, what: &str, result: Result<(), host::Status>) {
+        if let Err(s) = result {
+            if self.log.enabled(Level::Debug) {
+                self.log
+                    .line(Level::Debug, &format!("cannot {what} (status {})", s.0));
+            }
         }
     }
 }
 
-impl Context for Http {}
+impl Host for WasmHost<'_> {
+    fn now_ms(&mut self) -> u64 {
+        host::now_ns().map(|ns| ns / 1_000_000).unwrap_or(0)
+    }
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(filter) = self.filter.clone() else {
-            return Action::Continue;
-        };
-        let headers = match host::get_headers(MAP_REQUEST_HEADERS) {
-            Ok(h) => h,
-            Err(s) => {
-                log::warn!(
-                    "hybridmesh: cannot read request headers (status {}); request passes untouched",
+    fn random(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    fn listener_direction(&mut self) -> Option<Direction> {
+        // Envoy 1.40 serves `xds.listener_direction`; older proxies `listener_direction`.
+        let raw = host::get_property("xds\0listener_direction")
+            .ok()
+            .flatten()
+            .or_else(|| host::get_property("listener_direction").ok().flatten());
+        match raw.and_then(le_u64) {
+            Some(1) => Some(Direction::Inbound),
+            Some(2) => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+
+    fn cluster_name(&mut self) -> Option<String> {
+        host::get_property("xds\0cluster_name")
+            .ok()
+            .flatten()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_string)
+    }
+
+    fn peer_mtls(&mut self) -> bool {
+        matches!(
+            host::get_property("connection\0mtls").ok().flatten(),
+            Some([1, ..])
+        )
+    }
+
+    fn peer_uri_san(&mut self) -> Option<&[u8]> {
+        host::get_property("connection\0uri_san_peer_certificate")
+            .ok()
+            .flatten()
+            .filter(|v| !v.is_empty())
+    }
+
+    fn shared_get(&mut self, key: &str) -> Option<&[u8]> {
+        host::get_shared(key).ok().and_then(|(v, _)| v)
+    }
+
+    fn shared_update(&mut self, key: &str, update: &mut Update<'_>) {
+        host::update_shared(key, update)
+    }
+
+    fn response_flags(&mut self) -> u64 {
+        host::get_property("response\0flags")
+            .ok()
+            .flatten()
+            .and_then(le_u64)
+            .unwrap_or(0)
+    }
+
+    fn upstream_address(&mut self) -> Option<&[u8]> {
+        host::get_property("upstream\0address").ok().flatten()
+    }
+
+    fn upstream_host_metadata(&mut self) -> Option<&[u8]> {
+        // Envoy answers SerializationFailure when the endpoint has no metadata.
+        host::get_property("xds\0upstream_host_metadata")
+            .ok()
+            .flatten()
+    }
+
+    fn add_header(&mut self, map: Map, name: &[u8], value: &[u8]) {
+        let r = host::add_header(map_type(map), name, value);
+        self.written("add a header", r);
+    }
+
+    fn replace_header(&mut self, map: Map, name: &[u8], value: &[u8]) {
+        let r = host::replace_header(map_type(map), name, value);
+        self.written("replace a header", r);
+    }
+
+    fn remove_header(&mut self, map: Map, name: &[u8]) {
+        let r = host::remove_header(map_type(map), name);
+        self.written("remove a header", r);
+    }
+
+    fn set_filter_state(&mut self, key: &str, value: &[u8]) {
+        let r = host::set_property(key, value);
+        self.written("set filter state", r);
+    }
+
+    fn count(&mut self, counter: CounterRef<'_>) {
+        self.metrics.record(counter, self.log);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        self.log.enabled(level)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.log.line(level, message);
+    }
+}
+
+/// Reads a header map for the flow; `None` (logged) when it cannot be read.
+fn read_pairs<'a>(map: u32, log: &mut Log) -> Option<Pairs<'a>> {
+    match host::header_pairs(map).map(Pairs::parse) {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            log.line(
+                Level::Warn,
+                "the proxy sent a malformed header map; the stream passes untouched",
+            );
+            None
+        }
+        Err(s) => {
+            log.line(
+                Level::Warn,
+                &format!(
+                    "cannot read headers (status {}); the stream passes untouched",
                     s.0
-                );
-                return Action::Continue;
-            }
-        };
-        let outcome = {
-            let mut sh = self.shared.borrow_mut();
-            let mut h = WasmHost { rng: &mut sh.rng };
-            filter.on_request(&headers, &mut h)
-        };
-        emit_logs(&outcome.effects);
-        self.shared.borrow_mut().metrics.record(&outcome.effects);
-        if let Some(new_headers) = &outcome.headers {
-            if let Err(s) = host::set_headers(MAP_REQUEST_HEADERS, new_headers) {
-                log::warn!("hybridmesh: cannot set request headers (status {})", s.0);
-            }
+                ),
+            );
+            None
         }
-        self.state = Some(outcome.state);
-        if let Some(reply) = outcome.local_reply {
-            if let Err(s) = host::send_local_response(
-                reply.status,
-                &reply.details,
-                reply.body.as_bytes(),
-                &reply.headers,
-            ) {
-                log::error!("hybridmesh: cannot send the local reply (status {})", s.0);
-                return Action::Continue;
-            }
-            return Action::Pause;
-        }
-        Action::Continue
     }
+}
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(filter), Some(state)) = (self.filter.clone(), self.state.as_ref()) else {
-            return Action::Continue;
-        };
-        let headers = match response_headers(state.direction) {
-            Ok(h) => h,
-            Err(s) => {
-                log::warn!("hybridmesh: cannot read response headers (status {})", s.0);
-                return Action::Continue;
-            }
-        };
-        let outcome = {
-            let mut sh = self.shared.borrow_mut();
-            let mut h = WasmHost { rng: &mut sh.rng };
-            filter.on_response(state, &headers, &mut h)
-        };
-        for (name, value) in &outcome.set_headers {
-            if let Err(s) = host::replace_header(MAP_RESPONSE_HEADERS, name, value) {
-                log::debug!(
-                    "hybridmesh: cannot set response header {name} (status {})",
-                    s.0
-                );
-            }
-        }
-        if let Some(hop) = &outcome.hop {
-            if filter.cfg.hop_log != HopLog::Off {
-                let level = match filter.cfg.hop_log {
-                    HopLog::Trace => log::Level::Trace,
-                    HopLog::Debug | HopLog::Off => log::Level::Debug,
-                    HopLog::Info => log::Level::Info,
-                    HopLog::Warn => log::Level::Warn,
-                };
-                if level <= log::max_level() {
-                    log::log!(level, "hybridmesh: {}", hop.log_line());
+/// What a stream callback works with: its filter, its state, a [`Host`]
+/// over its root's generator, counters and the VM's log, the VM's scratch.
+struct Call<'v> {
+    filter: std::rc::Rc<Filter>,
+    stream: &'v mut vm::Stream,
+    host: WasmHost<'v>,
+    scratch: &'v mut Scratch,
+}
+
+/// Runs `f` on stream `context_id` of a configured root (`None`: no such
+/// stream, or its plugin has no valid configuration: the stream passes).
+fn with_stream<R>(context_id: u32, f: impl FnOnce(Call<'_>) -> Option<R>) -> Option<R> {
+    vm::with(|vm| {
+        let stream = vm.streams.get_mut(&context_id)?;
+        let root_id = stream.root;
+        let root = vm
+            .roots
+            .iter_mut()
+            .find(|(r, _)| *r == root_id)
+            .map(|(_, r)| r)?;
+        f(Call {
+            filter: root.filter.clone()?,
+            stream,
+            host: WasmHost {
+                rng: &mut root.rng,
+                metrics: &mut root.metrics,
+                log: &mut vm.log,
+            },
+            scratch: &mut vm.scratch,
+        })
+    })
+    .flatten()
+}
+
+pub fn on_request_headers(context_id: u32) -> u32 {
+    let reply = with_stream(context_id, |mut c| {
+        let pairs = read_pairs(MAP_REQUEST_HEADERS, c.host.log)?;
+        c.stream.started = true;
+        c.filter
+            .request(&pairs, &mut c.host, &mut c.stream.state, c.scratch)
+    });
+    // The reply is sent with the VM's state let go: Envoy runs the stream's
+    // response callbacks from inside this call.
+    match reply {
+        Some(r) => {
+            match host::send_local_response(r.status, &r.details, r.body.as_bytes(), &r.headers) {
+                Ok(()) => ACTION_PAUSE,
+                Err(s) => {
+                    vm::with(|vm| {
+                        vm.log.line(
+                            Level::Error,
+                            &format!("cannot send the local reply (status {})", s.0),
+                        )
+                    });
+                    ACTION_CONTINUE
                 }
             }
-            if filter.cfg.filter_state {
-                if let Err(s) = host::set_property(HOP_FILTER_STATE, hop.to_json().as_bytes()) {
-                    log::debug!("hybridmesh: cannot set filter state (status {})", s.0);
-                }
-            }
         }
-        emit_logs(&outcome.effects);
-        self.shared.borrow_mut().metrics.record(&outcome.effects);
-        Action::Continue
+        None => ACTION_CONTINUE,
     }
+}
+
+pub fn on_response_headers(context_id: u32) {
+    with_stream(context_id, |mut c| {
+        if !c.stream.started {
+            return None;
+        }
+        // The server side reads no response header (one host call saved).
+        let pairs = match c.stream.state.direction {
+            Direction::Inbound => Pairs::EMPTY,
+            Direction::Outbound => read_pairs(MAP_RESPONSE_HEADERS, c.host.log)?,
+        };
+        c.filter
+            .response(&c.stream.state, &pairs, &mut c.host, c.scratch);
+        Some(())
+    });
 }

@@ -1,49 +1,52 @@
-//! The root context: configure (parse, resolve identity, compile), metrics flush.
+//! A root context: configure (parse, resolve identity, compile), the tick
+//! (metrics flush, log level, memory gauge), and the counters.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use hybridmesh_filter_core::decide::{mix, Rng};
+use hybridmesh_filter_core::flow::{Direction, Filter, Level};
+use hybridmesh_filter_core::identity::{Locality, NodeFacts};
+use hybridmesh_filter_core::metrics::{
+    decision_index, Counter, CounterRef, LabelGuard, DECISIONS, VM_MEMORY_GAUGE,
+};
 
 use super::host;
-use super::http::Http;
-use hybridmesh_filter_core::decide::{fnv1a, mix, Rng, FNV_OFFSET};
-use hybridmesh_filter_core::flow::{Effects, Filter, Level};
-use hybridmesh_filter_core::identity::{Locality, NodeFacts};
-use hybridmesh_filter_core::metrics::LabelGuard;
+use super::memory;
+use super::vm::{FnvMap, Log};
 
-/// State shared by the root context and its HTTP contexts (one worker VM).
-pub struct Shared {
+/// One plugin configuration in this VM.
+pub struct Root {
+    context_id: u32,
     pub filter: Option<Rc<Filter>>,
     pub rng: Rng,
     pub metrics: Metrics,
-    pub memory: MemoryGauge,
+    memory: MemoryGauge,
 }
 
-/// This VM's share of [`hybridmesh_filter_core::metrics::VM_MEMORY_GAUGE`].
+/// This VM's share of [`VM_MEMORY_GAUGE`].
 #[derive(Default)]
-pub struct MemoryGauge {
+struct MemoryGauge {
     id: Option<u32>,
     reported: u64,
 }
 
 impl MemoryGauge {
     /// Adds what the linear memory grew by since the last report.
-    pub fn report(&mut self) {
+    fn report(&mut self, log: &mut Log) {
         let id = match self.id {
             Some(id) => id,
-            None => match host::define_gauge(hybridmesh_filter_core::metrics::VM_MEMORY_GAUGE) {
+            None => match host::define_gauge(VM_MEMORY_GAUGE) {
                 Ok(id) => *self.id.insert(id),
                 Err(s) => {
-                    log::debug!("hybridmesh: define_metric (gauge) failed: {s:?}");
+                    log.line(
+                        Level::Debug,
+                        &format!("define_metric (gauge) failed: {s:?}"),
+                    );
                     return;
                 }
             },
         };
-        let now = host::linear_memory_bytes();
+        let now = memory::linear_memory_bytes();
         if now != self.reported {
             let delta = i64::try_from(now).unwrap_or(i64::MAX)
                 - i64::try_from(self.reported).unwrap_or(i64::MAX);
@@ -54,210 +57,216 @@ impl MemoryGauge {
     }
 }
 
-/// FNV-1a as a [`Hasher`]: small and fast for the few metric keys of a VM
-/// (bounded labels, not attacker-chosen in number).
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(FNV_OFFSET)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = fnv1a(self.0, bytes);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Counters, buffered per VM and flushed on tick (or at once when the flush
-/// interval is 0), so a request costs no metric host call.
+/// Counters, buffered per root and flushed on tick (or at once when the
+/// flush interval is 0), so a request costs no metric host call. Each
+/// counter's metric id is found by a small numeric key (labels as indices),
+/// so a request costs a hash of a few bytes, not a formatted name.
 #[derive(Default)]
 pub struct Metrics {
-    /// Metric ids by counter: a request costs a hash, not a formatted name.
-    ids: HashMap<hybridmesh_filter_core::metrics::Counter, u32, BuildHasherDefault<Fnv>>,
-    pending: BTreeMap<u32, u64>,
+    keys: FnvMap<u32, usize>,
+    /// (metric id, increments not yet flushed).
+    slots: Vec<(u32, u64)>,
     guard: LabelGuard,
     immediate: bool,
 }
 
-impl Metrics {
-    pub fn record(&mut self, effects: &Effects) {
-        for c in &effects.counters {
-            let c = self.bounded(c);
-            let id = match self.ids.get(&c) {
-                Some(id) => *id,
-                None => match host::define_counter(&c.name()) {
-                    Ok(id) => {
-                        self.ids.insert(c, id);
-                        id
-                    }
-                    Err(s) => {
-                        log::debug!("hybridmesh: define_metric {} failed: {s:?}", c.name());
-                        continue;
-                    }
-                },
-            };
-            if self.immediate {
-                let _ = host::increment(id, 1);
-            } else {
-                *self.pending.entry(id).or_insert(0) += 1;
-            }
-        }
-    }
+const PROBLEMS: [&str; 4] = ["malformed", "truncated", "oversized", "loop"];
 
-    fn bounded(
-        &mut self,
-        c: &hybridmesh_filter_core::metrics::Counter,
-    ) -> hybridmesh_filter_core::metrics::Counter {
-        use hybridmesh_filter_core::metrics::Counter;
-        match c {
-            Counter::Requests {
+impl Metrics {
+    /// The counter's key: kind, then up to three small label indices.
+    fn key(&mut self, c: &CounterRef<'_>) -> u32 {
+        let pack = |kind: u32, a: usize, b: usize, c: usize| {
+            kind | (a.min(255) as u32) << 4 | (b.min(255) as u32) << 12 | (c.min(255) as u32) << 20
+        };
+        match *c {
+            CounterRef::Requests {
                 source,
                 destination,
                 decision,
                 cross_network,
-            } => Counter::Requests {
-                source: self.guard.label(Some(source)),
-                destination: self.guard.label(Some(destination)),
-                decision,
-                cross_network: *cross_network,
+            } => {
+                let s = self.guard.index(Some(source));
+                let d = self.guard.index(Some(destination));
+                pack(
+                    1,
+                    s,
+                    d,
+                    decision_index(decision) * 2 + usize::from(cross_network),
+                )
+            }
+            CounterRef::Ejections { destination } => {
+                pack(2, self.guard.index(Some(destination)), 0, 0)
+            }
+            CounterRef::Denied { source } => pack(3, self.guard.index(Some(source)), 0, 0),
+            CounterRef::Spoofed { direction } => {
+                pack(4, usize::from(direction == Direction::Inbound), 0, 0)
+            }
+            CounterRef::HopChain { problem } => pack(
+                5,
+                PROBLEMS.iter().position(|p| *p == problem).unwrap_or(0),
+                0,
+                0,
+            ),
+        }
+    }
+
+    /// The counter a key stands for, its labels bounded (for its name).
+    fn bounded(&self, key: u32) -> Option<Counter> {
+        let a = ((key >> 4) & 0xff) as usize;
+        let b = ((key >> 12) & 0xff) as usize;
+        let c = ((key >> 20) & 0xff) as usize;
+        let label = |i: usize| self.guard.name(i).to_string();
+        Some(match key & 0xf {
+            1 => Counter::Requests {
+                source: label(a),
+                destination: label(b),
+                decision: DECISIONS.get(c / 2).copied().unwrap_or("none"),
+                cross_network: c % 2 == 1,
             },
-            Counter::Ejections { destination } => Counter::Ejections {
-                destination: self.guard.label(Some(destination)),
+            2 => Counter::Ejections {
+                destination: label(a),
             },
-            Counter::Denied { source } => Counter::Denied {
-                source: self.guard.label(Some(source)),
+            3 => Counter::Denied { source: label(a) },
+            4 => Counter::Spoofed {
+                direction: if a == 1 {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
             },
-            Counter::Spoofed { direction } => Counter::Spoofed {
-                direction: *direction,
+            5 => Counter::HopChain {
+                problem: PROBLEMS.get(a).copied().unwrap_or("malformed"),
             },
-            Counter::HopChain { problem } => Counter::HopChain { problem },
+            _ => return None,
+        })
+    }
+
+    pub fn record(&mut self, c: CounterRef<'_>, log: &mut Log) {
+        let key = self.key(&c);
+        let slot = match self.keys.get(&key) {
+            Some(s) => *s,
+            None => {
+                let Some(counter) = self.bounded(key) else {
+                    return;
+                };
+                let name = counter.name();
+                match host::define_counter(&name) {
+                    Ok(id) => {
+                        self.slots.push((id, 0));
+                        self.keys.insert(key, self.slots.len() - 1);
+                        self.slots.len() - 1
+                    }
+                    Err(s) => {
+                        log.line(Level::Debug, &format!("define_metric {name} failed: {s:?}"));
+                        return;
+                    }
+                }
+            }
+        };
+        let Some((id, pending)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if self.immediate {
+            let _ = host::increment(*id, 1);
+        } else {
+            *pending += 1;
         }
     }
 
     pub fn flush(&mut self) {
-        for (id, n) in std::mem::take(&mut self.pending) {
-            let _ = host::increment(id, n);
+        for (id, pending) in &mut self.slots {
+            if *pending > 0 {
+                let _ = host::increment(*id, *pending);
+                *pending = 0;
+            }
         }
-    }
-}
-
-pub fn emit_logs(effects: &Effects) {
-    for (level, line) in &effects.logs {
-        log::log!(to_log_level(*level), "hybridmesh: {line}");
-    }
-}
-
-pub fn to_log_level(level: Level) -> log::Level {
-    match level {
-        Level::Trace => log::Level::Trace,
-        Level::Debug => log::Level::Debug,
-        Level::Info => log::Level::Info,
-        Level::Warn => log::Level::Warn,
-        Level::Error | Level::Critical => log::Level::Error,
     }
 }
 
 /// Tick period when metrics flush on every request: the log level is still followed.
 const DEFAULT_TICK_MS: u64 = 1000;
 
-pub struct Root {
-    context_id: u32,
-    shared: Rc<RefCell<Shared>>,
+/// Paths of the node's properties: Envoy 1.40's `xds.node`, then older
+/// proxies' `node` (parts joined with NUL, as the ABI takes them).
+fn node_property(path: &str) -> Option<String> {
+    ["xds\0node\0", "node\0"].iter().find_map(|prefix| {
+        let full = format!("{prefix}{path}");
+        host::get_property(&full)
+            .ok()
+            .flatten()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    })
+}
+
+fn node_facts() -> NodeFacts {
+    let part = |k: &str| node_property(&format!("locality\0{k}")).unwrap_or_default();
+    NodeFacts {
+        cluster: node_property("metadata\0CLUSTER_ID"),
+        network: node_property("metadata\0NETWORK"),
+        locality: Locality::new(&part("region"), &part("zone"), &part("sub_zone")),
+        namespace: node_property("metadata\0NAMESPACE"),
+    }
 }
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
         Root {
             context_id,
-            shared: Rc::new(RefCell::new(Shared {
-                filter: None,
-                rng: Rng::new(u64::from(context_id)),
-                metrics: Metrics::default(),
-                memory: MemoryGauge::default(),
-            })),
+            filter: None,
+            rng: Rng::new(u64::from(context_id)),
+            metrics: Metrics::default(),
+            memory: MemoryGauge::default(),
         }
     }
-}
 
-/// A node property, from Envoy 1.40's `xds.node` paths or, for older proxies, `node`.
-fn node_property(path: &[&str]) -> Option<String> {
-    let mut xds = vec!["xds", "node"];
-    xds.extend_from_slice(path);
-    let mut legacy = vec!["node"];
-    legacy.extend_from_slice(path);
-    [xds, legacy].iter().find_map(|p| {
-        host::get_property(p)
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-    })
-}
-
-fn node_facts() -> NodeFacts {
-    let part = |k: &str| node_property(&["locality", k]).unwrap_or_default();
-    NodeFacts {
-        cluster: node_property(&["metadata", "CLUSTER_ID"]),
-        network: node_property(&["metadata", "NETWORK"]),
-        locality: Locality::new(&part("region"), &part("zone"), &part("sub_zone")),
-        namespace: node_property(&["metadata", "NAMESPACE"]),
-    }
-}
-
-impl Root {
     /// The closing line of a rejected config. Envoy builds a new root context
     /// for each config, so this one cannot tell whether an older config exists:
     /// the line says what Envoy does in both cases.
-    fn rejected(&self, problems: usize) {
+    fn rejected(log: &mut Log, problems: usize) {
         let plural = if problems == 1 { "" } else { "s" };
-        log::error!(
-            "hybridmesh: plugin config rejected ({problems} problem{plural}); Envoy keeps the previous config, and without one the plugin cannot start"
+        log.line(
+            Level::Error,
+            &format!(
+                "plugin config rejected ({problems} problem{plural}); Envoy keeps the previous config, and without one the plugin cannot start"
+            ),
         );
     }
-}
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        host::sync_log_level();
-        let bytes = match host::plugin_configuration(plugin_configuration_size) {
+    pub fn configure(&mut self, size: usize, log: &mut Log) -> bool {
+        log.sync();
+        let bytes = match host::plugin_configuration(size) {
             Ok(b) => b,
             Err(s) => {
-                log::error!(
-                    "hybridmesh: cannot read the plugin configuration (status {})",
-                    s.0
+                log.line(
+                    Level::Error,
+                    &format!("cannot read the plugin configuration (status {})", s.0),
                 );
-                self.rejected(1);
+                Self::rejected(log, 1);
                 return false;
             }
         };
-        let cfg = match hybridmesh_filter_core::config::parse_json(&bytes) {
+        let cfg = match hybridmesh_filter_core::config::parse_json(bytes) {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors.0 {
-                    log::error!("hybridmesh: invalid plugin config: {e}");
+                    log.line(Level::Error, &format!("invalid plugin config: {e}"));
                 }
-                self.rejected(errors.0.len());
+                Self::rejected(log, errors.0.len());
                 return false;
             }
         };
         let filter = match Filter::new(cfg, &node_facts()) {
             Ok(f) => f,
             Err(issue) => {
-                log::error!("hybridmesh: invalid plugin config: {issue}");
-                self.rejected(1);
+                log.line(Level::Error, &format!("invalid plugin config: {issue}"));
+                Self::rejected(log, 1);
                 return false;
             }
         };
         for w in &filter.warnings {
-            log::warn!("hybridmesh: {w}");
+            log.line(Level::Warn, &w.to_string());
         }
         // The tick flushes metrics and follows the proxy's log level (which an
         // operator changes at run time with /logging?wasm=debug).
@@ -269,25 +278,41 @@ impl RootContext for Root {
         };
         let ticking = host::set_tick_period_ms(u32::try_from(tick_ms).unwrap_or(u32::MAX));
         if let Err(s) = ticking {
-            log::warn!(
-                "hybridmesh: cannot set the tick period (status {}); metrics flush on every request",
-                s.0
+            log.line(
+                Level::Warn,
+                &format!(
+                    "cannot set the tick period (status {}); metrics flush on every request",
+                    s.0
+                ),
             );
         }
-        log::info!(
-            "hybridmesh: configured cluster={} network={} locality={} namespace={} direction={:?} routes={}",
-            filter.me.cluster,
-            if filter.me.network.is_empty() { "-" } else { &filter.me.network },
-            if filter.me.locality.is_empty() { "-".to_string() } else { filter.me.locality.to_string() },
-            if filter.me.namespace.is_empty() { "-" } else { &filter.me.namespace },
-            filter.cfg.direction,
-            filter.cfg.routes.len()
+        let me = &filter.me;
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        log.line(
+            Level::Info,
+            &format!(
+                "configured cluster={} network={} locality={} namespace={} direction={:?} routes={}",
+                me.cluster,
+                dash(&me.network),
+                dash(&me.locality.to_string()),
+                dash(&me.namespace),
+                filter.cfg.direction,
+                filter.cfg.routes.len()
+            ),
         );
         let seed = host::now_ns().unwrap_or(0) ^ mix(u64::from(self.context_id));
-        let mut sh = self.shared.borrow_mut();
-        sh.metrics.flush();
-        sh.metrics.immediate = flush_ms == 0 || ticking.is_err();
-        sh.metrics.guard = LabelGuard::new(
+        // Label indices start afresh with the new cluster table.
+        self.metrics.flush();
+        self.metrics.keys.clear();
+        self.metrics.slots.clear();
+        self.metrics.immediate = flush_ms == 0 || ticking.is_err();
+        self.metrics.guard = LabelGuard::new(
             filter
                 .cfg
                 .clusters
@@ -295,25 +320,15 @@ impl RootContext for Root {
                 .map(|c| c.name.clone())
                 .chain(std::iter::once(filter.me.cluster.clone())),
         );
-        sh.rng = Rng::new(seed);
-        sh.filter = Some(Rc::new(filter));
-        sh.memory.report();
+        self.rng = Rng::new(seed);
+        self.filter = Some(Rc::new(filter));
+        self.memory.report(log);
         true
     }
 
-    fn on_tick(&mut self) {
-        host::sync_log_level();
-        let mut sh = self.shared.borrow_mut();
-        sh.metrics.flush();
-        sh.memory.report();
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let filter = self.shared.borrow().filter.clone();
-        Some(Box::new(Http::new(self.shared.clone(), filter)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    pub fn tick(&mut self, log: &mut Log) {
+        log.sync();
+        self.metrics.flush();
+        self.memory.report(log);
     }
 }
