@@ -163,7 +163,9 @@ pub fn check_outbound(f: &Filter, input: &Headers, out: &Headers) {
                     "hop chain entry {e:?} is not a cluster name"
                 );
             }
-        } else if k.as_slice() == names.target_cluster.as_bytes() {
+        } else if k.as_slice() == names.target_cluster.as_bytes()
+            || k.as_slice() == names.pinned_cluster.as_bytes()
+        {
             targets += 1;
             let t = std::str::from_utf8(v).expect("the target is text");
             assert!(
@@ -180,7 +182,7 @@ pub fn check_outbound(f: &Filter, input: &Headers, out: &Headers) {
     }
     assert_eq!(seen, [1, 1, 1], "each source header exactly once");
     assert_eq!(hops, 1, "exactly one hop chain");
-    assert!(targets <= 1, "at most one target");
+    assert!(targets <= 1, "at most one decision (target or pinned)");
     let passed: Vec<&(Vec<u8>, Vec<u8>)> = input
         .iter()
         .filter(|(k, _)| !names.is_reserved(k))

@@ -436,7 +436,12 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     let _ = Command::new("taskset")
         .args(["-a", "-cp", "1", &std::process::id().to_string()])
         .output();
-    let dir = opts.workspace.join("target/bench-run");
+    // One directory per run: two runs at once (the test suite starts two)
+    // must not delete each other's files.
+    let dir = opts
+        .workspace
+        .join("target/bench-run")
+        .join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut configs = BTreeMap::new();

@@ -307,7 +307,7 @@ fn a_missing_subset_is_caught() {
     let b = Broken::new();
     b.edit(
         "base/destinationrules.yaml",
-        "    - name: anthos\n      labels: {topology.istio.io/cluster: anthos}\n",
+        "    - name: prefer-anthos\n      trafficPolicy:\n        loadBalancer:\n          localityLbSetting:\n            enabled: true\n            failoverPriority: [topology.istio.io/cluster=anthos]\n        outlierDetection:\n          consecutive5xxErrors: 1\n          interval: 1s\n          baseEjectionTime: 1m\n          maxEjectionPercent: 100\n",
         "",
     );
     let r = b.validate(&[]);
@@ -319,8 +319,8 @@ fn a_missing_subset_is_caught() {
         ),
         "{r}"
     );
-    assert!(has_line(&r, "    spec.subsets: no subset for cluster \"anthos\" (labels {topology.istio.io/cluster: anthos}), but the filter can send echo-svc.default.svc.cluster.local there"), "{r}");
-    assert!(has_line(&r, "    spec.http[1].route[0].destination.subset: subset \"anthos\" is not defined in DestinationRule default/echo-svc"), "{r}");
+    assert!(has_line(&r, "    spec.subsets: no subset \"prefer-anthos\" for cluster \"anthos\" (no cluster label, failoverPriority [topology.istio.io/cluster=anthos], outlier detection with maxEjectionPercent 100), but the filter can send echo-svc.default.svc.cluster.local there"), "{r}");
+    assert!(has_line(&r, "    spec.http[3].route[0].destination.subset: subset \"prefer-anthos\" is not defined in DestinationRule default/echo-svc"), "{r}");
 }
 
 #[test]
@@ -331,7 +331,11 @@ fn a_missing_route_and_a_missing_default_route_are_caught() {
         "    - name: default\n      route:\n        - destination: {host: echo-svc.default.svc.cluster.local}\n",
         "",
     )
-    .edit("base/virtualservices.yaml", "{exact: anthos}", "{exact: onprem}");
+    .edit(
+        "base/virtualservices.yaml",
+        "x-hybridmesh-target-cluster: {exact: anthos}",
+        "x-hybridmesh-target-cluster: {exact: onprem}",
+    );
     let r = b.validate(&[]);
     assert_eq!(r.code, Some(1), "{r}");
     assert!(has_line(&r, "    spec.http: no route for x-hybridmesh-target-cluster: anthos -> the anthos subset of echo-svc.default.svc.cluster.local"), "{r}");
@@ -394,7 +398,7 @@ fn schema_errors_name_the_field_and_what_was_expected() {
         has_line(&r, "    spec.priority: \"high\" is not of type"),
         "{r}"
     );
-    assert!(has_line(&r, "    spec.trafficPolicy.outlierDetection.interval: must be a valid duration greater than 1ms: \"0s\""), "{r}");
+    assert!(has_line(&r, "    spec.subsets[0].trafficPolicy.outlierDetection.interval: must be a valid duration greater than 1ms: \"0s\""), "{r}");
 }
 
 #[test]

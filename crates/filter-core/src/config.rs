@@ -144,6 +144,7 @@ pub struct RawRoute {
     pub failover: Option<Vec<RawFailover>>,
     pub failover_priority: Option<Vec<String>>,
     pub outlier_detection: Option<RawOutlier>,
+    pub pinned: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +351,11 @@ pub struct Route {
     /// Indices into [`Config::clusters`] that may serve this route's hosts.
     pub candidates: Vec<usize>,
     pub outlier: OutlierDetection,
+    /// The chosen cluster is the only one that may serve the request
+    /// (`x-hybridmesh-pinned-cluster`: a subset of that cluster alone). Else
+    /// it is the preferred one (`x-hybridmesh-target-cluster`: Envoy fails
+    /// over to the others by priority). `clusterLocal` is always pinned.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -482,6 +488,8 @@ pub struct HeaderNames {
     pub source_network: String,
     pub source_locality: String,
     pub target_cluster: String,
+    /// The cluster a pinned decision names: it alone may serve the request.
+    pub pinned_cluster: String,
     pub served_by: String,
     pub decision: String,
     pub debug: String,
@@ -501,6 +509,7 @@ impl HeaderNames {
             source_network: h("source-network"),
             source_locality: h("source-locality"),
             target_cluster: h("target-cluster"),
+            pinned_cluster: h("pinned-cluster"),
             served_by: h("served-by"),
             decision: h("decision"),
             debug: h("debug"),
@@ -1081,6 +1090,20 @@ fn validate_route(
         "failoverPriority",
         PolicyKind::Failover,
     );
+    if raw.pinned.is_some() && !matches!(kind, PolicyKind::Weighted | PolicyKind::Failover) {
+        c.err(
+            at("pinned"),
+            format!(
+                "only allowed with policy weighted or failover, this route's policy is {}{}",
+                kind.as_str(),
+                if kind == PolicyKind::ClusterLocal {
+                    " (which is always pinned to the local cluster)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     let needs_clusters = matches!(kind, PolicyKind::Weighted | PolicyKind::Failover);
     if !needs_clusters {
         for (present, field) in [
@@ -1270,11 +1293,13 @@ fn validate_route(
     if c.errors.len() > errors_before {
         return None;
     }
+    let pinned = kind == PolicyKind::ClusterLocal || raw.pinned.unwrap_or(false);
     Some(Route {
         hosts,
         policy,
         candidates,
         outlier,
+        pinned,
     })
 }
 

@@ -214,6 +214,9 @@ pub struct Decision {
     /// The cluster the request is sent to, an index into [`Plan::names`];
     /// `None` leaves it to Envoy.
     pub target: Option<usize>,
+    /// Only the target may serve it (`clusterLocal`, or a `pinned` rule);
+    /// else the target is preferred and Envoy fails over by priority.
+    pub pinned: bool,
     pub why: Why,
 }
 
@@ -223,6 +226,7 @@ impl Decision {
             rule: None,
             policy: None,
             target: None,
+            pinned: false,
             why,
         }
     }
@@ -329,6 +333,9 @@ impl Decision {
         if let Some(t) = self.target {
             s.push_str(" -> ");
             s.push_str(plan.name(t));
+            if self.pinned && self.policy != Some(PolicyKind::ClusterLocal) {
+                s.push_str(" (pinned)");
+            }
         }
     }
 }
@@ -349,6 +356,7 @@ pub fn decide(
         rule: Some(rule),
         policy,
         target: None,
+        pinned: cfg.routes.get(rule).is_some_and(|r| r.pinned),
         why: Why::PolicyNone,
     };
     let name = |k: usize| (k < plan.names.len()).then_some(k);

@@ -384,8 +384,9 @@ impl Filter {
             names.source_locality.as_bytes(),
             names.hops.as_bytes(),
             names.target_cluster.as_bytes(),
+            names.pinned_cluster.as_bytes(),
         ];
-        let mut sent = [false; 5];
+        let mut sent = [false; 6];
         for (k, v) in headers.iter() {
             if names.is_reserved(k) {
                 if k == names.debug.as_bytes() {
@@ -533,10 +534,16 @@ impl Filter {
         set(host, 1, self.me.network.as_bytes());
         set(host, 2, self.locality.as_bytes());
         set(host, 3, state.chain.as_bytes());
+        // The decision: the preferred cluster (Envoy may fail over), or the
+        // only one that may serve it; the other header must not be there.
+        let (write, other) = if decision.pinned { (5, 4) } else { (4, 5) };
         match decision.target {
-            Some(t) => set(host, 4, self.plan.name(t).as_bytes()),
-            None if sent[4] => host.remove_header(Map::Request, ours[4]),
+            Some(t) => set(host, write, self.plan.name(t).as_bytes()),
+            None if sent[write] => host.remove_header(Map::Request, ours[write]),
             None => {}
+        }
+        if sent[other] {
+            host.remove_header(Map::Request, ours[other]);
         }
         state.decision = Some(decision);
         state.debug = debug && self.cfg.allow_debug;
@@ -731,11 +738,19 @@ impl Filter {
             .decision
             .unwrap_or_else(|| Decision::undecided(Why::NoService));
         let target = decision.target_name(&self.plan);
+        // Envoy served the request elsewhere than the preferred cluster: its
+        // priorities, retries and outlier detection moved it. That is
+        // Envoy's failover working: recorded (counter, hop record), and not
+        // held against the preferred cluster's health, which would keep
+        // traffic away after Envoy has brought it back.
+        let failed_over =
+            !decision.pinned && matches!((target, served_cluster), (Some(t), Some(s)) if t != s);
         let failed = status >= 500 || flags & FAILURE_FLAGS != 0;
-        // Health: only for decisions that choose among clusters.
+        // Health: only for decisions that choose among clusters, and only
+        // for answers that say something about the chosen one.
         let health = match (decision.policy, target, state.service(), decision.rule) {
             (Some(PolicyKind::Weighted | PolicyKind::Failover), Some(t), Some(svc), Some(rule))
-                if failed || state.target_dirty =>
+                if (failed || state.target_dirty) && !failed_over =>
             {
                 Some((t, svc, rule))
             }
@@ -785,6 +800,12 @@ impl Filter {
             decision: decision.label(),
             cross_network,
         });
+        if failed_over {
+            host.count(CounterRef::FailedOver {
+                preferred: target.unwrap_or_default(),
+                destination: served_cluster.unwrap_or_default(),
+            });
+        }
 
         reason.clear();
         if want || state.debug {
@@ -797,6 +818,9 @@ impl Filter {
             key.push_str(served_cluster.unwrap_or("-"));
             key.push_str(" cross_network=");
             key.push_str(if cross_network { "true" } else { "false" });
+            if failed_over {
+                key.push_str(" failed_over=true");
+            }
             host.replace_header(Map::Response, names.decision.as_bytes(), key.as_bytes());
         }
         let reason: &'a String = reason;
@@ -806,6 +830,8 @@ impl Filter {
             source_cluster: &self.me.cluster,
             source_network: &self.me.network,
             target,
+            pinned: decision.pinned,
+            failed_over,
             served_by: served_cluster,
             served_network,
             cross_network,

@@ -233,6 +233,10 @@ pub struct HopRecord {
     pub source_network: String,
     /// The cluster the filter chose (`None`: left to Envoy).
     pub target: Option<String>,
+    /// Only the target could serve it (else it was preferred).
+    pub pinned: bool,
+    /// Served by another cluster than the preferred one: Envoy failed over.
+    pub failed_over: bool,
     /// The cluster that answered (served-by header, else endpoint metadata).
     pub served_by: Option<String>,
     pub served_network: Option<String>,
@@ -264,6 +268,8 @@ pub struct Hop<'a> {
     pub source_cluster: &'a str,
     pub source_network: &'a str,
     pub target: Option<&'a str>,
+    pub pinned: bool,
+    pub failed_over: bool,
     pub served_by: Option<&'a str>,
     pub served_network: Option<&'a str>,
     pub cross_network: bool,
@@ -287,6 +293,8 @@ impl Hop<'_> {
             source_cluster: self.source_cluster.to_string(),
             source_network: self.source_network.to_string(),
             target: own(self.target),
+            pinned: self.pinned,
+            failed_over: self.failed_over,
             served_by: own(self.served_by),
             served_network: own(self.served_network),
             cross_network: self.cross_network,
@@ -324,6 +332,9 @@ impl Hop<'_> {
         opt(s, self.target);
         s.push_str(" served_by=");
         opt(s, self.served_by);
+        if self.failed_over {
+            s.push_str(" failed_over=true");
+        }
         s.push_str(" cross_network=");
         s.push_str(flag(self.cross_network));
         s.push_str(" gateway=");
@@ -364,6 +375,10 @@ impl Hop<'_> {
         text(s, ",\"decision\":", Some(self.decision));
         text(s, ",\"reason\":", Some(self.reason));
         text(s, ",\"chain\":", Some(self.chain));
+        s.push_str(",\"pinned\":");
+        s.push_str(flag(self.pinned));
+        s.push_str(",\"failed_over\":");
+        s.push_str(flag(self.failed_over));
         s.push_str(",\"cross_network\":");
         s.push_str(flag(self.cross_network));
         s.push_str(",\"loop\":");
@@ -391,6 +406,8 @@ impl HopRecord {
             source_cluster: &self.source_cluster,
             source_network: &self.source_network,
             target: self.target.as_deref(),
+            pinned: self.pinned,
+            failed_over: self.failed_over,
             served_by: self.served_by.as_deref(),
             served_network: self.served_network.as_deref(),
             cross_network: self.cross_network,

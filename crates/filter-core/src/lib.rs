@@ -26,6 +26,7 @@ pub mod hosts;
 pub mod identity;
 pub mod metrics;
 pub mod proto;
+pub mod routing;
 pub mod text;
 pub mod wire;
 

@@ -15,6 +15,29 @@ use crate::flow::Direction;
 
 pub const MAX_CLUSTER_LABELS: usize = 32;
 
+/// Every label the filter's counters carry in their names. Envoy needs a tag
+/// extractor (`stats_tags`, Istio: `meshConfig.defaultConfig.extraStatTags`)
+/// per label to turn it into a Prometheus label.
+pub const LABELS: [&str; 7] = [
+    "source_cluster",
+    "destination_cluster",
+    "preferred_cluster",
+    "decision",
+    "cross_network",
+    "direction",
+    "problem",
+];
+
+/// The labels Istio's own bootstrap already extracts (its standard metrics use them).
+pub const ISTIO_EXTRACTED_LABELS: [&str; 2] = ["source_cluster", "destination_cluster"];
+
+/// The labels an Istio mesh must add with `extraStatTags`.
+pub fn extra_stat_tags() -> impl Iterator<Item = &'static str> {
+    LABELS
+        .into_iter()
+        .filter(|l| !ISTIO_EXTRACTED_LABELS.contains(l))
+}
+
 /// Gauge: the linear memory of every VM of this plugin in the proxy, summed
 /// (each VM adds what its memory grew by since it last reported, on tick).
 /// Flat under steady load; growth means a leak.
@@ -38,6 +61,12 @@ pub enum Counter {
     Spoofed { direction: Direction },
     /// A forwarded hop chain that was malformed, truncated, oversized or looping.
     HopChain { problem: &'static str },
+    /// A request served by another cluster than the preferred one (Envoy's
+    /// priorities and retries moved it).
+    FailedOver {
+        preferred: String,
+        destination: String,
+    },
 }
 
 /// One counter increment as the request path produces it: labels borrowed
@@ -61,6 +90,10 @@ pub enum CounterRef<'a> {
     },
     HopChain {
         problem: &'static str,
+    },
+    FailedOver {
+        preferred: &'a str,
+        destination: &'a str,
     },
 }
 
@@ -86,6 +119,13 @@ impl CounterRef<'_> {
             },
             CounterRef::Spoofed { direction } => Counter::Spoofed { direction },
             CounterRef::HopChain { problem } => Counter::HopChain { problem },
+            CounterRef::FailedOver {
+                preferred,
+                destination,
+            } => Counter::FailedOver {
+                preferred: preferred.to_string(),
+                destination: destination.to_string(),
+            },
         }
     }
 }
@@ -127,6 +167,14 @@ impl Counter {
             Counter::Denied { source } => {
                 format!("{}hybridmesh_denied_total", tag("source_cluster", source))
             }
+            Counter::FailedOver {
+                preferred,
+                destination,
+            } => format!(
+                "{}{}hybridmesh_failed_over_total",
+                tag("preferred_cluster", preferred),
+                tag("destination_cluster", destination)
+            ),
             Counter::HopChain { problem } => {
                 format!(
                     "{}hybridmesh_hop_chain_problems_total",

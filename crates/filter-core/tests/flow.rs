@@ -36,8 +36,10 @@ fn round_trip(
     let mut req = request(authority);
     req.extend(headers(extra));
     let (h, state) = outbound(f, host, &req);
+    // The preferred cluster, or the one a pinned decision (cluster-local) names.
     let target = get(&h, "x-hybridmesh-target-cluster")
         .first()
+        .or(get(&h, "x-hybridmesh-pinned-cluster").first())
         .map(|s| s.to_string());
     let served = target.clone().unwrap_or_else(|| "gke".into());
     let resp = headers(&[
@@ -109,8 +111,9 @@ fn the_service_comes_from_authority_without_extra_host_calls() {
     };
     let out = f.on_request(&request("10.96.0.10"), &mut host);
     assert_eq!(out.state.service(), Some(ECHO));
+    // Cluster-local: pinned to the local cluster.
     assert_eq!(
-        get(out.headers.as_ref().unwrap(), "x-hybridmesh-target-cluster"),
+        get(out.headers.as_ref().unwrap(), "x-hybridmesh-pinned-cluster"),
         vec!["gke"]
     );
 }
@@ -718,7 +721,9 @@ fn header_prefix_renames_every_header() {
         ("x-mesh-target-cluster", "anthos"),
     ]));
     let (h, _) = outbound(&f, &mut host, &req);
-    assert_eq!(get(&h, "x-mesh-target-cluster"), vec!["gke"]);
+    // Cluster-local pins to the local cluster; the app's preference header is gone.
+    assert_eq!(get(&h, "x-mesh-pinned-cluster"), vec!["gke"]);
+    assert!(get(&h, "x-mesh-target-cluster").is_empty());
     assert_eq!(get(&h, "x-mesh-source-cluster"), vec!["gke"]);
     assert_eq!(
         get(&h, "x-hybridmesh-source-cluster"),

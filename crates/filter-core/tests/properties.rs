@@ -150,7 +150,7 @@ proptest! {
                     "x-hybridmesh-source-cluster" => v == b"gke",
                     "x-hybridmesh-source-network" => v == b"kuchima-demo-vpc01",
                     "x-hybridmesh-source-locality" => v == b"asia-northeast1/asia-northeast1-a",
-                    "x-hybridmesh-target-cluster" => v == b"gke" || v == b"anthos",
+                    "x-hybridmesh-target-cluster" | "x-hybridmesh-pinned-cluster" => v == b"gke" || v == b"anthos",
                     // The forwarded chain, validated: cluster names only, bounded, ours last.
                     "x-hybridmesh-hops" => {
                         let text = String::from_utf8_lossy(v);
@@ -167,7 +167,8 @@ proptest! {
         for name in ["x-hybridmesh-source-cluster", "x-hybridmesh-source-network", "x-hybridmesh-source-locality"] {
             prop_assert_eq!(get(&out, name).len(), 1);
         }
-        prop_assert!(get(&out, "x-hybridmesh-target-cluster").len() <= 1);
+        // One decision at most: a preference or a pin, once.
+        prop_assert!(get(&out, "x-hybridmesh-target-cluster").len() + get(&out, "x-hybridmesh-pinned-cluster").len() <= 1);
         prop_assert_eq!(get(&out, "x-hybridmesh-hops").len(), 1);
     }
 

@@ -348,31 +348,15 @@ impl Walk<'_> {
         self.out
             .line("$ curl -X POST anthos-echo-svc-1:15000/drain_listeners");
         self.r.drain_pod("anthos", 1)?;
-        let ejected_at = Instant::now();
-        let first = self.curl(&spec, 1, 1, 1)?;
-        self.record(
-            first[0].status == 503 && served(&first[0]) == "none",
-            "the first request finds no on-prem endpoint (503) and ejects anthos",
-            &curl_line(&first[0]),
-        );
-        let os = self.curl(&spec, 4, 2, 2)?;
-        let via_gateway = os
-            .iter()
-            .all(|o| o.status == 200 && served(o) == "gke" && o.target.as_deref() == Some("gke"));
+        let os = self.curl(&spec, 5, 2, 2)?;
+        let via_gateway = os.iter().all(|o| {
+            o.status == 200 && served(o) == "gke" && o.target.as_deref() == Some("anthos")
+        });
         self.record(
             via_gateway,
-            "traffic fails over to GKE through its east-west gateway",
-            &show_tally(&tally(&os), 4),
+            "the filter still prefers anthos; Envoy serves from GKE through its east-west gateway (prefer-anthos: GKE next in priority); no request lost",
+            &show_tally(&tally(&os), 5),
         );
-        let warn = self
-            .r
-            .logs("anthos.client")?
-            .into_iter()
-            .find(|(l, m)| l == "warn" && m.contains("ejected cluster anthos"));
-        if let Some((_, m)) = &warn {
-            self.out.line(&format!("anthos sidecar log: {m}"));
-        }
-        self.record(warn.is_some(), "the client sidecar logs the ejection", "");
         // The counters reach Prometheus with labels (Envoy's tag extraction);
         // they are flushed on the filter's 1s tick.
         std::thread::sleep(Duration::from_millis(1100));
@@ -393,22 +377,28 @@ impl Walk<'_> {
             "the failover shows in Prometheus with cluster, decision and network labels",
             "",
         );
+        let moved = prom.lines().find(|l| {
+            l.starts_with("hybridmesh_failed_over_total{")
+                && l.contains("preferred_cluster=\"anthos\"")
+                && l.contains("destination_cluster=\"gke\"")
+        });
+        if let Some(l) = moved {
+            self.out
+                .line(&format!("anthos sidecar /stats/prometheus: {l}"));
+        }
+        self.record(
+            moved.is_some(),
+            "the request Envoy moved is counted: preferred anthos, served by gke",
+            "",
+        );
 
         self.out
             .line("the drained pods come back (new pods at the same addresses)");
         self.r.restore("anthos")?;
-        let wait = hybridmesh_scenario::duration(SHORT_EJECTION)?
-            .saturating_sub(ejected_at.elapsed())
-            + Duration::from_millis(300);
-        self.out.line(&format!(
-            "… waiting {:.1}s for the ejection to end",
-            wait.as_secs_f64()
-        ));
-        std::thread::sleep(wait);
         let os = self.curl(&spec, 5, 2, 1)?;
         self.record(
             os.iter().all(|o| o.status == 200 && served(o) == "anthos"),
-            "back on-prem once the ejection ends",
+            "back on-prem as soon as the pods are back in EDS",
             &show_tally(&tally(&os), 5),
         );
         self.envoy_failover()
@@ -576,30 +566,39 @@ impl Walk<'_> {
             failed.iter().map(|i| i + 1).collect::<Vec<_>>()
         ));
         let ejected_at = Instant::now();
-        let ok = failed.len() == 3
-            && os[last_failure + 1..]
-                .iter()
-                .all(|o| o.status == 200 && served(o) == "gke");
+        let _ = last_failure;
+        let moved = os
+            .iter()
+            .filter(|o| o.target.as_deref() == Some("anthos"))
+            .count();
+        let ok = failed.is_empty() && os.iter().all(|o| served(o) == "gke");
         self.record(
             ok,
-            "anthos is ejected after 3 failures; then every request goes to gke",
-            &format!("{} failures", failed.len()),
+            "no request lost: Envoy's retries serve anthos's share from gke (prefer-anthos: anthos first, gke next)",
+            &format!(
+                "{} failures; {moved} preferred anthos and were moved",
+                failed.len()
+            ),
         );
-        let warn = self
-            .r
-            .logs("gke.client")?
-            .into_iter()
-            .find(|(l, m)| l == "warn" && m.contains("ejected cluster anthos"));
-        if let Some((_, m)) = &warn {
-            self.out.line(&format!("gke sidecar log: {m}"));
-        }
+        // Counters reach Envoy's stats on the filter's 1s tick.
+        std::thread::sleep(Duration::from_millis(1100));
+        let counted = self.r.metric(
+            "gke.client",
+            "preferred_cluster=.=anthos;.;destination_cluster=.=gke;.;hybridmesh_failed_over_total",
+        )?;
+        self.record(
+            counted.is_some_and(|n| n >= moved as u64),
+            "every request Envoy moved is counted (hybridmesh_failed_over_total, preferred anthos, served by gke)",
+            &format!("{counted:?}"),
+        );
         self.out.line("anthos's echo-svc comes back");
         self.r.restore("anthos")?;
         let wait = hybridmesh_scenario::duration(SHORT_EJECTION)?
             .saturating_sub(ejected_at.elapsed())
-            + Duration::from_millis(300);
+            // Envoy un-ejects a host on its next outlier tick (1s).
+            + Duration::from_millis(1300);
         self.out.line(&format!(
-            "… waiting {:.1}s for the ejection to end",
+            "… waiting {:.1}s for Envoy's ejection of anthos's gateway to end",
             wait.as_secs_f64()
         ));
         std::thread::sleep(wait);
@@ -662,9 +661,9 @@ impl Walk<'_> {
         let g = self.curl(&req("gke", "echo-svc.default"), 5, 1, 1)?;
         let a = self.curl(&req("anthos", "echo-svc.default"), 5, 1, 0)?;
         let subsets = g.iter().all(|o| {
-            o.route.as_deref() == Some("outbound|80|gke|echo-svc.default.svc.cluster.local")
+            o.route.as_deref() == Some("outbound|80|only-gke|echo-svc.default.svc.cluster.local")
         }) && a.iter().all(|o| {
-            o.route.as_deref() == Some("outbound|80|anthos|echo-svc.default.svc.cluster.local")
+            o.route.as_deref() == Some("outbound|80|only-anthos|echo-svc.default.svc.cluster.local")
         });
         self.record(
             accepted && subsets && pids == self.r.processes(),

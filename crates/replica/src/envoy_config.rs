@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 use super::certs::Leaf;
 use super::topology::{self, Cluster, Topology, ADMIN, APP, GATEWAY, INBOUND, OUTBOUND, PEER_BASE};
+use hybridmesh_filter_core::config::HeaderNames;
+use hybridmesh_filter_core::routing;
 use hybridmesh_scenario::Fail;
 
 const WASM_T: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -118,14 +120,7 @@ fn access_log() -> Value {
 /// (`hybridmesh_requests_total{source_cluster="gke",...}`). Istio's bootstrap
 /// has the same kind of regex for its standard labels; the others are added
 /// with `meshConfig.defaultConfig.extraStatTags` (see wasmplugin/).
-pub const STAT_TAGS: &[&str] = &[
-    "source_cluster",
-    "destination_cluster",
-    "decision",
-    "cross_network",
-    "direction",
-    "problem",
-];
+pub const STAT_TAGS: &[&str] = &hybridmesh_filter_core::metrics::LABELS;
 
 fn stats_config() -> Value {
     let tags: Vec<Value> = STAT_TAGS
@@ -183,16 +178,47 @@ fn tls_inspector() -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}])
 }
 
-/// Istio's default retry policy for HTTP routes.
+/// Istio's default retry policy for HTTP routes (`route/retry` `DefaultPolicy`,
+/// Istio 1.24 and later: 503 is no longer retried by default).
 fn retry_policy() -> Value {
     json!({
         "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
         "num_retries": 2,
-        "retriable_status_codes": [503],
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": "5"
     })
+}
+
+/// Envoy's `previous_priorities` retry priority as istiod writes it for
+/// `retryRemoteLocalities: true` (update frequency 2, fixed).
+fn previous_priorities() -> Value {
+    json!({"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+        "update_frequency": 2}})
+}
+
+/// A preference route's retries, as istiod translates the VirtualService
+/// `render` writes (`ConvertPolicy`: numeric `retryOn` entries become
+/// `retriable_status_codes` and add `retriable-status-codes`).
+fn prefer_retry_policy() -> Value {
+    let mut on: Vec<&str> = Vec::new();
+    let mut codes: Vec<u32> = Vec::new();
+    for x in routing::RETRY_ON.split(',') {
+        match x.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(x),
+        }
+    }
+    if !codes.is_empty() && !on.contains(&"retriable-status-codes") {
+        on.push("retriable-status-codes");
+    }
+    let mut p = retry_policy();
+    p["retry_on"] = json!(on.join(","));
+    p["num_retries"] = json!(routing::RETRY_ATTEMPTS);
+    p["retriable_status_codes"] = json!(codes);
+    p["retry_priority"] = previous_priorities();
+    p
 }
 
 fn route(name: &str, cluster: &str, header: Option<(&str, &str)>) -> Value {
@@ -288,7 +314,7 @@ fn outbound_cluster(
     service: &str,
     subset: &str,
     tls: &Tls,
-    failover: Option<&LocalityFailover>,
+    outlier: Option<&Outlier>,
     eds: &Path,
 ) -> Value {
     let name = format!("outbound|80|{subset}|{service}");
@@ -308,13 +334,62 @@ fn outbound_cluster(
             "max_requests": u32::MAX, "max_retries": u32::MAX, "track_remaining": true}]},
         "transport_socket": upstream_tls(tls, &sni(subset, service), Some(&server)),
     });
-    if let Some(f) = failover {
+    if let Some(o) = outlier {
+        // `applyOutlierDetection`: the DestinationRule's fields, success
+        // rate off, and panic off (failover across priorities is strict).
         cluster["outlier_detection"] = json!({
-            "consecutive_5xx": 1, "interval": "1s",
-            "base_ejection_time": format!("{}s", f.base_ejection_secs),
-            "max_ejection_percent": 100});
+            "consecutive_5xx": o.consecutive_5xx,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_success_rate": 0,
+            "interval": format!("{}s", o.interval_ms as f64 / 1000.0),
+            "base_ejection_time": format!("{}s", o.base_ejection_ms as f64 / 1000.0),
+            "max_ejection_percent": routing::MAX_EJECTION_PERCENT});
+        cluster["common_lb_config"] = json!({
+            "healthy_panic_threshold": {"value": 0},
+            "locality_weighted_lb_config": {}});
     }
     cluster
+}
+
+/// A DestinationRule's outlier detection (what `render` writes for a
+/// service from the same mesh description as the plugin config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_5xx: u32,
+    pub interval_ms: u64,
+    pub base_ejection_ms: u64,
+}
+
+impl Default for Outlier {
+    /// Istio's defaults for a DestinationRule's outlierDetection.
+    fn default() -> Self {
+        Outlier {
+            consecutive_5xx: 5,
+            interval_ms: 10_000,
+            base_ejection_ms: 30_000,
+        }
+    }
+}
+
+impl Outlier {
+    /// The outlier detection of `service`'s weighted or failover rule in a
+    /// plugin config (parsed by the filter's own parser), the way `render`
+    /// writes the same numbers into the DestinationRule (interval 1s); `None`
+    /// for a config that is invalid or has no such rule.
+    pub fn of(config: &[u8], service: &str) -> Option<Outlier> {
+        let cfg = hybridmesh_filter_core::config::parse_json(config).ok()?;
+        let rule = cfg.routes.get(cfg.hosts.lookup(service)?)?;
+        matches!(
+            rule.policy.kind(),
+            hybridmesh_filter_core::config::PolicyKind::Weighted
+                | hybridmesh_filter_core::config::PolicyKind::Failover
+        )
+        .then_some(Outlier {
+            consecutive_5xx: rule.outlier.consecutive_5xx,
+            interval_ms: 1000,
+            base_ejection_ms: rule.outlier.base_ejection_ms,
+        })
+    }
 }
 
 /// The endpoints of `outbound|80|<subset>|<service>` as a client in `me` sees
@@ -324,18 +399,14 @@ fn load_assignment(
     service: &str,
     subset: &str,
     members: &[&Cluster],
-    failover: Option<&LocalityFailover>,
+    priority: &dyn Fn(&Cluster) -> u32,
     live: &[Vec<bool>],
     t: &Topology,
 ) -> Value {
     let name = format!("outbound|80|{subset}|{service}");
-    let endpoints: Vec<Value> = members
+    let mut endpoints: Vec<Value> = members
         .iter()
         .map(|c| {
-            let priority = match failover {
-                Some(_) if c.name != me.name => 1,
-                _ => 0,
-            };
             let k = t
                 .clusters
                 .iter()
@@ -344,11 +415,27 @@ fn load_assignment(
             endpoints_seen_from(
                 me,
                 c,
-                priority,
+                priority(c),
                 live.get(k).map(Vec::as_slice).unwrap_or(&[]),
             )
         })
         .collect();
+    // istiod numbers the priorities that have endpoints 0, 1, ... with no
+    // gap (`applyFailoverPriorities`): with the preferred cluster's endpoints
+    // all gone, the rest become priority 0.
+    let mut used: Vec<u64> = endpoints
+        .iter()
+        .filter(|e| e["lb_endpoints"].as_array().is_some_and(|a| !a.is_empty()))
+        .filter_map(|e| e["priority"].as_u64())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    for e in &mut endpoints {
+        if let Some(p) = e["priority"].as_u64() {
+            let rank = used.iter().position(|u| *u == p).unwrap_or(used.len());
+            e["priority"] = json!(rank);
+        }
+    }
     json!({"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
            "cluster_name": name, "endpoints": endpoints})
 }
@@ -367,9 +454,30 @@ pub fn client_eds(
     for service in topology::SERVICES {
         let mut assignments = Vec::new();
         for c in &t.clusters {
-            assignments.push(load_assignment(me, service, &c.name, &[c], None, live, t));
+            assignments.push(load_assignment(
+                me,
+                service,
+                &routing::only_subset(&c.name),
+                &[c],
+                &|_| 0,
+                live,
+                t,
+            ));
+            // failoverPriority [topology.istio.io/cluster=<c>]: c's endpoints
+            // (or its east-west gateway) first, every other next.
+            assignments.push(load_assignment(
+                me,
+                service,
+                &routing::prefer_subset(&c.name),
+                &all,
+                &|x: &Cluster| u32::from(x.name != c.name),
+                live,
+                t,
+            ));
         }
-        assignments.push(load_assignment(me, service, "", &all, failover, live, t));
+        // The seed's DestinationRule: own cluster first, the rest as failover.
+        let seed = |x: &Cluster| u32::from(failover.is_some() && x.name != me.name);
+        assignments.push(load_assignment(me, service, "", &all, &seed, live, t));
         for a in assignments {
             let name = a["cluster_name"].as_str().unwrap_or_default().to_string();
             out.push((
@@ -390,6 +498,7 @@ pub struct LocalityFailover {
 
 /// The sleep pod's sidecar in cluster `me`: the outbound listener, a route
 /// per cluster subset, the default cluster, the filter by ECDS.
+#[allow(clippy::too_many_arguments)]
 pub fn client_sidecar(
     t: &Topology,
     me: &Cluster,
@@ -397,35 +506,56 @@ pub fn client_sidecar(
     ecds: &Path,
     eds: &Path,
     failover: Option<&LocalityFailover>,
+    outlier: &Outlier,
 ) -> Value {
     let id = format!(
         "sidecar~{}~sleep-{}.sleep~sleep.svc.cluster.local",
         me.client, me.name
     );
+    let names = HeaderNames::default();
     let mut clusters = Vec::new();
     let mut vhosts = Vec::new();
     for service in topology::SERVICES {
         let mut routes = Vec::new();
+        // The VirtualService `render` writes: per cluster, the pinned header
+        // -> only-<c>, the target header -> prefer-<c> with its retries.
         for c in &t.clusters {
-            let subset_cluster = format!("outbound|80|{}|{service}", c.name);
+            let only = routing::only_subset(&c.name);
             routes.push(route(
-                &c.name,
-                &subset_cluster,
-                Some(("x-hybridmesh-target-cluster", &c.name)),
+                &only,
+                &format!("outbound|80|{only}|{service}"),
+                Some((&names.pinned_cluster, &c.name)),
             ));
-            clusters.push(outbound_cluster(t, service, &c.name, tls, None, eds));
+            clusters.push(outbound_cluster(t, service, &only, tls, None, eds));
+            let prefer = routing::prefer_subset(&c.name);
+            let mut r = route(
+                &prefer,
+                &format!("outbound|80|{prefer}|{service}"),
+                Some((&names.target_cluster, &c.name)),
+            );
+            r["route"]["retry_policy"] = prefer_retry_policy();
+            routes.push(r);
+            clusters.push(outbound_cluster(
+                t,
+                service,
+                &prefer,
+                tls,
+                Some(outlier),
+                eds,
+            ));
         }
         let mut default = route("default", &format!("outbound|80||{service}"), None);
         if failover.is_some() {
             // With locality failover Istio retries on the next priority.
-            default["route"]["retry_policy"]["retry_priority"] = json!({
-                "name": "envoy.retry_priorities.previous_priorities",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                    "update_frequency": 2}});
+            default["route"]["retry_policy"]["retry_priority"] = previous_priorities();
         }
         routes.push(default);
-        clusters.push(outbound_cluster(t, service, "", tls, failover, eds));
+        let seed = failover.map(|f| Outlier {
+            consecutive_5xx: 1,
+            interval_ms: 1000,
+            base_ejection_ms: f.base_ejection_secs * 1000,
+        });
+        clusters.push(outbound_cluster(t, service, "", tls, seed.as_ref(), eds));
         vhosts.push(
             json!({"name": format!("{service}:80"), "domains": domains(service), "routes": routes}),
         );
@@ -506,7 +636,10 @@ pub fn gateway(t: &Topology, me: &Cluster) -> Value {
     for service in topology::SERVICES {
         let name = format!("outbound_.80_._.{service}");
         let mut names = vec![sni("", service)];
-        names.extend(t.clusters.iter().map(|c| sni(&c.name, service)));
+        for c in &t.clusters {
+            names.push(sni(&routing::prefer_subset(&c.name), service));
+            names.push(sni(&routing::only_subset(&c.name), service));
+        }
         chains.push(json!({
             "filter_chain_match": {"server_names": names},
             "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {

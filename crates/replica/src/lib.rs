@@ -119,6 +119,9 @@ pub struct Replica {
     configs: Vec<Vec<u8>>,
     /// The seed's DestinationRule, when applied (endpoint priorities follow it).
     failover: Option<LocalityFailover>,
+    /// The outlier detection of the preference subsets (the DestinationRule
+    /// `render` writes from the same description as the first plugin config).
+    outlier: envoy_config::Outlier,
     /// Version of the endpoints (EDS) files.
     eds_version: u64,
     version: u64,
@@ -192,6 +195,8 @@ impl Replica {
             seen: seen.clone(),
             configs: configs.clone(),
             failover: o.locality_failover.clone(),
+            outlier: envoy_config::Outlier::of(&o.config, topology::SERVICES[0])
+                .unwrap_or_default(),
             eds_version: 1,
             version: 1,
             requests: 0,
@@ -219,6 +224,7 @@ impl Replica {
                     &ecds,
                     &eds,
                     o.locality_failover.as_ref(),
+                    &r.outlier,
                 ),
             )?;
             let e = process::spawn(&o.envoy, &name, &boot, admin(c.client), &logs)?;
@@ -394,6 +400,26 @@ impl Replica {
         &mut self,
         failover: Option<LocalityFailover>,
     ) -> anyhow::Result<()> {
+        self.failover = failover;
+        self.reload_clients()
+    }
+
+    /// The DestinationRule of the preference subsets changes (outlier
+    /// detection), as an operator applies one rendered from the same mesh
+    /// description as the plugin config: client sidecars reload when it does.
+    fn apply_outlier(&mut self, outlier: envoy_config::Outlier) -> anyhow::Result<()> {
+        if outlier == self.outlier {
+            return Ok(());
+        }
+        self.outlier = outlier;
+        self.reload_clients()
+    }
+
+    /// Restarts every client sidecar with clusters for the current
+    /// DestinationRules, the way a CDS push changes them (its ECDS file, so its
+    /// plugin config, stays).
+    fn reload_clients(&mut self) -> anyhow::Result<()> {
+        let failover = self.failover.clone();
         let logs = log_dir(&self.run_dir);
         for k in 0..self.clients.len() {
             let c = self.topology.clusters[k].clone();
@@ -402,7 +428,6 @@ impl Replica {
                 ca: &self.ca,
             };
             let (old, ecds) = self.clients[k].clone();
-            self.failover = failover.clone();
             let eds = self.write_eds(k)?;
             let boot = envoy_config::client_sidecar(
                 &self.topology,
@@ -411,6 +436,7 @@ impl Replica {
                 &ecds,
                 &eds,
                 failover.as_ref(),
+                &self.outlier,
             );
             std::fs::write(&old.bootstrap, serde_json::to_vec_pretty(&boot)?)?;
             old.stop();
@@ -489,9 +515,13 @@ impl Replica {
             Some(_) => None,
             None => r.header(ROUTE_HEADER).map(str::to_string),
         };
+        // The decision, from the subset the route chose (prefer-<c> / only-<c>).
         let target = route.as_deref().and_then(|c| {
             let subset = c.split('|').nth(2).unwrap_or("");
-            (!subset.is_empty()).then(|| subset.to_string())
+            subset
+                .strip_prefix("prefer-")
+                .or_else(|| subset.strip_prefix("only-"))
+                .map(str::to_string)
         });
         let mut response_headers = vec![(":status".to_string(), r.status.to_string())];
         response_headers.extend(r.headers.iter().cloned());
@@ -518,6 +548,25 @@ impl Replica {
 
     /// Drains one pod's listeners (`POST /drain_listeners`, as the seed does).
     pub fn drain_pod(&mut self, cluster: &str, pod: usize) -> anyhow::Result<()> {
+        self.stop_listening(cluster, pod)?;
+        // The drained pod is no longer ready: it leaves every client's EDS.
+        self.push_endpoints()
+    }
+
+    /// Every pod of the cluster stops answering (its sidecar refuses
+    /// connections) before istiod notices: the endpoints stay in EDS, as for
+    /// pods that died between two health checks.
+    pub fn kill_pods(&mut self, cluster: &str) -> anyhow::Result<()> {
+        let i = self.index(cluster)?;
+        for k in 0..self.pods[i].len() {
+            self.stop_listening(cluster, k)?;
+        }
+        Ok(())
+    }
+
+    /// One pod's sidecar drains its listener: new connections are refused,
+    /// open ones closed. EDS is not touched.
+    fn stop_listening(&mut self, cluster: &str, pod: usize) -> anyhow::Result<()> {
         let i = self.index(cluster)?;
         let p = self.pods[i].get_mut(pod).context("no such pod")?;
         let r = http::post(p.envoy.admin, "/drain_listeners")?;
@@ -544,8 +593,7 @@ impl Replica {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The drained pod is no longer ready: it leaves every client's EDS.
-        self.push_endpoints()
+        Ok(())
     }
 
     /// Drains every pod of a cluster.
@@ -698,6 +746,9 @@ impl Replica {
                 if only.is_none_or(|o| o == k) {
                     self.configs[k] = config.to_vec();
                 }
+            }
+            if let Some(o) = envoy_config::Outlier::of(config, topology::SERVICES[0]) {
+                self.apply_outlier(o)?;
             }
         }
         Ok(all)

@@ -43,6 +43,9 @@ pub struct Spec {
     pub until: Until,
     /// Pause between two requests of one client (0: as fast as it can).
     pub pause: Duration,
+    /// A header naming each client as its own user (`<header>: user-<k>`), for
+    /// sticky decisions.
+    pub user_header: Option<String>,
 }
 
 /// One request as the client saw it.
@@ -61,6 +64,8 @@ pub struct Record {
     pub target: Option<String>,
     /// Envoy's `%RESPONSE_FLAGS%` at the client sidecar (`-`: none).
     pub flags: Option<String>,
+    /// The client (its user, with [`Spec::user_header`]).
+    pub client: usize,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` at the client sidecar.
     pub details: Option<String>,
     /// What went wrong below HTTP, for status 0.
@@ -461,6 +466,7 @@ fn client(
             served_by: None,
             target: None,
             flags: None,
+            client: k,
             details: None,
             error: None,
         };
@@ -486,7 +492,12 @@ fn client(
                 }
             }
             let Some(c) = conn.as_mut() else { break };
-            match c.get(&spec.path, &spec.authority, &[("x-request-id", &id)]) {
+            let user = format!("user-{k}");
+            let mut headers: Vec<(&str, &str)> = vec![("x-request-id", &id)];
+            if let Some(h) = &spec.user_header {
+                headers.push((h, &user));
+            }
+            match c.get(&spec.path, &spec.authority, &headers) {
                 Ok((status, headers, close)) => {
                     let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
                     record.status = status;
@@ -495,9 +506,13 @@ fn client(
                             .find_map(|kv| kv.strip_prefix("cluster="))
                             .map(str::to_string)
                     });
+                    // The decision, from the subset the route chose.
                     record.target = h(ROUTE_HEADER).and_then(|c| {
-                        let subset = c.split('|').nth(2).unwrap_or("").to_string();
-                        (!subset.is_empty()).then_some(subset)
+                        let subset = c.split('|').nth(2).unwrap_or("");
+                        subset
+                            .strip_prefix("prefer-")
+                            .or_else(|| subset.strip_prefix("only-"))
+                            .map(str::to_string)
                     });
                     record.flags = h(FLAGS_HEADER);
                     record.details = h(DETAILS_HEADER);
@@ -573,6 +588,7 @@ mod tests {
             served_by: (served != "none").then(|| served.to_string()),
             target: None,
             flags: None,
+            client: 0,
             details: None,
             error: None,
         }

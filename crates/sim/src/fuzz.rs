@@ -421,7 +421,7 @@ fn check_reserved(
             identity.is_none_or(|(net, _)| v == net)
         } else if *k == names.source_locality {
             identity.is_none_or(|(_, loc)| v == loc)
-        } else if *k == names.target_cluster {
+        } else if *k == names.target_cluster || *k == names.pinned_cluster {
             known.contains(&v.as_str())
         } else if *k == names.hops {
             let entries: Vec<&str> = v.split(',').collect();
@@ -523,6 +523,8 @@ fn run_episode(
     let mut comparing = true;
     let mut stop = false;
     let mut drained = vec![false; n];
+    // The status each cluster's endpoints answer with, when failing.
+    let mut failing: Vec<Option<u32>> = vec![None; n];
 
     for step in 0..(20 + g.below(40)) {
         let counts = wasm.failure_counts();
@@ -544,6 +546,7 @@ fn run_episode(
             1 => {
                 let i = g.below(n);
                 drained[i] = false;
+                failing[i] = None;
                 wasm.restore(cluster_names[i])?;
                 native.restore(cluster_names[i])?;
                 report.events += 1;
@@ -551,6 +554,7 @@ fn run_episode(
             2 => {
                 let i = g.below(n);
                 let status = *g.pick(&[500u32, 503, 504]);
+                failing[i] = Some(status);
                 wasm.fail(cluster_names[i], status)?;
                 native.fail(cluster_names[i], status)?;
                 report.events += 1;
@@ -725,8 +729,11 @@ fn run_episode(
                         finding(report, format!("step {step}: {p}"));
                     }
                     // The same through the native client, so health stays the same on both.
-                    let target =
-                        |h: &Pairs| crate::header(h, &names.target_cluster).map(str::to_string);
+                    let target = |h: &Pairs| {
+                        crate::header(h, &names.target_cluster)
+                            .or_else(|| crate::header(h, &names.pinned_cluster))
+                            .map(str::to_string)
+                    };
                     let mut ns = native.clients[i].open(Connection::plaintext());
                     if let Forward::Headers(theirs) = ns.request(&pairs, None)? {
                         if comparing && !random {
@@ -789,11 +796,14 @@ fn run_episode(
                         }
                     }
                     if let (Some(t), Some(s)) = (&out.target, &out.served_by) {
-                        let up = cluster_names
-                            .iter()
-                            .position(|c| c == t)
-                            .is_some_and(|k| !drained[k]);
-                        if up && t != s {
+                        let k = cluster_names.iter().position(|c| c == t);
+                        let up = k.is_some_and(|k| !drained[k]);
+                        // A preference (prefer- subset) moves to another
+                        // cluster when the preferred one answers 503 (the
+                        // route retries it); a pin never moves.
+                        let pinned = out.route.as_deref().is_some_and(|r| r.contains("|only-"));
+                        let moved = !pinned && k.is_some_and(|k| failing[k] == Some(503));
+                        if up && t != s && !moved {
                             finding(
                                 report,
                                 format!("step {step}: {spec:?}: target {t} is up but {s} served"),

@@ -2,12 +2,20 @@
 //! endpoints that answer, east-west gateways, drains and failures.
 //!
 //! A request from cluster A goes through A's client sidecar (outbound), is
-//! routed the way the VirtualService the filter needs routes it (header
-//! `x-hybridmesh-target-cluster` -> that cluster's subset, else Envoy's default
-//! spread over every endpoint), reaches the serving cluster's server sidecar
-//! (inbound, over mTLS), the application answers, and the response goes back
-//! through both sidecars. Remote networks are reached through their gateway
-//! (`upstream.address` is the gateway, endpoint metadata `;;;;<cluster>`).
+//! routed the way the VirtualService `render` writes routes it
+//! (`hybridmesh_filter_core::routing`): `x-hybridmesh-target-cluster: C` ->
+//! subset `prefer-C` (C's endpoints in priority 0, every other cluster's in
+//! priority 1, renumbered when C has none; retries on 503 that leave the
+//! failed priority from the third attempt on, as Envoy's
+//! `previous_priorities` does), `x-hybridmesh-pinned-cluster: C` -> `only-C`
+//! (C alone), else Envoy's default spread over every endpoint. The request
+//! reaches the serving cluster's server sidecar (inbound, over mTLS), the
+//! application answers, and the response goes back through both sidecars
+//! (the client side sees only the last attempt's). Remote networks are
+//! reached through their gateway (`upstream.address` is the gateway,
+//! endpoint metadata `;;;;<cluster>`). Envoy's own outlier ejection is not
+//! modelled: with the retries it changes how many attempts a request takes,
+//! not where it is served.
 //!
 //! Sidecars are a trait with two implementations: [`WasmSidecar`] runs a
 //! `.wasm` in the harness; [`NativeSidecar`] runs the filter's decision code
@@ -18,6 +26,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 use hybridmesh_filter_core::identity::{Locality, NodeFacts};
+use hybridmesh_filter_core::routing;
 use hybridmesh_filter_core::Filter;
 
 use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
@@ -41,6 +50,7 @@ pub struct Sim {
     requests: u64,
     spread: u64,
     target_header: String,
+    pinned_header: String,
     /// The client sidecars' current config, per cluster (for [`Sim::is_random`]).
     configs: Vec<Vec<u8>>,
     /// The client sidecar's hop record of the last request (see [`Sim::last_hop`]).
@@ -62,7 +72,9 @@ impl Sim {
         let names: Vec<String> = mesh.clusters.keys().cloned().collect();
         let mut clients = Vec::new();
         let mut servers = Vec::new();
-        let mut target_header = "x-hybridmesh-target-cluster".to_string();
+        let defaults = hybridmesh_filter_core::config::HeaderNames::default();
+        let mut target_header = defaults.target_cluster;
+        let mut pinned_header = defaults.pinned_cluster;
         let mut configs = Vec::new();
         for name in &names {
             let c = &mesh.clusters[name];
@@ -70,6 +82,7 @@ impl Sim {
             configs.push(config.clone());
             if let Ok(cfg) = hybridmesh_filter_core::parse_json(&config) {
                 target_header = cfg.headers.target_cluster.clone();
+                pinned_header = cfg.headers.pinned_cluster.clone();
             }
             let spec = |direction, namespace| SidecarSpec {
                 cluster: name,
@@ -96,6 +109,7 @@ impl Sim {
             requests: 0,
             spread: 0,
             target_header,
+            pinned_header,
             configs,
             last_hop: None,
         })
@@ -314,12 +328,12 @@ impl Sim {
         let state = self.state.clone();
         let mesh = self.mesh.clone();
         let target_header = self.target_header.clone();
-        let spread = self.spread;
+        let pinned_header = self.pinned_header.clone();
+        let mut spread = self.spread;
         let mut served_by = None;
         let mut upstream_headers = None;
         let mut route = None;
         let mut target = None;
-        let mut used_spread = false;
 
         // The server side runs while the client stream is open; the client
         // sidecar is taken out of the list for that time.
@@ -330,38 +344,105 @@ impl Sim {
                 Forward::Reply(r) => return Ok(r),
                 Forward::Headers(h) => h,
             };
-            target = header(&forwarded, &target_header).map(str::to_string);
-            // The VirtualService: target header -> that cluster's subset; else the default spread.
+            let pinned = header(&forwarded, &pinned_header).map(str::to_string);
+            let preferred = header(&forwarded, &target_header).map(str::to_string);
+            target = pinned.clone().or_else(|| preferred.clone());
             let healthy =
                 |i: usize| !state[i].drained && !mesh.clusters[&names[i]].endpoints.is_empty();
-            let chosen: Option<(usize, String)> = match &target {
-                Some(t) => {
-                    route = Some(format!("outbound|80|{t}|{service}"));
-                    names
-                        .iter()
-                        .position(|n| n == t)
-                        .filter(|&i| healthy(i))
-                        .map(|i| {
-                            let eps = &mesh.clusters[&names[i]].endpoints;
-                            (i, eps[(spread as usize) % eps.len()].clone())
-                        })
+            let index = |c: &str| names.iter().position(|n| n == c);
+            // The route's priorities (cluster indices per priority, no empty
+            // priority) and how many attempts it makes on a 503.
+            let (levels, attempts): (Vec<Vec<usize>>, u32) = match (&pinned, &preferred) {
+                (Some(p), _) => {
+                    route = Some(format!("outbound|80|{}|{service}", routing::only_subset(p)));
+                    (
+                        vec![index(p).filter(|&i| healthy(i)).into_iter().collect()],
+                        1,
+                    )
                 }
-                None => {
-                    route = Some(format!("outbound|80||{service}"));
-                    let all: Vec<(usize, String)> = (0..names.len())
-                        .filter(|&i| healthy(i))
-                        .flat_map(|i| {
-                            mesh.clusters[&names[i]]
-                                .endpoints
-                                .iter()
-                                .map(move |e| (i, e.clone()))
-                        })
+                (None, Some(t)) => {
+                    route = Some(format!(
+                        "outbound|80|{}|{service}",
+                        routing::prefer_subset(t)
+                    ));
+                    let p0: Vec<usize> = index(t).filter(|&i| healthy(i)).into_iter().collect();
+                    let p1: Vec<usize> = (0..names.len())
+                        .filter(|&i| healthy(i) && Some(i) != index(t))
                         .collect();
-                    used_spread = true;
-                    (!all.is_empty()).then(|| all[(spread as usize) % all.len()].clone())
+                    (vec![p0, p1], 1 + routing::RETRY_ATTEMPTS)
+                }
+                (None, None) => {
+                    route = Some(format!("outbound|80||{service}"));
+                    (vec![(0..names.len()).filter(|&i| healthy(i)).collect()], 1)
                 }
             };
-            let Some((to_i, endpoint)) = chosen else {
+            let levels: Vec<Vec<usize>> = levels.into_iter().filter(|l| !l.is_empty()).collect();
+            let mut attempted: Vec<usize> = Vec::new();
+            let mut last: Option<(usize, Answer, Option<Pairs>)> = None;
+            for attempt in 1..=attempts {
+                // Envoy's previous_priorities (update frequency 2): the first two
+                // attempts use the original priority load, later ones leave the
+                // priorities already tried (all of them tried: back to the original).
+                let fresh = levels
+                    .iter()
+                    .find(|l| !l.iter().any(|i| attempted.contains(i)));
+                let level = match (attempt, fresh) {
+                    (1 | 2, _) | (_, None) => levels.first(),
+                    (_, Some(l)) => Some(l),
+                };
+                let Some(level) = level else { break };
+                let all: Vec<(usize, String)> = level
+                    .iter()
+                    .flat_map(|&i| {
+                        mesh.clusters[&names[i]]
+                            .endpoints
+                            .iter()
+                            .map(move |e| (i, e.clone()))
+                    })
+                    .collect();
+                let (to_i, endpoint) = all[(spread as usize) % all.len()].clone();
+                spread += 1;
+                let same_network =
+                    mesh.clusters[&names[to_i]].network == mesh.clusters[&names[from_i]].network;
+                let (address, workload) = if same_network {
+                    (
+                        endpoint,
+                        format!(
+                            "echoserver;{SERVICE_NAMESPACE};echoserver;latest;{}",
+                            names[to_i]
+                        ),
+                    )
+                } else {
+                    (
+                        mesh.clusters[&names[to_i]].gateway.clone(),
+                        format!(";;;;{}", names[to_i]),
+                    )
+                };
+                let peer = self.spiffe(&mesh.client_namespace, "sleep");
+                let local = self.spiffe(SERVICE_NAMESPACE, "default");
+                let (reply, seen) =
+                    self.serve(to_i, Connection::mtls(&peer, &local), &forwarded, body)?;
+                attempted.push(to_i);
+                // The route retries a 503 only on a preference route
+                // (`routing::RETRY_ON`); Istio's default no longer does.
+                let retry = reply.status == 503 && attempt < attempts;
+                last = Some((
+                    to_i,
+                    Answer {
+                        status: reply.status,
+                        headers: reply.headers,
+                        body: reply.body,
+                        address: Some(address),
+                        workload: Some(workload),
+                        flags: 0,
+                    },
+                    seen,
+                ));
+                if !retry {
+                    break;
+                }
+            }
+            let Some((to_i, answer, seen)) = last else {
                 // Envoy's own reply: no healthy upstream.
                 return cs.respond(&Answer {
                     status: 503,
@@ -372,41 +453,12 @@ impl Sim {
                     flags: response_flags::NO_HEALTHY_UPSTREAM,
                 });
             };
-            let same_network =
-                mesh.clusters[&names[to_i]].network == mesh.clusters[&names[from_i]].network;
-            let (address, workload) = if same_network {
-                (
-                    endpoint,
-                    format!(
-                        "echoserver;{SERVICE_NAMESPACE};echoserver;latest;{}",
-                        names[to_i]
-                    ),
-                )
-            } else {
-                (
-                    mesh.clusters[&names[to_i]].gateway.clone(),
-                    format!(";;;;{}", names[to_i]),
-                )
-            };
-            let peer = self.spiffe(&mesh.client_namespace, "sleep");
-            let local = self.spiffe(SERVICE_NAMESPACE, "default");
-            let (reply, seen) =
-                self.serve(to_i, Connection::mtls(&peer, &local), &forwarded, body)?;
             served_by = Some(names[to_i].clone());
             upstream_headers = seen;
-            cs.respond(&Answer {
-                status: reply.status,
-                headers: reply.headers,
-                body: reply.body,
-                address: Some(address),
-                workload: Some(workload),
-                flags: 0,
-            })
+            cs.respond(&answer)
         })();
         self.clients[from_i] = client;
-        if used_spread {
-            self.spread += 1;
-        }
+        self.spread = spread;
         let reply = result?;
         self.last_hop = reply.hop.clone();
         Ok(Outcome {

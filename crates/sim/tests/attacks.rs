@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use filter_support::{module, CLUSTERS};
+use filter_support::{module, routes, CLUSTERS, ECHO};
 use hybridmesh_scenario::{Fail, Mesh, ProxyOptions, RequestSpec};
 use hybridmesh_sim::{Outcome, Pairs, Sidecar, SidecarSpec, Sim, WasmSidecar};
-use proxy_wasm_host::{Connection, Direction, Level, Plugin, Proxy, Route, Upstream};
+use proxy_wasm_host::{Connection, Direction, Level, Plugin, Proxy, Upstream};
 
-const ECHO: &str = "echo-svc.default.svc.cluster.local";
 const PREFIX: &str = "x-hybridmesh-";
 const SPOOFED_OUT: &str = "direction=.=outbound;.;hybridmesh_spoofed_headers_total";
 const SPOOFED_IN: &str = "direction=.=inbound;.;hybridmesh_spoofed_headers_total";
@@ -180,17 +179,6 @@ const CLUSTER_LOCAL: &str = r#"{
 // One sidecar, for raw and repeated headers
 // ---------------------------------------------------------------------------
 
-fn routes() -> Vec<Route> {
-    ["gke", "anthos"]
-        .iter()
-        .map(|c| {
-            Route::new(c)
-                .header("x-hybridmesh-target-cluster", c)
-                .cluster(&format!("outbound|80|{c}|{ECHO}"))
-        })
-        .collect()
-}
-
 /// The Anthos client sidecar (the seed's on-prem `sleep` pod), outbound.
 fn anthos_client(config: &str) -> Plugin {
     Plugin::builder(&module())
@@ -267,7 +255,7 @@ fn outbound_spoofed_identity_and_target_are_replaced_under_cluster_local() {
         assert_eq!(o.served_by.as_deref(), Some("anthos"));
         assert_eq!(
             o.route.as_deref(),
-            Some("outbound|80|anthos|echo-svc.default.svc.cluster.local")
+            Some("outbound|80|only-anthos|echo-svc.default.svc.cluster.local")
         );
         // Exactly the sidecar's own values, once each.
         assert_eq!(
@@ -277,7 +265,7 @@ fn outbound_spoofed_identity_and_target_are_replaced_under_cluster_local() {
                 ("x-hybridmesh-source-network", "default"),
                 ("x-hybridmesh-source-locality", "tokyo-onprem"),
                 ("x-hybridmesh-hops", "anthos"),
-                ("x-hybridmesh-target-cluster", "anthos"),
+                ("x-hybridmesh-pinned-cluster", "anthos"),
             ])
         );
     }
@@ -360,7 +348,7 @@ fn outbound_repeated_and_mixed_case_target_headers_are_all_removed() {
     .unwrap();
     assert_eq!(
         s.upstream_cluster().as_deref(),
-        Some("outbound|80|anthos|echo-svc.default.svc.cluster.local")
+        Some("outbound|80|only-anthos|echo-svc.default.svc.cluster.local")
     );
     let up = s.upstream_request_headers().unwrap();
     assert_eq!(
@@ -370,7 +358,7 @@ fn outbound_repeated_and_mixed_case_target_headers_are_all_removed() {
             ("x-hybridmesh-source-network", "default"),
             ("x-hybridmesh-source-locality", "tokyo-onprem"),
             ("x-hybridmesh-hops", "anthos"),
-            ("x-hybridmesh-target-cluster", "anthos"),
+            ("x-hybridmesh-pinned-cluster", "anthos"),
         ])
     );
     s.respond(Upstream::new(200).address("10.10.2.59:8080"))
@@ -1141,13 +1129,13 @@ fn a_crlf_authority_is_not_a_service_name_and_injects_nothing() {
     // The authority names no service, so the service comes from the outbound
     // cluster Envoy's route chose (as documented), and the rule applies.
     assert_eq!(
-        s.upstream_request_header("x-hybridmesh-target-cluster")
+        s.upstream_request_header("x-hybridmesh-pinned-cluster")
             .as_deref(),
         Some("anthos")
     );
     assert_eq!(
         s.upstream_cluster().as_deref(),
-        Some("outbound|80|anthos|echo-svc.default.svc.cluster.local")
+        Some("outbound|80|only-anthos|echo-svc.default.svc.cluster.local")
     );
     let up = s.upstream_request_headers().unwrap();
     assert!(up.iter().all(|(k, _)| k != "x-injected"));

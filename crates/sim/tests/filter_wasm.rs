@@ -8,12 +8,10 @@ mod filter_support;
 
 use std::time::Duration;
 
-use filter_support::{module, CLUSTERS};
+use filter_support::{module, routes, CLUSTERS, ECHO};
 use proxy_wasm_host::{
-    Connection, Direction, FailStrategy, Level, NodeMetadataStyle, Plugin, Proxy, Route, Upstream,
+    Connection, Direction, FailStrategy, Level, NodeMetadataStyle, Plugin, Proxy, Upstream,
 };
-
-const ECHO: &str = "echo-svc.default.svc.cluster.local";
 
 fn gke_proxy(direction: Direction) -> Proxy {
     Proxy::istio("gke")
@@ -28,18 +26,6 @@ fn anthos_proxy(direction: Direction) -> Proxy {
         .network("default")
         .metadata("NAMESPACE", "default")
         .direction(direction)
-}
-
-/// The VirtualService the filter needs: target header -> subset; else the default route.
-fn routes() -> Vec<Route> {
-    ["gke", "anthos"]
-        .iter()
-        .map(|c| {
-            Route::new(c)
-                .header("x-hybridmesh-target-cluster", c)
-                .cluster(&format!("outbound|80|{c}|{ECHO}"))
-        })
-        .collect()
 }
 
 fn plugin(proxy: Proxy, config: &str) -> Plugin {
@@ -140,7 +126,7 @@ fn identity_problems_are_errors_or_warnings() {
 }
 
 #[test]
-fn outbound_sets_one_header_map_and_the_route_is_matched_once_more() {
+fn outbound_sets_its_headers_and_the_route_is_matched_once_more() {
     let mut p = plugin(gke_proxy(Direction::Outbound), &failover_config());
     let mut s = p.stream(0);
     let mut headers = GET_ECHO.to_vec();
@@ -167,7 +153,7 @@ fn outbound_sets_one_header_map_and_the_route_is_matched_once_more() {
     );
     assert_eq!(
         s.upstream_cluster().as_deref(),
-        Some(&*format!("outbound|80|gke|{ECHO}"))
+        Some(&*format!("outbound|80|prefer-gke|{ECHO}"))
     );
     let rematches = s.route_rematches();
     assert_eq!(rematches.len(), 1, "{rematches:?}");
@@ -205,7 +191,7 @@ fn failover_ejection_is_seen_by_every_worker_vm() {
     );
     assert_eq!(
         s.upstream_cluster().as_deref(),
-        Some(&*format!("outbound|80|anthos|{ECHO}"))
+        Some(&*format!("outbound|80|prefer-anthos|{ECHO}"))
     );
     s.respond(Upstream::new(200)).unwrap();
     s.complete().unwrap();
@@ -389,10 +375,12 @@ fn reconfigure_takes_effect_and_a_bad_one_keeps_the_old() {
         r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"anthos": 100}}}}]}}]}}"#
     );
     assert!(p.reconfigure(to_anthos.as_bytes()).unwrap());
+    // The decision: the preferred cluster, or (cluster-local) the pinned one.
     let target = |p: &mut Plugin| {
         let mut s = p.stream(0);
         s.request_headers(&GET_ECHO, true).unwrap();
         s.upstream_request_header("x-hybridmesh-target-cluster")
+            .or_else(|| s.upstream_request_header("x-hybridmesh-pinned-cluster"))
     };
     assert_eq!(target(&mut p).as_deref(), Some("anthos"));
     assert!(!p

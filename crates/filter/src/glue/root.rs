@@ -107,6 +107,14 @@ impl Metrics {
                 0,
                 0,
             ),
+            CounterRef::FailedOver {
+                preferred,
+                destination,
+            } => {
+                let p = self.guard.index(Some(preferred));
+                let d = self.guard.index(Some(destination));
+                pack(6, p, d, 0)
+            }
         }
     }
 
@@ -136,6 +144,10 @@ impl Metrics {
             },
             5 => Counter::HopChain {
                 problem: PROBLEMS.get(a).copied().unwrap_or("malformed"),
+            },
+            6 => Counter::FailedOver {
+                preferred: label(a),
+                destination: label(b),
             },
             _ => return None,
         })

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use hybridmesh_filter_core::config::{Config, Policy};
 use hybridmesh_filter_core::hosts::HostPattern;
+use hybridmesh_filter_core::routing;
 
 use super::image;
 
@@ -97,12 +98,136 @@ fn fqdn(host: &str, ns: &str) -> String {
     }
 }
 
-const CLUSTER_LABEL: &str = "topology.istio.io/cluster";
+const CLUSTER_LABEL: &str = routing::CLUSTER_LABEL;
 
 struct Rule<'a> {
     doc: &'a Doc,
     /// subset name -> the cluster its labels select (if they select by cluster).
     subsets: BTreeMap<String, Option<String>>,
+}
+
+impl Rule<'_> {
+    fn subset(&self, name: &str) -> Option<(usize, &Value)> {
+        self.doc.value["spec"]["subsets"]
+            .as_array()?
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s["name"].as_str() == Some(name))
+    }
+
+    /// What is wrong with `subset` as the preference subset of cluster `c`
+    /// (`hybridmesh_filter_core::routing`): each problem with its field.
+    fn preference_problems(&self, subset: &str, c: &str) -> Vec<String> {
+        let Some((k, s)) = self.subset(subset) else {
+            return Vec::new();
+        };
+        let at = format!("spec.subsets[{k}]");
+        let mut out = Vec::new();
+        if let Some(sc) = s["labels"][CLUSTER_LABEL].as_str() {
+            out.push(format!(
+                "{at}.labels: {subset:?} selects cluster {sc:?} by label, so it holds only that cluster's endpoints and Envoy has nothing to fail over to (istiod filters endpoints by subset labels before it assigns priorities); a preference subset has no {CLUSTER_LABEL} label and failoverPriority [{}] (or set pinned: true on the filter's rule for a strict split)",
+                routing::failover_priority(c)
+            ));
+            return out;
+        }
+        let lb = &s["trafficPolicy"]["loadBalancer"]["localityLbSetting"];
+        let priority: Vec<&str> = lb["failoverPriority"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let want = routing::failover_priority(c);
+        if priority.first().copied() != Some(want.as_str()) {
+            out.push(format!(
+                "{at}.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: {priority:?}, expected [{want:?}] first: the endpoints of cluster {c} in priority 0, every other in priority 1"
+            ));
+        }
+        if lb["enabled"].as_bool() == Some(false) {
+            out.push(format!(
+                "{at}.trafficPolicy.loadBalancer.localityLbSetting.enabled: false turns the failover off"
+            ));
+        }
+        if !lb["distribute"].is_null() {
+            out.push(format!(
+                "{at}.trafficPolicy.loadBalancer.localityLbSetting.distribute: istiod ignores failoverPriority when distribute is set"
+            ));
+        }
+        // A subset's outlierDetection block replaces the rule's whole.
+        let od = if s["trafficPolicy"]["outlierDetection"].is_object() {
+            &s["trafficPolicy"]["outlierDetection"]
+        } else {
+            &self.doc.value["spec"]["trafficPolicy"]["outlierDetection"]
+        };
+        if !od.is_object() {
+            out.push(format!(
+                "{at}: no outlierDetection (here or on the rule): istiod applies failoverPriority only with outlier detection, so the request never leaves cluster {c}'s priority"
+            ));
+        } else if od["maxEjectionPercent"].as_u64()
+            != Some(u64::from(routing::MAX_EJECTION_PERCENT))
+        {
+            out.push(format!(
+                "{at}: outlierDetection.maxEjectionPercent is {}, expected {}: Envoy ejects at most that share of the service's hosts across every priority (its default is 10), so a dead cluster is never ejected whole",
+                od["maxEjectionPercent"]
+                    .as_u64()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "not set".into()),
+                routing::MAX_EJECTION_PERCENT
+            ));
+        }
+        out
+    }
+}
+
+/// What is wrong with a preference route's retries (the request must get
+/// a third attempt, which Envoy's `previous_priorities` sends to the next
+/// priority, on the failures a dead cluster causes).
+fn retry_problems(route: &Value, at: &str, c: &str) -> Vec<String> {
+    let r = &route["retries"];
+    let mut out = Vec::new();
+    if !r.is_object() {
+        out.push(format!(
+            "{at}: no retries: Istio's default (2 attempts) never leaves cluster {c}'s priority; expected attempts: {}, retryOn: {}, retryRemoteLocalities: true",
+            routing::RETRY_ATTEMPTS,
+            routing::RETRY_ON
+        ));
+        return out;
+    }
+    let attempts = r["attempts"].as_u64().unwrap_or(0);
+    if attempts < 2 {
+        out.push(format!(
+            "{at}.retries.attempts: {attempts}, expected at least 2 ({} recommended): Envoy's previous_priorities (update frequency 2) first leaves the failed priority on the third attempt",
+            routing::RETRY_ATTEMPTS
+        ));
+    }
+    if r["retryRemoteLocalities"].as_bool() != Some(true) {
+        out.push(format!(
+            "{at}.retries.retryRemoteLocalities: expected true: without it every retry stays in cluster {c}'s priority"
+        ));
+    }
+    let on: Vec<&str> = r["retryOn"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let has = |x: &str| on.contains(&x);
+    if !has("connect-failure") && !has("5xx") && !has("gateway-error") {
+        out.push(format!(
+            "{at}.retries.retryOn: no connect-failure (or 5xx / gateway-error): a refused connection is not retried"
+        ));
+    }
+    if !has("503") && !has("5xx") && !has("gateway-error") {
+        out.push(format!(
+            "{at}.retries.retryOn: no 503 (or 5xx / gateway-error): an application that is down behind its sidecar answers 503, not retried (Istio 1.24 and later no longer retry 503 by default)"
+        ));
+    }
+    if !has("reset") && !has("5xx") && !has("gateway-error") {
+        out.push(format!(
+            "{at}.retries.retryOn: no reset (or 5xx / gateway-error): a connection cut after it was made (a dead cluster behind its east-west gateway) is not retried"
+        ));
+    }
+    out
 }
 
 pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
@@ -198,7 +323,6 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             check_sha256(d, m, &mut out);
         }
         let Some(cfg) = &d.config else { continue };
-        let header = cfg.headers.target_cluster.clone();
         let mut said_unchecked = false;
         for (i, route) in cfg.routes.iter().enumerate() {
             if matches!(route.policy, Policy::None) {
@@ -258,8 +382,21 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                     }
                 }
             }
+            // A pinned decision routes on its own header to the cluster's
+            // subset alone; a preference to a failover subset.
+            let header = if route.pinned {
+                cfg.headers.pinned_cluster.clone()
+            } else {
+                cfg.headers.target_cluster.clone()
+            };
             for host in hosts {
-                check_host(d, i, &host, &clusters, &header, &rules, &services, &mut out);
+                let routing = Routing {
+                    header: &header,
+                    pinned: route.pinned,
+                    rules: &rules,
+                    services: &services,
+                };
+                check_host(d, i, &host, &clusters, &routing, &mut out);
             }
         }
     }
@@ -270,17 +407,24 @@ fn http_routes(vs: &Value) -> Vec<Value> {
     vs["spec"]["http"].as_array().cloned().unwrap_or_default()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The routing a decision needs: its header, pinned or preferred, and the
+/// DestinationRules and VirtualServices by host.
+struct Routing<'a> {
+    header: &'a str,
+    pinned: bool,
+    rules: &'a BTreeMap<String, Vec<Rule<'a>>>,
+    services: &'a BTreeMap<String, Vec<&'a Doc>>,
+}
+
 fn check_host(
     wp: &Doc,
     i: usize,
     host: &str,
     clusters: &[&str],
-    header: &str,
-    rules: &BTreeMap<String, Vec<Rule>>,
-    services: &BTreeMap<String, Vec<&Doc>>,
+    routing: &Routing<'_>,
     out: &mut Vec<CrossProblem>,
 ) {
+    let (header, rules, services) = (routing.header, routing.rules, routing.services);
     let push = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
         out.push(CrossProblem {
             doc,
@@ -302,12 +446,31 @@ fn check_host(
         ),
         Some(r) => {
             for c in clusters {
-                if !r.subsets.values().any(|v| v.as_deref() == Some(*c)) {
+                let (name, has) = if routing.pinned {
+                    (
+                        routing::only_subset(c),
+                        r.subsets.values().any(|v| v.as_deref() == Some(*c)),
+                    )
+                } else {
+                    let name = routing::prefer_subset(c);
+                    let has = r.subsets.contains_key(&name);
+                    (name, has)
+                };
+                if !has {
+                    let what = if routing.pinned {
+                        format!("labels {{{CLUSTER_LABEL}: {c}}}")
+                    } else {
+                        format!(
+                            "no cluster label, failoverPriority [{}], outlier detection with maxEjectionPercent {}",
+                            routing::failover_priority(c),
+                            routing::MAX_EJECTION_PERCENT
+                        )
+                    };
                     push(
                         out,
                         r.doc.id,
                         format!(
-                            "spec.subsets: no subset for cluster {c:?} (labels {{{CLUSTER_LABEL}: {c}}}), but {who} can send {host} there"
+                            "spec.subsets: no subset {name:?} for cluster {c:?} ({what}), but {who} can send {host} there"
                         ),
                     );
                 }
@@ -371,20 +534,30 @@ fn check_host(
                         continue;
                     };
                     if let Some(r) = rule {
-                        match r.subsets.get(subset) {
-                            Some(Some(sc)) if sc == c => {}
-                            Some(Some(sc)) => push(
+                        match (routing.pinned, r.subsets.get(subset)) {
+                            (true, Some(Some(sc))) if sc == c => {}
+                            (true, Some(Some(sc))) => push(
                                 out,
                                 vs.id,
                                 format!("{at}.subset: {subset:?} selects cluster {sc:?}, but this route is for {header}: {c}"),
                             ),
-                            Some(None) => push(
+                            (true, Some(None)) => push(
                                 out,
                                 vs.id,
                                 format!("{at}.subset: {subset:?} has no {CLUSTER_LABEL} label, so it does not keep the request in cluster {c}"),
                             ),
-                            None => {} // reported above (subset not defined)
+                            (false, Some(_)) => {
+                                for p in r.preference_problems(subset, c) {
+                                    push(out, r.doc.id, format!("{p} (the subset {header}: {c} routes to)"));
+                                }
+                            }
+                            (_, None) => {} // reported above (subset not defined)
                         }
+                    }
+                }
+                if !routing.pinned {
+                    for p in retry_problems(r, &format!("spec.http[{k}]"), c) {
+                        push(out, vs.id, p);
                     }
                 }
             }

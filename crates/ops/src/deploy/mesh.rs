@@ -161,6 +161,9 @@ pub struct Service {
     pub failover_priority: Option<Vec<String>>,
     pub distribute: Option<Vec<Distribute>>,
     pub sticky_header: Option<String>,
+    /// Only the chosen cluster may serve (a strict split that never spills
+    /// over; requests in flight when it fails are lost).
+    pub pinned: Option<bool>,
     #[serde(default)]
     pub outlier_detection: Outlier,
 }

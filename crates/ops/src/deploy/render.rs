@@ -17,6 +17,7 @@ use anyhow::Context as _;
 
 use super::mesh::{MeshDescription, Service};
 use super::yaml::{self, map, s, seq, Node};
+use hybridmesh_filter_core::routing;
 
 /// One generated file, relative to the output folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +117,9 @@ fn route(svc: &Service) -> Node {
     }
     if let Some(h) = &svc.sticky_header {
         r.set("stickyHeader", s(h));
+    }
+    if let Some(p) = svc.pinned {
+        r.set("pinned", Node::Bool(p));
     }
     if let Some(f) = &svc.failover {
         r.set(
@@ -219,7 +223,15 @@ pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
     .collect()
 }
 
-/// One DestinationRule per service: a subset per cluster, outlier detection.
+/// One DestinationRule per service (see `hybridmesh_filter_core::routing`):
+/// per cluster a preference subset (every endpoint, that cluster's in
+/// priority 0 by `failoverPriority`, outlier detection with
+/// `maxEjectionPercent: 100`) and a pinned subset (that cluster's endpoints
+/// alone). Outlier detection is on the preference subsets only: on the rule
+/// it would also reach the default route, where Istio would then turn on
+/// locality failover and keep requests without a decision in their own
+/// locality (istiod's `BuildClusterLoadAssignment`: failover with outlier
+/// detection), instead of Istio's usual spread.
 pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
     let (name, ns) = svc.name_namespace();
     let o = &svc.outlier_detection;
@@ -233,22 +245,43 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
     if let Some(t) = &o.base_ejection_time {
         outlier.push(("baseEjectionTime", s(t)));
     }
-    if let Some(p) = o.max_ejection_percent {
-        outlier.push(("maxEjectionPercent", Node::Int(i64::from(p))));
-    }
+    outlier.push((
+        "maxEjectionPercent",
+        Node::Int(i64::from(
+            o.max_ejection_percent
+                .unwrap_or(routing::MAX_EJECTION_PERCENT),
+        )),
+    ));
+    let outlier = map(outlier);
     let mut spec = map([("host", s(&svc.host))]);
-    if !outlier.is_empty() {
-        spec.set("trafficPolicy", map([("outlierDetection", map(outlier))]));
+    let mut subsets = Vec::new();
+    for c in svc.cluster_names(mesh) {
+        subsets.push(map([
+            ("name", s(routing::prefer_subset(c))),
+            (
+                "trafficPolicy",
+                map([
+                    (
+                        "loadBalancer",
+                        map([(
+                            "localityLbSetting",
+                            map([
+                                ("enabled", Node::Bool(true)),
+                                ("failoverPriority", seq([s(routing::failover_priority(c))])),
+                            ]),
+                        )]),
+                    ),
+                    // Failover by priority applies only with outlier detection.
+                    ("outlierDetection", outlier.clone()),
+                ]),
+            ),
+        ]));
+        subsets.push(map([
+            ("name", s(routing::only_subset(c))),
+            ("labels", map([(routing::CLUSTER_LABEL, s(c))])),
+        ]));
     }
-    spec.set(
-        "subsets",
-        seq(svc.cluster_names(mesh).into_iter().map(|c| {
-            map([
-                ("name", s(c)),
-                ("labels", map([("topology.istio.io/cluster", s(c))])),
-            ])
-        })),
-    );
+    spec.set("subsets", seq(subsets));
     map([
         ("apiVersion", s("networking.istio.io/v1")),
         ("kind", s("DestinationRule")),
@@ -264,34 +297,54 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
     ])
 }
 
-/// One VirtualService per service: the decision header -> that cluster's
-/// subset; everything else on the default route.
+/// The name of the header a pinned decision sets.
+pub fn pinned_header(mesh: &MeshDescription) -> String {
+    let prefix = mesh
+        .plugin
+        .config
+        .get("headerPrefix")
+        .and_then(|v| v.as_str())
+        .unwrap_or(hybridmesh_filter_core::config::DEFAULT_HEADER_PREFIX);
+    format!("{}-pinned-cluster", prefix.to_ascii_lowercase())
+}
+
+/// One VirtualService per service: per cluster, the pinned header -> its
+/// `only-` subset and the target header -> its `prefer-` subset, with the
+/// retries that carry a failover into the next priority; everything else on
+/// the default route.
 pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
     let (name, ns) = svc.name_namespace();
-    let header = target_header(mesh);
-    let mut http: Vec<Node> = svc
-        .cluster_names(mesh)
-        .into_iter()
-        .map(|c| {
-            map([
-                ("name", s(c)),
-                (
-                    "match",
-                    seq([map([(
-                        "headers",
-                        map([(header.as_str(), map([("exact", s(c))]))]),
-                    )])]),
-                ),
-                (
-                    "route",
-                    seq([map([(
-                        "destination",
-                        map([("host", s(&svc.host)), ("subset", s(c))]),
-                    )])]),
-                ),
-            ])
-        })
-        .collect();
+    let target = target_header(mesh);
+    let pinned = pinned_header(mesh);
+    let matching =
+        |header: &str, c: &str| seq([map([("headers", map([(header, map([("exact", s(c))]))]))])]);
+    let to = |subset: String| {
+        seq([map([(
+            "destination",
+            map([("host", s(&svc.host)), ("subset", s(subset))]),
+        )])])
+    };
+    let mut http: Vec<Node> = Vec::new();
+    for c in svc.cluster_names(mesh) {
+        http.push(map([
+            ("name", s(routing::only_subset(c))),
+            ("match", matching(&pinned, c)),
+            ("route", to(routing::only_subset(c))),
+        ]));
+        http.push(map([
+            ("name", s(routing::prefer_subset(c))),
+            ("match", matching(&target, c)),
+            ("route", to(routing::prefer_subset(c))),
+            (
+                "retries",
+                map([
+                    ("attempts", Node::Int(i64::from(routing::RETRY_ATTEMPTS))),
+                    ("retryOn", s(routing::RETRY_ON)),
+                    ("retryRemoteLocalities", Node::Bool(true)),
+                ]),
+            ),
+        ]));
+    }
     http.push(map([
         ("name", s("default")),
         (
@@ -325,11 +378,6 @@ fn kustomization(resources: &[&str]) -> Node {
     ])
 }
 
-/// Labels in the filter's metric names that Istio's bootstrap does not
-/// already extract (it has `source_cluster` and `destination_cluster`, its
-/// own metrics' labels).
-pub const EXTRA_STAT_TAGS: [&str; 4] = ["decision", "cross_network", "direction", "problem"];
-
 /// The meshConfig that turns the labels in the filter's metric names into
 /// Prometheus labels (an IstioOperator overlay: install time, not `apply -k`).
 pub fn meshconfig_stats() -> Node {
@@ -343,7 +391,10 @@ pub fn meshconfig_stats() -> Node {
                 map([(
                     "defaultConfig",
                     map([
-                        ("extraStatTags", seq(EXTRA_STAT_TAGS.iter().map(|l| s(*l)))),
+                        (
+                            "extraStatTags",
+                            seq(hybridmesh_filter_core::metrics::extra_stat_tags().map(s)),
+                        ),
                         (
                             "proxyStatsMatcher",
                             map([("inclusionRegexps", seq([s(".*hybridmesh_.*")]))]),
@@ -395,13 +446,13 @@ pub fn render(
     if !drs.is_empty() {
         files.push(file(
             "base/destinationrules.yaml",
-            "One subset per cluster (topology.istio.io/cluster) for every service the filter steers.",
+            "Per cluster, for every service the filter steers: prefer-<cluster> (every endpoint, that\n# cluster's first by failoverPriority: Envoy fails over) and only-<cluster> (that cluster alone).",
             &drs,
         ));
         base.push("destinationrules.yaml");
         files.push(file(
             "base/virtualservices.yaml",
-            "The filter's decision header -> that cluster's subset; other traffic on the default route.",
+            "The filter's decision headers -> the subsets: target-cluster -> prefer-<cluster> with the retries\n# that carry a failover; pinned-cluster -> only-<cluster>; other traffic on the default route.",
             &vss,
         ));
         base.push("virtualservices.yaml");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use proxy_wasm_host::Module;
+use proxy_wasm_host::{Module, Route};
 
 pub fn wasm_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -55,3 +55,24 @@ pub fn module() -> Module {
 pub const CLUSTERS: &str = r#""clusters": [
     {"name": "gke", "network": "kuchima-demo-vpc01", "locality": "asia-northeast1"},
     {"name": "anthos", "network": "default", "locality": "tokyo-onprem"}]"#;
+
+/// The echo service's host name.
+pub const ECHO: &str = "echo-svc.default.svc.cluster.local";
+
+/// The VirtualService `render` writes: per cluster, the pinned header ->
+/// `only-<c>`, the target header -> `prefer-<c>`; else the default route.
+pub fn routes() -> Vec<Route> {
+    ["gke", "anthos"]
+        .iter()
+        .flat_map(|c| {
+            [
+                Route::new(&format!("only-{c}"))
+                    .header("x-hybridmesh-pinned-cluster", c)
+                    .cluster(&format!("outbound|80|only-{c}|{ECHO}")),
+                Route::new(&format!("prefer-{c}"))
+                    .header("x-hybridmesh-target-cluster", c)
+                    .cluster(&format!("outbound|80|prefer-{c}|{ECHO}")),
+            ]
+        })
+        .collect()
+}
