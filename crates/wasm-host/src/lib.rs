@@ -9,8 +9,12 @@
 //! [`envoy`] is the Envoy/Istio model (properties, header map, routes); [`state`] is
 //! what a test reads afterwards; [`plugin`] drives VMs and streams.
 
+#![warn(missing_docs)]
+
 pub mod abi;
 pub mod envoy;
+pub mod error;
+mod hcm;
 mod host;
 pub mod plugin;
 pub mod state;
@@ -20,7 +24,8 @@ pub use envoy::{
     response_flags, Connection, Direction, HeaderMap, HostMetadata, MatchedRoute,
     NodeMetadataStyle, Proxy, Route, StructValue, Upstream,
 };
-pub use plugin::{Action, FailStrategy, Module, Plugin, PluginBuilder, Stream};
+pub use error::{Error, Result};
+pub use plugin::{Action, ConfigDelivery, FailStrategy, Module, Plugin, PluginBuilder, Stream};
 pub use state::{
     Failure, GrpcCallout, HostCall, HttpCallout, Level, LocalReply, LogEntry, Metric, MetricKind,
     RouteRematch,
