@@ -294,6 +294,10 @@ impl Sidecar for NativeSidecar {
         self.filter.is_some()
     }
 
+    fn config_rejected(&self) -> bool {
+        self.filter.is_none()
+    }
+
     fn metric(&self, name: &str) -> Option<u64> {
         self.counters.get(name).copied()
     }

@@ -143,6 +143,10 @@ impl Sidecar for WasmSidecar {
         self.plugin.configured()
     }
 
+    fn config_rejected(&self) -> bool {
+        !self.plugin.config_accepted()
+    }
+
     fn metric(&self, name: &str) -> Option<u64> {
         self.plugin.metric(name)
     }
