@@ -118,6 +118,41 @@ fn gap1_a_get_paused_on_headers_goes_upstream_on_resume() {
     );
 }
 
+#[test]
+fn gap1_a_response_paused_on_headers_holds_its_body_too() {
+    let module = common::module(
+        r#"(global $bodies (mut i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    global.get $bodies i32.const 1 i32.add global.set $bodies
+    i32.const 0)
+  (func (export "bodies") (result i32) global.get $bodies)"#,
+    );
+    let mut p = Plugin::builder(&module)
+        .default_cluster("c")
+        .build()
+        .unwrap();
+    let mut s = p.stream(0);
+    s.request_headers(&GET, true).unwrap();
+    s.upstream(Upstream::new(200)).unwrap();
+    assert_eq!(s.response_headers(&[], false).unwrap(), Action::Pause);
+    assert_eq!(s.response_body(b"ab", false).unwrap(), Action::Pause);
+    assert_eq!(s.response_body(b"cd", true).unwrap(), Action::Pause);
+    assert_eq!(s.client_response_status(), None);
+    let id = i64::from(s.context_id().unwrap());
+    let bodies = |s: &mut proxy_wasm_host::Stream<'_>| {
+        s.plugin().call_export(0, 1, "bodies", &[]).unwrap()[0]
+    };
+    assert_eq!(bodies(&mut s), 0, "no body callback while held");
+    let id = u32::try_from(id).unwrap();
+    s.plugin()
+        .call_export(0, id, "call_proxy_continue_stream", &[1])
+        .unwrap();
+    assert_eq!(bodies(&mut s), 1, "one body callback with everything");
+    assert_eq!(s.client_response_status(), Some(200));
+    assert_eq!(s.client_response_body(), b"abcd");
+}
+
 // ---------------------------------------------------------------------------------------
 // Gap 2: local replies
 // ---------------------------------------------------------------------------------------
