@@ -151,6 +151,11 @@ fn run_step(
         check_proxies(sim, expect, &mut r.problems);
     }
     r.ok = r.problems.is_empty();
+    // A failing request step on a proxy without a config: say why first.
+    if !r.ok && step.request.is_some() {
+        let rejections = sim.config_rejections();
+        r.problems.splice(0..0, rejections);
+    }
     r
 }
 
