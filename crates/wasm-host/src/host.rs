@@ -1,4 +1,4 @@
-//! Per-VM host state: what lives in each worker's `Store<HostState>` and what the host
+//! Per-VM host state: what lives in each VM's `Store<HostState>` and what the host
 //! functions read and write through `Caller`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -279,7 +279,7 @@ pub(crate) struct Queue {
     pub items: VecDeque<Vec<u8>>,
 }
 
-/// State shared by the worker VMs of one plugin.
+/// State shared by the VMs of one plugin (canaries, main thread, workers).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub logs: Vec<LogEntry>,
