@@ -20,7 +20,9 @@ pub struct Scenario {
     pub description: String,
     /// The mesh: a path (relative to this file) or inline.
     pub mesh: MeshRef,
-    /// The plugin config of every sidecar: a path or inline. Absent: `{}`.
+    /// The plugin config of every sidecar: a path, inline YAML, a raw string
+    /// (`!raw "text"`), or absent / `null`: no configuration at all (the module
+    /// gets size 0, as from Envoy with no `configuration`).
     pub config: Option<ConfigRef>,
     /// Per-cluster config that replaces `config` in that cluster's sidecars.
     #[serde(default)]
@@ -42,11 +44,39 @@ pub enum MeshRef {
     Inline(Mesh),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A plugin config in a scenario file.
+#[derive(Debug, Clone)]
 pub enum ConfigRef {
+    /// A YAML or JSON file, relative to the scenario (`config: config.yaml`).
     Path(String),
+    /// Inline YAML, passed as JSON (`config: {routes: [...]}`).
     Inline(serde_yaml_ng::Value),
+    /// A string passed to the module as-is, JSON or not (`config: !raw "hello"`).
+    Raw(String),
+    /// No configuration (`null`): the module gets size 0.
+    None,
+}
+
+impl<'de> Deserialize<'de> for ConfigRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConfigRef, D::Error> {
+        use serde::de::Error as _;
+        use serde_yaml_ng::Value;
+        Ok(match Value::deserialize(d)? {
+            Value::Null => ConfigRef::None,
+            Value::String(path) => ConfigRef::Path(path),
+            Value::Tagged(t) if t.tag == "raw" => match t.value {
+                Value::String(text) => ConfigRef::Raw(text),
+                _ => return Err(D::Error::custom("!raw takes a string: !raw \"text\"")),
+            },
+            Value::Tagged(t) => {
+                return Err(D::Error::custom(format!(
+                    "unknown tag {}, expected !raw \"text\"",
+                    t.tag
+                )))
+            }
+            value => ConfigRef::Inline(value),
+        })
+    }
 }
 
 /// The clusters of the mesh, in order.
@@ -317,10 +347,10 @@ impl Scenario {
         }
     }
 
-    /// The plugin config bytes (JSON) for one cluster's sidecars.
+    /// The plugin config bytes for one cluster's sidecars (empty: none).
     pub fn config_for(&self, cluster: &str) -> anyhow::Result<Vec<u8>> {
         match self.configs.get(cluster).or(self.config.as_ref()) {
-            None => Ok(b"{}".to_vec()),
+            None => Ok(Vec::new()),
             Some(c) => config_json(self.dir(), c),
         }
     }
@@ -366,10 +396,13 @@ impl Scenario {
     }
 }
 
-/// A config reference as the plugin receives it: JSON bytes. YAML files and
-/// inline YAML are converted; the filter's own parser is what checks them.
+/// A config reference as the plugin receives it: JSON bytes for YAML files and
+/// inline YAML (converted; the filter's own parser is what checks them), the
+/// bytes as they are for `.json` files and `!raw` strings, nothing for `null`.
 pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
     let value: serde_json::Value = match c {
+        ConfigRef::None => return Ok(Vec::new()),
+        ConfigRef::Raw(text) => return Ok(text.as_bytes().to_vec()),
         ConfigRef::Inline(v) => serde_json::to_value(v).context("inline config")?,
         ConfigRef::Path(p) => {
             let path = dir.join(p);

@@ -30,6 +30,11 @@ pub trait Backend {
     fn failures_since(&self, _counts: &[usize]) -> Vec<String> {
         Vec::new()
     }
+    /// One line per proxy running without a plugin config because its first one
+    /// was rejected (Envoy then answers every request there itself).
+    fn config_rejections(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +151,11 @@ fn run_step(
         check_proxies(sim, expect, &mut r.problems);
     }
     r.ok = r.problems.is_empty();
+    // A failing request step on a proxy without a config: say why first.
+    if !r.ok && step.request.is_some() {
+        let rejections = sim.config_rejections();
+        r.problems.splice(0..0, rejections);
+    }
     r
 }
 
@@ -157,6 +167,8 @@ fn play(
     r: &mut StepReport,
 ) -> anyhow::Result<()> {
     if let Some(req) = &step.request {
+        // What an operator would find in the proxy's log: the config was rejected.
+        r.lines.extend(sim.config_rejections());
         let n = step.repeat.unwrap_or(1).max(1);
         let expect = step.expect.clone().unwrap_or_default();
         let from = req.from.as_deref().unwrap_or(default_from);

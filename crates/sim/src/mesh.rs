@@ -191,6 +191,18 @@ impl Sim {
         out
     }
 
+    /// A line per sidecar whose first plugin config was rejected, so it runs
+    /// without one.
+    pub fn config_rejections(&self) -> Vec<String> {
+        self.all_sidecars()
+            .into_iter()
+            .filter(|(_, s)| s.config_rejected())
+            .map(|(name, _)| {
+                format!("{name}: plugin config rejected; without one Envoy answers every request there 500 (NFCF)")
+            })
+            .collect()
+    }
+
     /// Sidecars by name: `<cluster>.client` / `<cluster>.server`.
     pub fn sidecar(&self, name: &str) -> anyhow::Result<&dyn Sidecar> {
         let (cluster, side) = name.rsplit_once('.').with_context(|| {

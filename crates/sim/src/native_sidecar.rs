@@ -211,7 +211,17 @@ impl NativeStream<'_> {
 impl SidecarStream for NativeStream<'_> {
     fn request(&mut self, headers: &Pairs, _body: Option<&[u8]>) -> anyhow::Result<Forward> {
         let Some(filter) = self.sc.filter.clone() else {
-            return Ok(Forward::Headers(headers.clone()));
+            // No filter config (the first one was rejected): Envoy answers 500 NFCF
+            // itself, as the harness does.
+            return Ok(Forward::Reply(Reply {
+                status: 500,
+                headers: vec![
+                    (":status".into(), "500".into()),
+                    ("content-length".into(), "0".into()),
+                ],
+                body: Vec::new(),
+                hop: None,
+            }));
         };
         let bytes = to_bytes(headers);
         let out = {
@@ -282,6 +292,10 @@ impl Sidecar for NativeSidecar {
 
     fn configured(&self) -> bool {
         self.filter.is_some()
+    }
+
+    fn config_rejected(&self) -> bool {
+        self.filter.is_none()
     }
 
     fn metric(&self, name: &str) -> Option<u64> {

@@ -46,6 +46,9 @@ impl Backend for Sim {
     fn failures_since(&self, counts: &[usize]) -> Vec<String> {
         Sim::failures_since(self, counts)
     }
+    fn config_rejections(&self) -> Vec<String> {
+        Sim::config_rejections(self)
+    }
 }
 
 /// What runs in the sidecars.

@@ -56,6 +56,11 @@ pub trait Sidecar {
     fn logs_since(&self, start: usize) -> Vec<(String, String)> {
         self.logs().into_iter().skip(start).collect()
     }
+    /// Whether the sidecar runs without a plugin config (its first one was
+    /// rejected): Envoy answers every request there 500 (NFCF).
+    fn config_rejected(&self) -> bool {
+        false
+    }
     /// Traps in the module so far, one line each (callback and message).
     fn failures(&self) -> Vec<String> {
         Vec::new()

@@ -132,15 +132,19 @@ impl Sidecar for WasmSidecar {
     }
 
     fn advance(&mut self, by: Duration) -> anyhow::Result<()> {
-        self.plugin.advance(by)
+        Ok(self.plugin.advance(by)?)
     }
 
     fn reconfigure(&mut self, config: &[u8]) -> anyhow::Result<bool> {
-        self.plugin.reconfigure(config)
+        Ok(self.plugin.reconfigure(config)?)
     }
 
     fn configured(&self) -> bool {
         self.plugin.configured()
+    }
+
+    fn config_rejected(&self) -> bool {
+        !self.plugin.config_accepted()
     }
 
     fn metric(&self, name: &str) -> Option<u64> {

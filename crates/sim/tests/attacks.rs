@@ -47,11 +47,20 @@ fn mesh() -> Mesh {
 /// client sidecar that does not run the filter.
 #[derive(Clone, Copy)]
 enum ClientDown {
-    /// Its config was rejected and the plugin fails open: requests pass untouched.
-    FailOpen,
-    /// The same, failing closed: the sidecar answers every request itself.
-    FailClose,
+    /// Its first config was rejected (delivered by ECDS, as Istio does): Envoy
+    /// answers every request itself, 500 NFCF, whatever the fail strategy.
+    Rejected(Fail),
+    /// The filter is out of the way on that sidecar: its VM failed while serving
+    /// under `FAIL_OPEN` (measured with Envoy 1.40: later requests pass unfiltered),
+    /// or its thread-local configure failed. Played by a module that does nothing.
+    Skipped,
 }
+
+/// A proxy-wasm module with no filter callbacks: requests pass untouched.
+const PASS_THROUGH: &str = r#"(module
+    (memory (export "memory") 1)
+    (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+    (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1))"#;
 
 /// The seed's mesh with the real `.wasm` in every sidecar: `config` everywhere
 /// unless `per_cluster` names another for a cluster; `down` breaks one
@@ -72,22 +81,28 @@ fn sim_with(config: &str, per_cluster: &[(&str, &str)], down: Option<(&str, Clie
             Some((cluster, how))
                 if spec.cluster == cluster && spec.direction == Direction::Outbound =>
             {
-                let broken = ProxyOptions {
-                    fail_strategy: match how {
-                        ClientDown::FailOpen => Fail::FailOpen,
-                        ClientDown::FailClose => Fail::FailClose,
-                    },
-                    ..ProxyOptions::default()
+                let sidecar = match how {
+                    ClientDown::Rejected(fail) => {
+                        let broken = ProxyOptions {
+                            fail_strategy: fail,
+                            ..ProxyOptions::default()
+                        };
+                        let sidecar = WasmSidecar::new(
+                            &module,
+                            &SidecarSpec {
+                                config: br#"{"routes": "not a list"}"#,
+                                options: &broken,
+                                ..*spec
+                            },
+                        )?;
+                        assert!(!sidecar.configured(), "the broken plugin must not start");
+                        sidecar
+                    }
+                    ClientDown::Skipped => WasmSidecar::new(
+                        &proxy_wasm_host::Module::from_bytes(PASS_THROUGH.as_bytes())?,
+                        spec,
+                    )?,
                 };
-                let sidecar = WasmSidecar::new(
-                    &module,
-                    &SidecarSpec {
-                        config: br#"{"routes": "not a list"}"#,
-                        options: &broken,
-                        ..*spec
-                    },
-                )?;
-                assert!(!sidecar.configured(), "the broken plugin must not start");
                 Ok(Box::new(sidecar))
             }
             _ => Ok(Box::new(WasmSidecar::new(&module, spec)?)),
@@ -690,10 +705,10 @@ fn cluster_local_with_the_client_plugin_down() {
         r#""trustDomains": ["cluster.local"], "unknownSource": "deny","#,
     );
 
-    // GKE's client plugin failed open: the application's target header goes
-    // through, over mTLS, to Anthos's gateway. No source header arrives:
-    // with unknownSource deny, refused.
-    let mut sim = sim_with(&deny, &[], Some(("gke", ClientDown::FailOpen)));
+    // GKE's client filter is out of the way (its VM failed under FAIL_OPEN): the
+    // application's target header goes through, over mTLS, to Anthos's gateway.
+    // No source header arrives: with unknownSource deny, refused.
+    let mut sim = sim_with(&deny, &[], Some(("gke", ClientDown::Skipped)));
     let o = send(&mut sim, &get("gke", "echo-svc.default", &to_anthos));
     assert_eq!(o.target.as_deref(), Some("anthos"));
     assert_eq!(o.status, 403);
@@ -721,29 +736,33 @@ fn cluster_local_with_the_client_plugin_down() {
     assert_eq!(o.body, r#""Anthos!!!""#);
 
     // With unknownSource allow (the default), the bare request is served too.
-    let mut sim = sim_with(CLUSTER_LOCAL, &[], Some(("gke", ClientDown::FailOpen)));
+    let mut sim = sim_with(CLUSTER_LOCAL, &[], Some(("gke", ClientDown::Skipped)));
     let o = send(&mut sim, &get("gke", "echo-svc.default", &to_anthos));
     assert_eq!(o.status, 200);
     assert_eq!(o.served_by.as_deref(), Some("anthos"));
     assert_eq!(o.upstream_header("x-hybridmesh-source-cluster"), None);
 
-    // The remedy the README gives: the client plugin fails closed, and
-    // nothing leaves GKE while it is down.
-    let mut sim = sim_with(&deny, &[], Some(("gke", ClientDown::FailClose)));
-    let o = send(
-        &mut sim,
-        &get(
-            "gke",
-            "echo-svc.default",
-            &[
-                ("x-hybridmesh-target-cluster", "anthos"),
-                ("x-hybridmesh-source-cluster", "anthos"),
-            ],
-        ),
-    );
-    assert_eq!(o.status, 503);
-    assert_eq!(o.served_by, None);
-    assert_eq!(o.upstream_headers, None);
+    // A rejected first config is not "failing open": measured with Envoy 1.40, the
+    // sidecar answers 500 (NFCF) under FAIL_OPEN as under FAIL_CLOSE, and nothing
+    // leaves GKE while it is down.
+    for fail in [Fail::FailOpen, Fail::FailClose] {
+        let mut sim = sim_with(&deny, &[], Some(("gke", ClientDown::Rejected(fail))));
+        let o = send(
+            &mut sim,
+            &get(
+                "gke",
+                "echo-svc.default",
+                &[
+                    ("x-hybridmesh-target-cluster", "anthos"),
+                    ("x-hybridmesh-source-cluster", "anthos"),
+                ],
+            ),
+        );
+        assert_eq!(o.status, 500, "{fail:?}");
+        assert_eq!(o.body, "");
+        assert_eq!(o.served_by, None);
+        assert_eq!(o.upstream_headers, None);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -958,15 +977,17 @@ fn crlf_and_nul_in_request_values_reach_no_header_log_line_or_record() {
             ":method",
             ":path",
             ":authority",
+            ":scheme",
             "x-request-id",
             "x-user",
+            "x-forwarded-proto",
             "x-hybridmesh-source-cluster",
             "x-hybridmesh-source-network",
             "x-hybridmesh-source-locality",
             "x-hybridmesh-hops",
             "x-hybridmesh-target-cluster",
         ],
-        "no header was added"
+        "no header was added but the connection manager's :scheme and x-forwarded-proto"
     );
     assert_clean(
         "a request header the filter wrote",

@@ -57,10 +57,11 @@ fn failover_config() -> String {
 fn configure_reads_node_identity_once_and_says_so() {
     let p = plugin(gke_proxy(Direction::Outbound), &failover_config());
     assert!(p.configured());
-    assert_eq!(
-        p.logs_at(Level::Info),
-        vec!["hybridmesh: configured cluster=gke network=kuchima-demo-vpc01 locality=asia-northeast1/asia-northeast1-a namespace=sleep direction=Auto routes=1"]
-    );
+    // Once per VM, as Envoy: the configuration canary, the main thread's VM, the worker.
+    let line = "hybridmesh: configured cluster=gke network=kuchima-demo-vpc01 locality=asia-northeast1/asia-northeast1-a namespace=sleep direction=Auto routes=1";
+    assert_eq!(p.logs_at(Level::Info), vec![line; 3]);
+    let vms: Vec<usize> = p.logs().iter().map(|l| l.worker).collect();
+    assert_eq!(vms, [p.canary_vm(), p.main_vm(), 0]);
     // Older proxies serve node metadata under `node`, not `xds.node`.
     let legacy = plugin(
         gke_proxy(Direction::Outbound).node_metadata_style(NodeMetadataStyle::Legacy),
@@ -74,9 +75,11 @@ fn a_bad_first_config_is_rejected_with_the_exact_message() {
     let bad = format!(
         r#"{{{CLUSTERS}, "routes": [{{"hosts": ["*"], "policy": "weighted", "distribute": [{{"from": "*", "to": {{"gke": 70, "anthos": 20}}}}]}}]}}"#
     );
+    // Measured with Envoy 1.40: a first config rejected by ECDS answers 500 (NFCF) under
+    // every fail strategy; FAIL_OPEN is about VMs that fail while serving.
     for (strategy, status) in [
-        (FailStrategy::FailClose, 503),
-        (FailStrategy::FailOpen, 200),
+        (FailStrategy::FailClose, 500),
+        (FailStrategy::FailOpen, 500),
     ] {
         let mut p = Plugin::builder(&module())
             .proxy(gke_proxy(Direction::Outbound))
@@ -95,10 +98,12 @@ fn a_bad_first_config_is_rejected_with_the_exact_message() {
         );
         let mut s = p.stream(0);
         s.request_headers(&GET_ECHO, true).unwrap();
-        if status == 200 {
-            s.respond(Upstream::new(200)).unwrap();
-        }
+        assert!(!s.request_forwarded());
         assert_eq!(s.client_response_status(), Some(status), "{strategy:?}");
+        assert_eq!(
+            s.response_flags(),
+            proxy_wasm_host::response_flags::NO_FILTER_CONFIG_FOUND
+        );
     }
 }
 

@@ -69,9 +69,16 @@ pub mod response_flags {
     pub const UPSTREAM_OVERFLOW: u64 = 0x80;
     /// NR: no route found.
     pub const NO_ROUTE_FOUND: u64 = 0x100;
+    /// NFCF: no filter config found (a filter delivered by ECDS whose first
+    /// configuration was rejected). The bit is `NoFilterConfigFound`'s place in Envoy's
+    /// `ResponseFlag` enum; the filter never sees it (it does not run on such a stream).
+    pub const NO_FILTER_CONFIG_FOUND: u64 = 0x20_0000;
 }
 
-/// The proxy a plugin runs in: Istio node metadata, locality, listener direction.
+/// The proxy a plugin runs in: node metadata, locality, listener direction.
+///
+/// [`Proxy::new`] is a bare Envoy (no node metadata, empty locality, direction
+/// unspecified); [`Proxy::istio`] is a convenience for an Istio sidecar.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Proxy {
     metadata: BTreeMap<String, String>,
@@ -83,6 +90,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A bare Envoy: no node metadata, an empty locality, direction unspecified, node
+    /// metadata served where Envoy 1.40 serves it (`xds.node.*`).
+    pub fn new() -> Proxy {
+        Proxy::default()
+    }
+
     /// An Istio sidecar whose `CLUSTER_ID` is `cluster_id` (Istio's default is the literal
     /// `Kubernetes`), with no `NETWORK` and an empty locality.
     pub fn istio(cluster_id: &str) -> Proxy {
@@ -256,6 +269,7 @@ pub struct Upstream {
     pub(crate) address: Option<String>,
     pub(crate) metadata: Option<HostMetadata>,
     pub(crate) flags: u64,
+    pub(crate) service_time_ms: u64,
 }
 
 impl Upstream {
@@ -271,7 +285,14 @@ impl Upstream {
             address: None,
             metadata: None,
             flags: 0,
+            service_time_ms: 0,
         }
+    }
+
+    /// The `x-envoy-upstream-service-time` the router adds (milliseconds; default 0).
+    pub fn service_time_ms(mut self, ms: u64) -> Upstream {
+        self.service_time_ms = ms;
+        self
     }
 
     /// The upstream host that answered ("ip:port").
@@ -347,6 +368,11 @@ impl Route {
     pub fn cluster(mut self, cluster: &str) -> Route {
         self.cluster = cluster.to_owned();
         self
+    }
+
+    /// The target cluster.
+    pub(crate) fn cluster_name(&self) -> &str {
+        &self.cluster
     }
 
     fn matches(&self, headers: &HeaderMap) -> bool {
@@ -434,6 +460,30 @@ impl HeaderMap {
         let key = key.to_ascii_lowercase();
         self.entries.retain(|(k, _)| *k != key);
         self.entries.push((key, value.to_owned()));
+    }
+
+    /// Inserts an entry at position `index` (clamped to the end).
+    pub(crate) fn insert(&mut self, index: usize, key: &str, value: &str) {
+        let index = index.min(self.entries.len());
+        self.entries
+            .insert(index, (key.to_ascii_lowercase(), value.to_owned()));
+    }
+
+    /// Sets the first entry of `key` to `value` where it stands and removes the others
+    /// (appends when absent).
+    pub(crate) fn set_in_place(&mut self, key: &str, value: &str) {
+        let key = key.to_ascii_lowercase();
+        match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(first) => {
+                self.entries[first].1 = value.to_owned();
+                let mut i = 0;
+                self.entries.retain(|(k, _)| {
+                    i += 1;
+                    i - 1 == first || *k != key
+                });
+            }
+            None => self.entries.push((key, value.to_owned())),
+        }
     }
 
     /// Removes every entry of `key`.

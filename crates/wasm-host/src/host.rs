@@ -1,7 +1,7 @@
-//! Per-VM host state: what lives in each worker's `Store<HostState>` and what the host
+//! Per-VM host state: what lives in each VM's `Store<HostState>` and what the host
 //! functions read and write through `Caller`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +22,9 @@ pub(crate) struct PluginEnv {
     pub proxy: Proxy,
     pub identity: PluginIdentity,
     pub routes: RouteTable,
+    /// Every cluster Envoy knows: the routes' clusters, the default one and those the
+    /// plugin declared. Callouts to any other are refused, as in Envoy.
+    pub clusters: BTreeSet<String>,
     pub log_level: Level,
     pub trace: bool,
     pub vm_config: Vec<u8>,
@@ -118,12 +121,29 @@ pub(crate) struct StreamState {
     pub rematches: Vec<RouteRematch>,
 
     pub request_paused: bool,
+    /// `on_request_headers` returned Pause and nothing resumed it yet: Envoy turns a 0.2.x
+    /// Pause on headers into StopAllIterationAndWatermark, so body and trailers are only
+    /// buffered (no callback) until `proxy_continue_stream`.
+    pub request_held: bool,
+    /// Body or trailers arrived while held: deliver them on resume.
+    pub request_held_data: bool,
+    /// The client ended the request (end of stream on headers or body, or trailers).
+    pub request_ended: bool,
+    /// The request is gRPC (`content-type: application/grpc...`): local replies are
+    /// trailers-only gRPC replies.
+    pub grpc: bool,
+    /// Envoy's connection manager adds its headers (see `PluginBuilder::hcm_headers`).
+    pub hcm: bool,
     pub request_forwarded: bool,
     pub upstream_request_headers: Option<HeaderMap>,
     pub upstream_request_body: Vec<u8>,
     pub upstream_request_trailers: Option<HeaderMap>,
     pub upstream: Option<Upstream>,
     pub response_paused: bool,
+    /// As `request_held`, for `on_response_headers`.
+    pub response_held: bool,
+    pub response_held_data: bool,
+    pub response_ended: bool,
     pub response_forwarded: bool,
     pub client_response_headers: Option<HeaderMap>,
     pub client_response_body: Vec<u8>,
@@ -162,12 +182,20 @@ impl StreamState {
             changed_headers: Vec::new(),
             rematches: Vec::new(),
             request_paused: false,
+            request_held: false,
+            request_held_data: false,
+            request_ended: false,
+            grpc: false,
+            hcm: false,
             request_forwarded: false,
             upstream_request_headers: None,
             upstream_request_body: Vec::new(),
             upstream_request_trailers: None,
             upstream: None,
             response_paused: false,
+            response_held: false,
+            response_held_data: false,
+            response_ended: false,
             response_forwarded: false,
             client_response_headers: None,
             client_response_body: Vec::new(),
@@ -219,7 +247,7 @@ pub(crate) struct CallResponse {
     pub status: (u32, String),
 }
 
-/// State of one worker VM.
+/// State of one VM (a worker's, the main thread's or the configuration canary).
 pub(crate) struct HostState {
     pub wasi: WasiP1Ctx,
     pub stdout: MemoryOutputPipe,
@@ -238,6 +266,9 @@ pub(crate) struct HostState {
     pub roots: BTreeMap<u32, RootState>,
     pub streams: HashMap<u32, StreamState>,
     pub call: Option<CallResponse>,
+    /// gRPC calls to an unknown cluster given as a `GrpcService`: Envoy answers them with
+    /// `proxy_on_grpc_close(root, token, 14)` once the running callback returns.
+    pub pending_grpc_close: Vec<(u32, u32)>,
     pub next_context_id: u32,
     /// Trace detail of the running host call.
     pub detail: String,
@@ -271,6 +302,7 @@ impl HostState {
             roots: BTreeMap::new(),
             streams: HashMap::new(),
             call: None,
+            pending_grpc_close: Vec::new(),
             next_context_id: 1,
             detail: String::new(),
             instance_exports: HashMap::new(),

@@ -4,8 +4,14 @@
 //! (logs, metrics, shared data, queues, callouts, host-call trace) that the host functions
 //! fill in and a test reads afterwards through [`crate::Plugin`] and [`crate::Stream`].
 //!
-//! Everything here belongs to one plugin: the worker VMs of a plugin share it (as the
-//! workers of one Envoy share stats, shared data and shared queues); two plugins never do.
+//! Everything here belongs to one plugin: its VMs (the configuration canary, the main
+//! thread's, the workers') share it (as the threads of one Envoy share stats, shared data
+//! and shared queues); two plugins never do.
+//!
+//! A `worker` field names the VM: `0..workers` are the worker VMs,
+//! [`Plugin::main_vm`](crate::Plugin::main_vm) (= `workers`) the main thread's and
+//! [`Plugin::canary_vm`](crate::Plugin::canary_vm) (= `workers + 1`) the configuration
+//! canaries.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -63,7 +69,7 @@ impl fmt::Display for Level {
 /// One log line written by the guest (`proxy_log`, or WASI stdout/stderr).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
-    /// The worker VM that wrote it.
+    /// The VM that wrote it (see the module docs for the numbering).
     pub worker: usize,
     /// Context that was active when it was written.
     pub context_id: u32,
@@ -121,7 +127,7 @@ pub struct Metric {
 /// One vm->host call, recorded when the plugin was built with `.trace(true)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostCall {
-    /// Worker VM that made the call.
+    /// VM that made the call.
     pub worker: usize,
     /// Effective context at the time of the call.
     pub context_id: u32,
@@ -162,12 +168,16 @@ impl fmt::Display for HostCall {
 /// An HTTP callout made with `proxy_http_call`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpCallout {
-    /// Token returned to the guest; answer it with [`crate::Plugin::respond_http_call`].
+    /// Token returned to the guest (even, from 4, as Envoy's); answer it with
+    /// [`crate::Plugin::respond_http_call`].
     pub token: u32,
-    /// Worker VM that made the call.
+    /// VM that made the call.
     pub worker: usize,
-    /// Context that made the call (receives `proxy_on_http_call_response`).
+    /// Context that made the call.
     pub context_id: u32,
+    /// Its root context, which receives `proxy_on_http_call_response` (Envoy 1.40 makes
+    /// every callout on the root context).
+    pub root_id: u32,
     /// Upstream cluster name.
     pub upstream: String,
     /// Request headers (pseudo-headers included).
@@ -185,12 +195,14 @@ pub struct HttpCallout {
 /// A gRPC call (`proxy_grpc_call`) or stream (`proxy_grpc_stream`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcCallout {
-    /// Token returned to the guest.
+    /// Token returned to the guest (odd, from 5, as Envoy's).
     pub token: u32,
-    /// Worker VM that made the call.
+    /// VM that made the call.
     pub worker: usize,
     /// Context that made the call.
     pub context_id: u32,
+    /// Its root context, which receives the `proxy_on_grpc_*` callbacks.
+    pub root_id: u32,
     /// Upstream: the raw bytes the guest passed (a cluster name or a serialized GrpcService).
     pub upstream: Vec<u8>,
     /// gRPC service name.
@@ -213,16 +225,18 @@ pub struct GrpcCallout {
     pub closed: bool,
 }
 
-/// A local reply sent with `proxy_send_local_response` (or by the harness on fail-close).
+/// A local reply sent with `proxy_send_local_response`, or by Envoy itself (a failed VM:
+/// 503 `wasm_fail_stream`; no filter config: 500 NFCF).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
     /// HTTP status code.
     pub status: u32,
-    /// Status code details (Envoy's `%RESPONSE_CODE_DETAILS%`).
+    /// Status code details as Envoy's access log shows them (`%RESPONSE_CODE_DETAILS%`:
+    /// whitespace replaced by `_`; empty for NFCF).
     pub details: String,
     /// Response body.
     pub body: Vec<u8>,
-    /// Extra headers the filter asked for.
+    /// Extra headers the filter asked for, in its order.
     pub headers: Vec<(String, String)>,
     /// gRPC status, when the filter gave one (`-1` in the ABI means none).
     pub grpc_status: Option<i32>,
@@ -247,7 +261,7 @@ pub struct RouteRematch {
 /// A guest trap, caught and handled following the plugin's fail strategy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// Worker VM that failed.
+    /// VM that failed.
     pub worker: usize,
     /// Callback that trapped, e.g. `proxy_on_request_headers`.
     pub callback: String,
@@ -265,7 +279,7 @@ pub(crate) struct Queue {
     pub items: VecDeque<Vec<u8>>,
 }
 
-/// State shared by the worker VMs of one plugin.
+/// State shared by the VMs of one plugin (canaries, main thread, workers).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub logs: Vec<LogEntry>,
@@ -279,7 +293,8 @@ pub(crate) struct Shared {
     pub host_calls: Vec<HostCall>,
     pub http_callouts: Vec<HttpCallout>,
     pub grpc_callouts: Vec<GrpcCallout>,
-    pub next_token: u32,
+    pub next_http_token: u32,
+    pub next_grpc_token: u32,
     pub failures: Vec<Failure>,
 }
 
@@ -294,9 +309,16 @@ impl Shared {
         self.queues.get_mut(index)
     }
 
-    pub fn token(&mut self) -> u32 {
-        self.next_token += 1;
-        self.next_token
+    /// The next HTTP callout token: even, from 4 (as Envoy 1.40's first).
+    pub fn http_token(&mut self) -> u32 {
+        self.next_http_token = self.next_http_token.max(2).wrapping_add(2);
+        self.next_http_token
+    }
+
+    /// The next gRPC callout token: odd, from 5 (as Envoy 1.40's first).
+    pub fn grpc_token(&mut self) -> u32 {
+        self.next_grpc_token = self.next_grpc_token.max(3).wrapping_add(2);
+        self.next_grpc_token
     }
 }
 

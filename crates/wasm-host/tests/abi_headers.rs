@@ -19,10 +19,12 @@ fn routes() -> Vec<Route> {
 #[test]
 fn header_map_host_functions() {
     // The filter pauses the request: it is not forwarded, so header changes re-route.
+    // The connection manager's own headers are off: this test is about the host calls.
     let module = common::module(
         r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) i32.const 1)"#,
     );
     let mut p = Plugin::builder(&module)
+        .hcm_headers(false)
         .routes(routes())
         .default_cluster("outbound|80||echo")
         .build()

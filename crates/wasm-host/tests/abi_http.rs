@@ -100,6 +100,7 @@ fn http_callout_pauses_until_answered_then_resumes() {
     let module = common::module(&auth_guest());
     let mut p = Plugin::builder(&module)
         .default_cluster("c")
+        .cluster("outbound|9000||auth")
         .build()
         .unwrap();
     let mut s = p.stream(0);
@@ -153,7 +154,10 @@ fn grpc_callouts_are_recorded_and_answered() {
            (func (export "proxy_on_grpc_close") (param i32 i32 i32) local.get 2 global.set $closed)
            (func (export "closed") (result i32) global.get $closed)"#,
     );
-    let mut p = Plugin::builder(&module).build().unwrap();
+    let mut p = Plugin::builder(&module)
+        .cluster("xds-grpc")
+        .build()
+        .unwrap();
     let (u, ul) = put(&mut p, ARGS, b"xds-grpc");
     let (sv, sl) = put(&mut p, ARGS + 20, b"svc.Foo");
     let (m, ml) = put(&mut p, ARGS + 40, b"Bar");

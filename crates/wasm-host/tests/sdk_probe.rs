@@ -28,7 +28,14 @@ fn sdk_filter_runs_a_request() {
         .build()
         .unwrap();
     assert!(p.configured());
-    assert_eq!(p.logs_at(Level::Info), ["configured with 2 bytes"]);
+    // Envoy configures the canary, the main thread's VM and each worker's.
+    let configured: Vec<usize> = p
+        .logs()
+        .iter()
+        .filter(|l| l.level == Level::Info && l.message == "configured with 2 bytes")
+        .map(|l| l.worker)
+        .collect();
+    assert_eq!(configured, [p.canary_vm(), p.main_vm(), 0]);
     let mut s = p.stream(0).connection(Connection::plaintext());
     s.request_headers(&GET, true).unwrap();
     assert_eq!(
@@ -103,8 +110,8 @@ fn sdk_ticks_and_rejected_config() {
     p.advance(Duration::from_millis(2500)).unwrap();
     assert_eq!(
         p.shared_data("ticks").unwrap().len(),
-        4,
-        "2 workers x 2 ticks"
+        6,
+        "(2 workers + the main thread's VM) x 2 ticks"
     );
     let mut rejected = Plugin::builder(&module)
         .plugin_config(b"reject")
@@ -134,6 +141,13 @@ fn sdk_panic_is_a_trap_with_the_panic_message_logged() {
         "{critical:?}"
     );
     assert_eq!(p.failures()[0].callback, "proxy_on_request_headers");
+    // Envoy backs off before it reloads: a stream right after the trap gets the 503
+    // without the guest.
+    let mut s = p.stream(0);
+    s.request_headers(&GET, true).unwrap();
+    assert_eq!(s.client_response_status(), Some(503));
+    assert_eq!(p.reloads(), 0);
+    p.advance(Duration::from_secs(2)).unwrap();
     let mut s = p.stream(0);
     s.request_headers(&GET, true).unwrap();
     assert!(s.request_forwarded());

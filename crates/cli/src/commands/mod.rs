@@ -115,7 +115,7 @@ pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<proxy_wasm_host::Mo
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     check_module_bytes(&path, &bytes)?;
     // The harness's error names the module and what is wrong with it.
-    proxy_wasm_host::Module::from_file(&path)
+    Ok(proxy_wasm_host::Module::from_file(&path)?)
 }
 
 /// A module is binary WebAssembly (`\0asm`) or WAT text; anything else gets

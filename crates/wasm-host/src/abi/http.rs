@@ -33,13 +33,20 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
 }
 
 /// `proxy_continue_stream` (spec "Common stream operations"): resumes the paused request
-/// (0) or response (1) of the effective stream. `Unimplemented` for TCP streams (2, 3),
-/// `BadArgument` for other types or when the effective context is not a stream.
+/// (0) or response (1) of the effective stream, once the running callback returns.
+/// `Unimplemented` for TCP streams (2, 3), `BadArgument` for other types or an unknown
+/// context. In a root context (e.g. in `proxy_on_http_call_response`, which Envoy 1.40
+/// runs on the root) it returns `Ok` and does nothing, as measured: the guest must first
+/// `proxy_set_effective_context(stream)`.
 fn proxy_continue_stream(caller: &mut Caller<'_, HostState>, stream_type: i32) -> HostResult {
     if matches!(stream_type, 2 | 3) {
         return Err(Status::Unimplemented.into());
     }
-    let stream = caller.data_mut().stream_mut().ok_or(Status::BadArgument)?;
+    let state = caller.data_mut();
+    if state.roots.contains_key(&state.active_context) && matches!(stream_type, 0 | 1) {
+        return Ok(());
+    }
+    let stream = state.stream_mut().ok_or(Status::BadArgument)?;
     match stream_type {
         0 => stream.continue_request = true,
         1 => stream.continue_response = true,
@@ -85,7 +92,7 @@ fn proxy_send_local_response(
     if stream.local_reply.is_none() {
         stream.local_reply = Some(LocalReply {
             status: status_code as u32,
-            details,
+            details: crate::hcm::sanitize_details(&details),
             body,
             headers,
             grpc_status: (grpc_status >= 0).then_some(grpc_status),

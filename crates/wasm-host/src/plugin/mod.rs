@@ -1,0 +1,610 @@
+//! Load, configure and drive one plugin the way Envoy 1.40 does.
+//!
+//! * [`Module`]: a compiled proxy-wasm module. Compiled once per process for the same
+//!   bytes (the one process-wide cache; it only memoizes compilation).
+//! * [`Plugin`]: one plugin as one Envoy runs it: a configuration canary (a throw-away VM
+//!   whose `proxy_on_configure` decides whether the configuration is accepted), the main
+//!   thread's VM (root context, ticks, no streams) and N worker VMs, all sharing shared
+//!   data, queues, metrics, logs and the clock. Each VM runs Envoy's lifecycle:
+//!   `_initialize` (or `_start`), `proxy_on_context_create(root, 0)`, `proxy_on_vm_start`,
+//!   `proxy_on_configure`.
+//! * [`Stream`]: one HTTP context on a chosen worker, driven like Envoy's filter chain
+//!   drives it, with the headers Envoy's connection manager adds.
+//!
+//! Files: `engine` (wasmtime engine, [`Module`]), `vm` (VM lifecycle, canary,
+//! reconfiguration, ticks, reloads), `flow` (what Envoy does around each stream callback),
+//! `stream` ([`Stream`]), `callouts` (answering HTTP and gRPC callouts).
+//!
+//! ```
+//! use proxy_wasm_host::{Connection, Module, Plugin, Proxy, Route, Upstream};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Any proxy-wasm module; here a pass-through filter in WAT.
+//! let module = Module::from_bytes(br#"(module
+//!     (memory (export "memory") 1)
+//!     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+//!     (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1))"#)?;
+//! let mut plugin = Plugin::builder(&module)
+//!     .proxy(Proxy::new().metadata("CLUSTER_ID", "gke"))
+//!     .plugin_config(br#"{}"#)
+//!     .routes(vec![Route::new("gke").header("x-target", "gke").cluster("outbound|80|gke|echo")])
+//!     .default_cluster("outbound|80||echo")
+//!     .build()?;
+//! assert!(plugin.configured());
+//!
+//! let mut s = plugin.stream(0).connection(Connection::mtls("spiffe://a", "spiffe://b"));
+//! s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "echo")], true)?;
+//! assert_eq!(s.upstream_cluster().as_deref(), Some("outbound|80||echo"));
+//! s.respond(Upstream::new(200).address("10.0.0.1:8080").body(b"hi"))?;
+//! s.complete()?;
+//! assert_eq!(s.client_response_status(), Some(200));
+//! assert_eq!(s.client_response_body(), b"hi");
+//! assert_eq!(s.client_response_header("server").as_deref(), Some("envoy"));
+//! # Ok(())
+//! # }
+//! ```
+
+mod callouts;
+mod engine;
+mod flow;
+mod stream;
+mod vm;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use engine::Module;
+pub use stream::Stream;
+
+use crate::envoy::{PluginIdentity, Proxy, Route, RouteTable};
+use crate::error::{usage, Error, Result};
+use crate::host::{Clock, PluginEnv, StreamState};
+use crate::state::{
+    self, Failure, GrpcCallout, HostCall, HttpCallout, Level, LogEntry, Metric, Shared,
+};
+use vm::Vm;
+
+/// What a filter callback told the proxy to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Go on with the next filter / forward.
+    Continue,
+    /// Stop here until `proxy_continue_stream` (or a local reply). A Pause from a headers
+    /// callback holds the body and trailers too (Envoy's StopAllIterationAndWatermark).
+    Pause,
+}
+
+impl Action {
+    fn from_raw(raw: i32) -> Action {
+        // Envoy: 0 Continue, 2 ContinueAndEndStream; 1, 3, 4 stop iteration.
+        if raw == 0 || raw == 2 {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+}
+
+/// What happens to traffic when a VM fails while serving (a trap), as Envoy 1.40 does it
+/// (measured; `/work/notes/issue14-envoy-fidelity.md`, note 10). It does not apply to a
+/// configuration the canary rejected: see [`ConfigDelivery`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailStrategy {
+    /// `failure_policy: FAIL_CLOSED`: the trapping stream and every later one get a 503
+    /// local reply (`wasm_fail_stream`); the VM stays dead.
+    #[default]
+    FailClose,
+    /// `failure_policy: FAIL_OPEN` (what Istio 1.25+ sets for `failStrategy: FAIL_OPEN`):
+    /// the trapping stream still gets the 503; later streams pass through unfiltered.
+    FailOpen,
+    /// The deprecated `fail_open: true` (what older Istio set for `FAIL_OPEN`): the
+    /// trapping stream passes through unfiltered, and so do later ones.
+    FailOpenLegacy,
+    /// `failure_policy: FAIL_RELOAD`: the trapping stream gets the 503; a later stream
+    /// gets a fresh VM once [`PluginBuilder::reload_backoff`] has passed since the trap;
+    /// until then streams get the 503 without the guest.
+    FailReload,
+}
+
+/// How the plugin configuration reaches Envoy; it decides what a configuration rejected
+/// by the canary does (measured with Envoy 1.40, under every [`FailStrategy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConfigDelivery {
+    /// ECDS, as Istio delivers a WasmPlugin: a rejected first configuration leaves the
+    /// listener without a filter config, and every stream gets a 500 local reply (empty
+    /// body, response flag NFCF, empty details; a gRPC request gets 200 with
+    /// `grpc-status: 2`). A rejected update keeps the previous configuration.
+    #[default]
+    Ecds,
+    /// A static bootstrap: a rejected configuration makes Envoy exit, so
+    /// [`PluginBuilder::build`] returns [`Error::ConfigRejected`].
+    Static,
+}
+
+/// Builds a [`Plugin`]; see [`Plugin::builder`].
+#[derive(Debug, Clone)]
+pub struct PluginBuilder<'m> {
+    module: &'m Module,
+    proxy: Proxy,
+    plugin_config: Vec<u8>,
+    vm_config: Vec<u8>,
+    workers: usize,
+    fail_strategy: FailStrategy,
+    delivery: ConfigDelivery,
+    reload_backoff: Duration,
+    seed: u64,
+    routes: Vec<Route>,
+    default_cluster: Option<String>,
+    clusters: BTreeSet<String>,
+    hcm_headers: bool,
+    trace: bool,
+    log_level: Level,
+    identity: PluginIdentity,
+    start_time: SystemTime,
+}
+
+impl<'m> PluginBuilder<'m> {
+    /// The proxy the plugin runs in (default: [`Proxy::new`], a bare Envoy).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+    /// Plugin configuration (`PLUGIN_CONFIGURATION`, read in `proxy_on_configure`), passed
+    /// as-is: any bytes, JSON or not. Default: none, which the module sees as Envoy gives
+    /// it: size 0, and an empty buffer (`Ok`, null pointer, length 0).
+    pub fn plugin_config(mut self, config: &[u8]) -> Self {
+        self.plugin_config = config.to_vec();
+        self
+    }
+    /// VM configuration (`VM_CONFIGURATION`, read in `proxy_on_vm_start`).
+    pub fn vm_config(mut self, config: &[u8]) -> Self {
+        self.vm_config = config.to_vec();
+        self
+    }
+    /// Number of worker VMs (default 1); Envoy's `--concurrency`.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+    /// What happens on a guest trap (default [`FailStrategy::FailClose`]).
+    pub fn fail_strategy(mut self, strategy: FailStrategy) -> Self {
+        self.fail_strategy = strategy;
+        self
+    }
+    /// How the configuration is delivered (default [`ConfigDelivery::Ecds`]).
+    pub fn delivery(mut self, delivery: ConfigDelivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+    /// Under [`FailStrategy::FailReload`], how long after a trap the next VM may be built
+    /// (default 2 s; Envoy 1.40 backs off with jitter: measured 1.2-2.4 s).
+    pub fn reload_backoff(mut self, backoff: Duration) -> Self {
+        self.reload_backoff = backoff;
+        self
+    }
+    /// Seed of the WASI random source and of generated request ids (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// The route table (ordered). Its clusters are known clusters (see
+    /// [`PluginBuilder::cluster`]).
+    pub fn routes(mut self, routes: Vec<Route>) -> Self {
+        self.routes = routes;
+        self
+    }
+    /// Cluster of the default route (used when no route matches); a known cluster.
+    pub fn default_cluster(mut self, cluster: &str) -> Self {
+        self.default_cluster = Some(cluster.to_owned());
+        self
+    }
+    /// Declares a cluster Envoy knows besides the routes' ones, e.g. the target of the
+    /// plugin's HTTP or gRPC callouts. A callout to a cluster nobody declared fails as in
+    /// Envoy (`BadArgument` for `proxy_http_call`).
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.clusters.insert(name.to_owned());
+        self
+    }
+    /// Whether Envoy's connection manager adds its headers (default true): before
+    /// `proxy_on_request_headers` `:scheme`, `x-forwarded-proto` and `x-request-id` when
+    /// absent; `x-envoy-upstream-service-time` on upstream responses; `date` and
+    /// `server: envoy` for the client. Turn off to see exactly the headers a test sent.
+    pub fn hcm_headers(mut self, on: bool) -> Self {
+        self.hcm_headers = on;
+        self
+    }
+    /// Record every host call (see [`Plugin::host_calls`]).
+    pub fn trace(mut self, trace: bool) -> Self {
+        self.trace = trace;
+        self
+    }
+    /// Log level the host reports and filters by (default `Trace`: everything is kept).
+    pub fn log_level(mut self, level: Level) -> Self {
+        self.log_level = level;
+        self
+    }
+    /// Plugin name, root id and vm id (`plugin_name`, `plugin_root_id`, `plugin_vm_id`;
+    /// the vm id also scopes shared queues).
+    pub fn identity(mut self, name: &str, root_id: &str, vm_id: &str) -> Self {
+        self.identity = PluginIdentity {
+            name: name.to_owned(),
+            root_id: root_id.to_owned(),
+            vm_id: vm_id.to_owned(),
+        };
+        self
+    }
+    /// Wall-clock time at which the harness clock starts (default 2026-01-01T00:00:00Z).
+    pub fn start_time(mut self, time: SystemTime) -> Self {
+        self.start_time = time;
+        self
+    }
+
+    /// Runs the configuration canary, then (when it accepted the configuration) starts
+    /// the main thread's VM and every worker VM.
+    ///
+    /// Guest traps and a failing `proxy_on_configure` are not errors (see
+    /// [`Plugin::configured`], [`Plugin::failures`]), except a configuration the canary
+    /// rejects under [`ConfigDelivery::Static`], which is [`Error::ConfigRejected`].
+    pub fn build(self) -> Result<Plugin> {
+        if self.workers == 0 {
+            return Err(usage("a plugin needs at least one worker"));
+        }
+        let start = self
+            .start_time
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| usage("the start time is before the UNIX epoch"))?;
+        let mut clusters = self.clusters;
+        clusters.extend(self.routes.iter().map(|r| r.cluster_name().to_owned()));
+        clusters.extend(self.default_cluster.iter().cloned());
+        let env = Arc::new(PluginEnv {
+            proxy: self.proxy,
+            identity: self.identity,
+            routes: RouteTable {
+                routes: self.routes,
+                default_cluster: self.default_cluster,
+            },
+            clusters,
+            log_level: self.log_level,
+            trace: self.trace,
+            vm_config: self.vm_config,
+            seed: self.seed,
+        });
+        let mut plugin = Plugin {
+            module: self.module.clone(),
+            env,
+            shared: Arc::default(),
+            clock: Clock::new(start),
+            workers: self.workers,
+            vms: Vec::new(),
+            fail_strategy: self.fail_strategy,
+            delivery: self.delivery,
+            reload_backoff: self.reload_backoff,
+            hcm_headers: self.hcm_headers,
+            plugin_config: self.plugin_config,
+            accepted: false,
+            reloads: 0,
+            orphans: HashMap::new(),
+            generations: 0,
+            request_ids: 0,
+        };
+        let config = plugin.plugin_config.clone();
+        let logs_before = plugin.log_count();
+        if plugin.run_canary(&config)? {
+            plugin.accepted = true;
+            plugin.start_thread_vms()?;
+        } else if plugin.delivery == ConfigDelivery::Static {
+            return Err(Error::ConfigRejected {
+                plugin: plugin.env.identity.name.clone(),
+                reasons: plugin.canary_reasons(logs_before),
+            });
+        }
+        Ok(plugin)
+    }
+}
+
+/// One plugin in one Envoy: a configuration canary, the main thread's VM and N worker VMs
+/// of one module sharing shared data, queues, metrics, logs and the clock. No global
+/// state: every test holds its own.
+pub struct Plugin {
+    module: Module,
+    env: Arc<PluginEnv>,
+    shared: Arc<Mutex<Shared>>,
+    clock: Clock,
+    workers: usize,
+    /// Worker VMs `0..workers`, then the main thread's VM; empty while no configuration
+    /// was ever accepted. A slot is `None` only while its VM is being driven.
+    vms: Vec<Option<Vm>>,
+    fail_strategy: FailStrategy,
+    delivery: ConfigDelivery,
+    reload_backoff: Duration,
+    hcm_headers: bool,
+    /// The configuration in force (or the rejected first one).
+    plugin_config: Vec<u8>,
+    /// Whether the canary accepted a configuration (the one in force).
+    accepted: bool,
+    reloads: usize,
+    /// Streams no longer in a VM (finished, failed, or never filtered), by (worker, id,
+    /// VM generation).
+    orphans: HashMap<(usize, u32, u64), StreamState>,
+    generations: u64,
+    request_ids: u64,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("module", &self.module)
+            .field("workers", &self.workers)
+            .field("accepted", &self.accepted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Starts building a plugin of `module`.
+    pub fn builder(module: &Module) -> PluginBuilder<'_> {
+        PluginBuilder {
+            module,
+            proxy: Proxy::new(),
+            plugin_config: Vec::new(),
+            vm_config: Vec::new(),
+            workers: 1,
+            fail_strategy: FailStrategy::default(),
+            delivery: ConfigDelivery::default(),
+            reload_backoff: Duration::from_secs(2),
+            seed: 0,
+            routes: Vec::new(),
+            default_cluster: None,
+            clusters: BTreeSet::new(),
+            hcm_headers: true,
+            trace: false,
+            log_level: Level::Trace,
+            identity: PluginIdentity::default(),
+            start_time: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+        }
+    }
+
+    /// Number of worker VMs.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The number the main thread's VM goes by in [`LogEntry::worker`],
+    /// [`Failure::worker`] and the other records, and in [`Plugin::root_context_id`]
+    /// (= [`Plugin::workers`]). It runs a root context and ticks, never streams.
+    pub fn main_vm(&self) -> usize {
+        self.workers
+    }
+
+    /// The number the configuration canaries go by in the records (= `workers + 1`).
+    /// Each configuration gets a fresh canary VM, dropped after `proxy_on_configure`
+    /// without `proxy_on_done`/`proxy_on_delete`, as in Envoy.
+    pub fn canary_vm(&self) -> usize {
+        self.workers + 1
+    }
+
+    /// Whether the configuration in force was accepted (by the canary) and every worker
+    /// and the main thread's VM run the filter with it: no thread-local
+    /// `proxy_on_configure` failed and no VM is dead.
+    pub fn configured(&self) -> bool {
+        self.accepted
+            && !self.vms.is_empty()
+            && self
+                .vms
+                .iter()
+                .flatten()
+                .all(|vm| vm.configured && !vm.failed)
+    }
+
+    /// Whether Envoy accepted a configuration: the canary's `proxy_on_configure` returned
+    /// true for the first configuration or a later [`Plugin::reconfigure`]. When it is
+    /// false, under [`ConfigDelivery::Ecds`], every stream gets Envoy's 500 NFCF reply.
+    pub fn config_accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// Root context id of a worker's VM (or of the main thread's, [`Plugin::main_vm`]).
+    pub fn root_context_id(&self, worker: usize) -> Option<u32> {
+        self.vm(worker).map(|vm| vm.root_id)
+    }
+
+    /// Whether a worker's VM is dead (it trapped and was not reloaded).
+    pub fn is_failed(&self, worker: usize) -> bool {
+        self.vm(worker).is_some_and(|vm| vm.failed)
+    }
+
+    /// How many VMs were replaced under [`FailStrategy::FailReload`].
+    pub fn reloads(&self) -> usize {
+        self.reloads
+    }
+
+    /// Time since the plugin was built, on the harness clock.
+    pub fn elapsed(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    /// Opens a stream (HTTP context) on `worker`. Nothing runs until the first
+    /// `request_headers`.
+    pub fn stream(&mut self, worker: usize) -> Stream<'_> {
+        Stream::new(self, worker)
+    }
+
+    // --- direct access, for ABI tests and debugging ------------------------------------
+
+    /// The size of a VM's linear memory in bytes (`None` without a VM or an exported
+    /// memory).
+    pub fn memory_bytes(&self, worker: usize) -> Option<u64> {
+        let vm = self.vm(worker)?;
+        let memory = vm.store.data().memory?;
+        Some(memory.data_size(&vm.store) as u64)
+    }
+
+    /// Copies guest memory of a VM (`None` when out of bounds).
+    pub fn read_memory(&mut self, worker: usize, ptr: u32, len: u32) -> Option<Vec<u8>> {
+        let vm = self.vm(worker)?;
+        let memory = vm.store.data().memory?;
+        let start = ptr as usize;
+        memory
+            .data(&vm.store)
+            .get(start..start.checked_add(len as usize)?)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Writes guest memory of a VM.
+    pub fn write_memory(&mut self, worker: usize, ptr: u32, bytes: &[u8]) -> Result<()> {
+        let vm = self
+            .vms
+            .get_mut(worker)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| usage(format!("no VM {worker}")))?;
+        let memory = vm
+            .store
+            .data()
+            .memory
+            .ok_or_else(|| usage("the module exports no memory"))?;
+        let start = ptr as usize;
+        memory
+            .data_mut(&mut vm.store)
+            .get_mut(start..start.saturating_add(bytes.len()))
+            .ok_or_else(|| usage("out of bounds"))?
+            .copy_from_slice(bytes);
+        Ok(())
+    }
+
+    // --- what a test reads -----------------------------------------------------------
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        state::lock(&self.shared)
+    }
+
+    /// Every log line, in order.
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.shared().logs.clone()
+    }
+
+    /// Log entries from the `start`-th on (cheap polling of a long run).
+    pub fn logs_since(&self, start: usize) -> Vec<LogEntry> {
+        self.shared()
+            .logs
+            .get(start..)
+            .map(<[LogEntry]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// How many log entries there are.
+    pub fn log_count(&self) -> usize {
+        self.shared().logs.len()
+    }
+
+    /// Messages logged at exactly `level`.
+    pub fn logs_at(&self, level: Level) -> Vec<String> {
+        self.shared()
+            .logs
+            .iter()
+            .filter(|l| l.level == level)
+            .map(|l| l.message.clone())
+            .collect()
+    }
+
+    /// Value of the metric called `name` (any kind).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        self.shared()
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+    }
+
+    /// Every metric defined.
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.shared().metrics.clone()
+    }
+
+    /// Shared data value of `key`.
+    pub fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared().shared_data.get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Sets shared data from the test (as another plugin would).
+    pub fn set_shared_data(&mut self, key: &str, value: &[u8]) {
+        let mut shared = self.shared();
+        shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
+        let cas = shared.next_cas;
+        shared
+            .shared_data
+            .insert(key.to_owned(), (value.to_vec(), cas));
+    }
+
+    /// Items waiting in the queue `name` (of this plugin's vm id).
+    pub fn queue(&self, name: &str) -> Option<Vec<Vec<u8>>> {
+        self.shared()
+            .queues
+            .iter()
+            .find(|q| q.name == name && q.vm_id == self.env.identity.vm_id)
+            .map(|q| q.items.iter().cloned().collect())
+    }
+
+    /// The host-call trace (empty unless built with `.trace(true)`).
+    pub fn host_calls(&self) -> Vec<HostCall> {
+        self.shared().host_calls.clone()
+    }
+
+    /// HTTP callouts made so far.
+    pub fn http_callouts(&self) -> Vec<HttpCallout> {
+        self.shared().http_callouts.clone()
+    }
+
+    /// gRPC calls and streams opened so far.
+    pub fn grpc_callouts(&self) -> Vec<GrpcCallout> {
+        self.shared().grpc_callouts.clone()
+    }
+
+    /// Guest traps caught so far.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.shared().failures.clone()
+    }
+
+    /// Filter state set with `proxy_set_property` on a VM's root context.
+    pub fn root_filter_state(&self, worker: usize) -> BTreeMap<String, Vec<u8>> {
+        self.vm(worker)
+            .and_then(|vm| vm.store.data().roots.get(&vm.root_id))
+            .map(|r| r.filter_state.clone())
+            .unwrap_or_default()
+    }
+
+    /// What the last canary logged at error level or above, and its trap, if any.
+    fn canary_reasons(&self, logs_before: usize) -> Vec<String> {
+        let canary = self.canary_vm();
+        let shared = self.shared();
+        let mut reasons: Vec<String> = shared
+            .logs
+            .iter()
+            .skip(logs_before)
+            .filter(|l| l.worker == canary && l.level >= Level::Error)
+            .map(|l| l.message.clone())
+            .collect();
+        reasons.extend(
+            shared
+                .failures
+                .iter()
+                .filter(|f| f.worker == canary)
+                .map(|f| {
+                    format!(
+                        "{} trapped: {}",
+                        f.callback,
+                        f.message.lines().next().unwrap_or("")
+                    )
+                }),
+        );
+        reasons
+    }
+}
+
+fn eos(end_of_stream: bool) -> i32 {
+    i32::from(end_of_stream)
+}
+
+fn len_i32(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,504 @@
+//! [`Stream`]: one HTTP stream on a worker, driven like Envoy drives its filter chain.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _};
+
+use super::flow::{forward_request, forward_response, status_of, Slot, StreamCallback};
+use super::{Action, Plugin};
+use crate::envoy::{Connection, HeaderMap, MatchedRoute, Upstream};
+use crate::error::{ensure_usage, usage};
+use crate::hcm;
+use crate::host::{Phase, StreamState};
+use crate::state::{LocalReply, RouteRematch};
+
+/// One HTTP stream on a worker, driven like Envoy drives its filter chain.
+///
+/// Stream methods return `Err` only for harness misuse or host problems; guest traps are
+/// handled by the fail strategy (see [`Plugin::failures`]). The error is an
+/// [`anyhow::Error`] holding a [`crate::Error`] (`err.downcast_ref::<proxy_wasm_host::Error>()`).
+pub struct Stream<'p> {
+    plugin: &'p mut Plugin,
+    worker: usize,
+    slot: Option<Slot>,
+    connection: Connection,
+    upstream: Option<Upstream>,
+}
+
+impl<'p> Stream<'p> {
+    pub(super) fn new(plugin: &'p mut Plugin, worker: usize) -> Stream<'p> {
+        Stream {
+            plugin,
+            worker,
+            slot: None,
+            connection: Connection::plaintext(),
+            upstream: None,
+        }
+    }
+
+    /// The downstream connection (default: plaintext). Set before `request_headers`.
+    pub fn connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// The plugin, e.g. to answer a callout while the stream waits.
+    pub fn plugin(&mut self) -> &mut Plugin {
+        self.plugin
+    }
+
+    /// Answers an HTTP callout (see [`Plugin::respond_http_call`]).
+    pub fn respond_http_call(
+        &mut self,
+        token: u32,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        Ok(self
+            .plugin
+            .respond_http_call(token, status, headers, body)?)
+    }
+
+    /// Context id of this stream in its VM (`None` before `request_headers` or when the
+    /// plugin was unusable).
+    pub fn context_id(&self) -> Option<u32> {
+        match &self.slot {
+            Some(Slot::Vm { id, .. }) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn state(&self) -> Option<&StreamState> {
+        match self.slot.as_ref()? {
+            Slot::Detached(state) => Some(state),
+            Slot::Vm { id, generation } => {
+                let vm = self.plugin.vm(self.worker)?;
+                if vm.generation == *generation {
+                    if let Some(s) = vm.store.data().streams.get(id) {
+                        return Some(s);
+                    }
+                }
+                self.plugin.orphans.get(&(self.worker, *id, *generation))
+            }
+        }
+    }
+
+    fn state_mut(&mut self) -> Option<&mut StreamState> {
+        match self.slot.as_mut()? {
+            Slot::Detached(state) => Some(state),
+            Slot::Vm { id, generation } => {
+                let key = (self.worker, *id, *generation);
+                let in_vm = self.plugin.vm(self.worker).is_some_and(|vm| {
+                    vm.generation == *generation && vm.store.data().streams.contains_key(id)
+                });
+                if in_vm {
+                    let vm = self.plugin.vms.get_mut(self.worker)?.as_mut()?;
+                    vm.store.data_mut().streams.get_mut(id)
+                } else {
+                    self.plugin.orphans.get_mut(&key)
+                }
+            }
+        }
+    }
+
+    /// The context id when the stream is still inside a live VM with the filter active.
+    fn live_id(&self) -> Option<u32> {
+        match self.slot.as_ref()? {
+            Slot::Vm { id, generation } => {
+                let vm = self.plugin.vm(self.worker)?;
+                (vm.generation == *generation && vm.store.data().streams.contains_key(id))
+                    .then_some(*id)
+            }
+            Slot::Detached(_) => None,
+        }
+    }
+
+    /// Request headers arrive from the client: `proxy_on_request_headers`. Envoy's
+    /// connection manager first adds `:scheme`, `x-forwarded-proto` and `x-request-id`
+    /// when absent (unless [`PluginBuilder::hcm_headers`](super::PluginBuilder::hcm_headers)
+    /// is off); the route is matched; header changes re-match it afterwards.
+    ///
+    /// A [`Action::Pause`] here holds the whole request, body and trailers included,
+    /// until the filter resumes it (Envoy's StopAllIterationAndWatermark for ABI 0.2.x).
+    pub fn request_headers(
+        &mut self,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> anyhow::Result<Action> {
+        if self.slot.is_some() {
+            return Err(usage("request headers were already sent on this stream").into());
+        }
+        let mut map = HeaderMap::from_pairs(headers);
+        if self.plugin.hcm_headers {
+            let tls = self.connection.is_mtls();
+            let plugin = &mut *self.plugin;
+            hcm::add_request_headers(&mut map, tls, || plugin.next_request_id());
+        }
+        let grpc = hcm::is_grpc(Some(&map));
+        let slot = self
+            .plugin
+            .open_stream(self.worker, self.connection.clone(), grpc)?;
+        self.slot = Some(slot);
+        let route = self.plugin.env.routes.select(&map);
+        let n = map.len();
+        let Some(s) = self.state_mut() else {
+            bail!("the stream was lost");
+        };
+        s.route = route;
+        s.request_ended = end_of_stream;
+        if s.request_headers.is_none() {
+            s.request_headers = Some(map);
+        }
+        if !s.filtered {
+            return Ok(self.passthrough_request());
+        }
+        self.drive(StreamCallback::RequestHeaders, n, Some(end_of_stream))
+    }
+
+    fn passthrough_request(&mut self) -> Action {
+        match self.state_mut() {
+            Some(s) if s.local_reply.is_none() => {
+                forward_request(s);
+                Action::Continue
+            }
+            _ => Action::Pause,
+        }
+    }
+
+    fn drive(
+        &mut self,
+        callback: StreamCallback,
+        n: usize,
+        end_of_stream: Option<bool>,
+    ) -> anyhow::Result<Action> {
+        match self.live_id() {
+            Some(id) => Ok(self
+                .plugin
+                .run(self.worker, id, callback, n, end_of_stream)?),
+            None => Ok(if callback.is_request() {
+                self.passthrough_request()
+            } else {
+                self.passthrough_response()
+            }),
+        }
+    }
+
+    fn passthrough_response(&mut self) -> Action {
+        let now = self.plugin.clock.now();
+        match self.state_mut() {
+            Some(s) if s.local_reply.is_none() || !s.filtered && s.response_headers.is_some() => {
+                forward_response(s, now);
+                Action::Continue
+            }
+            _ => Action::Pause,
+        }
+    }
+
+    /// A request body chunk: `proxy_on_request_body` with the whole buffer so far. While
+    /// the filter pauses on the body, chunks are buffered and the filter sees the whole
+    /// buffer; while it pauses on the headers, chunks are only buffered (no callback)
+    /// and delivered in one `proxy_on_request_body` once it resumes.
+    pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> anyhow::Result<Action> {
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        if s.local_reply.is_some() {
+            return Ok(Action::Pause);
+        }
+        let body = s.request_body.get_or_insert_with(Vec::new);
+        body.extend_from_slice(chunk);
+        let n = body.len();
+        s.request_ended |= end_of_stream;
+        if s.request_held {
+            s.request_held_data = true;
+            return Ok(Action::Pause);
+        }
+        self.drive(StreamCallback::RequestBody, n, Some(end_of_stream))
+    }
+
+    /// Request trailers: `proxy_on_request_trailers` (held like the body while the
+    /// filter pauses on the headers).
+    pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> anyhow::Result<Action> {
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        if s.local_reply.is_some() {
+            return Ok(Action::Pause);
+        }
+        let map = HeaderMap::from_pairs(trailers);
+        let n = map.len();
+        s.request_trailers = Some(map);
+        s.request_ended = true;
+        if s.request_held {
+            s.request_held_data = true;
+            return Ok(Action::Pause);
+        }
+        self.drive(StreamCallback::RequestTrailers, n, None)
+    }
+
+    /// Sets what the upstream answered without sending it yet (see [`Stream::respond`]).
+    pub fn upstream(&mut self, upstream: Upstream) -> anyhow::Result<()> {
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        ensure_usage!(
+            s.request_forwarded,
+            "the request was not forwarded upstream (paused or answered locally)"
+        );
+        s.upstream = Some(upstream.clone());
+        s.response_flags = upstream.flags;
+        self.upstream = Some(upstream);
+        Ok(())
+    }
+
+    /// Response headers from the upstream: `proxy_on_response_headers`. `:status` comes
+    /// from [`Stream::upstream`] unless given; the router adds
+    /// `x-envoy-upstream-service-time` when an upstream host answered (unless
+    /// [`PluginBuilder::hcm_headers`](super::PluginBuilder::hcm_headers) is off). A
+    /// [`Action::Pause`] holds the body and trailers until the filter resumes.
+    pub fn response_headers(
+        &mut self,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> anyhow::Result<Action> {
+        let status = self.upstream.as_ref().map(|u| u.status);
+        let service_time = self
+            .upstream
+            .as_ref()
+            .filter(|u| u.address.is_some() && self.plugin.hcm_headers)
+            .map(|u| u.service_time_ms);
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        ensure_usage!(s.local_reply.is_none(), "the stream was answered locally");
+        let mut map = HeaderMap::default();
+        if let Some(status) = status.filter(|_| !headers.iter().any(|(k, _)| *k == ":status")) {
+            map.add(":status", &status.to_string());
+        }
+        for (k, v) in headers {
+            map.add(k, v);
+        }
+        if let Some(ms) = service_time {
+            map.add("x-envoy-upstream-service-time", &ms.to_string());
+        }
+        s.response_code = status_of(&map);
+        s.phase = Phase::Response;
+        s.response_ended = end_of_stream;
+        let n = map.len();
+        s.response_headers = Some(map);
+        self.drive(StreamCallback::ResponseHeaders, n, Some(end_of_stream))
+    }
+
+    /// A response body chunk: `proxy_on_response_body` (buffered as for requests).
+    pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> anyhow::Result<Action> {
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        ensure_usage!(
+            s.response_headers.is_some(),
+            "response headers were not sent yet"
+        );
+        if s.local_reply.is_some() && s.filtered {
+            return Ok(Action::Pause);
+        }
+        let body = s.response_body.get_or_insert_with(Vec::new);
+        body.extend_from_slice(chunk);
+        let n = body.len();
+        s.response_ended |= end_of_stream;
+        if s.response_held {
+            s.response_held_data = true;
+            return Ok(Action::Pause);
+        }
+        self.drive(StreamCallback::ResponseBody, n, Some(end_of_stream))
+    }
+
+    /// Response trailers: `proxy_on_response_trailers`.
+    pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> anyhow::Result<Action> {
+        let s = self
+            .state_mut()
+            .context("request headers were not sent yet")?;
+        if s.local_reply.is_some() && s.filtered {
+            return Ok(Action::Pause);
+        }
+        let map = HeaderMap::from_pairs(trailers);
+        let n = map.len();
+        s.response_trailers = Some(map);
+        s.response_ended = true;
+        if s.response_held {
+            s.response_held_data = true;
+            return Ok(Action::Pause);
+        }
+        self.drive(StreamCallback::ResponseTrailers, n, None)
+    }
+
+    /// The upstream answers: sets it (see [`Stream::upstream`]) and runs its headers, body
+    /// and trailers through the filter's response callbacks.
+    pub fn respond(&mut self, upstream: Upstream) -> anyhow::Result<()> {
+        self.upstream(upstream.clone())?;
+        let headers: Vec<(&str, &str)> = upstream
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let has_body = !upstream.body.is_empty();
+        let has_trailers = !upstream.trailers.is_empty();
+        self.response_headers(&headers, !has_body && !has_trailers)?;
+        if has_body {
+            self.response_body(&upstream.body, !has_trailers)?;
+        }
+        if has_trailers {
+            let trailers: Vec<(&str, &str)> = upstream
+                .trailers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.response_trailers(&trailers)?;
+        }
+        Ok(())
+    }
+
+    /// The stream ends: `proxy_on_done`, then (when it returned true, or once the filter
+    /// calls `proxy_done`) `proxy_on_log` and `proxy_on_delete`.
+    pub fn complete(&mut self) -> anyhow::Result<()> {
+        match self.live_id() {
+            Some(id) => Ok(self.plugin.complete_stream(self.worker, id)?),
+            None => {
+                if let Some(s) = self.state_mut() {
+                    s.finished = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // --- what a test reads -----------------------------------------------------------
+
+    /// Request headers as the filter left them.
+    pub fn request_header_map(&self) -> Option<Vec<(String, String)>> {
+        self.state()?
+            .request_headers
+            .as_ref()
+            .map(HeaderMap::to_vec)
+    }
+
+    /// Request headers as forwarded upstream (`None`: not forwarded).
+    pub fn upstream_request_headers(&self) -> Option<Vec<(String, String)>> {
+        self.state()?
+            .upstream_request_headers
+            .as_ref()
+            .map(HeaderMap::to_vec)
+    }
+
+    /// First value of a forwarded request header.
+    pub fn upstream_request_header(&self, key: &str) -> Option<String> {
+        self.state()?
+            .upstream_request_headers
+            .as_ref()?
+            .get(key)
+            .map(str::to_owned)
+    }
+
+    /// Request body as forwarded upstream.
+    pub fn upstream_request_body(&self) -> Vec<u8> {
+        self.state()
+            .map(|s| s.upstream_request_body.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the request went upstream.
+    pub fn request_forwarded(&self) -> bool {
+        self.state().is_some_and(|s| s.request_forwarded)
+    }
+
+    /// The route chosen now (after any re-match).
+    pub fn route(&self) -> Option<MatchedRoute> {
+        self.state()?.route.clone()
+    }
+
+    /// The cluster the request goes to (after any re-match).
+    pub fn upstream_cluster(&self) -> Option<String> {
+        self.state()?.route.as_ref().map(|r| r.cluster.clone())
+    }
+
+    /// Route re-matches caused by the filter (their count is how many extra matches Envoy
+    /// would do).
+    pub fn route_rematches(&self) -> Vec<RouteRematch> {
+        self.state()
+            .map(|s| s.rematches.clone())
+            .unwrap_or_default()
+    }
+
+    /// The local reply, if the filter sent one, or Envoy did (a failed VM, no filter
+    /// config).
+    pub fn local_reply(&self) -> Option<LocalReply> {
+        self.state()?.local_reply.clone()
+    }
+
+    /// Response headers as the client got them.
+    pub fn client_response_headers(&self) -> Option<Vec<(String, String)>> {
+        self.state()?
+            .client_response_headers
+            .as_ref()
+            .map(HeaderMap::to_vec)
+    }
+
+    /// First value of a response header the client got.
+    pub fn client_response_header(&self, key: &str) -> Option<String> {
+        self.state()?
+            .client_response_headers
+            .as_ref()?
+            .get(key)
+            .map(str::to_owned)
+    }
+
+    /// HTTP status the client got.
+    pub fn client_response_status(&self) -> Option<u32> {
+        status_of(self.state()?.client_response_headers.as_ref()?)
+    }
+
+    /// Response body as the client got it.
+    pub fn client_response_body(&self) -> Vec<u8> {
+        self.state()
+            .map(|s| s.client_response_body.clone())
+            .unwrap_or_default()
+    }
+
+    /// Filter state set with `proxy_set_property` on this stream.
+    pub fn filter_state(&self) -> BTreeMap<String, Vec<u8>> {
+        self.state()
+            .map(|s| s.filter_state.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the filter runs on this stream (false: fail-open pass-through, fail-close
+    /// reply, no filter config, the filter skipped on this thread, or after a trap).
+    pub fn is_filtered(&self) -> bool {
+        self.state().is_some_and(|s| s.filtered)
+    }
+
+    /// Whether the filter reset the stream with `proxy_close_stream`.
+    pub fn was_reset(&self) -> bool {
+        self.state().is_some_and(|s| s.close_requested)
+    }
+
+    /// Whether `proxy_on_delete` ran (or the unfiltered stream completed).
+    pub fn is_finished(&self) -> bool {
+        self.state().is_some_and(|s| s.finished)
+    }
+
+    /// Response flags of the stream (Envoy's `%RESPONSE_FLAGS%` bits, see
+    /// [`crate::response_flags`]): the upstream's, or NFCF for a stream Envoy answered
+    /// for want of a filter config.
+    pub fn response_flags(&self) -> u64 {
+        self.state().map_or(0, |s| s.response_flags)
+    }
+
+    /// Response trailers as the client got them.
+    pub fn client_response_trailers(&self) -> Option<Vec<(String, String)>> {
+        self.state()?
+            .client_response_trailers
+            .as_ref()
+            .map(HeaderMap::to_vec)
+    }
+}
