@@ -462,7 +462,10 @@ fn cases(dir: &Path) -> Vec<Case> {
             dir,
             "stale/deploy.yaml",
             good_mesh.replace(
-                "1a5eb519957eafb5c72c4c6a99c55409f5a98010b1c72c1ef9d6894452b8ac06",
+                good_mesh
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("sha256: "))
+                    .unwrap(),
                 &"0".repeat(64),
             ),
         );

@@ -62,7 +62,7 @@ fn exact(text: &str, segs: &[Seg]) -> Option<usize> {
     };
     let seek = Seek { segs };
     match seek.deserialize(doc) {
-        Err(e) if e.to_string().starts_with(FOUND) => e.location().map(|l| l.line()),
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
         _ => None,
     }
 }

@@ -348,7 +348,7 @@ mod tests {
                     && m.contains(
                         "rendered into WasmPlugin istio-system/hybridmesh-client spec.url"
                     )
-                    && m.ends_with("(line 15)")),
+                    && m.ends_with("(line 16)")),
             "{p:#?}"
         );
     }
