@@ -34,6 +34,7 @@ enum Command {
     Demo(commands::demo::DemoCommand),
     Render(commands::render::RenderCommand),
     Package(commands::package::PackageCommand),
+    Release(commands::release::ReleaseCommand),
     Trace(commands::trace::TraceCommand),
     Bench(commands::bench::BenchCommand),
 }
@@ -44,7 +45,49 @@ pub enum Outcome {
     Failed,
 }
 
+/// Whether a panic is std's "failed printing to stdout/stderr" (the reader
+/// of a pipe went away, e.g. `hybridmesh trace big.log | head`).
+fn closed_output(payload: &(dyn std::any::Any + Send)) -> Option<&'static str> {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())?;
+    if text.starts_with("failed printing to stdout") {
+        Some("standard output")
+    } else if text.starts_with("failed printing to stderr") {
+        Some("standard error")
+    } else {
+        None
+    }
+}
+
 fn main() -> ExitCode {
+    // A closed stdout (or stderr) is an I/O error like any other: exit 2 with
+    // one line, not a panic and exit 101.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if closed_output(info.payload()).is_none() {
+            default_hook(info);
+        }
+    }));
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(payload) => match closed_output(payload.as_ref()) {
+            Some("standard output") => {
+                // stderr may still be open: say why we stopped.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    b"error: cannot write to standard output: the reader closed it (broken pipe)\n",
+                );
+                ExitCode::from(2)
+            }
+            Some(_) => ExitCode::from(2),
+            None => std::panic::resume_unwind(payload),
+        },
+    }
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -64,6 +107,7 @@ fn main() -> ExitCode {
         Command::Demo(c) => c.execute(),
         Command::Render(c) => c.execute(),
         Command::Package(c) => c.execute(),
+        Command::Release(c) => c.execute(),
         Command::Trace(c) => c.execute(),
         Command::Bench(c) => c.execute(),
     };

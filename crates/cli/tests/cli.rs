@@ -524,7 +524,21 @@ fn an_unknown_output_format_is_a_usage_error() {
     .code(2)
     .stdout_empty()
     .stderr_has("invalid value 'xml' for '--output <OUTPUT>'")
-    .stderr_has("possible values: text, json, junit");
+    .stderr_has("possible values: text, json");
+    // junit is listed only where it is accepted: `test`.
+    run(&[
+        "validate",
+        "examples/01-default-spread/config.yaml",
+        "--output",
+        "junit",
+    ])
+    .code(2)
+    .stdout_empty()
+    .stderr_has("invalid value 'junit' for '--output <OUTPUT>'");
+    run(&["test", "examples/01-default-spread", "--output", "xml"])
+        .code(2)
+        .stdout_empty()
+        .stderr_has("possible values: text, json, junit");
 }
 
 #[test]

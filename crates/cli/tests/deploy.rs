@@ -661,3 +661,238 @@ fn kubectl_kustomize_builds_each_overlay_and_the_result_validates() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// the mesh description: validated like the manifests, render refuses the same
+// ---------------------------------------------------------------------------
+
+#[test]
+fn validate_and_render_check_the_mesh_description_at_its_own_lines() {
+    let good = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let r = run(&["validate", "examples/deploy.yaml"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        has_line(&r, "ok examples/deploy.yaml: mesh description"),
+        "{r}"
+    );
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let weighted = good.replace(
+        "    policy: failover\n    failover:\n      - {from: tokyo-onprem, to: asia-northeast1}\n",
+        "    policy: weighted\n    distribute:\n      - {from: \"*\", to: {gke: 50, anthos: 51}}\n",
+    );
+    let url_line = line_of(&good, "url: oci://");
+    for (name, text, expected) in [
+        (
+            "weights.yaml",
+            weighted.clone(),
+            format!(
+                "services[0].distribute[0].to: weights sum to 101, expected 100 (line {})",
+                line_of(&weighted, "gke: 50, anthos: 51")
+            ),
+        ),
+        (
+            "duration.yaml",
+            good.replace("baseEjectionTime: 1m", "baseEjectionTime: 60"),
+            format!(
+                "services[0].outlierDetection.baseEjectionTime: \"60\" is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\" (line {})",
+                line_of(&good, "baseEjectionTime: 1m")
+            ),
+        ),
+        (
+            "region.yaml",
+            good.replace("to: asia-northeast1}", "to: europe-west1}"),
+            format!(
+                "services[0].failover[0].to: no cluster of this route is in region \"europe-west1\" (clusters: gke=asia-northeast1, anthos=tokyo-onprem) (line {})",
+                line_of(&good, "to: asia-northeast1}")
+            ),
+        ),
+        (
+            "s3.yaml",
+            good.replace("url: oci://", "url: s3://"),
+            "image.url: url must have schema one of [http, https, file, oci]".to_string(),
+        ),
+        (
+            "typo.yaml",
+            good.replace("pullPolicy: IfNotPresent", "pulPolicy: IfNotPresent"),
+            format!(
+                "image: unknown field `pulPolicy`, expected one of `url`, `sha256`, `pullPolicy`, `pullSecret` (line {})",
+                line_of(&good, "pullPolicy: IfNotPresent")
+            ),
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), &text).unwrap();
+        let file = dir.path().join(name).display().to_string();
+        let v = run(&["validate", &file]);
+        assert_eq!(v.code, Some(1), "{name}{v}");
+        assert!(has_line(&v, &format!("FAIL {file}: mesh description")), "{name}{v}");
+        assert!(has_line(&v, &expected), "{name}: {expected}{v}");
+        if name == "s3.yaml" {
+            assert!(
+                has_line(&v, &format!("rendered into WasmPlugin istio-system/hybridmesh-client spec.url) (line {url_line})")),
+                "{v}"
+            );
+        }
+        // render refuses what validate refuses, with the same lines, and writes nothing.
+        let out = dir.path().join(format!("out-{name}"));
+        let r = run(&["render", &file, "--out", out.to_str().unwrap()]);
+        assert_eq!(r.code, Some(1), "{name}{r}");
+        assert!(has_line(&r, &expected), "{name}{r}");
+        assert!(has_line(&r, "nothing rendered"), "{r}");
+        assert!(!out.exists(), "{name}: render wrote {}", out.display());
+        let errors = |x: &Run| -> Vec<String> {
+            x.stdout
+                .lines()
+                .filter(|l| l.starts_with("    "))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(errors(&v), errors(&r), "{name}: validate and render disagree");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the release: what wasmplugin/ pins is what this tree builds
+// ---------------------------------------------------------------------------
+
+/// The committed description and wasmplugin/ are the release of the .wasm
+/// this tree builds: its image digest is pinned and every overlay validates
+/// against it (`validate --image` on what the README tells operators to
+/// apply). When the filter changes, this fails and names the command:
+/// `scripts/release`, then commit examples/deploy.yaml and wasmplugin/.
+#[test]
+fn the_committed_release_is_what_this_tree_builds() {
+    let wasm = filter_wasm();
+    let r = run(&["release", "--check", "--wasm", wasm.to_str().unwrap()]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "the committed examples/deploy.yaml / wasmplugin/ are not the release of {}: run scripts/release and commit both{r}",
+        wasm.display()
+    );
+    assert!(
+        has_line(
+            &r,
+            "ok examples/deploy.yaml and wasmplugin are the release of"
+        ),
+        "{r}"
+    );
+}
+
+#[test]
+fn release_packages_pins_renders_and_validates_and_check_finds_a_stale_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh_path = dir.path().join("deploy.yaml");
+    let good = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let pinned = good
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sha256: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&mesh_path, good.replace(&pinned, &"0".repeat(64))).unwrap();
+    let wasm = filter_wasm();
+    let (mesh_s, out_s, img_s) = (
+        mesh_path.display().to_string(),
+        dir.path().join("wp").display().to_string(),
+        dir.path().join("img").display().to_string(),
+    );
+    let check = [
+        "release",
+        "--check",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--mesh",
+        &mesh_s,
+        "--out",
+        &out_s,
+    ];
+    let r = run(&check);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        has_line(&r, &format!("FAIL {mesh_s} pins another image.sha256")),
+        "{r}"
+    );
+    assert!(has_line(&r, "release again: scripts/release"), "{r}");
+    let r = run(&[
+        "release",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--mesh",
+        &mesh_s,
+        "--out",
+        &out_s,
+        "--image",
+        &img_s,
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let v = image::verify(Path::new(&img_s), None).unwrap();
+    let text = std::fs::read_to_string(&mesh_path).unwrap();
+    assert!(
+        text.contains(&format!("  sha256: {}\n", v.manifest_digest)),
+        "{text}"
+    );
+    // Only the digest changed: comments and layout are kept.
+    assert_eq!(text.lines().count(), good.lines().count());
+    for c in ["gke", "anthos"] {
+        assert!(
+            has_line(
+                &r,
+                &format!("ok {out_s}/overlays/{c}/kustomization.yaml validates against the image")
+            ),
+            "{r}"
+        );
+        let k = format!("{out_s}/overlays/{c}/kustomization.yaml");
+        let r = run(&["validate", &k, "--image", &img_s]);
+        assert_eq!(r.code, Some(0), "{r}");
+    }
+    let r = run(&check);
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
+// ---------------------------------------------------------------------------
+// access logs with the hop record
+// ---------------------------------------------------------------------------
+
+/// The Istio config shipped in wasmplugin/ writes access log lines of the
+/// shape the real-Envoy replica writes (the fixture `trace` is tested on):
+/// the same fields, the hop record from filter state as text.
+#[test]
+fn the_shipped_access_log_config_writes_what_trace_reads() {
+    let text =
+        std::fs::read_to_string(root().join("wasmplugin/meshconfig-access-log.yaml")).unwrap();
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let provider = &doc["spec"]["meshConfig"]["extensionProviders"][0];
+    assert_eq!(provider["name"], "hybridmesh-access-log");
+    let labels = provider["envoyFileAccessLog"]["logFormat"]["labels"]
+        .as_object()
+        .unwrap();
+    assert_eq!(labels["hop"], "%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%");
+    let fixture =
+        std::fs::read_to_string(root().join("crates/cli/tests/fixtures/replica-access.log"))
+            .unwrap();
+    let line = fixture.lines().find(|l| l.starts_with('{')).unwrap();
+    let logged: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut a: Vec<&String> = labels.keys().collect();
+    let mut b: Vec<&String> = logged.as_object().unwrap().keys().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the shipped format and the replica's differ");
+    let t = std::fs::read_to_string(root().join("wasmplugin/telemetry-access-log.yaml")).unwrap();
+    let t: serde_json::Value = serde_yaml_ng::from_str(&t).unwrap();
+    assert_eq!(t["kind"], "Telemetry");
+    assert_eq!(
+        t["spec"]["accessLogging"][0]["providers"][0]["name"],
+        "hybridmesh-access-log"
+    );
+    // The README shows the same.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("hop: \"%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%\""),
+        "README"
+    );
+    assert!(
+        readme.contains("kubectl apply -f wasmplugin/telemetry-access-log.yaml"),
+        "README"
+    );
+}

@@ -162,3 +162,201 @@ fn fixture_lines() -> Vec<&'static str> {
     let text: &'static str = Box::leak(fixture().into_boxed_str());
     text.lines().collect()
 }
+
+/// Six clusters on three networks, every cluster sending to every other
+/// (30 flows, 24 of them cross-network): the picture's geometry.
+fn six_clusters() -> Matrix {
+    let clusters = [
+        ("gke-tokyo", "vpc-asia"),
+        ("gke-osaka", "vpc-asia"),
+        ("anthos-dc1", "onprem"),
+        ("anthos-dc2", "onprem"),
+        ("eks-us", "aws-us"),
+        ("eks-eu", "aws-us"),
+    ];
+    let mut m = Matrix::default();
+    for (i, (from, from_net)) in clusters.iter().enumerate() {
+        for (j, (to, to_net)) in clusters.iter().enumerate() {
+            let cross = from_net != to_net;
+            let hop = hybridmesh_ops::trace::Hop {
+                request_id: format!("r-{i}-{j}"),
+                service: "echo-svc.default.svc.cluster.local".into(),
+                source_cluster: from.to_string(),
+                source_network: from_net.to_string(),
+                target_cluster: Some(to.to_string()),
+                served_by: Some(to.to_string()),
+                served_network: Some(to_net.to_string()),
+                gateway: cross.then(|| format!("10.{j}.0.6:15443")),
+                decision: "weighted".into(),
+                reason: String::new(),
+                chain: from.to_string(),
+                cross_network: cross,
+                looped: false,
+                rule: Some(0),
+                status: 200,
+                response_flags: 0,
+                latency_ms: 3,
+            };
+            for _ in 0..(1 + (i * 7 + j * 3) % 11) {
+                m.add(&hop);
+            }
+        }
+    }
+    m
+}
+
+fn assert_readable(m: &Matrix) {
+    let pic = hybridmesh_ops::trace::layout(m);
+    let boxes: Vec<(&String, &hybridmesh_ops::trace::Rect)> = pic.clusters.iter().collect();
+    // No arrow passes through a cluster box (or its gateway, which is inside it).
+    for f in &pic.flows {
+        assert!(f.points.len() >= 3, "{f:?}");
+        for seg in f.points.windows(2) {
+            let (a, b) = (seg[0], seg[1]);
+            assert!(a.0 == b.0 || a.1 == b.1, "segments are straight: {f:?}");
+            for (name, r) in &boxes {
+                assert!(
+                    !r.crossed_by(a, b),
+                    "flow {} -> {} passes through {name}: {a:?}-{b:?}",
+                    f.from,
+                    f.to
+                );
+            }
+        }
+        // It starts on its source's border and ends on its destination's.
+        let (s, e) = (f.points[0], f.points[f.points.len() - 1]);
+        let src = pic.clusters[&f.from];
+        let dst = pic.clusters[&f.to];
+        assert!((s.0 - src.x).abs() < 0.01 || (s.0 - (src.x + src.w)).abs() < 0.01);
+        assert!(s.1 > src.y && s.1 < src.y + src.h);
+        assert!((e.0 - dst.x).abs() < 0.01 || (e.0 - (dst.x + dst.w)).abs() < 0.01);
+        assert!(e.1 > dst.y && e.1 < dst.y + dst.h);
+        // Cross-network arrows end at the destination's gateway.
+        if f.cross_network {
+            let g = pic.gateways[&f.to];
+            assert!(e.1 >= g.y && e.1 <= g.y + g.h, "{f:?} misses {g:?}");
+        }
+    }
+    // No two arrows share a segment.
+    for (i, f) in pic.flows.iter().enumerate() {
+        for g in &pic.flows[i + 1..] {
+            for s in f.points.windows(2) {
+                for t in g.points.windows(2) {
+                    let same_line = (s[0].0 == s[1].0 && t[0].0 == t[1].0 && s[0].0 == t[0].0)
+                        || (s[0].1 == s[1].1 && t[0].1 == t[1].1 && s[0].1 == t[0].1);
+                    if same_line {
+                        let (a0, a1, b0, b1) = if s[0].0 == s[1].0 {
+                            (
+                                s[0].1.min(s[1].1),
+                                s[0].1.max(s[1].1),
+                                t[0].1.min(t[1].1),
+                                t[0].1.max(t[1].1),
+                            )
+                        } else {
+                            (
+                                s[0].0.min(s[1].0),
+                                s[0].0.max(s[1].0),
+                                t[0].0.min(t[1].0),
+                                t[0].0.max(t[1].0),
+                            )
+                        };
+                        assert!(
+                            a1 <= b0 || b1 <= a0,
+                            "{} -> {} and {} -> {} overlap on {s:?} / {t:?}",
+                            f.from,
+                            f.to,
+                            g.from,
+                            g.to
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Badges overlap no box, no network title and no other badge.
+    let titles: Vec<_> = pic.networks.iter().map(|(_, _, t)| *t).collect();
+    for (i, f) in pic.flows.iter().enumerate() {
+        let b = &f.badge.rect;
+        for (name, r) in &boxes {
+            assert!(!b.intersects(r), "badge {} on {name}", f.badge.text);
+        }
+        for t in &titles {
+            assert!(
+                !b.intersects(t),
+                "badge {} on a network title",
+                f.badge.text
+            );
+        }
+        for g in &pic.flows[i + 1..] {
+            assert!(
+                !b.intersects(&g.badge.rect),
+                "badges {} and {} overlap",
+                f.badge.text,
+                g.badge.text
+            );
+        }
+        // The badge sits on its own arrow.
+        let (cx, cy) = (b.x + b.w / 2.0, b.y + b.h / 2.0);
+        assert!(
+            f.points.windows(2).any(|s| {
+                let (x0, x1) = (s[0].0.min(s[1].0), s[0].0.max(s[1].0));
+                let (y0, y1) = (s[0].1.min(s[1].1), s[0].1.max(s[1].1));
+                cx >= x0 - 0.01 && cx <= x1 + 0.01 && cy >= y0 - 0.01 && cy <= y1 + 0.01
+            }),
+            "badge {} is not on its arrow",
+            f.badge.text
+        );
+    }
+    // Boxes do not overlap each other; everything is inside the picture,
+    // the legend below the networks.
+    for (i, (a, r)) in boxes.iter().enumerate() {
+        for (b, s) in &boxes[i + 1..] {
+            assert!(!r.intersects(s), "{a} and {b} overlap");
+        }
+        assert!(r.x >= 0.0 && r.y >= 0.0 && r.x + r.w <= pic.width && r.y + r.h <= pic.height);
+    }
+    for (_, n, _) in &pic.networks {
+        assert!(n.y + n.h <= pic.legend.y);
+    }
+    assert!(pic.legend.y + pic.legend.h <= pic.height);
+}
+
+#[test]
+fn the_picture_of_six_clusters_on_three_networks_is_readable() {
+    let m = six_clusters();
+    assert_readable(&m);
+    let pic = hybridmesh_ops::trace::layout(&m);
+    assert_eq!(pic.clusters.len(), 6);
+    assert_eq!(pic.networks.len(), 3);
+    assert_eq!(pic.flows.len(), 30);
+    assert_eq!(
+        pic.gateways.len(),
+        6,
+        "every cluster serves cross-network traffic"
+    );
+    let text = svg(&m);
+    assert!(
+        text.contains("⇄ east-west gateway 10.0.0.6:15443"),
+        "the gateways are drawn"
+    );
+    assert!(
+        text.contains("cross-network: through the serving cluster's east-west gateway"),
+        "the legend"
+    );
+    assert!(
+        text.contains("gke-tokyo → anthos-dc1: "),
+        "the flows are listed"
+    );
+    if let Some(out) = std::env::var_os("HYBRIDMESH_SVG_OUT") {
+        std::fs::write(out, text).unwrap();
+    }
+}
+
+#[test]
+fn the_picture_of_the_replica_is_readable_too() {
+    let m = Matrix::of(parse(&fixture()).hops.iter());
+    assert_readable(&m);
+    let pic = hybridmesh_ops::trace::layout(&m);
+    assert_eq!(pic.flows.len(), 2, "gke -> anthos and anthos -> gke");
+    assert!(svg(&m).contains("⇄ east-west gateway "));
+}

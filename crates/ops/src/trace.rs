@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+mod picture;
+pub use picture::{layout, svg, Badge, Flow, Picture, Rect};
+
 /// One hop record, as the filter writes it (`HopRecord::to_json`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Hop {
@@ -40,7 +43,8 @@ pub struct Hop {
     pub latency_ms: u64,
 }
 
-/// What reading a log gave.
+/// What reading a log gave (all of it in memory: [`parse`]; a stream keeps
+/// only [`LogStats`], see [`read_log`]).
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub hops: Vec<Hop>,
@@ -59,40 +63,270 @@ pub struct Parsed {
 /// prints). Empty lines are ignored; nothing is dropped silently.
 pub fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if !line.starts_with('{') {
-            out.not_json += 1;
-            continue;
-        }
-        match parse_line(line) {
-            Ok(Some(h)) => out.hops.push(h),
-            Ok(None) => out.without_hop += 1,
-            Err(why) => out.malformed.push((i + 1, why)),
-        }
-    }
+    let stats = read_log(text.as_bytes(), |h| out.hops.push(h));
+    out.malformed = stats
+        .malformed
+        .into_iter()
+        .map(|(n, why)| (n as usize, why))
+        .collect();
+    out.without_hop = (stats.without_hop_field + stats.empty_hop) as usize;
+    out.not_json = (stats.not_json + stats.text_access_log) as usize;
     out
 }
 
-fn parse_line(line: &str) -> Result<Option<Hop>, String> {
+/// A line longer than this is skipped unread (an access log line is a few KiB).
+pub const MAX_LINE: usize = 1 << 20;
+/// Malformed lines listed one by one; past this only counted.
+pub const MAX_LISTED: usize = 20;
+
+/// What one log held, line by line, without keeping the lines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogStats {
+    /// Non-empty lines.
+    pub lines: u64,
+    pub hops: u64,
+    /// Not JSON: Envoy's or istio-proxy's own log lines.
+    pub not_json: u64,
+    /// Istio's default TEXT access log lines (`[2026-...] "GET / HTTP/1.1" 200 ...`):
+    /// that format has no hop record.
+    pub text_access_log: u64,
+    /// JSON lines without a `hop` field: an access log format without the
+    /// filter state.
+    pub without_hop_field: u64,
+    /// JSON lines whose `hop` is empty (`null`, `-`): requests with no record
+    /// (server-side sidecars, `filterState: false`).
+    pub empty_hop: u64,
+    /// Skipped lines, the first [`MAX_LISTED`]: (line number, why).
+    pub malformed: Vec<(u64, String)>,
+    /// Every skipped line, listed or not.
+    pub malformed_count: u64,
+}
+
+impl LogStats {
+    fn skip(&mut self, line: u64, why: String) {
+        self.malformed_count += 1;
+        if self.malformed.len() < MAX_LISTED {
+            self.malformed.push((line, why));
+        }
+    }
+
+    /// Lines that held no hop record, and why, for people: `12 not JSON
+    /// (Envoy's own log lines), 3 JSON without a hop field, ...`.
+    pub fn skipped_summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.text_access_log > 0 {
+            out.push(format!(
+                "{} in Istio's TEXT access log format, which has no hop record",
+                self.text_access_log
+            ));
+        }
+        if self.not_json > 0 {
+            out.push(format!(
+                "{} not JSON (the proxy's own log lines)",
+                self.not_json
+            ));
+        }
+        if self.without_hop_field > 0 {
+            out.push(format!(
+                "{} JSON without a `hop` field (an access log format without %FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%)",
+                self.without_hop_field
+            ));
+        }
+        if self.empty_hop > 0 {
+            out.push(format!(
+                "{} with an empty `hop` (no record for that request: server-side sidecars write none)",
+                self.empty_hop
+            ));
+        }
+        if self.malformed_count > 0 {
+            out.push(format!("{} malformed", self.malformed_count));
+        }
+        out
+    }
+
+    /// Why a log with lines gave no hop record, and what to do.
+    pub fn no_hop_advice(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.text_access_log > 0 || self.without_hop_field > 0 {
+            out.push("the access log format must carry the hop record: apply wasmplugin/meshconfig-access-log.yaml (install time) and wasmplugin/telemetry-access-log.yaml, see the README's \"Metrics, logs and the hop record\"");
+        }
+        if self.not_json > 0 && self.text_access_log == 0 && self.without_hop_field == 0 {
+            out.push("no access log line at all: access logging may be off (Telemetry accessLogging, or meshConfig.accessLogFile)");
+        }
+        if self.empty_hop > 0 {
+            out.push("read the client side's log (kubectl logs POD -c istio-proxy of the caller): the server side records no hop; on the client side the filter writes one unless pluginConfig.filterState is false");
+        }
+        out
+    }
+}
+
+/// Reads a log line by line, calling `on_hop` with each hop record, in
+/// bounded memory: one line at a time (at most [`MAX_LINE`]), nothing kept.
+/// A line that is not UTF-8, not JSON or not a record is counted and skipped
+/// with its number; the rest of the file is still read. Lines may carry
+/// `kubectl logs --timestamps` / `--prefix` prefixes.
+pub fn read_log<R: std::io::BufRead>(r: R, on_hop: impl FnMut(Hop)) -> LogStats {
+    match try_read_log(r, on_hop) {
+        Ok(s) | Err((s, _)) => s,
+    }
+}
+
+/// [`read_log`], stopping at an I/O error (returned with what was read so far).
+pub fn try_read_log<R: std::io::BufRead>(
+    mut r: R,
+    mut on_hop: impl FnMut(Hop),
+) -> Result<LogStats, (LogStats, std::io::Error)> {
+    let mut stats = LogStats::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut number: u64 = 0;
+    loop {
+        buf.clear();
+        let mut too_long = false;
+        // One line, at most MAX_LINE bytes kept.
+        let ended = loop {
+            let chunk = match r.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err((stats, e)),
+            };
+            if chunk.is_empty() {
+                break false;
+            }
+            let (take, found) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if !too_long {
+                if buf.len() + take > MAX_LINE + 1 {
+                    too_long = true;
+                    buf.clear();
+                } else {
+                    buf.extend_from_slice(&chunk[..take]);
+                }
+            }
+            r.consume(take);
+            if found {
+                break true;
+            }
+        };
+        if !ended && buf.is_empty() && !too_long {
+            return Ok(stats);
+        }
+        number += 1;
+        if too_long {
+            stats.lines += 1;
+            stats.skip(
+                number,
+                format!("longer than {} MiB, not read", MAX_LINE >> 20),
+            );
+            continue;
+        }
+        classify(&buf, number, &mut stats, &mut on_hop);
+        if !ended {
+            return Ok(stats);
+        }
+    }
+}
+
+/// One line of a log: counted in `stats`, its hop handed to `on_hop`.
+pub fn classify(line: &[u8], number: u64, stats: &mut LogStats, on_hop: &mut impl FnMut(Hop)) {
+    let line = match std::str::from_utf8(line) {
+        Ok(l) => l,
+        Err(e) => {
+            stats.lines += 1;
+            stats.skip(
+                number,
+                format!(
+                    "not UTF-8: byte 0x{:02x} at column {}",
+                    line.get(e.valid_up_to()).copied().unwrap_or(0),
+                    e.valid_up_to() + 1
+                ),
+            );
+            return;
+        }
+    };
+    let line = line.trim();
+    if line.is_empty() {
+        return;
+    }
+    stats.lines += 1;
+    let json = strip_log_prefixes(line);
+    if !json.starts_with('{') {
+        if is_istio_text_access_line(json) {
+            stats.text_access_log += 1;
+        } else {
+            stats.not_json += 1;
+        }
+        return;
+    }
+    match parse_line(json) {
+        Ok(Line::Hop(h)) => {
+            stats.hops += 1;
+            on_hop(*h);
+        }
+        Ok(Line::NoHopField) => stats.without_hop_field += 1,
+        Ok(Line::EmptyHop) => stats.empty_hop += 1,
+        Err(why) => stats.skip(number, why),
+    }
+}
+
+/// `2026-11-25T13:14:18.397712345Z {...}` (kubectl logs --timestamps) and
+/// `[pod/sleep-5b6/istio-proxy] {...}` (kubectl logs --prefix) -> `{...}`.
+fn strip_log_prefixes(line: &str) -> &str {
+    let mut rest = line;
+    if let Some(r) = rest.strip_prefix("[pod/") {
+        if let Some((_, after)) = r.split_once("] ") {
+            rest = after.trim_start();
+        }
+    }
+    if let Some((stamp, after)) = rest.split_once(' ') {
+        let b = stamp.as_bytes();
+        if b.len() >= 20
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b.get(10) == Some(&b'T')
+            && (stamp.ends_with('Z') || stamp.contains('+'))
+            && after.trim_start().starts_with('{')
+        {
+            rest = after.trim_start();
+        }
+    }
+    rest
+}
+
+/// Istio's default TEXT access log: `[%START_TIME%] "%REQ(:METHOD)% ...`.
+fn is_istio_text_access_line(line: &str) -> bool {
+    line.starts_with("[20")
+        && line
+            .split_once("] \"")
+            .is_some_and(|(stamp, _)| stamp.len() < 40 && stamp.contains('T'))
+}
+
+enum Line {
+    Hop(Box<Hop>),
+    NoHopField,
+    EmptyHop,
+}
+
+fn parse_line(line: &str) -> Result<Line, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let record = if v.get("source_cluster").is_some() && v.get("decision").is_some() {
         v
     } else {
         match v.get("hop") {
-            None | Some(serde_json::Value::Null) => return Ok(None),
+            None => return Ok(Line::NoHopField),
+            Some(serde_json::Value::Null) => return Ok(Line::EmptyHop),
             // Envoy prints an empty filter state as "-" or "".
-            Some(serde_json::Value::String(s)) if s.is_empty() || s == "-" => return Ok(None),
+            Some(serde_json::Value::String(s)) if s.is_empty() || s == "-" => {
+                return Ok(Line::EmptyHop)
+            }
             Some(serde_json::Value::String(s)) => serde_json::from_str(s)
                 .map_err(|e| format!("the hop field is not a hop record: {e}"))?,
             Some(other) => other.clone(),
         }
     };
     serde_json::from_value(record)
-        .map(Some)
+        .map(|h| Line::Hop(Box::new(h)))
         .map_err(|e| format!("not a hop record: {e}"))
 }
 
@@ -112,13 +346,33 @@ impl Filter {
         self.request_id
             .as_ref()
             .is_none_or(|id| &h.request_id == id)
-            && self.service.as_ref().is_none_or(|s| {
-                h.service == *s || (s.starts_with('.') && h.service.ends_with(s.as_str()))
-            })
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|s| service_matches(s, &h.service))
             && self.cluster.as_ref().is_none_or(|c| {
                 h.source_cluster == *c || h.served_by.as_deref() == Some(c.as_str())
             })
             && (!self.cross_network_only || h.cross_network)
+    }
+}
+
+/// `--service` as the rest of the tool reads a service name: the full name
+/// (`echo-svc.default.svc.cluster.local`), a suffix (`.default.svc.cluster.local`),
+/// `name.namespace` (`echo-svc.default`) or a short name (`echo-svc`, in any namespace).
+pub fn service_matches(wanted: &str, service: &str) -> bool {
+    let wanted = wanted.trim_end_matches('.').to_ascii_lowercase();
+    let service = service.to_ascii_lowercase();
+    if wanted.starts_with('.') {
+        return service.ends_with(&wanted);
+    }
+    if service == wanted {
+        return true;
+    }
+    match wanted.matches('.').count() {
+        0 => service.split('.').next() == Some(wanted.as_str()) && service.contains(".svc."),
+        1 => service.starts_with(&format!("{wanted}.svc.")),
+        _ => false,
     }
 }
 
@@ -133,12 +387,33 @@ pub struct Matrix {
     pub cross_network: u64,
     /// Cluster -> network, as the records tell.
     pub networks: BTreeMap<String, String>,
+    /// Serving cluster -> the east-west gateways its cross-network requests
+    /// went through (at most [`MAX_GATEWAYS`] each).
+    pub gateways: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
+
+/// Gateway addresses kept per cluster.
+pub const MAX_GATEWAYS: usize = 4;
 
 impl Matrix {
     pub fn of<'a>(hops: impl Iterator<Item = &'a Hop>) -> Matrix {
         let mut m = Matrix::default();
         for h in hops {
+            m.add(h);
+        }
+        m
+    }
+
+    /// Counts one more hop.
+    pub fn add(&mut self, h: &Hop) {
+        let m = self;
+        if let (Some(c), Some(g)) = (&h.served_by, &h.gateway) {
+            let set = m.gateways.entry(c.clone()).or_default();
+            if set.len() < MAX_GATEWAYS {
+                set.insert(g.clone());
+            }
+        }
+        {
             let to = h.served_by.clone().unwrap_or_else(|| "none".into());
             *m.flows
                 .entry((h.source_cluster.clone(), to.clone()))
@@ -157,7 +432,6 @@ impl Matrix {
                 m.networks.entry(c.clone()).or_insert_with(|| n.clone());
             }
         }
-        m
     }
 
     /// Every cluster that appears, sorted.
@@ -255,184 +529,6 @@ pub fn describe(h: &Hop) -> String {
         h.reason,
         h.service
     )
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The mesh as a picture: networks as boxes holding their clusters, flows as
-/// arrows sized and labelled by share, cross-network flows dashed in orange,
-/// traffic that stays in its cluster as a label inside the cluster.
-pub fn svg(m: &Matrix) -> String {
-    // Networks as columns, clusters stacked in them.
-    let mut by_network: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for c in m.clusters() {
-        let n = m
-            .networks
-            .get(&c)
-            .cloned()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "(no network)".into());
-        by_network.entry(n).or_default().push(c);
-    }
-    let (cw, ch, gap_x, gap_y, pad) = (220.0, 110.0, 360.0, 50.0, 30.0);
-    let mut pos: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let mut s = String::new();
-    let rows = by_network.values().map(Vec::len).max().unwrap_or(1) as f64;
-    let width = pad * 2.0
-        + by_network.len() as f64 * (cw + 2.0 * pad)
-        + (by_network.len().saturating_sub(1)) as f64 * gap_x;
-    let height = 60.0 + rows * (ch + gap_y) + 50.0 + 50.0;
-    let _ = write!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">
-<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="14" markerHeight="14" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker>
-<marker id="arrow-x" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="14" markerHeight="14" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#e8710a"/></marker></defs>
-<rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="32" font-size="20" font-weight="bold">Cross-cluster traffic: {} requests, {} crossed networks ({:.1}%)</text>
-"##,
-        m.total,
-        m.cross_network,
-        if m.total > 0 {
-            m.cross_network as f64 * 100.0 / m.total as f64
-        } else {
-            0.0
-        }
-    );
-    for (i, (network, clusters)) in by_network.iter().enumerate() {
-        let x = pad + i as f64 * (cw + 2.0 * pad + gap_x);
-        let y = 60.0;
-        let h = clusters.len() as f64 * (ch + gap_y) + 50.0;
-        let _ = writeln!(
-            s,
-            r##"<g class="network"><rect x="{x:.0}" y="{y:.0}" width="{:.0}" height="{h:.0}" rx="14" fill="#f1f5fb" stroke="#8aa4c8" stroke-dasharray="6 4"/><text x="{:.0}" y="{:.0}" font-size="14" fill="#45658f">network {}</text></g>"##,
-            cw + 2.0 * pad,
-            x + 12.0,
-            y + 22.0,
-            esc(network)
-        );
-        for (j, c) in clusters.iter().enumerate() {
-            let cx = x + pad;
-            let cy = y + 40.0 + j as f64 * (ch + gap_y);
-            pos.insert(c.clone(), (cx, cy));
-            let local = m.count(c, c);
-            let out_total: u64 = m
-                .flows
-                .iter()
-                .filter(|((a, _), _)| a == c)
-                .map(|(_, n)| *n)
-                .sum();
-            let local_line = if out_total > 0 {
-                format!(
-                    "stays here: {:.1}% ({local})",
-                    local as f64 * 100.0 / out_total as f64
-                )
-            } else {
-                "serves only".to_string()
-            };
-            let _ = writeln!(
-                s,
-                r##"<g class="cluster"><rect x="{cx:.0}" y="{cy:.0}" width="{cw:.0}" height="{ch:.0}" rx="10" fill="#ffffff" stroke="#1a73e8" stroke-width="2"/><text x="{:.0}" y="{:.0}" font-size="20" font-weight="bold" text-anchor="middle">{}</text><text x="{:.0}" y="{:.0}" font-size="13" text-anchor="middle" fill="#555">{}</text></g>"##,
-                cx + cw / 2.0,
-                cy + 45.0,
-                esc(c),
-                cx + cw / 2.0,
-                cy + 75.0,
-                esc(&local_line)
-            );
-        }
-    }
-    // Arrows between different clusters.
-    let max = m
-        .flows
-        .iter()
-        .filter(|((a, b), _)| a != b)
-        .map(|(_, n)| *n)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    for ((from, to), n) in &m.flows {
-        if from == to || to == "none" {
-            continue;
-        }
-        let (Some(&(fx, fy)), Some(&(tx, ty))) = (pos.get(from), pos.get(to)) else {
-            continue;
-        };
-        let cross = m
-            .cross
-            .get(&(from.clone(), to.clone()))
-            .copied()
-            .unwrap_or(0)
-            > 0;
-        let row_total: u64 = m
-            .flows
-            .iter()
-            .filter(|((a, _), _)| a == from)
-            .map(|(_, k)| *k)
-            .sum();
-        let share = *n as f64 * 100.0 / row_total.max(1) as f64;
-        let width = 2.0 + 8.0 * (*n as f64 / max);
-        // Two directions between the same pair are drawn apart.
-        let offset = if from < to { -22.0 } else { 22.0 };
-        let (x1, x2) = if fx < tx {
-            (fx + cw, tx)
-        } else if fx > tx {
-            (fx, tx + cw)
-        } else {
-            (fx + cw / 2.0, tx + cw / 2.0)
-        };
-        let (y1, y2) = if fx == tx {
-            if fy < ty {
-                (fy + ch, ty)
-            } else {
-                (fy, ty + ch)
-            }
-        } else {
-            (fy + ch / 2.0 + offset, ty + ch / 2.0 + offset)
-        };
-        let (color, marker, dash) = if cross {
-            ("#e8710a", "arrow-x", r#" stroke-dasharray="10 6""#)
-        } else {
-            ("#333", "arrow", "")
-        };
-        let label = format!(
-            "{share:.1}% ({n}){}",
-            if cross { " cross-network" } else { "" }
-        );
-        let _ = writeln!(
-            s,
-            r##"<g class="flow"><line x1="{x1:.0}" y1="{y1:.0}" x2="{x2:.0}" y2="{y2:.0}" stroke="{color}" stroke-width="{width:.1}"{dash} marker-end="url(#{marker})"/><text x="{:.0}" y="{:.0}" font-size="14" text-anchor="middle" fill="{color}">{} → {}: {}</text></g>"##,
-            (x1 + x2) / 2.0,
-            // The upper arrow is labelled above it, the lower one below.
-            if offset < 0.0 {
-                (y1 + y2) / 2.0 - width / 2.0 - 8.0
-            } else {
-                (y1 + y2) / 2.0 + width / 2.0 + 18.0
-            },
-            esc(from),
-            esc(to),
-            esc(&label)
-        );
-    }
-    let unserved: u64 = m
-        .flows
-        .iter()
-        .filter(|((_, b), _)| b == "none")
-        .map(|(_, n)| *n)
-        .sum();
-    if unserved > 0 {
-        let _ = writeln!(
-            s,
-            r##"<text x="{pad}" y="{:.0}" font-size="14" fill="#c5221f">{unserved} request(s) served by nobody (no healthy upstream, connection failures)</text>"##,
-            height - 20.0
-        );
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[cfg(test)]

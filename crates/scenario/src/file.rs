@@ -308,6 +308,7 @@ impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        crate::guard::yaml(&text).with_context(|| path.display().to_string())?;
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let mut s: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let inner = e.inner();
@@ -341,6 +342,7 @@ impl Scenario {
                 let path = self.dir().join(p);
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read mesh {}", path.display()))?;
+                crate::guard::yaml(&text).with_context(|| format!("mesh {}", path.display()))?;
                 serde_yaml_ng::from_str(&text)
                     .with_context(|| format!("invalid mesh {}", path.display()))
             }
@@ -377,6 +379,25 @@ impl Scenario {
             if actions == 0 && step.expect.is_none() {
                 bail!("{}: steps[{i}]: nothing to do: give an action (request, drain, restore, fail, advance, reconfigure) or expect", self.path.display());
             }
+            if let Some(n) = step.repeat {
+                if n > MAX_REPEAT {
+                    bail!(
+                        "{}: steps[{i}].repeat: {n} requests, at most {MAX_REPEAT} per step (a share is measured well within that)",
+                        self.path.display()
+                    );
+                }
+            }
+            if let Some(a) = &step.advance {
+                let by = duration(a)
+                    .with_context(|| format!("{}: steps[{i}].advance", self.path.display()))?;
+                if by > MAX_ADVANCE {
+                    bail!(
+                        "{}: steps[{i}].advance: {a} is longer than {}h: every clock ticks through it (maxEjectionTime is minutes)",
+                        self.path.display(),
+                        MAX_ADVANCE.as_secs() / 3600
+                    );
+                }
+            }
             if step.repeat.is_some() && step.request.is_none() {
                 bail!(
                     "{}: steps[{i}]: repeat needs a request",
@@ -408,6 +429,7 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
             let path = dir.join(p);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
+            crate::guard::yaml(&text).with_context(|| format!("config {}", path.display()))?;
             if path.extension().is_some_and(|e| e == "json") {
                 // Passed through untouched: the filter reports its own errors.
                 return Ok(text.into_bytes());
@@ -419,6 +441,11 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
     };
     Ok(serde_json::to_vec(&value)?)
 }
+
+/// Requests one step may repeat.
+pub const MAX_REPEAT: u32 = 100_000;
+/// The longest `advance` (each sidecar's clock ticks through it).
+pub const MAX_ADVANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Parses a duration like the filter config does (`30s`, `1m`, `500ms`).
 pub fn duration(text: &str) -> anyhow::Result<std::time::Duration> {

@@ -8,6 +8,7 @@
 //! proxy: the real-Envoy side builds without the wasmtime harness.
 
 mod file;
+pub mod guard;
 mod outcome;
 pub mod runner;
 

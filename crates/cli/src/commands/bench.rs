@@ -78,6 +78,18 @@ impl bench::Progress for Lines {
 
 impl BenchCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
+        // The report is written after the run: a folder that is not there
+        // would throw 40 minutes away.
+        let folder = match self.out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        anyhow::ensure!(
+            folder.is_dir(),
+            "cannot write {}: {} is not a folder",
+            self.out.display(),
+            folder.display()
+        );
         let mut opts = Options::new(
             self.wasm.unwrap_or_else(default_wasm),
             self.examples.unwrap_or_else(default_examples),

@@ -154,15 +154,11 @@ pub fn inspect(path: &std::path::Path) -> anyhow::Result<Inspection> {
 
 impl InspectCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
-        anyhow::ensure!(
-            self.output != Output::Junit,
-            "--output junit is for `hybridmesh test`; use text or json"
-        );
         let i = inspect(&self.module)?;
         let ok = i.missing_in_envoy.is_empty() && !i.abi_versions.is_empty();
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&i)?),
-            Output::Text | Output::Junit => {
+            Output::Text => {
                 let p = Paint::stdout();
                 println!("{} ({} bytes)", p.bold(&i.module), i.bytes);
                 if i.abi_versions.is_empty() {

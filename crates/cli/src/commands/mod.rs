@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod package;
+pub mod release;
 pub mod render;
 pub mod simulate;
 pub mod test;
@@ -16,12 +17,19 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::ValueEnum;
 
-/// Output format shared by the commands.
+/// Output format of every command but `test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
-    /// JUnit XML (for `test`).
+}
+
+/// Output format of `test`: also JUnit XML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TestOutput {
+    Text,
+    Json,
+    /// JUnit XML.
     Junit,
 }
 

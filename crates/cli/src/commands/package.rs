@@ -44,9 +44,10 @@ pub struct PackageCommand {
     /// Image format.
     #[arg(long, value_enum, default_value_t = Format::Compat)]
     format: Format,
-    /// The tag recorded in the layout (org.opencontainers.image.ref.name).
-    #[arg(long, default_value = "0.1.0")]
-    tag: String,
+    /// The tag recorded in the layout (org.opencontainers.image.ref.name;
+    /// default 0.1.0); with --verify, the image to check in a layout that holds several.
+    #[arg(long)]
+    tag: Option<String>,
     /// Read an image layout (folder or tar) and check it as Istio would.
     #[arg(long, value_name = "LAYOUT", conflicts_with_all = ["out", "wasm"])]
     verify: Option<PathBuf>,
@@ -68,13 +69,14 @@ struct Report {
 
 impl PackageCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
-        anyhow::ensure!(
-            self.output != Output::Junit,
-            "--output junit is for `hybridmesh test`; use text or json"
-        );
         let p = Paint::stdout();
+        if let Some(layout) = &self.verify {
+            // Not there is an I/O error (exit 2), not a layout that fails (exit 1).
+            std::fs::metadata(layout)
+                .with_context(|| format!("cannot read {}", layout.display()))?;
+        }
         let (path, verified) = match &self.verify {
-            Some(layout) => match image::verify(layout, None) {
+            Some(layout) => match image::verify(layout, self.tag.as_deref()) {
                 Ok(v) => (layout.clone(), v),
                 Err(e) => {
                     if self.output == Output::Json {
@@ -109,7 +111,7 @@ impl PackageCommand {
                     Format::Compat => Variant::Compat,
                     Format::Oci => Variant::Oci,
                 };
-                let img = image::build(&wasm, variant, &self.tag)
+                let img = image::build(&wasm, variant, self.tag.as_deref().unwrap_or("0.1.0"))
                     .with_context(|| format!("cannot package {}", wasm_path.display()))?;
                 image::write(&img, &out)?;
                 // Read back what was written, the way Istio reads it.

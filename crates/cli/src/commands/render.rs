@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use hybridmesh_ops::deploy::render::{self, Which};
-use hybridmesh_ops::deploy::{image, yaml, MeshDescription};
+use hybridmesh_ops::deploy::{image, mesh_check, validate, yaml, MeshDescription};
 
 use super::Paint;
 use crate::Outcome;
@@ -45,17 +45,49 @@ pub struct RenderCommand {
 
 impl RenderCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
-        let mut mesh = MeshDescription::load(&self.mesh)?;
+        let bytes = validate::read_input(&self.mesh)?;
+        let source = self.mesh.display().to_string();
+        let p = Paint::stdout();
+        let refuse = |problems: &[mesh_check::Problem]| -> anyhow::Result<Outcome> {
+            println!("{} {source}: mesh description", p.red("FAIL"));
+            for e in problems {
+                println!("    {e}");
+            }
+            println!("nothing rendered: `hybridmesh validate {source}` checks the description");
+            Ok(Outcome::Failed)
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                return refuse(&[mesh_check::Problem {
+                    path: String::new(),
+                    message: format!(
+                        "not UTF-8 text (byte offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                    line: None,
+                }])
+            }
+        };
+        let mut mesh = match MeshDescription::from_yaml(&text) {
+            Ok(m) => m,
+            Err(problems) => return refuse(&problems),
+        };
         if let Some(layout) = &self.image {
             let v = image::verify(layout, None)
                 .with_context(|| format!("--image {}", layout.display()))?;
             mesh.image.sha256 = image::expected_sha256(&mesh.image.url, &v).0;
         }
+        // Render refuses what validate refuses: the same checks, on the
+        // description's own lines.
+        let problems = mesh_check::check(&mesh, &text);
+        if !problems.is_empty() {
+            return refuse(&problems);
+        }
         let which = match &self.cluster {
             Some(c) => Which::Cluster(c.clone()),
             None => Which::All,
         };
-        let source = self.mesh.display().to_string();
         let files = render::render(&mesh, &which, &source)?;
         let Some(out) = &self.out else {
             let clusters: Vec<String> = match &which {
@@ -68,7 +100,6 @@ impl RenderCommand {
             }
             return Ok(Outcome::Passed);
         };
-        let p = Paint::stdout();
         if self.check {
             let diffs = render::differences(out, &files);
             if diffs.is_empty() {

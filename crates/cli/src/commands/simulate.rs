@@ -37,8 +37,8 @@ pub struct SimulateCommand {
     /// The service, as the client names it.
     #[arg(long, default_value = "echo-svc.default")]
     authority: String,
-    /// Number of requests.
-    #[arg(short = 'n', long, default_value_t = 10_000)]
+    /// Number of requests (at most 10,000,000).
+    #[arg(short = 'n', long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     requests: u32,
     /// Requests per second of simulated time.
     #[arg(long, default_value_t = 100)]
@@ -102,6 +102,27 @@ pub struct Summary {
     pub timeline: Vec<(u64, BTreeMap<String, u32>)>,
     /// (second, log line) of each ejection the client's sidecar logged.
     pub ejections: Vec<(f64, String)>,
+    /// What happened when, for the timeline: drain and fail windows starting
+    /// and ending, ejections and their ends (second, what), in time order.
+    pub events: Vec<(f64, String)>,
+    /// Requests that no rule of the config matched (the filter tagged them
+    /// and left routing to Envoy).
+    pub no_rule: u32,
+}
+
+/// `ejected cluster C for SVC for 60000ms (ejection #1) ...` -> (C, 60.0).
+fn ejection(line: &str) -> Option<(String, f64)> {
+    let rest = line.split("ejected cluster ").nth(1)?;
+    let cluster = rest.split_whitespace().next()?.to_string();
+    let ms = rest
+        .split(" for ")
+        .nth(2)?
+        .split("ms")
+        .next()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    Some((cluster, ms / 1000.0))
 }
 
 impl SimulateCommand {
@@ -116,10 +137,6 @@ impl SimulateCommand {
         }
         anyhow::ensure!(self.rate > 0, "--rate must be at least 1");
         anyhow::ensure!(self.requests > 0, "-n must be at least 1");
-        anyhow::ensure!(
-            self.output != Output::Junit,
-            "--output junit is for `hybridmesh test`; use text or json"
-        );
         let config = std::fs::canonicalize(&self.config)
             .with_context(|| format!("cannot read {}", self.config.display()))?;
         let mesh = match &self.mesh {
@@ -146,7 +163,7 @@ impl SimulateCommand {
         };
         // The config must be valid before traffic means anything: checked the
         // way `validate` checks it, so errors carry the file's own lines.
-        let problems: Vec<String> = super::validate::validate_file(&self.config)?
+        let problems: Vec<String> = hybridmesh_ops::deploy::validate::validate_file(&self.config)?
             .into_iter()
             .flat_map(|f| f.errors)
             .collect();
@@ -187,7 +204,23 @@ impl SimulateCommand {
             errors: 0,
             timeline: Vec::new(),
             ejections: Vec::new(),
+            events: Vec::new(),
+            no_rule: 0,
         };
+        for w in &windows {
+            let what = if w.drain { "drained" } else { "failing (503)" };
+            summary.events.push((
+                w.start.as_secs_f64(),
+                format!("{} {what} until {:.2}s", w.cluster, w.end.as_secs_f64()),
+            ));
+            if w.end < total {
+                summary
+                    .events
+                    .push((w.end.as_secs_f64(), format!("{} back", w.cluster)));
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut last_report = started;
         let client = format!("{}.client", self.from);
         let mut hop_log = match &self.hops {
             Some(p) => Some(std::io::BufWriter::new(
@@ -232,8 +265,30 @@ impl SimulateCommand {
                 peer: None,
             };
             let o = sim.request(&spec, &self.from)?;
-            if let (Some(w), Some(hop)) = (hop_log.as_mut(), sim.last_hop()) {
-                writeln!(w, "{hop}")?;
+            if let Some(hop) = sim.last_hop() {
+                if let Some(w) = hop_log.as_mut() {
+                    writeln!(w, "{hop}").with_context(|| {
+                        format!(
+                            "cannot write {}",
+                            self.hops
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        )
+                    })?;
+                }
+                let v: serde_json::Value = serde_json::from_str(hop).unwrap_or_default();
+                if v.get("rule").is_some_and(serde_json::Value::is_null) {
+                    summary.no_rule += 1;
+                    if summary.no_rule == 1 {
+                        eprintln!(
+                            "warning: no rule of {} matches {} (--authority {}): the filter tags these requests and leaves routing to Envoy",
+                            self.config.display(),
+                            v["service"].as_str().unwrap_or(&self.authority),
+                            self.authority
+                        );
+                    }
+                }
             }
             let served = o.served_by.clone().unwrap_or_else(|| "none".into());
             *summary.served_by.entry(served.clone()).or_insert(0) += 1;
@@ -260,16 +315,53 @@ impl SimulateCommand {
             seen_logs += new_logs.len();
             for (_, line) in new_logs {
                 if line.contains("ejected cluster") {
-                    summary.ejections.push((now.as_secs_f64(), line));
+                    let t = now.as_secs_f64();
+                    if let Some((cluster, secs)) = ejection(&line) {
+                        summary
+                            .events
+                            .push((t, format!("{cluster} ejected until {:.2}s", t + secs)));
+                        if t + secs < total.as_secs_f64() {
+                            summary
+                                .events
+                                .push((t + secs, format!("{cluster}'s ejection ends")));
+                        }
+                    }
+                    summary.ejections.push((t, line));
                 }
             }
             sim.advance(step)?;
             now += step;
             if progress && i % 500 == 0 {
-                eprint!("\r{i}/{} requests", self.requests);
+                let done = f64::from(i) / f64::from(self.requests);
+                let eta = if done > 0.0 {
+                    format!(
+                        ", about {:.0}s left",
+                        started.elapsed().as_secs_f64() * (1.0 - done) / done
+                    )
+                } else {
+                    String::new()
+                };
+                eprint!(
+                    "\r{i}/{} requests ({:.0}%){eta}   ",
+                    self.requests,
+                    done * 100.0
+                );
                 let _ = std::io::stderr().flush();
+            } else if !progress
+                && self.output == Output::Text
+                && last_report.elapsed() >= Duration::from_secs(10)
+            {
+                // Not a terminal (CI, a file): a line every 10 s of a long run.
+                last_report = std::time::Instant::now();
+                eprintln!(
+                    "simulate: {i}/{} requests ({:.0}%) after {:.0}s",
+                    self.requests,
+                    f64::from(i) * 100.0 / f64::from(self.requests),
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
+        summary.events.sort_by(|a, b| a.0.total_cmp(&b.0));
         if progress {
             eprint!("\r{:40}\r", "");
         }
@@ -277,7 +369,7 @@ impl SimulateCommand {
             w.flush()?;
         }
         match self.output {
-            Output::Json | Output::Junit => {
+            Output::Json => {
                 println!("{}", serde_json::to_string_pretty(&summary)?)
             }
             Output::Text => print_summary(&summary, bucket),
@@ -324,7 +416,12 @@ fn print_summary(s: &Summary, bucket: u64) {
         f64::from(s.errors) * 100.0 / n
     );
     println!("\ntimeline ({bucket}s buckets):");
+    let mut events = s.events.iter().peekable();
     for (start, counts) in &s.timeline {
+        // What happened before this bucket's end, on lines of its own.
+        while let Some((t, what)) = events.next_if(|(t, _)| *t < (*start + bucket) as f64) {
+            println!("   -- {t:>6.2}s  {what}");
+        }
         let total: u32 = counts.values().sum();
         let parts: Vec<String> = counts
             .iter()
@@ -336,6 +433,15 @@ fn print_summary(s: &Summary, bucket: u64) {
             })
             .collect();
         println!("  {:>5}s  {}", start, parts.join("  "));
+    }
+    for (t, what) in events {
+        println!("   -- {t:>6.2}s  {what}");
+    }
+    if s.no_rule > 0 {
+        println!(
+            "\n{} request(s) matched no rule of the config: tagged, routing left to Envoy",
+            s.no_rule
+        );
     }
     if s.ejections.is_empty() {
         println!("\nejections: none");

@@ -7,7 +7,7 @@ use clap::Parser;
 use hybridmesh_scenario::runner::ScenarioReport;
 use hybridmesh_sim::run::{run_file, Engine};
 
-use super::{load_module, Output, Paint};
+use super::{load_module, Paint, TestOutput as Output};
 use crate::Outcome;
 
 /// Run scenario files and check their expectations.

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 
-use hybridmesh_ops::trace::{describe, parse, path, svg, Filter, Matrix};
+use hybridmesh_ops::trace::{
+    classify, describe, path, svg, try_read_log, Filter, LogStats, Matrix,
+};
 
 use super::{Output, Paint};
 use crate::Outcome;
@@ -21,7 +23,7 @@ use crate::Outcome;
     after_help = "Examples:\n  hybridmesh simulate --config examples/03-weighted-80-20/config.yaml --hops hops.jsonl\n  hybridmesh trace hops.jsonl --svg mesh.svg\n  hybridmesh trace access.log --request-id 5f1c... \n  hybridmesh trace access.log --cross-network --cluster anthos"
 )]
 pub struct TraceCommand {
-    /// Log files (JSON lines).
+    /// Log files (JSON lines; `-`: standard input, e.g. `kubectl logs POD -c istio-proxy | hybridmesh trace -`).
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
     /// One request's path, hop by hop.
@@ -61,35 +63,108 @@ impl TraceCommand {
     }
 
     pub fn execute(self) -> anyhow::Result<Outcome> {
-        anyhow::ensure!(
-            self.output != Output::Junit,
-            "--output junit is for `hybridmesh test`; use text or json"
-        );
         if self.watch {
             return self.watch();
         }
         let p = Paint::stdout();
         let filter = self.filter();
-        let mut hops = Vec::new();
-        let mut problems = 0;
+        let mut matrix = Matrix::default();
+        // Only one request's records are kept (--request-id); everything else
+        // is counted as it streams by.
+        let mut kept = Vec::new();
+        let mut total = LogStats::default();
         for f in &self.logs {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
-            let parsed = parse(&text);
-            for (line, why) in &parsed.malformed {
+            let reader: Box<dyn std::io::BufRead> = if f.as_os_str() == "-" {
+                Box::new(std::io::BufReader::with_capacity(
+                    64 << 10,
+                    std::io::stdin(),
+                ))
+            } else {
+                let file = std::fs::File::open(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                Box::new(std::io::BufReader::with_capacity(64 << 10, file))
+            };
+            let stats = try_read_log(reader, |h| {
+                if filter.matches(&h) {
+                    matrix.add(&h);
+                    if self.request_id.is_some() {
+                        kept.push(h);
+                    }
+                }
+            })
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot read {}", f.display()))?;
+            for (line, why) in &stats.malformed {
                 eprintln!("{}:{line}: skipped: {why}", f.display());
             }
-            problems += parsed.malformed.len();
-            if parsed.not_json > 0 && self.output == Output::Text {
+            if stats.malformed_count > stats.malformed.len() as u64 {
                 eprintln!(
-                    "{}: {} line(s) that are not JSON (Envoy's own log) skipped",
+                    "{}: ... and {} more malformed line(s)",
                     f.display(),
-                    parsed.not_json
+                    stats.malformed_count - stats.malformed.len() as u64
                 );
             }
-            hops.extend(parsed.hops.into_iter().filter(|h| filter.matches(h)));
+            let skipped = stats.skipped_summary();
+            if !skipped.is_empty() && self.output == Output::Text {
+                eprintln!(
+                    "{}: {} line(s), {} hop record(s); without one: {}",
+                    f.display(),
+                    stats.lines,
+                    stats.hops,
+                    skipped.join(", ")
+                );
+            }
+            total.lines += stats.lines;
+            total.hops += stats.hops;
+            total.not_json += stats.not_json;
+            total.text_access_log += stats.text_access_log;
+            total.without_hop_field += stats.without_hop_field;
+            total.empty_hop += stats.empty_hop;
+            total.malformed_count += stats.malformed_count;
         }
-        let matrix = Matrix::of(hops.iter());
+        let problems = total.malformed_count;
+        if total.hops == 0 {
+            // Nothing to count: say why instead of "0 requests".
+            let logs = self
+                .logs
+                .iter()
+                .map(|l| l.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if total.lines == 0 {
+                eprintln!("no hop record: {logs}: no lines");
+            } else {
+                eprintln!(
+                    "no hop record in {} line(s) of {logs}: {}",
+                    total.lines,
+                    total.skipped_summary().join(", ")
+                );
+                for a in total.no_hop_advice() {
+                    eprintln!("  {a}");
+                }
+            }
+            return Ok(Outcome::Failed);
+        }
+        if matrix.total == 0 && self.request_id.is_none() {
+            eprintln!(
+                "none of the {} hop record(s) matches{}{}{}",
+                total.hops,
+                self.service
+                    .as_ref()
+                    .map(|s| format!(" --service {s}"))
+                    .unwrap_or_default(),
+                self.cluster
+                    .as_ref()
+                    .map(|c| format!(" --cluster {c}"))
+                    .unwrap_or_default(),
+                if self.cross_network {
+                    " --cross-network"
+                } else {
+                    ""
+                }
+            );
+            return Ok(Outcome::Failed);
+        }
         if let Some(file) = &self.svg {
             std::fs::write(file, svg(&matrix))
                 .with_context(|| format!("cannot write {}", file.display()))?;
@@ -106,14 +181,16 @@ impl TraceCommand {
                     "requests": matrix.total,
                     "cross_network": matrix.cross_network,
                     "flows": flows,
-                    "hops": if self.request_id.is_some() { serde_json::to_value(&hops)? } else { serde_json::Value::Null },
+                    "hops": if self.request_id.is_some() { serde_json::to_value(&kept)? } else { serde_json::Value::Null },
                     "skipped_lines": problems,
+                    "lines": total.lines,
+                    "lines_without_hop": total.lines - total.hops - problems,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
-            Output::Text | Output::Junit => {
+            Output::Text => {
                 if let Some(id) = &self.request_id {
-                    let p_hops = path(&hops, id);
+                    let p_hops = path(&kept, id);
                     if p_hops.is_empty() {
                         println!("no hop record for request {id}");
                     }
@@ -137,7 +214,7 @@ impl TraceCommand {
                 }
             }
         }
-        Ok(if hops.is_empty() && self.request_id.is_some() {
+        Ok(if kept.is_empty() && self.request_id.is_some() {
             Outcome::Failed
         } else {
             Outcome::Passed
@@ -152,26 +229,52 @@ impl TraceCommand {
             None => None,
         };
         let mut offsets = vec![0u64; self.logs.len()];
-        let mut pending = vec![String::new(); self.logs.len()];
+        let mut pending = vec![Vec::new(); self.logs.len()];
+        let mut numbers = vec![0u64; self.logs.len()];
         loop {
             for (i, f) in self.logs.iter().enumerate() {
                 let mut file = std::fs::File::open(f)
                     .with_context(|| format!("cannot read {}", f.display()))?;
-                let len = file.metadata()?.len();
+                let len = file
+                    .metadata()
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                    .len();
                 if len < offsets[i] {
                     offsets[i] = 0; // rotated or truncated
+                    numbers[i] = 0;
+                    pending[i].clear();
                 }
-                file.seek(SeekFrom::Start(offsets[i]))?;
-                let mut chunk = String::new();
-                file.read_to_string(&mut chunk)?;
-                offsets[i] = len;
-                pending[i].push_str(&chunk);
+                file.seek(SeekFrom::Start(offsets[i]))
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                // At most 1 MiB a turn per file: a huge log is followed, not swallowed.
+                let mut chunk = Vec::new();
+                (&mut file)
+                    .take(1 << 20)
+                    .read_to_end(&mut chunk)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                offsets[i] += chunk.len() as u64;
+                pending[i].extend_from_slice(&chunk);
                 // Only whole lines; a partial last line waits for its end.
-                if let Some(end) = pending[i].rfind('\n') {
-                    let complete: String = pending[i].drain(..=end).collect();
-                    for h in parse(&complete).hops.iter().filter(|h| filter.matches(h)) {
-                        println!("{} {}", h.request_id, describe(h));
+                while let Some(end) = pending[i].iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending[i].drain(..=end).collect();
+                    numbers[i] += 1;
+                    let mut stats = LogStats::default();
+                    classify(&line, numbers[i], &mut stats, &mut |h| {
+                        if filter.matches(&h) {
+                            println!("{} {}", h.request_id, describe(&h));
+                        }
+                    });
+                    for (n, why) in &stats.malformed {
+                        eprintln!("{}:{n}: skipped: {why}", f.display());
                     }
+                }
+                if pending[i].len() > hybridmesh_ops::trace::MAX_LINE {
+                    eprintln!(
+                        "{}:{}: skipped: longer than 1 MiB, not read",
+                        f.display(),
+                        numbers[i] + 1
+                    );
+                    pending[i].clear();
                 }
             }
             if until.is_some_and(|u| Instant::now() >= u) {

@@ -29,7 +29,7 @@
 //! prints both, and says which is which.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -284,18 +284,32 @@ impl Layout {
                 }
             }
             let blobs = path.join("blobs/sha256");
+            let mut total: u64 = 0;
             if let Ok(entries) = std::fs::read_dir(&blobs) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let bytes = std::fs::read(e.path())
+                    let mut bytes = Vec::new();
+                    std::fs::File::open(e.path())
+                        .and_then(|f| f.take(MAX_LAYOUT + 1 - total).read_to_end(&mut bytes))
                         .with_context(|| format!("cannot read {}", e.path().display()))?;
+                    total += bytes.len() as u64;
+                    anyhow::ensure!(
+                        total <= MAX_LAYOUT,
+                        "{}: the blobs hold more than {} MiB: not an image of a Wasm filter",
+                        path.display(),
+                        MAX_LAYOUT >> 20
+                    );
                     files.insert(format!("blobs/sha256/{name}"), bytes);
                 }
             }
         } else {
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut archive = tar::Archive::new(f);
+            let mut archive = tar::Archive::new(Bounded {
+                inner: f,
+                left: MAX_LAYOUT,
+                what: "the tar holds more than 256 MiB: not an image of a Wasm filter",
+            });
             for entry in archive.entries().with_context(|| {
                 format!("{} is not a tar of an OCI image layout", path.display())
             })? {
@@ -304,12 +318,17 @@ impl Layout {
                     continue;
                 }
                 let name = entry
-                    .path()?
+                    .path()
+                    .with_context(|| {
+                        format!("{}: an entry without a readable name", path.display())
+                    })?
                     .to_string_lossy()
                     .trim_start_matches("./")
                     .to_string();
                 let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes)?;
+                entry
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("cannot read {} in {}", name, path.display()))?;
                 files.insert(name, bytes);
             }
         }
@@ -353,6 +372,21 @@ pub fn is_valid_wasm(b: &[u8]) -> bool {
 pub fn verify(path: &Path, tag: Option<&str>) -> anyhow::Result<Verified> {
     anyhow::ensure!(path.exists(), "{} does not exist", path.display());
     let layout = Layout::read(path)?;
+    verify_layout(&layout, path, tag)
+}
+
+/// [`verify`] on an image built in memory, as if written and read back.
+pub fn verify_image(img: &Image) -> anyhow::Result<Verified> {
+    let layout = Layout {
+        files: layout_files(img)
+            .into_iter()
+            .map(|(name, bytes)| (name, bytes.to_vec()))
+            .collect(),
+    };
+    verify_layout(&layout, Path::new("(in memory)"), None)
+}
+
+fn verify_layout(layout: &Layout, path: &Path, tag: Option<&str>) -> anyhow::Result<Verified> {
     let layout_file = layout.files.get("oci-layout").with_context(|| {
         format!(
             "{}: no oci-layout file: not an OCI image layout",
@@ -388,8 +422,13 @@ pub fn verify(path: &Path, tag: Option<&str>) -> anyhow::Result<Verified> {
             .with_context(|| format!("index.json has no manifest tagged {t:?}"))?,
         None if manifests.len() == 1 => &manifests[0],
         None => anyhow::bail!(
-            "index.json lists {} manifests: pick one with --tag",
-            manifests.len()
+            "index.json lists {} manifests ({}): a layout with one image is expected here (`hybridmesh package --verify LAYOUT --tag TAG` checks one of them)",
+            manifests.len(),
+            manifests
+                .iter()
+                .map(|d| ref_name(d).unwrap_or_else(|| "untagged".into()))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let desc_type = desc["mediaType"].as_str().unwrap_or_default();
@@ -489,21 +528,52 @@ pub fn verify(path: &Path, tag: Option<&str>) -> anyhow::Result<Verified> {
     })
 }
 
+/// A layer inflates to at most this (a Wasm filter is a few MiB; this one
+/// is 0.4 MiB): a crafted layer of a few KiB can inflate to gigabytes.
+pub const MAX_INFLATED: u64 = 64 << 20;
+/// A layout (folder or tar) holds at most this much: blobs are read into memory.
+pub const MAX_LAYOUT: u64 = 256 << 20;
+
+/// A reader that fails, instead of ending, past `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(self.what));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// The first entry whose base name is `plugin.wasm`, as Istio looks for it.
 fn plugin_wasm_from_targz(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let gz = flate2::read::GzDecoder::new(bytes);
+    let gz = Bounded {
+        inner: flate2::read::GzDecoder::new(bytes),
+        left: MAX_INFLATED,
+        what:
+            "the layer inflates to more than 64 MiB (a Wasm filter is a few MiB): not read further",
+    };
     let mut archive = tar::Archive::new(gz);
-    let entries = archive
-        .entries()
-        .context("failed to parse layer as tar.gz")?;
-    for entry in entries {
-        let mut entry = entry.context("failed to parse layer as tar.gz")?;
-        let path = entry.path()?.into_owned();
+    let entries = archive.entries().context("the layer is not a tar.gz")?;
+    for (i, entry) in entries.enumerate() {
+        let mut entry =
+            entry.with_context(|| format!("the layer is not a tar.gz (entry {})", i + 1))?;
+        let path = entry
+            .path()
+            .with_context(|| format!("the layer's entry {} has no readable name", i + 1))?
+            .into_owned();
         if path.file_name().is_some_and(|n| n == "plugin.wasm") {
             let mut out = Vec::new();
             entry
                 .read_to_end(&mut out)
-                .context("failed to read plugin.wasm")?;
+                .with_context(|| format!("cannot read {} from the layer", path.display()))?;
             return Ok(out);
         }
     }

@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+pub use super::mesh_check::Problem;
+
 /// The whole description.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -215,83 +217,136 @@ impl Service {
 }
 
 impl MeshDescription {
+    /// Reads and checks a description: every problem
+    /// ([`super::mesh_check::check`]) with its field and line.
     pub fn load(path: &Path) -> anyhow::Result<MeshDescription> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{} is not a mesh description", path.display()))
+        Self::parse(&text)
+            .with_context(|| format!("{} is not a valid mesh description", path.display()))
     }
 
+    /// [`Self::from_yaml`] and [`super::mesh_check::check`], as one error.
     pub fn parse(text: &str) -> anyhow::Result<MeshDescription> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let mesh: MeshDescription = serde_path_to_error::deserialize(de).map_err(|e| {
-            let line = e
-                .inner()
-                .location()
-                .map(|l| format!(" (line {})", l.line()))
-                .unwrap_or_default();
-            let msg = hybridmesh_filter_core::config::clean_message(&e.inner().to_string());
-            anyhow::anyhow!("{}: {msg}{line}", e.path())
-        })?;
-        mesh.check()?;
+        let mesh = Self::from_yaml(text)
+            .map_err(|p| anyhow::anyhow!("{}", super::mesh_check::join(&p)))?;
+        let problems = super::mesh_check::check(&mesh, text);
+        anyhow::ensure!(
+            problems.is_empty(),
+            "{}",
+            super::mesh_check::join(&problems)
+        );
         Ok(mesh)
     }
 
+    /// The YAML as a description (fields and types only), with the line of a
+    /// field that is wrong; the rules come with [`super::mesh_check::check`].
+    pub fn from_yaml(text: &str) -> Result<MeshDescription, Vec<Problem>> {
+        if let Err(e) = hybridmesh_scenario::guard::yaml(text) {
+            return Err(vec![Problem {
+                path: String::new(),
+                message: e.to_string(),
+                line: Some(e.line),
+            }]);
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let message = hybridmesh_filter_core::config::clean_message(&e.inner().to_string());
+            let path = hybridmesh_filter_core::config::error_path(&e.path().to_string(), &message);
+            vec![Problem {
+                path,
+                message,
+                line: e.inner().location().map(|l| l.line()),
+            }]
+        })
+    }
+
     /// What serde cannot say: names that must exist, values Istio accepts.
-    fn check(&self) -> anyhow::Result<()> {
-        let mut problems = Vec::new();
+    /// (field path, message) pairs.
+    pub(crate) fn rule_problems(&self) -> Vec<(String, String)> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut p = |path: String, message: String| problems.push((path, message));
         if self.clusters.is_empty() {
-            problems.push("clusters: empty, expected the mesh's clusters".to_string());
+            p(
+                "clusters".into(),
+                "empty, expected the mesh's clusters".into(),
+            );
         }
         for (i, c) in self.clusters.iter().enumerate() {
             if !hybridmesh_filter_core::config::is_cluster_name(&c.name) {
-                problems.push(format!(
-                    "clusters[{i}].name: {:?} is not a cluster name",
-                    c.name
-                ));
+                p(
+                    format!("clusters[{i}].name"),
+                    format!("{:?} is not a cluster name", c.name),
+                );
             }
             if self.clusters.iter().filter(|o| o.name == c.name).count() > 1 {
-                problems.push(format!(
-                    "clusters[{i}].name: duplicate cluster {:?}",
-                    c.name
-                ));
+                p(
+                    format!("clusters[{i}].name"),
+                    format!("duplicate cluster {:?}", c.name),
+                );
             }
             if c.region.is_empty() {
-                problems.push(format!("clusters[{i}].region: empty"));
+                p(format!("clusters[{i}].region"), "empty".into());
             }
         }
         for (i, s) in self.services.iter().enumerate() {
             let (name, ns) = s.name_namespace();
             if name.is_empty() || !s.host.contains(".svc.") {
-                problems.push(format!(
-                    "services[{i}].host: {:?} is not <name>.<namespace>.svc.<domain>",
-                    s.host
-                ));
-            }
-            if ns.is_empty() {
-                problems.push(format!("services[{i}].host: no namespace in {:?}", s.host));
+                p(
+                    format!("services[{i}].host"),
+                    format!("{:?} is not <name>.<namespace>.svc.<domain>", s.host),
+                );
+            } else if ns.is_empty() {
+                p(
+                    format!("services[{i}].host"),
+                    format!("no namespace in {:?}", s.host),
+                );
             }
             if !["clusterLocal", "weighted", "failover"].contains(&s.policy.as_str()) {
-                problems.push(format!(
-                    "services[{i}].policy: {:?}, expected clusterLocal, weighted or failover",
-                    s.policy
-                ));
+                p(
+                    format!("services[{i}].policy"),
+                    format!(
+                        "{:?}, expected clusterLocal, weighted or failover",
+                        s.policy
+                    ),
+                );
             }
             for n in s.cluster_names(self) {
                 if !self.clusters.iter().any(|c| c.name == n) {
-                    problems.push(format!("services[{i}].clusters: unknown cluster {n:?}"));
+                    p(
+                        format!("services[{i}].clusters"),
+                        format!(
+                            "unknown cluster {n:?}, expected one of {}",
+                            self.clusters
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
                 }
             }
+            if self.services[..i].iter().any(|o| o.host == s.host) {
+                p(
+                    format!("services[{i}].host"),
+                    format!("{:?} is listed twice", s.host),
+                );
+            }
         }
-        if let Some(p) = &self.other_hosts {
-            if !["none", "clusterLocal"].contains(&p.as_str()) {
-                problems.push(format!("otherHosts: {p:?}, expected none or clusterLocal"));
+        if let Some(o) = &self.other_hosts {
+            if !["none", "clusterLocal"].contains(&o.as_str()) {
+                p(
+                    "otherHosts".into(),
+                    format!("{o:?}, expected none or clusterLocal"),
+                );
             }
         }
         for key in ["clusters", "routes", "identity", "direction"] {
             if self.plugin.config.contains_key(key) {
-                problems.push(format!(
-                    "plugin.config.{key}: rendered from the description, do not set it here"
-                ));
+                p(
+                    format!("plugin.config.{key}"),
+                    "rendered from the description, do not set it here".into(),
+                );
             }
         }
         for (side, s) in [
@@ -299,23 +354,25 @@ impl MeshDescription {
             ("server", &self.plugin.server),
         ] {
             if !["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&s.phase.as_str()) {
-                problems.push(format!(
-                    "plugin.{side}.phase: {:?}, expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE",
-                    s.phase
-                ));
+                p(
+                    format!("plugin.{side}.phase"),
+                    format!(
+                        "{:?}, expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE",
+                        s.phase
+                    ),
+                );
             }
             if !["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"].contains(&s.fail_strategy.as_str()) {
-                problems.push(format!(
-                    "plugin.{side}.failStrategy: {:?}, expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD",
-                    s.fail_strategy
-                ));
+                p(
+                    format!("plugin.{side}.failStrategy"),
+                    format!(
+                        "{:?}, expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD",
+                        s.fail_strategy
+                    ),
+                );
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!("{}", problems.join("\n"))
-        }
+        problems
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

@@ -6,9 +6,13 @@
 
 pub mod checks;
 pub mod image;
+pub mod locate;
 pub mod mesh;
+pub mod mesh_check;
+pub mod release;
 pub mod render;
 pub mod schema;
+pub mod validate;
 pub mod yaml;
 
 pub use mesh::MeshDescription;

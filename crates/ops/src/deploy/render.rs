@@ -406,6 +406,90 @@ pub fn meshconfig_stats() -> Node {
     ])
 }
 
+/// The provider name of the access log that carries the hop record.
+pub const ACCESS_LOG_PROVIDER: &str = "hybridmesh-access-log";
+
+/// The access log's JSON fields: Envoy's usual ones and `hop`, the filter's
+/// record (filter state `wasm.hybridmesh.hop`, printed as the JSON text the
+/// filter wrote). The real-Envoy replica writes this shape and
+/// `hybridmesh trace` reads it (tests/fixtures/replica-access.log).
+pub const ACCESS_LOG_FIELDS: [(&str, &str); 13] = [
+    ("start_time", "%START_TIME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("path", "%REQ(:PATH)%"),
+    ("status", "%RESPONSE_CODE%"),
+    ("flags", "%RESPONSE_FLAGS%"),
+    ("details", "%RESPONSE_CODE_DETAILS%"),
+    ("route", "%ROUTE_NAME%"),
+    ("cluster", "%UPSTREAM_CLUSTER%"),
+    ("upstream", "%UPSTREAM_HOST%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("duration_ms", "%DURATION%"),
+    ("hop", "%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%"),
+];
+
+/// The meshConfig that defines the access log provider (install time, like
+/// the stats overlay): a JSON line per request with the hop record in `hop`.
+pub fn meshconfig_access_log() -> Node {
+    let labels = Node::Map(
+        ACCESS_LOG_FIELDS
+            .iter()
+            .map(|(k, v)| (k.to_string(), s(*v)))
+            .collect(),
+    );
+    map([
+        ("apiVersion", s("install.istio.io/v1alpha1")),
+        ("kind", s("IstioOperator")),
+        (
+            "spec",
+            map([(
+                "meshConfig",
+                map([(
+                    "extensionProviders",
+                    seq([map([
+                        ("name", s(ACCESS_LOG_PROVIDER)),
+                        (
+                            "envoyFileAccessLog",
+                            map([
+                                ("path", s("/dev/stdout")),
+                                ("logFormat", map([("labels", labels)])),
+                            ]),
+                        ),
+                    ])]),
+                )]),
+            )]),
+        ),
+    ])
+}
+
+/// The Telemetry resource that turns that access log on for every sidecar
+/// (root namespace, no selector); `kubectl apply -f`, once per cluster.
+pub fn telemetry_access_log(mesh: &MeshDescription) -> Node {
+    map([
+        ("apiVersion", s("telemetry.istio.io/v1")),
+        ("kind", s("Telemetry")),
+        (
+            "metadata",
+            map([
+                ("name", s("hybridmesh-access-log")),
+                ("namespace", s(&mesh.plugin.namespace)),
+                ("labels", labels(&[])),
+            ]),
+        ),
+        (
+            "spec",
+            map([(
+                "accessLogging",
+                seq([map([(
+                    "providers",
+                    seq([map([("name", s(ACCESS_LOG_PROVIDER))])]),
+                )])]),
+            )]),
+        ),
+    ])
+}
+
 /// Every generated file for `which`, in a stable order.
 pub fn render(
     mesh: &MeshDescription,
@@ -480,6 +564,16 @@ pub fn render(
         "meshconfig-stats.yaml",
         "Prometheus labels for the filter's counters: an install-time overlay\n# (asmcli install --custom_overlay / istioctl install -f), not part of apply -k.\n# Proxies pick it up when they restart. extraStatTags makes Envoy extract\n# `<label>=.=<value>;.;` from the metric names (source_cluster and\n# destination_cluster are extracted already: Istio's own metrics use them);\n# proxyStatsMatcher keeps the counters in Envoy's stats.",
         &[meshconfig_stats()],
+    ));
+    files.push(file(
+        "meshconfig-access-log.yaml",
+        "The access log that carries the hop record (what `hybridmesh trace` reads): an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f)\n# defining the provider; telemetry-access-log.yaml turns it on. `hop` is the\n# filter state wasm.hybridmesh.hop, the JSON record the client side writes\n# (server-side lines have `hop: null`).",
+        &[meshconfig_access_log()],
+    ));
+    files.push(file(
+        "telemetry-access-log.yaml",
+        "Access logs with the hop record for every sidecar: kubectl apply -f this file\n# in each cluster, after meshconfig-access-log.yaml is installed. Then:\n# kubectl logs POD -c istio-proxy | hybridmesh trace -",
+        &[telemetry_access_log(mesh)],
     ));
     Ok(files)
 }

@@ -1,0 +1,626 @@
+//! `validate`: plugin configs, mesh descriptions and Kubernetes manifests,
+//! file by file. Plugin configs (and WasmPlugins' `pluginConfig`) go through
+//! the filter's own parser; a mesh description through
+//! [`super::mesh_check`]; WasmPlugins, DestinationRules and VirtualServices
+//! through Istio's schemas and CEL rules ([`super::schema`]), then the
+//! cross-checks ([`super::checks`]). A kustomization brings in its resources
+//! (a cycle is an error, as in kustomize; a remote resource is named, not
+//! fetched).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use hybridmesh_filter_core::config::{clean_message, error_path, parse_with, ConfigError, Raw};
+
+use super::mesh::MeshDescription;
+use super::{checks, mesh_check, schema};
+
+/// One problem or note about one document.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub file: String,
+    /// 1-based document number in a multi-document YAML file.
+    pub document: usize,
+    /// What the document is (`plugin config`, `WasmPlugin echo/hybridmesh`, ...).
+    pub what: String,
+    pub ok: bool,
+    pub errors: Vec<String>,
+    /// Worth reading, not failures (e.g. what the cross-checks could not check).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    kind: Option<String>,
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    metadata: Option<Name>,
+}
+
+#[derive(Deserialize)]
+struct Name {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WasmPluginDoc {
+    spec: WasmPluginSpec,
+}
+
+#[derive(Deserialize)]
+struct WasmPluginSpec {
+    #[serde(rename = "pluginConfig")]
+    plugin_config: Option<Raw>,
+}
+
+fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            let path = match (prefix.is_empty(), e.path.is_empty()) {
+                (true, _) => e.path.clone(),
+                (false, true) => prefix.to_string(),
+                (false, false) => format!("{prefix}.{}", e.path),
+            };
+            let line = e
+                .position
+                .map(|(l, _)| format!(" (line {l})"))
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("{}{line}", e.message)
+            } else {
+                format!("{path}: {}{line}", e.message)
+            }
+        })
+        .collect()
+}
+
+fn yaml_position(e: &serde_yaml_ng::Error) -> Option<(usize, usize)> {
+    e.location().map(|l| (l.line(), l.column()))
+}
+
+/// Checks one file; every document in it gives one finding. Kubernetes
+/// documents are cross-checked with the others in the same file.
+pub fn validate_file(path: &Path) -> anyhow::Result<Vec<Finding>> {
+    let checked = check_file(path)?;
+    let mut findings = checked.findings;
+    apply_cross_checks(&mut findings, &checked.docs, None);
+    Ok(findings)
+}
+
+/// What one file gave: findings, the Kubernetes documents for the
+/// cross-checks (their `id` indexes `findings`), and what a kustomization
+/// brings in.
+pub struct Checked {
+    pub findings: Vec<Finding>,
+    pub docs: Vec<checks::Doc>,
+    pub includes: Vec<Include>,
+}
+
+/// A file a kustomization's `resources` brings in.
+pub struct Include {
+    pub path: PathBuf,
+    /// As written in `resources`.
+    pub resource: String,
+    /// The kustomization's finding (index into [`Checked::findings`]).
+    pub finding: usize,
+}
+
+/// Larger inputs are refused unread: manifests and configs are kilobytes.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// Reads `path` (`-`: standard input), at most [`MAX_INPUT_BYTES`]. I/O
+/// errors name the path.
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_INPUT_BYTES,
+        "{}: larger than {} MiB, not read (a manifest or config is kilobytes)",
+        display(path),
+        MAX_INPUT_BYTES >> 20
+    );
+    Ok(bytes)
+}
+
+fn display(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "(stdin)".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Whether `path` is a kustomization by its name (kustomize's three names).
+fn is_kustomization_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| {
+        n == "kustomization.yaml" || n == "kustomization.yml" || n == "Kustomization"
+    })
+}
+
+/// A resource kustomize fetches (a git repository or a url), not a local path.
+fn is_remote(resource: &str) -> bool {
+    resource.contains("://")
+        || resource.starts_with("git@")
+        || resource.starts_with("github.com/")
+        || resource.starts_with("gitlab.com/")
+        || resource.starts_with("bitbucket.org/")
+        || resource.contains("?ref=")
+}
+
+fn one(file: String, what: &str, errors: Vec<String>) -> Checked {
+    Checked {
+        findings: vec![Finding {
+            file,
+            document: 1,
+            what: what.into(),
+            ok: errors.is_empty(),
+            errors,
+            notes: Vec::new(),
+        }],
+        docs: Vec::new(),
+        includes: Vec::new(),
+    }
+}
+
+/// Checks one file (`-`: standard input). Err only for I/O.
+pub fn check_file(path: &Path) -> anyhow::Result<Checked> {
+    let bytes = read_input(path)?;
+    let file = display(path);
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return Ok(one(
+                file,
+                "text",
+                vec![format!(
+                    "not UTF-8 text: byte 0x{:02x} at line {line} (offset {at})",
+                    bytes.get(at).copied().unwrap_or(0)
+                )],
+            ));
+        }
+    };
+    if let Err(e) = hybridmesh_scenario::guard::yaml(&text) {
+        return Ok(one(file, "YAML", vec![e.to_string()]));
+    }
+    let mut out = Vec::new();
+    let mut docs = Vec::new();
+    let mut includes = Vec::new();
+    let documents = documents(&text);
+    if path.extension().is_some_and(|e| e == "json") {
+        let errors = match hybridmesh_filter_core::parse_json(text.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(e) => format_errors("", &e.0),
+        };
+        out.push(Finding {
+            file,
+            document: 1,
+            what: "plugin config".into(),
+            ok: errors.is_empty(),
+            errors,
+            notes: Vec::new(),
+        });
+        return Ok(Checked {
+            findings: out,
+            docs,
+            includes,
+        });
+    }
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let value: serde_yaml_ng::Value = match serde_yaml_ng::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = e
+                    .location()
+                    .map(|l| format!(" (line {})", l.line()))
+                    .unwrap_or_default();
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                out.push(Finding {
+                    file: file.clone(),
+                    document: i + 1,
+                    what: "YAML".into(),
+                    ok: false,
+                    errors: vec![format!("not valid YAML: {msg}{line}")],
+                    notes: Vec::new(),
+                });
+                // A broken document ends the stream.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let meta: Meta = serde_yaml_ng::from_value(value.clone()).unwrap_or(Meta {
+            kind: None,
+            api_version: None,
+            metadata: None,
+        });
+        let (offset, doc_text) = documents.get(i).cloned().unwrap_or_default();
+        let position = |e: &serde_yaml_ng::Error| yaml_position(e).map(|(l, c)| (l + offset, c));
+        let name = meta
+            .metadata
+            .as_ref()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m.namespace.clone().unwrap_or_else(|| "default".into()),
+                    m.name.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        let mut notes = Vec::new();
+        // kustomize reads a kustomization without apiVersion and kind.
+        let kind = match meta.kind.as_deref() {
+            None if is_kustomization_file(path) => Some("Kustomization"),
+            k => k,
+        };
+        let (what, errors) = match (kind, meta.api_version.is_some()) {
+            (None, false) if mesh_check::looks_like_description(&value) => {
+                let mut errors = match MeshDescription::from_yaml(&doc_text) {
+                    Ok(mesh) => mesh_check::check(&mesh, &doc_text),
+                    Err(problems) => problems,
+                };
+                for e in &mut errors {
+                    e.line = e.line.map(|l| l + offset);
+                }
+                if errors.is_empty() {
+                    notes.push(format!(
+                        "render it: hybridmesh render {file} --out wasmplugin"
+                    ));
+                }
+                (
+                    "mesh description".to_string(),
+                    errors.iter().map(ToString::to_string).collect(),
+                )
+            }
+            (None, false) => {
+                let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
+                let errors = match parse_with(de, position).and_then(Raw::validate) {
+                    Ok(_) => Vec::new(),
+                    Err(e) => format_errors("", &e.0),
+                };
+                ("plugin config".to_string(), errors)
+            }
+            (
+                Some(
+                    kind @ ("WasmPlugin" | "DestinationRule" | "VirtualService"
+                    | "TrafficExtension"),
+                ),
+                _,
+            ) => {
+                let json = serde_json::to_value(&value).unwrap_or_default();
+                let mut errors: Vec<String> = match schema::schema_for(kind) {
+                    Some(s) => schema::check(s, &json)
+                        .into_iter()
+                        .map(|p| with_line(&p.to_string(), &p.at, &doc_text, offset))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let mut config = None;
+                if kind == "WasmPlugin" {
+                    let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
+                    match serde_path_to_error::deserialize::<_, WasmPluginDoc>(de) {
+                        Ok(d) => match d.spec.plugin_config {
+                            None => notes.push(
+                                "no pluginConfig: the filter needs at least its routes".to_string(),
+                            ),
+                            Some(raw) => match raw.validate() {
+                                Ok(c) => config = Some(c),
+                                Err(e) => errors.extend(format_errors("spec.pluginConfig", &e.0)),
+                            },
+                        },
+                        Err(e) => {
+                            let inner = e.inner();
+                            let message = clean_message(&inner.to_string());
+                            let path = error_path(&e.path().to_string(), &message);
+                            let err = ConfigError {
+                                path,
+                                message,
+                                position: position(inner),
+                            };
+                            errors.extend(format_errors("", &[err]));
+                        }
+                    }
+                }
+                docs.push(checks::Doc {
+                    id: out.len(),
+                    kind: kind.to_string(),
+                    value: json,
+                    config,
+                });
+                (format!("{kind} {name}"), errors)
+            }
+            (Some("Kustomization"), _) => {
+                let json = serde_json::to_value(&value).unwrap_or_default();
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let mut errors = Vec::new();
+                let finding = out.len();
+                let mut include = |p: PathBuf, r: &str| {
+                    includes.push(Include {
+                        path: p,
+                        resource: r.to_string(),
+                        finding,
+                    })
+                };
+                for r in json["resources"].as_array().into_iter().flatten() {
+                    let Some(r) = r.as_str() else {
+                        errors.push(format!("resources: {r}: expected a path"));
+                        continue;
+                    };
+                    if is_remote(r) {
+                        notes.push(format!(
+                            "resources: {r}: remote, not fetched here (not checked): run `kubectl kustomize DIR | hybridmesh validate -` to check what kustomize builds"
+                        ));
+                        continue;
+                    }
+                    let p = normalize(&dir.join(r));
+                    if p.is_dir() {
+                        match ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+                            .iter()
+                            .map(|k| p.join(k))
+                            .find(|k| k.exists())
+                        {
+                            Some(k) => include(k, r),
+                            None => errors.push(format!(
+                                "resources: {r}: a folder without a kustomization.yaml"
+                            )),
+                        }
+                    } else if p.exists() {
+                        include(p, r);
+                    } else {
+                        errors.push(format!("resources: {r}: no such file or folder"));
+                    }
+                }
+                let transforms: Vec<&str> = json
+                    .as_object()
+                    .map(|o| {
+                        o.keys()
+                            .map(String::as_str)
+                            .filter(|k| {
+                                !["apiVersion", "kind", "metadata", "resources"].contains(k)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !transforms.is_empty() {
+                    notes.push(format!(
+                        "{} not applied here: to check what kustomize builds, run `kubectl kustomize DIR | hybridmesh validate -`",
+                        transforms.join(", ")
+                    ));
+                }
+                (
+                    "Kustomization (its resources are checked)".to_string(),
+                    errors,
+                )
+            }
+            (Some(kind), _) => {
+                // Other Kubernetes resources: not a plugin config; named so nothing is silently skipped.
+                out.push(Finding {
+                    file: file.clone(),
+                    document: i + 1,
+                    what: format!("{kind} (not a plugin config: not checked)"),
+                    ok: true,
+                    errors: Vec::new(),
+                    notes: Vec::new(),
+                });
+                continue;
+            }
+            (None, true) => (
+                "document".to_string(),
+                vec!["has apiVersion but no kind".to_string()],
+            ),
+        };
+        out.push(Finding {
+            file: file.clone(),
+            document: i + 1,
+            what,
+            ok: errors.is_empty(),
+            errors,
+            notes,
+        });
+    }
+    if out.is_empty() {
+        out.push(Finding {
+            file,
+            document: 1,
+            what: "empty file".into(),
+            ok: false,
+            errors: vec!["no document to check".into()],
+            notes: Vec::new(),
+        });
+    }
+    Ok(Checked {
+        findings: out,
+        docs,
+        includes,
+    })
+}
+
+/// `a/b/../c` -> `a/c`, without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Adds the cross-check problems to the findings they are about.
+pub fn apply_cross_checks(
+    findings: &mut [Finding],
+    docs: &[checks::Doc],
+    module: Option<&checks::Module>,
+) {
+    for p in checks::cross_check(docs, module) {
+        if let Some(f) = findings.get_mut(p.doc) {
+            if f.errors.contains(&p.message) || f.notes.contains(&p.message) {
+                continue;
+            }
+            if p.note {
+                f.notes.push(p.message);
+            } else {
+                f.errors.push(p.message);
+                f.ok = false;
+            }
+        }
+    }
+}
+
+/// `message (line N)` when the field path's last key is found in the document.
+fn with_line(message: &str, path: &str, doc_text: &str, offset: usize) -> String {
+    let keys: Vec<&str> = path
+        .split(['.', '['])
+        .filter(|k| !k.is_empty() && !k.ends_with(']'))
+        .collect();
+    // Follow the keys down the document: each one after the previous.
+    let lines: Vec<&str> = doc_text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for k in &keys {
+        let needle = format!("{k}:");
+        match lines.iter().enumerate().skip(from).find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&needle)
+                || t.starts_with(&format!("\"{k}\":"))
+                || l.contains(&format!("{{{needle}"))
+                || l.contains(&format!(", {needle}"))
+        }) {
+            Some((n, _)) => {
+                from = n;
+                found = Some(n + 1);
+            }
+            None => break,
+        }
+    }
+    match found {
+        Some(n) if !keys.is_empty() => format!("{message} (line {})", n + offset),
+        _ => message.to_string(),
+    }
+}
+
+/// Every YAML document's text with the line it starts after (so that
+/// line numbers in its errors become the file's), in one pass.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut chunks: Vec<(usize, Vec<&str>)> = vec![(0, Vec::new())];
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("---") {
+            chunks.push((n + 1, Vec::new()));
+        } else if let Some(last) = chunks.last_mut() {
+            last.1.push(line);
+        }
+    }
+    let has_content = |lines: &Vec<&str>| {
+        lines
+            .iter()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    };
+    chunks
+        .into_iter()
+        .filter(|(_, l)| has_content(l))
+        .map(|(start, lines)| (start, lines.join("\n")))
+        .collect()
+}
+
+/// What `validate` found in all its files.
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// The Kubernetes documents (cross-checked together).
+    pub docs: Vec<checks::Doc>,
+    /// Files that could not be read, each error naming its path.
+    pub unreadable: Vec<String>,
+}
+
+/// Checks `files` in order, each kustomization's resources after it (each
+/// file once; a kustomization that brings itself in again, directly or
+/// through others, is an error, as kustomize says "cycle detected"), then
+/// cross-checks every Kubernetes document with the others.
+pub fn validate_paths(files: &[PathBuf], module: Option<&checks::Module>) -> Report {
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut docs: Vec<checks::Doc> = Vec::new();
+    let mut unreadable = Vec::new();
+    // (file, the kustomizations that brought it in, outermost first).
+    let mut queue: VecDeque<(PathBuf, Vec<PathBuf>)> =
+        files.iter().map(|f| (f.clone(), Vec::new())).collect();
+    let mut seen = BTreeSet::new();
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    while let Some((f, chain)) = queue.pop_front() {
+        if f.as_os_str() != "-" && !seen.insert(canonical(&f)) {
+            continue;
+        }
+        let checked = match check_file(&f) {
+            Ok(c) => c,
+            Err(e) => {
+                unreadable.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        let offset = findings.len();
+        findings.extend(checked.findings);
+        docs.extend(checked.docs.into_iter().map(|mut d| {
+            d.id += offset;
+            d
+        }));
+        let mut inner = chain.clone();
+        inner.push(canonical(&f));
+        let mut next = Vec::new();
+        for inc in checked.includes {
+            let key = canonical(&inc.path);
+            if let Some(start) = inner.iter().position(|k| *k == key) {
+                let mut names: Vec<String> = inner[start..]
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                names.push(key.display().to_string());
+                if let Some(finding) = findings.get_mut(offset + inc.finding) {
+                    finding.ok = false;
+                    finding.errors.push(format!(
+                        "resources: {}: a cycle ({}): kustomize refuses it (\"cycle detected\")",
+                        inc.resource,
+                        names.join(" -> ")
+                    ));
+                }
+                continue;
+            }
+            next.push((inc.path, inner.clone()));
+        }
+        for (i, n) in next.into_iter().enumerate() {
+            queue.insert(i, n);
+        }
+    }
+    apply_cross_checks(&mut findings, &docs, module);
+    Report {
+        findings,
+        docs,
+        unreadable,
+    }
+}
