@@ -1,0 +1,26 @@
+// Command lab-iptables is Istio's istio-iptables (what istio-init runs in a
+// pod), from the pinned module, with one difference: istio-iptables reads the
+// pod's interface addresses only to tell an IPv4 pod from an IPv6 one, and
+// skips loopback addresses, which the lab's pod IPs (127.0.0.0/8) are. Here
+// that look-up answers "an IPv4 pod" (a documentation address, 192.0.2.1,
+// which no rule names and nothing is sent to). The rules are istio-iptables'
+// own.
+package main
+
+import (
+	"net"
+	"os"
+
+	"istio.io/istio/pkg/log"
+	"istio.io/istio/tools/common/config"
+	iptables "istio.io/istio/tools/istio-iptables/pkg/cmd"
+)
+
+func main() {
+	config.LocalIPAddrs = func() ([]net.Addr, error) {
+		return []net.Addr{&net.IPNet{IP: net.IPv4(192, 0, 2, 1), Mask: net.CIDRMask(32, 32)}}, nil
+	}
+	if err := iptables.GetCommand(log.DefaultOptions()).Execute(); err != nil {
+		os.Exit(1)
+	}
+}

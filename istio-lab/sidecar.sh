@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Starts one pod's sidecar the way Kubernetes would after Istio's injection:
+# Istio's pilot-agent (built from the pinned module) in the pod's own network
+# namespace, which writes Envoy's bootstrap from Istio's template, starts the
+# real Envoy 1.40, serves it SDS from the mounted workload certificate, and
+# proxies its ADS stream to the cluster's istiod (plaintext gRPC, :15010).
+# The pod's network namespace is on the lab's pod network (podnet.sh), where
+# istiod (127.N.0.1:15010) and the .wasm server (127.60.0.1:8080) are reached
+# at an "infra" namespace that forwards to them over unix sockets (labnet).
+# Only loopback addresses are used; every pod's 0.0.0.0 listeners stay in its
+# own namespace. A sidecar's namespace gets Istio's capture rules first (what
+# istio-init does; the proxy runs as root, so root is the excluded user and
+# the application runs as nobody). echo-svc pods also get their application
+# (echo.py answering "GKE!!!" / "Anthos!!!" on :8080).
+#
+#   sidecar.sh CLUSTER NAMESPACE POD IP SERVICE_ACCOUNT APP [router]   (after up.sh)
+#
+# With "router", the pod is an east-west gateway (pilot-agent proxy router,
+# as Istio's gateway chart runs it for the cross-network gateway:
+# ISTIO_META_ROUTER_MODE=sni-dnat, REQUESTED_NETWORK_VIEW = its network).
+set -euo pipefail
+LAB="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$LAB/.." && pwd)"
+BIN="$ROOT/target/istio-lab/bin"
+RUN="$ROOT/target/istio-lab/run"
+c=$1 ns=$2 pod=$3 ip=$4 sa=$5 app=$6 kind=${7:-sidecar}
+source "$RUN/topology.env"   # NETWORK_<c>, NET_<c>
+net_var="NETWORK_$c"; n_var="NET_$c"
+network=${!net_var}; n=${!n_var}
+ENVOY=${ENVOY:-$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1)}
+[ -x "$ENVOY" ] || { echo "no Envoy: run scripts/setup-envoy (or set ENVOY)" >&2; exit 1; }
+ISTIO_DIR="$(cat "$BIN/istio-module-dir")"
+
+d="$RUN/pods/$c-$ns-$pod"
+rm -rf "$d"; mkdir -p "$d"/{etc/istio/proxy,etc/istio/pod,etc/istio/config,var/lib/istio/envoy,var/run/secrets/workload-spiffe-credentials}
+cp "$ISTIO_DIR/tools/packaging/common/envoy_bootstrap.json" "$d/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
+cp "$RUN/$c/mesh.yaml" "$d/etc/istio/config/mesh"
+# downward API files
+if [ "$kind" = router ]; then
+  printf 'istio="eastwestgateway"\napp="%s"\nservice.istio.io/canonical-name="%s"\nservice.istio.io/canonical-revision="latest"\ntopology.istio.io/network="%s"\n' \
+    "$app" "$app" "$network" >"$d/etc/istio/pod/labels"
+  extra_env=(ISTIO_META_ROUTER_MODE=sni-dnat ISTIO_META_REQUESTED_NETWORK_VIEW="$network")
+else
+  printf 'app="%s"\nsecurity.istio.io/tlsMode="istio"\nservice.istio.io/canonical-name="%s"\nservice.istio.io/canonical-revision="latest"\ntopology.istio.io/network="%s"\n' \
+    "$app" "$app" "$network" >"$d/etc/istio/pod/labels"
+  extra_env=(ISTIO_META_INTERCEPTION_MODE=REDIRECT ISTIO_META_APP_CONTAINERS="$app")
+fi
+: >"$d/etc/istio/pod/annotations"
+# the workload certificate istiod's CA would issue (same mesh CA, this cluster's intermediate)
+"$LAB/certs.sh" workload "$RUN/ca" "$c" "spiffe://cluster.local/ns/$ns/sa/$sa" "$d/var/run/secrets/workload-spiffe-credentials"
+
+# the pod's network namespace, with its IP on the lab's pod network
+"$LAB/podnet.sh" add "$c-$pod" "$ip"
+pns="hmlab-$c-$pod"
+if [ "$kind" = sidecar ]; then
+  # what istio-init does in a pod: Istio's own traffic capture rules (REDIRECT
+  # mode, all ports), excluding the proxy's user: here root (-u 0), so the
+  # applications run as nobody
+  ip netns exec "$pns" "$BIN/lab-iptables" -p 15001 -z 15006 -u 0 -g 0 -m REDIRECT \
+    -i '*' -x '' -b '*' -d 15090,15021,15020 >"$d/istio-iptables.log" 2>&1
+fi
+
+proxy_config=$(cat <<EOF
+{"discoveryAddress":"127.$n.0.1:15010","controlPlaneAuthPolicy":"NONE","binaryPath":"$ENVOY",
+ "configPath":"./etc/istio/proxy","meshId":"mesh1","concurrency":1,
+ "extraStatTags":["decision","cross_network","direction","problem"],
+ "proxyStatsMatcher":{"inclusionRegexps":[".*hybridmesh_.*"]}}
+EOF
+)
+cd "$d"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$d" \
+  POD_NAME="$pod" POD_NAMESPACE="$ns" INSTANCE_IP="$ip" HOST_IP="127.$n.0.1" SERVICE_ACCOUNT="$sa" \
+  PROXY_CONFIG="$proxy_config" PILOT_CERT_PROVIDER=istiod CA_ADDR="127.$n.0.1:15012" \
+  ISTIO_META_CLUSTER_ID="$c" ISTIO_META_NETWORK="$network" ISTIO_META_MESH_ID=mesh1 TRUST_DOMAIN=cluster.local \
+  ISTIO_META_WORKLOAD_NAME="$app" ISTIO_META_OWNER="kubernetes://apis/apps/v1/namespaces/$ns/deployments/$app" \
+  "${extra_env[@]}" ISTIO_META_NODE_NAME="$c-node-1" \
+  ISTIO_META_POD_PORTS='[]' ISTIO_META_ENABLE_HBONE=false \
+  setsid ip netns exec "$pns" unshare --mount --propagation private --kill-child bash -c "
+    # the pod's own /var/lib (the agent keeps fetched Wasm modules in /var/lib/istio/data)
+    mkdir -p '$d/var/lib/istio/data' && mount --bind '$d/var/lib' /var/lib
+    exec '$BIN/pilot-agent' proxy $kind --domain $ns.svc.cluster.local --proxyLogLevel=warning \
+      --proxyComponentLogLevel=misc:error --log_output_level=default:info --concurrency 1
+  " >"$d/agent.log" 2>&1 &
+echo $! >"$d/pid"
+case "$c:$app" in   # the application container
+  gke:echo-svc) body='"GKE!!!"' ;;
+  anthos:echo-svc) body='"Anthos!!!"' ;;
+  *) body= ;;
+esac
+if [ -n "$body" ]; then
+  setsid ip netns exec "$pns" setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 "$LAB/echo.py" "$body" 8080 >"$d/app.log" 2>&1 &
+  echo $! >"$d/app.pid"
+fi
+echo "$d"
