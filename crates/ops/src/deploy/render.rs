@@ -51,15 +51,20 @@ fn header(source: &str, what: &str) -> String {
     )
 }
 
-/// The name of the header the VirtualService routes on.
-pub fn target_header(mesh: &MeshDescription) -> String {
+/// The filter's header names for the description's `headerPrefix`.
+fn header_names(mesh: &MeshDescription) -> hybridmesh_filter_core::config::HeaderNames {
     let prefix = mesh
         .plugin
         .config
         .get("headerPrefix")
         .and_then(|v| v.as_str())
         .unwrap_or(hybridmesh_filter_core::config::DEFAULT_HEADER_PREFIX);
-    format!("{}-target-cluster", prefix.to_ascii_lowercase())
+    hybridmesh_filter_core::config::HeaderNames::new(&prefix.to_ascii_lowercase())
+}
+
+/// The name of the header the VirtualService routes on.
+pub fn target_header(mesh: &MeshDescription) -> String {
+    header_names(mesh).target_cluster
 }
 
 /// The plugin config for one cluster and one side (`outbound` / `inbound`).
@@ -299,13 +304,7 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
 
 /// The name of the header a pinned decision sets.
 pub fn pinned_header(mesh: &MeshDescription) -> String {
-    let prefix = mesh
-        .plugin
-        .config
-        .get("headerPrefix")
-        .and_then(|v| v.as_str())
-        .unwrap_or(hybridmesh_filter_core::config::DEFAULT_HEADER_PREFIX);
-    format!("{}-pinned-cluster", prefix.to_ascii_lowercase())
+    header_names(mesh).pinned_cluster
 }
 
 /// One VirtualService per service: per cluster, the pinned header -> its

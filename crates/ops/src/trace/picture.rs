@@ -652,24 +652,33 @@ pub fn svg(m: &Matrix) -> String {
     );
     let x0 = l.x + 16.0;
     let mut y = l.y + 22.0;
-    let _ = writeln!(
-        s,
-        r##"<line x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{SAME}" stroke-width="3" marker-end="url(#arrow)"/><text x="{:.1}" y="{:.1}" font-size="13">same network: served directly</text>"##,
-        y - 4.0,
-        x0 + 50.0,
-        y - 4.0,
-        x0 + 64.0,
-        y
+    // A sample arrow (`style`: its stroke attributes, `marker`: its head) and
+    // what it means, on one legend row.
+    let sample = |s: &mut String, y: f64, style: &str, marker: &str, text: &str| {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" {style} marker-end="url(#{marker})"/><text x="{:.1}" y="{:.1}" font-size="13">{text}</text>"##,
+            y - 4.0,
+            x0 + 50.0,
+            y - 4.0,
+            x0 + 64.0,
+            y
+        );
+    };
+    sample(
+        &mut s,
+        y,
+        &format!(r#"stroke="{SAME}" stroke-width="3""#),
+        "arrow",
+        "same network: served directly",
     );
     y += LEGEND_ROW;
-    let _ = writeln!(
-        s,
-        r##"<line x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{CROSS}" stroke-width="3" stroke-dasharray="10 6" marker-end="url(#arrow-x)"/><text x="{:.1}" y="{:.1}" font-size="13">cross-network: through the serving cluster's east-west gateway (⇄, port 15443)</text>"##,
-        y - 4.0,
-        x0 + 50.0,
-        y - 4.0,
-        x0 + 64.0,
-        y
+    sample(
+        &mut s,
+        y,
+        &format!(r#"stroke="{CROSS}" stroke-width="3" stroke-dasharray="10 6""#),
+        "arrow-x",
+        "cross-network: through the serving cluster's east-west gateway (⇄, port 15443)",
     );
     y += LEGEND_ROW;
     let _ = writeln!(
