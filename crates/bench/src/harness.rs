@@ -67,7 +67,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// A gke client sidecar with the seed's per-cluster routes, at Envoy's
 /// default log level (the hop log line, at debug, is not written).
-fn build(module: &Module, config: &[u8], trace: bool) -> anyhow::Result<Plugin> {
+pub(crate) fn build(module: &Module, config: &[u8], trace: bool) -> anyhow::Result<Plugin> {
     let plugin = Plugin::builder(module)
         .proxy(Proxy::istio("gke").network("kuchima-demo-vpc01").locality(
             "asia-northeast1",

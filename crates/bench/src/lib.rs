@@ -13,6 +13,7 @@ pub mod harness;
 pub mod instructions;
 pub mod load;
 pub mod report;
+pub mod scaling;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -57,6 +58,8 @@ pub struct Options {
     pub instruction_probes: bool,
     /// Another build of the filter, run as the `*-before` variants.
     pub compare_wasm: Option<PathBuf>,
+    /// Measure how cost grows with routes and clusters ([`scaling`]).
+    pub scaling: bool,
 }
 
 impl Options {
@@ -88,6 +91,7 @@ impl Options {
             instructions_only: false,
             instruction_probes: true,
             compare_wasm: None,
+            scaling: true,
         }
     }
 
@@ -174,6 +178,8 @@ pub struct Report {
     pub variants: Vec<Variant>,
     /// The `--compare-wasm` build's size in bytes.
     pub compare_wasm_bytes: Option<u64>,
+    /// How cost grows with routes and clusters, point by point.
+    pub scaling: Vec<scaling::Figures>,
 }
 
 pub fn mode_key(m: Mode) -> u8 {
@@ -504,6 +510,9 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     }
     if opts.instructions_only {
         (report.instructions, report.server_floor, report.probes) = count_instructions(&ctx, out)?;
+        if opts.scaling {
+            report.scaling = scaling_run(&ctx, out)?;
+        }
         report.load_after = loadavg();
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
@@ -693,6 +702,9 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
         &ctx.configs[&variant_key(Variant::Server)],
         opts.harness_requests,
     )?;
+    if opts.scaling {
+        report.scaling = scaling_run(&ctx, out)?;
+    }
     report.load_after = loadavg();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -771,6 +783,53 @@ fn count_instructions(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<Instr
         }
     }
     Ok((counts, server_floor, probes))
+}
+
+/// The scaling curve: the harness's figures at every point and, when
+/// instructions are counted, the client side's instructions per request in
+/// Envoy under callgrind (bare GET).
+fn scaling_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<Vec<scaling::Figures>> {
+    let module = proxy_wasm_host::Module::from_bytes(&std::fs::read(&ctx.opts.wasm)?)?;
+    let mut figures = Vec::new();
+    for (k, p) in scaling::POINTS.iter().enumerate() {
+        let mut f = scaling::harness(&module, &ctx.opts.examples, *p)?;
+        if ctx.opts.instruction_requests > 0 {
+            let config = scaling::config(&ctx.opts.examples, *p)?;
+            let ip = Ipv4Addr::new(127, 78, 7, k as u8 + 1);
+            let name = format!("scaling-{}-routes-{}-clusters", p.routes, p.clusters);
+            let boot =
+                envoy::bootstrap(ip, Mode::Direct, Variant::Weighted, &ctx.opts.wasm, &config);
+            let path = ctx.dir.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_vec(&boot)?)?;
+            out.line(&format!(
+                "instructions: client side, routes {} clusters {}, under callgrind ...",
+                p.routes, p.clusters
+            ));
+            let got = instructions::count(
+                &ctx.binary,
+                &ctx.dir,
+                &name,
+                &path,
+                ip,
+                &[Variant::Weighted.headers(HeaderSet::Bare)],
+                ctx.opts.instruction_requests,
+            )?;
+            f.instructions = got.first().map(|c| c.per_request);
+        }
+        out.line(&format!(
+            "scaling: routes {} clusters {}: fresh VM {:.0} µs, linear memory {} bytes, health entry {} bytes{}",
+            f.routes,
+            f.clusters,
+            f.fresh_vm.as_secs_f64() * 1e6,
+            f.linear_memory,
+            f.health_entry_bytes,
+            f.instructions
+                .map(|i| format!(", {i:.0} instructions per request"))
+                .unwrap_or_default()
+        ));
+        figures.push(f);
+    }
+    Ok(figures)
 }
 
 const GAUGE_STAT: &str = "wasmcustom.hybridmesh_vm_memory_bytes";

@@ -257,6 +257,29 @@ impl Report {
                     && self.memory.linear_after_1k > 0,
             ));
         }
+        for (clusters, what) in [
+            (
+                false,
+                "per-request instructions flat (within 10%) from 1 to 10,000 routes",
+            ),
+            (
+                true,
+                "per-request instructions flat (within 10%) from 2 to 64 clusters",
+            ),
+        ] {
+            if let Some((first, worst)) = self.scaling_spread(clusters) {
+                out.push((
+                    what.to_string(),
+                    format!(
+                        "{:.1}k → at most {:.1}k ({:+.1}%)",
+                        first / 1000.0,
+                        worst / 1000.0,
+                        (worst / first - 1.0) * 100.0
+                    ),
+                    worst <= 1.10 * first,
+                ));
+            }
+        }
         if self.harness.requests > 0 {
             out.push((
                 "at most one extra route match per request".to_string(),
@@ -265,6 +288,65 @@ impl Report {
             ));
         }
         out
+    }
+
+    /// Per-request instructions along the scaling curve: (what, the spread
+    /// over the curve's points, whether it stays within the target).
+    fn scaling_spread(&self, clusters: bool) -> Option<(f64, f64)> {
+        let pts: Vec<f64> = self
+            .scaling
+            .iter()
+            .filter(|f| {
+                if clusters {
+                    f.routes == 1
+                } else {
+                    f.clusters == 2
+                }
+            })
+            .filter_map(|f| f.instructions)
+            .collect();
+        let first = *pts.first()?;
+        let worst = pts.iter().copied().fold(first, f64::max);
+        Some((first, worst))
+    }
+
+    fn scaling_markdown(&self, s: &mut String) {
+        if self.scaling.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## How cost grows with the mesh
+
+             The client side's weighted config (example 03) grown to many routes (one service each,              the requested service's route listed last) and to many clusters (the route weighted over              all of them). Instructions per request: callgrind in Envoy, bare GET, as above. A fresh              VM: the harness (wasmtime) instantiating the module, starting the VM and parsing and              planning the config, median of 5; every worker VM pays it at start and on every config              push. Linear memory: the harness, after configure and 1,000 requests. Health entry: the              service's shared-data entry after 1,000 failed requests spread over its clusters (one              entry per service that has failed).
+"
+        );
+        let _ = writeln!(
+            s,
+            "| routes | clusters | config JSON | instructions per request | vs 1 route, 2 clusters | fresh VM (harness) | linear memory | health entry |
+|---|---|---|---|---|---|---|---|"
+        );
+        let base = self.scaling.first().and_then(|f| f.instructions);
+        for f in &self.scaling {
+            let (ins, vs) = match (f.instructions, base) {
+                (Some(i), Some(b)) => (
+                    format!("{:.1}k", i / 1000.0),
+                    format!("{:+.1}%", (i / b - 1.0) * 100.0),
+                ),
+                _ => ("-".to_string(), "-".to_string()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} KB | {ins} | {vs} | {:.2} ms | {:.2} MiB | {} bytes |",
+                f.routes,
+                f.clusters,
+                f.config_bytes as f64 / 1000.0,
+                f.fresh_vm.as_secs_f64() * 1e3,
+                f.linear_memory as f64 / 1048576.0,
+                f.health_entry_bytes
+            );
+        }
+        s.push('\n');
     }
 
     fn instructions_markdown(&self, s: &mut String) {
@@ -422,6 +504,7 @@ impl Report {
         s.push('\n');
 
         self.instructions_markdown(&mut s);
+        self.scaling_markdown(&mut s);
         if self.throughput.is_empty() {
             return s;
         }

@@ -57,6 +57,7 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
         "## Start-up",
         "## Memory",
         "## The harness",
+        "## How cost grows with the mesh",
         "## How to read this",
     ] {
         assert!(md.contains(section), "no {section:?} in:\n{md}");
@@ -82,6 +83,34 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
         .unwrap();
     let bytes: u64 = line.split('|').nth(2).unwrap().trim().parse().unwrap();
     assert!(bytes > 0 && bytes.is_multiple_of(65536), "{line}");
+    // The scaling curve: a row per point; the health entry of a service
+    // weighted over 64 clusters holds more than one over 2, and 10,000
+    // routes take more linear memory than one.
+    let point = |routes: &str, clusters: &str| -> Vec<String> {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {routes} | {clusters} | ")))
+            .unwrap_or_else(|| {
+                panic!("no scaling row for {routes} routes, {clusters} clusters:\n{md}")
+            })
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let number = |cell: &str| -> f64 { cell.split(' ').next().unwrap().parse().unwrap() };
+    let (one, many_routes) = (point("1", "2"), point("10000", "2"));
+    let many_clusters = point("1", "64");
+    assert!(
+        number(&many_clusters[8]) > number(&one[8]),
+        "{many_clusters:?} vs {one:?}"
+    );
+    assert!(
+        number(&one[8]) > 0.0,
+        "no health entry after failed requests: {one:?}"
+    );
+    assert!(
+        number(&many_routes[7]) > number(&one[7]),
+        "{many_routes:?} vs {one:?}"
+    );
 }
 
 /// Instructions per request in real Envoy (callgrind), CI-sized: a guard
@@ -108,6 +137,9 @@ fn instructions_per_request_stay_within_their_bounds() {
             "--instructions",
             "100",
             "--no-probes",
+            // The scaling curve is 6 more Envoys under valgrind (minutes
+            // each); scripts/bench runs it.
+            "--no-scaling",
             "--variants",
             "none,lua,tag,weighted,server",
             "--out",

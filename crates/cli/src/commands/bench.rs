@@ -66,6 +66,10 @@ pub struct BenchCommand {
     /// beside this one: before and after a change in one run.
     #[arg(long, value_name = "FILE")]
     compare_wasm: Option<PathBuf>,
+
+    /// Skip the scaling curve (routes 1 to 10,000, clusters 2 to 64)
+    #[arg(long)]
+    no_scaling: bool,
 }
 
 struct Lines;
@@ -108,6 +112,7 @@ impl BenchCommand {
         opts.instructions_only = self.instructions_only;
         opts.instruction_probes = !self.no_probes;
         opts.compare_wasm = self.compare_wasm.clone();
+        opts.scaling = !self.no_scaling;
         opts.instruction_variants = opts.variants();
         if self.instructions_only && self.instructions == 0 {
             anyhow::bail!("--instructions-only needs --instructions above 0");
@@ -132,9 +137,17 @@ impl BenchCommand {
                 .collect::<anyhow::Result<_>>()?;
         }
         let report = bench::run(&opts, &mut Lines)?;
+        // The command as run (its options, not where it wrote), so the
+        // report says how to reproduce it.
         let mut command = String::from("scripts/bench");
-        if self.quick {
-            command.push_str(" --quick");
+        let mut args = std::env::args().skip_while(|a| a != "bench").skip(1);
+        while let Some(a) = args.next() {
+            if a == "--out" {
+                args.next();
+            } else if !a.starts_with("--out=") {
+                command.push(' ');
+                command.push_str(&a);
+            }
         }
         std::fs::write(&self.out, report.markdown(&command))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.out.display()))?;
