@@ -854,9 +854,11 @@ fn release_packages_pins_renders_and_validates_and_check_finds_a_stale_digest() 
 // access logs with the hop record
 // ---------------------------------------------------------------------------
 
-/// The Istio config shipped in wasmplugin/ writes access log lines of the
-/// shape the real-Envoy replica writes (the fixture `trace` is tested on):
-/// the same fields, the hop record from filter state as text.
+/// The Istio config shipped in wasmplugin/ writes access log lines with the
+/// filter's fields (`hybridmesh_filter_core::hop::access_log_fields`, which
+/// the real-Envoy replica logs and `trace` reads: the hop record and the
+/// filter's headers), and still every field of a log written before the
+/// header fields existed (the fixture `trace` is tested on).
 #[test]
 fn the_shipped_access_log_config_writes_what_trace_reads() {
     let text =
@@ -868,16 +870,30 @@ fn the_shipped_access_log_config_writes_what_trace_reads() {
         .as_object()
         .unwrap();
     assert_eq!(labels["hop"], "%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%");
+    assert_eq!(
+        labels["req_source_cluster"],
+        "%REQ(X-HYBRIDMESH-SOURCE-CLUSTER)%"
+    );
+    assert_eq!(labels["resp_served_by"], "%RESP(X-HYBRIDMESH-SERVED-BY)%");
+    let fields = hybridmesh_filter_core::hop::access_log_fields(
+        &hybridmesh_filter_core::config::HeaderNames::new("x-hybridmesh"),
+    );
+    assert_eq!(labels.len(), fields.len(), "{labels:?}");
+    for (k, v) in &fields {
+        assert_eq!(
+            labels.get(*k).and_then(|l| l.as_str()),
+            Some(v.as_str()),
+            "{k}"
+        );
+    }
     let fixture =
         std::fs::read_to_string(root().join("crates/cli/tests/fixtures/replica-access.log"))
             .unwrap();
     let line = fixture.lines().find(|l| l.starts_with('{')).unwrap();
     let logged: serde_json::Value = serde_json::from_str(line).unwrap();
-    let mut a: Vec<&String> = labels.keys().collect();
-    let mut b: Vec<&String> = logged.as_object().unwrap().keys().collect();
-    a.sort();
-    b.sort();
-    assert_eq!(a, b, "the shipped format and the replica's differ");
+    for k in logged.as_object().unwrap().keys() {
+        assert!(labels.contains_key(k), "the shipped format lost {k:?}");
+    }
     let t = std::fs::read_to_string(root().join("wasmplugin/telemetry-access-log.yaml")).unwrap();
     let t: serde_json::Value = serde_yaml_ng::from_str(&t).unwrap();
     assert_eq!(t["kind"], "Telemetry");

@@ -360,3 +360,49 @@ fn the_picture_of_the_replica_is_readable_too() {
     assert_eq!(pic.flows.len(), 2, "gke -> anthos and anthos -> gke");
     assert!(svg(&m).contains("⇄ east-west gateway "));
 }
+
+/// Client-side lines the replica's Envoys logged with the access log's
+/// header fields, their `hop` null as Envoy logs it when the filter writes no
+/// record (`filterState: false`; the server-side lines are logged so):
+/// `trace` rebuilds each hop from the filter's headers and Envoy's fields,
+/// says so, and draws the same matrix the records would.
+#[test]
+fn hops_are_rebuilt_from_the_filters_headers_when_there_is_no_record() {
+    let log =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replica-access-headers.log");
+    let p = parse(&std::fs::read_to_string(&log).unwrap());
+    assert_eq!(p.hops.len(), 10);
+    assert_eq!(p.without_hop, 2, "server-side lines are not client hops");
+    let m = Matrix::of(p.hops.iter());
+    assert_eq!(m.count("gke", "anthos"), 2);
+    assert_eq!(m.count("anthos", "gke"), 3);
+    assert_eq!(m.cross_network, 5);
+    for h in &p.hops {
+        assert_eq!(h.decision, hybridmesh_ops::trace::UNRECORDED);
+        assert_eq!(h.service, "echo-svc.default.svc.cluster.local");
+        assert_eq!(h.cross_network, h.gateway.is_some(), "{h:?}");
+    }
+    // A request preferred anthos and was served by gke: both are kept.
+    assert!(p
+        .hops
+        .iter()
+        .any(|h| h.target_cluster.as_deref() == Some("anthos")
+            && h.served_by.as_deref() == Some("gke")));
+    let out = Command::cargo_bin("hybridmesh")
+        .unwrap()
+        .arg("trace")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stdout.contains("10 requests, 5 crossed networks (50.0%)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("10 of 10 hops rebuilt from the filter's headers"),
+        "{stderr}"
+    );
+}

@@ -205,7 +205,7 @@ pub const FAILURE_FLAGS: u64 = 0x2 /* UH */ | 0x4 /* UT */ | 0x10 /* UR */ | 0x2
 pub const NOT_SERVED_FLAGS: u64 = 0x2 /* UH */ | 0x20 /* UF */ | 0x80 /* UO */;
 
 /// Filter state key of the hop record: `%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%`.
-pub const HOP_FILTER_STATE: &str = "hybridmesh.hop";
+pub const HOP_FILTER_STATE: &str = crate::hop::HOP_FILTER_STATE_KEY;
 
 /// The configured filter of one plugin: config, identity, compiled plan.
 #[derive(Debug, Clone)]

@@ -98,6 +98,48 @@ pub fn push_log_token(out: &mut String, value: &str) {
     }
 }
 
+/// The access log line `hybridmesh trace` reads (Envoy's JSON format,
+/// `name -> %COMMAND%`): Envoy's own fields, `hop` (the filter's record from
+/// filter state, written when `filterState` is on) and the headers the filter
+/// sets (`req_*`, `resp_served_by`). From those alone `trace` rebuilds a
+/// hop on the client side when the filter writes no record (`filterState:
+/// false`: no `proxy_set_property` per request); only the decision and its
+/// reason are then missing. The replica's Envoys and the manifests in
+/// `wasmplugin/` both log this.
+pub fn access_log_fields(names: &crate::config::HeaderNames) -> Vec<(&'static str, String)> {
+    let req = |h: &str| format!("%REQ({})%", h.to_ascii_uppercase());
+    vec![
+        ("start_time", "%START_TIME%".to_string()),
+        ("method", "%REQ(:METHOD)%".to_string()),
+        ("authority", "%REQ(:AUTHORITY)%".to_string()),
+        ("path", "%REQ(:PATH)%".to_string()),
+        ("status", "%RESPONSE_CODE%".to_string()),
+        ("flags", "%RESPONSE_FLAGS%".to_string()),
+        ("details", "%RESPONSE_CODE_DETAILS%".to_string()),
+        ("route", "%ROUTE_NAME%".to_string()),
+        ("cluster", "%UPSTREAM_CLUSTER%".to_string()),
+        ("upstream", "%UPSTREAM_HOST%".to_string()),
+        ("request_id", "%REQ(X-REQUEST-ID)%".to_string()),
+        ("duration_ms", "%DURATION%".to_string()),
+        (
+            "hop",
+            format!("%FILTER_STATE(wasm.{HOP_FILTER_STATE_KEY}:PLAIN)%"),
+        ),
+        ("req_source_cluster", req(&names.source_cluster)),
+        ("req_source_network", req(&names.source_network)),
+        ("req_target_cluster", req(&names.target_cluster)),
+        ("req_pinned_cluster", req(&names.pinned_cluster)),
+        ("req_hops", req(&names.hops)),
+        (
+            "resp_served_by",
+            format!("%RESP({})%", names.served_by.to_ascii_uppercase()),
+        ),
+    ]
+}
+
+/// The filter state key of the hop record (Envoy prefixes `wasm.`).
+pub const HOP_FILTER_STATE_KEY: &str = "hybridmesh.hop";
+
 /// True when `address` (`ip:port`) is an east-west gateway.
 pub fn is_gateway_address(address: &str) -> bool {
     address

@@ -96,6 +96,10 @@ pub struct LogStats {
     /// JSON lines whose `hop` is empty (`null`, `-`): requests with no record
     /// (server-side sidecars, `filterState: false`).
     pub empty_hop: u64,
+    /// Of [`LogStats::hops`], those rebuilt from the filter's headers in the
+    /// line (`req_*`, `resp_served_by`) because it had no record in `hop`
+    /// (`filterState: false`): no decision or reason.
+    pub from_headers: u64,
     /// Skipped lines, the first [`MAX_LISTED`]: (line number, why).
     pub malformed: Vec<(u64, String)>,
     /// Every skipped line, listed or not.
@@ -142,6 +146,16 @@ impl LogStats {
             out.push(format!("{} malformed", self.malformed_count));
         }
         out
+    }
+
+    /// A note when some hops were rebuilt from headers.
+    pub fn rebuilt_note(&self) -> Option<String> {
+        (self.from_headers > 0).then(|| {
+            format!(
+                "{} of {} hops rebuilt from the filter's headers (no hop record in the line: filterState is off), their decision \"{UNRECORDED}\"",
+                self.from_headers, self.hops
+            )
+        })
     }
 
     /// Why a log with lines gave no hop record, and what to do.
@@ -264,6 +278,11 @@ pub fn classify(line: &[u8], number: u64, stats: &mut LogStats, on_hop: &mut imp
             stats.hops += 1;
             on_hop(*h);
         }
+        Ok(Line::FromHeaders(h)) => {
+            stats.hops += 1;
+            stats.from_headers += 1;
+            on_hop(*h);
+        }
         Ok(Line::NoHopField) => stats.without_hop_field += 1,
         Ok(Line::EmptyHop) => stats.empty_hop += 1,
         Err(why) => stats.skip(number, why),
@@ -304,6 +323,8 @@ fn is_istio_text_access_line(line: &str) -> bool {
 
 enum Line {
     Hop(Box<Hop>),
+    /// No record in `hop`: rebuilt from the filter's headers.
+    FromHeaders(Box<Hop>),
     NoHopField,
     EmptyHop,
 }
@@ -313,12 +334,13 @@ fn parse_line(line: &str) -> Result<Line, String> {
     let record = if v.get("source_cluster").is_some() && v.get("decision").is_some() {
         v
     } else {
+        let rebuilt = || from_headers(&v).map(Line::FromHeaders);
         match v.get("hop") {
-            None => return Ok(Line::NoHopField),
-            Some(serde_json::Value::Null) => return Ok(Line::EmptyHop),
+            None => return Ok(rebuilt().unwrap_or(Line::NoHopField)),
+            Some(serde_json::Value::Null) => return Ok(rebuilt().unwrap_or(Line::EmptyHop)),
             // Envoy prints an empty filter state as "-" or "".
             Some(serde_json::Value::String(s)) if s.is_empty() || s == "-" => {
-                return Ok(Line::EmptyHop)
+                return Ok(rebuilt().unwrap_or(Line::EmptyHop))
             }
             Some(serde_json::Value::String(s)) => serde_json::from_str(s)
                 .map_err(|e| format!("the hop field is not a hop record: {e}"))?,
@@ -328,6 +350,73 @@ fn parse_line(line: &str) -> Result<Line, String> {
     serde_json::from_value(record)
         .map(|h| Line::Hop(Box::new(h)))
         .map_err(|e| format!("not a hop record: {e}"))
+}
+
+/// The decision of a hop rebuilt from headers: the filter recorded none.
+pub const UNRECORDED: &str = "unrecorded";
+
+/// A client side's access-log line without a hop record, rebuilt from the
+/// headers the filter set (the fields of
+/// [`hybridmesh_filter_core::hop::access_log_fields`]) and Envoy's own
+/// fields: who sent it (`req_source_*`), the cluster preferred or pinned
+/// (`req_target_cluster`, `req_pinned_cluster`), who served it
+/// (`resp_served_by`), the gateway (`upstream` on port 15443), status and
+/// duration. The decision is [`UNRECORDED`]. `None` for server-side lines
+/// (the upstream cluster is `inbound|...`) and lines without a source header.
+fn from_headers(v: &serde_json::Value) -> Option<Box<Hop>> {
+    use hybridmesh_filter_core::hop::{is_gateway_address, ServedBy};
+    // Envoy's JSON format prints a missing value as null, its text format as "-".
+    let field = |k: &str| -> Option<&str> {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && *s != "-")
+    };
+    let cluster = field("cluster")?;
+    if !cluster.starts_with("outbound|") {
+        return None;
+    }
+    let source_cluster = field("req_source_cluster")?.to_string();
+    let source_network = field("req_source_network").unwrap_or_default().to_string();
+    let served = field("resp_served_by").and_then(|s| ServedBy::parse(s.as_bytes()));
+    let gateway = field("upstream")
+        .filter(|a| is_gateway_address(a))
+        .map(str::to_string);
+    let served_network = served.as_ref().map(|s| s.network.clone());
+    let cross_network = match &served_network {
+        Some(n) if !n.is_empty() && !source_network.is_empty() => *n != source_network,
+        _ => gateway.is_some(),
+    };
+    let number = |k: &str| -> Option<u64> {
+        match v.get(k)? {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    };
+    Some(Box::new(Hop {
+        request_id: field("request_id").unwrap_or_default().to_string(),
+        service: hybridmesh_filter_core::hosts::service_from_cluster_name(cluster)
+            .unwrap_or_default()
+            .to_string(),
+        source_cluster,
+        source_network,
+        target_cluster: field("req_target_cluster")
+            .or_else(|| field("req_pinned_cluster"))
+            .map(str::to_string),
+        served_by: served.map(|s| s.cluster),
+        served_network,
+        gateway,
+        decision: UNRECORDED.to_string(),
+        reason: "rebuilt from the access log's headers: the filter wrote no hop record (filterState: false)".to_string(),
+        chain: field("req_hops").unwrap_or_default().to_string(),
+        cross_network,
+        looped: false,
+        rule: None,
+        status: number("status").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        response_flags: 0,
+        latency_ms: number("duration_ms").unwrap_or(0),
+    }))
 }
 
 /// Which hops to look at.

@@ -91,24 +91,17 @@ fn wasm_ecds(ecds: &Path) -> Value {
         "type_urls": [WASM_T]}})
 }
 
-/// One JSON line per request, with the filter's hop record (filter state
-/// `wasm.hybridmesh.hop`) in `hop`: what `hybridmesh trace` reads.
+/// One JSON line per request: Envoy's fields, the filter's hop record
+/// (filter state `wasm.hybridmesh.hop`) in `hop` and the filter's headers,
+/// what `hybridmesh trace` reads (the fields are the filter's, as
+/// `wasmplugin/` ships them).
 fn access_log() -> Value {
-    let format = json!({
-        "start_time": "%START_TIME%",
-        "method": "%REQ(:METHOD)%",
-        "authority": "%REQ(:AUTHORITY)%",
-        "path": "%REQ(:PATH)%",
-        "status": "%RESPONSE_CODE%",
-        "flags": "%RESPONSE_FLAGS%",
-        "details": "%RESPONSE_CODE_DETAILS%",
-        "route": "%ROUTE_NAME%",
-        "cluster": "%UPSTREAM_CLUSTER%",
-        "upstream": "%UPSTREAM_HOST%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
-        "duration_ms": "%DURATION%",
-        "hop": "%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%"
-    });
+    use hybridmesh_filter_core::config::{HeaderNames, DEFAULT_HEADER_PREFIX};
+    let format: serde_json::Map<String, Value> =
+        hybridmesh_filter_core::hop::access_log_fields(&HeaderNames::new(DEFAULT_HEADER_PREFIX))
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect();
     json!([{"name": "envoy.access_loggers.file", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": "/dev/stdout",

@@ -143,6 +143,61 @@ fn the_seed_walkthrough_in_real_envoy() {
         matrix.flows, report.served,
         "trace's matrix vs what the demo saw"
     );
+    // The access log's header form (what trace reads when the filter writes
+    // no record, `filterState: false`): each client-side line with a record,
+    // its `hop` blanked, is rebuilt from the filter's headers as Envoy logged
+    // them, and says the same as the record but for the decision.
+    let mut compared = 0;
+    let mut differ = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let recorded = hybridmesh_ops::trace::parse(line);
+        let Some(record) = recorded.hops.first() else {
+            continue;
+        };
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["hop"] = serde_json::Value::Null;
+        let rebuilt = hybridmesh_ops::trace::parse(&v.to_string());
+        let Some(r) = rebuilt.hops.first() else {
+            differ.push(format!("not rebuilt: {line}"));
+            continue;
+        };
+        compared += 1;
+        let same = (
+            &r.request_id,
+            &r.service,
+            &r.source_cluster,
+            &r.source_network,
+            &r.target_cluster,
+            &r.served_by,
+            &r.served_network,
+            &r.gateway,
+            r.cross_network,
+            r.status,
+            &r.chain,
+        ) == (
+            &record.request_id,
+            &record.service,
+            &record.source_cluster,
+            &record.source_network,
+            &record.target_cluster,
+            &record.served_by,
+            &record.served_network,
+            &record.gateway,
+            record.cross_network,
+            record.status,
+            &record.chain,
+        );
+        if !same || r.decision != hybridmesh_ops::trace::UNRECORDED {
+            differ.push(format!("record {record:?}\n  rebuilt {r:?}"));
+        }
+    }
+    assert!(compared > 0, "no client-side line with a hop record");
+    assert!(
+        differ.is_empty(),
+        "{} of {compared} lines differ between the hop record and the header form:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
     eprintln!(
         "{} checks passed in {:.1}s ({} Envoy processes ready in {:.1}s)",
         report.checks.len(),

@@ -120,7 +120,13 @@ impl TraceCommand {
             total.text_access_log += stats.text_access_log;
             total.without_hop_field += stats.without_hop_field;
             total.empty_hop += stats.empty_hop;
+            total.from_headers += stats.from_headers;
             total.malformed_count += stats.malformed_count;
+        }
+        if let Some(note) = total.rebuilt_note() {
+            if self.output == Output::Text {
+                eprintln!("{note}");
+            }
         }
         let problems = total.malformed_count;
         if total.hops == 0 {

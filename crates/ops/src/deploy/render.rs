@@ -408,33 +408,16 @@ pub fn meshconfig_stats() -> Node {
 /// The provider name of the access log that carries the hop record.
 pub const ACCESS_LOG_PROVIDER: &str = "hybridmesh-access-log";
 
-/// The access log's JSON fields: Envoy's usual ones and `hop`, the filter's
-/// record (filter state `wasm.hybridmesh.hop`, printed as the JSON text the
-/// filter wrote). The real-Envoy replica writes this shape and
-/// `hybridmesh trace` reads it (tests/fixtures/replica-access.log).
-pub const ACCESS_LOG_FIELDS: [(&str, &str); 13] = [
-    ("start_time", "%START_TIME%"),
-    ("method", "%REQ(:METHOD)%"),
-    ("authority", "%REQ(:AUTHORITY)%"),
-    ("path", "%REQ(:PATH)%"),
-    ("status", "%RESPONSE_CODE%"),
-    ("flags", "%RESPONSE_FLAGS%"),
-    ("details", "%RESPONSE_CODE_DETAILS%"),
-    ("route", "%ROUTE_NAME%"),
-    ("cluster", "%UPSTREAM_CLUSTER%"),
-    ("upstream", "%UPSTREAM_HOST%"),
-    ("request_id", "%REQ(X-REQUEST-ID)%"),
-    ("duration_ms", "%DURATION%"),
-    ("hop", "%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%"),
-];
-
 /// The meshConfig that defines the access log provider (install time, like
-/// the stats overlay): a JSON line per request with the hop record in `hop`.
-pub fn meshconfig_access_log() -> Node {
+/// the stats overlay): a JSON line per request with the hop record in `hop`
+/// and the filter's headers (the filter's [`access_log_fields`]).
+///
+/// [`access_log_fields`]: hybridmesh_filter_core::hop::access_log_fields
+pub fn meshconfig_access_log(mesh: &MeshDescription) -> Node {
     let labels = Node::Map(
-        ACCESS_LOG_FIELDS
-            .iter()
-            .map(|(k, v)| (k.to_string(), s(*v)))
+        hybridmesh_filter_core::hop::access_log_fields(&header_names(mesh))
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), s(v)))
             .collect(),
     );
     map([
@@ -566,8 +549,8 @@ pub fn render(
     ));
     files.push(file(
         "meshconfig-access-log.yaml",
-        "The access log that carries the hop record (what `hybridmesh trace` reads): an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f)\n# defining the provider; telemetry-access-log.yaml turns it on. `hop` is the\n# filter state wasm.hybridmesh.hop, the JSON record the client side writes\n# (server-side lines have `hop: null`).",
-        &[meshconfig_access_log()],
+        "The access log that carries the hop record (what `hybridmesh trace` reads): an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f)\n# defining the provider; telemetry-access-log.yaml turns it on. `hop` is the\n# filter state wasm.hybridmesh.hop, the JSON record the client side writes\n# (server-side lines have `hop: null`); req_* and resp_served_by are the\n# filter's headers, from which trace rebuilds a hop when filterState is off.",
+        &[meshconfig_access_log(mesh)],
     ));
     files.push(file(
         "telemetry-access-log.yaml",
