@@ -430,3 +430,30 @@ fn hostile_header_bytes_do_not_crash_the_vm() {
     }
     assert!(p.failures().is_empty(), "{:?}", p.failures());
 }
+
+/// `hybridmesh_vm_memory_bytes` is the linear memory of the VMs running the
+/// plugin (main thread and workers), however many configurations were
+/// pushed: Envoy gives each a new root context in the same VM, and first
+/// tries it in a canary VM that is dropped without a callback.
+#[test]
+fn the_memory_gauge_counts_each_vm_once_across_config_pushes() {
+    let mut p = plugin(gke_proxy(Direction::Outbound), &failover_config());
+    let vms = |p: &Plugin| -> u64 {
+        (0..=p.workers())
+            .map(|w| p.memory_bytes(w).unwrap_or(0))
+            .sum()
+    };
+    p.advance(Duration::from_secs(1)).unwrap();
+    let first = p.metric("hybridmesh_vm_memory_bytes").unwrap();
+    assert_eq!(first, vms(&p));
+    for _ in 0..5 {
+        assert!(p.reconfigure(failover_config().as_bytes()).unwrap());
+        p.advance(Duration::from_secs(1)).unwrap();
+    }
+    assert_eq!(p.metric("hybridmesh_vm_memory_bytes").unwrap(), vms(&p));
+    assert!(
+        vms(&p) >= first && vms(&p) < 2 * first,
+        "{} vs {first}",
+        vms(&p)
+    );
+}

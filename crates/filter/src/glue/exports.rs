@@ -44,6 +44,9 @@ pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_siz
 pub extern "C" fn proxy_on_configure(root_context_id: u32, configuration_size: usize) -> u32 {
     let _entered = memory::enter();
     vm::with(|vm| {
+        // No memory report here: Envoy configures a throw-away canary VM
+        // first, which never ticks and is never deleted; its share would stay
+        // in the gauge. The gauge is reported on ticks.
         let vm::Vm { roots, log, .. } = vm;
         match roots.iter_mut().find(|(r, _)| *r == root_context_id) {
             Some((_, root)) => root.configure(configuration_size, log),
@@ -57,9 +60,12 @@ pub extern "C" fn proxy_on_configure(root_context_id: u32, configuration_size: u
 pub extern "C" fn proxy_on_tick(root_context_id: u32) {
     let _entered = memory::enter();
     vm::with(|vm| {
-        let vm::Vm { roots, log, .. } = vm;
+        let vm::Vm {
+            roots, log, memory, ..
+        } = vm;
         if let Some((_, root)) = roots.iter_mut().find(|(r, _)| *r == root_context_id) {
             root.tick(log);
+            memory.report(log);
         }
     });
 }

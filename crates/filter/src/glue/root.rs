@@ -1,17 +1,14 @@
 //! A root context: configure (parse, resolve identity, compile), the tick
-//! (metrics flush, log level, memory gauge), and the counters.
+//! (metrics flush, log level), and the counters.
 
 use std::rc::Rc;
 
 use hybridmesh_filter_core::decide::{mix, Rng};
 use hybridmesh_filter_core::flow::{Direction, Filter, Level};
 use hybridmesh_filter_core::identity::{Locality, NodeFacts};
-use hybridmesh_filter_core::metrics::{
-    decision_index, Counter, CounterRef, LabelGuard, DECISIONS, VM_MEMORY_GAUGE,
-};
+use hybridmesh_filter_core::metrics::{decision_index, Counter, CounterRef, LabelGuard, DECISIONS};
 
 use super::host;
-use super::memory;
 use super::vm::{FnvMap, Log};
 
 /// One plugin configuration in this VM.
@@ -20,41 +17,6 @@ pub struct Root {
     pub filter: Option<Rc<Filter>>,
     pub rng: Rng,
     pub metrics: Metrics,
-    memory: MemoryGauge,
-}
-
-/// This VM's share of [`VM_MEMORY_GAUGE`].
-#[derive(Default)]
-struct MemoryGauge {
-    id: Option<u32>,
-    reported: u64,
-}
-
-impl MemoryGauge {
-    /// Adds what the linear memory grew by since the last report.
-    fn report(&mut self, log: &mut Log) {
-        let id = match self.id {
-            Some(id) => id,
-            None => match host::define_gauge(VM_MEMORY_GAUGE) {
-                Ok(id) => *self.id.insert(id),
-                Err(s) => {
-                    log.line(
-                        Level::Debug,
-                        &format!("define_metric (gauge) failed: {s:?}"),
-                    );
-                    return;
-                }
-            },
-        };
-        let now = memory::linear_memory_bytes();
-        if now != self.reported {
-            let delta = i64::try_from(now).unwrap_or(i64::MAX)
-                - i64::try_from(self.reported).unwrap_or(i64::MAX);
-            if host::add(id, delta).is_ok() {
-                self.reported = now;
-            }
-        }
-    }
 }
 
 /// Counters, buffered per root and flushed on tick (or at once when the
@@ -229,7 +191,6 @@ impl Root {
             filter: None,
             rng: Rng::new(u64::from(context_id)),
             metrics: Metrics::default(),
-            memory: MemoryGauge::default(),
         }
     }
 
@@ -334,13 +295,11 @@ impl Root {
         );
         self.rng = Rng::new(seed);
         self.filter = Some(Rc::new(filter));
-        self.memory.report(log);
         true
     }
 
     pub fn tick(&mut self, log: &mut Log) {
         log.sync();
         self.metrics.flush();
-        self.memory.report(log);
     }
 }

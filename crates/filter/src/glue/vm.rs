@@ -11,8 +11,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use hybridmesh_filter_core::decide::{fnv1a, FNV_OFFSET};
 use hybridmesh_filter_core::flow::{Level, Scratch, StreamState};
+use hybridmesh_filter_core::metrics::VM_MEMORY_GAUGE;
 
 use super::host;
+use super::memory;
 use super::root::Root;
 
 /// FNV-1a as a [`Hasher`]: small and fast for context ids and metric keys
@@ -55,6 +57,57 @@ pub struct Vm {
     pool: Vec<StreamState>,
     pub scratch: Scratch,
     pub log: Log,
+    pub memory: MemoryGauge,
+}
+
+/// This VM's share of [`VM_MEMORY_GAUGE`]: one per VM, not per root
+/// context, reported on ticks only. Envoy gives every configuration a new
+/// root context in the same VM, and first configures it in a canary VM that
+/// never ticks and is dropped without a callback; a share per root, reported
+/// at configure too, counted the VM's memory again at every push and kept
+/// each canary's (the replica's walk-through read 22-32 MB per proxy for VMs
+/// of 3 MB).
+#[derive(Default)]
+pub struct MemoryGauge {
+    id: Option<u32>,
+    reported: u64,
+}
+
+impl MemoryGauge {
+    /// Adds what the linear memory grew by since the last report.
+    pub fn report(&mut self, log: &mut Log) {
+        self.set(memory::linear_memory_bytes(), log);
+    }
+
+    /// Takes this VM's share out of the gauge: its last root context is
+    /// gone, and with it the plugin from this VM.
+    pub fn retire(&mut self, log: &mut Log) {
+        self.set(0, log);
+    }
+
+    fn set(&mut self, now: u64, log: &mut Log) {
+        if now == self.reported {
+            return;
+        }
+        let id = match self.id {
+            Some(id) => id,
+            None => match host::define_gauge(VM_MEMORY_GAUGE) {
+                Ok(id) => *self.id.insert(id),
+                Err(s) => {
+                    log.line(
+                        Level::Debug,
+                        &format!("define_metric (gauge) failed: {s:?}"),
+                    );
+                    return;
+                }
+            },
+        };
+        let delta = i64::try_from(now).unwrap_or(i64::MAX)
+            - i64::try_from(self.reported).unwrap_or(i64::MAX);
+        if host::add(id, delta).is_ok() {
+            self.reported = now;
+        }
+    }
 }
 
 /// Log lines at the proxy's level (followed on configure and on tick, so
@@ -136,6 +189,9 @@ impl Vm {
             }
         } else {
             self.roots.retain(|(r, _)| *r != id);
+            if self.roots.is_empty() {
+                self.memory.retire(&mut self.log);
+            }
         }
     }
 }
