@@ -52,6 +52,12 @@ pub trait Out {
     fn note(&mut self, s: &str);
     fn line(&mut self, s: &str);
     fn check(&mut self, ok: bool, what: &str, detail: &str);
+    /// The replica is up, before the walk-through (a test starts scraping it
+    /// here).
+    fn started(&mut self, _replica: &Replica) {}
+    /// The walk-through is done, before the replica stops (a test reads
+    /// what was scraped here, or drives more traffic).
+    fn finishing(&mut self, _replica: &mut Replica) {}
 }
 
 /// The ejection time the demo's configs use instead of the examples' minute.
@@ -97,6 +103,7 @@ pub fn run(
         r.run_dir.join("logs").display()
     ));
     let startup = r.startup;
+    out.started(&r);
     let mut w = Walk {
         r,
         examples: examples.to_path_buf(),
@@ -118,6 +125,7 @@ pub fn run(
             w.out.line(&format!("(section {section:?} stopped: {e:#})"));
         }
     }
+    w.out.finishing(&mut w.r);
     let checks = std::mem::take(&mut w.checks);
     let served = w.r.served().clone();
     let logs = w.r.run_dir.join("logs");

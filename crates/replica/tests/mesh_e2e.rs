@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{examples, require_envoy, workspace};
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,25 +20,6 @@ use hybridmesh_scenario::{config_json, ConfigRef, Mesh, RequestSpec};
 
 /// One replica at a time (2 cores; each replica is 9 Envoy processes).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn examples() -> PathBuf {
-    workspace().join("examples")
-}
-
-fn require_envoy() {
-    if let Err(e) = process::envoy_binary(&workspace()) {
-        panic!("the real-Envoy tests need Envoy 1.40: {e:#}");
-    }
-}
 
 #[derive(Default)]
 struct Transcript(Vec<String>);

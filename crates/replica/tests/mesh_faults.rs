@@ -11,8 +11,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{examples, require_envoy, workspace};
+
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use hybridmesh_replica::demo::{example_config, patch_config};
 use hybridmesh_replica::envoy_config::LocalityFailover;
 use hybridmesh_replica::load::{self, Load, Report, Spec, Until};
 use hybridmesh_replica::topology::OUTBOUND;
-use hybridmesh_replica::{process, Options, Replica};
+use hybridmesh_replica::{Options, Replica};
 use hybridmesh_scenario::{config_json, ConfigRef, Fail, Mesh, RequestSpec};
 use serde_json::json;
 
@@ -34,25 +36,6 @@ const SOAK_REQUESTS: u64 = 180_000;
 const CLIENTS: usize = 4;
 /// Concurrent clients of the cluster-fault loads.
 const FAULT_CLIENTS: usize = 16;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn examples() -> PathBuf {
-    workspace().join("examples")
-}
-
-fn require_envoy() {
-    if let Err(e) = process::envoy_binary(&workspace()) {
-        panic!("the real-Envoy tests need Envoy 1.40: {e:#}");
-    }
-}
 
 fn options(run: &str) -> Options {
     let mesh: Mesh =
