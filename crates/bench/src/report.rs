@@ -316,15 +316,20 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "## How cost grows with the mesh
-
-             The client side's weighted config (example 03) grown to many routes (one service each,              the requested service's route listed last) and to many clusters (the route weighted over              all of them). Instructions per request: callgrind in Envoy, bare GET, as above. A fresh              VM: the harness (wasmtime) instantiating the module, starting the VM and parsing and              planning the config, median of 5; every worker VM pays it at start and on every config              push. Linear memory: the harness, after configure and 1,000 requests. Health entry: the              service's shared-data entry after 1,000 failed requests spread over its clusters (one              entry per service that has failed).
-"
+            "## How cost grows with the mesh\n\n\
+             The client side's weighted config (example 03) grown to many routes (one service \
+             each, the requested service's route listed last) and to many clusters (the route \
+             weighted over all of them). Instructions per request: callgrind in Envoy, bare GET, \
+             as above. A fresh VM: the harness (wasmtime) instantiating the module, starting the \
+             VM and parsing and planning the config, median of 5; every worker VM pays it at \
+             start and on every config push. Linear memory: the harness, after configure and \
+             1,000 requests. Health entry: the service's shared-data entry after 1,000 failed \
+             requests spread over its clusters (one entry per service that has failed).\n"
         );
         let _ = writeln!(
             s,
-            "| routes | clusters | config JSON | instructions per request | vs 1 route, 2 clusters | fresh VM (harness) | linear memory | health entry |
-|---|---|---|---|---|---|---|---|"
+            "| routes | clusters | config JSON | instructions per request | vs 1 route, 2 clusters | \
+             fresh VM (harness) | linear memory | health entry |\n|---|---|---|---|---|---|---|---|"
         );
         let base = self.scaling.first().and_then(|f| f.instructions);
         for f in &self.scaling {
