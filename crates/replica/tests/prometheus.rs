@@ -75,6 +75,21 @@ fn query(q: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// Waits until Prometheus has scraped `q` at `at_least` or more.
+fn scraped(q: &str, at_least: f64) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if query(q).iter().any(|(_, v)| *v >= at_least) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "Prometheus has no {q} >= {at_least} after 30s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// The filter's counters as one Envoy exposes them, summed over every
 /// process: `name{labels}` -> value, `instance`/`job` aside.
 fn counters_from_envoys(r: &Replica) -> BTreeMap<String, f64> {
@@ -266,6 +281,12 @@ impl Scrape {
                 r.request(&request("gke"), "gke")?;
             }
             if round == 0 {
+                // The second ejection must come after Prometheus has seen the
+                // first (the series starts at 1): an increase it can see.
+                scraped(
+                    r#"sum(hybridmesh_ejections_total{destination_cluster="anthos"})"#,
+                    1.0,
+                )?;
                 std::thread::sleep(ejection + Duration::from_millis(1500));
             }
         }
