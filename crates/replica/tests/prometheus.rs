@@ -151,6 +151,8 @@ struct Scrape {
     counters: Option<(BTreeMap<String, f64>, BTreeMap<String, f64>)>,
     /// Each dashboard panel's title and result.
     panels: Vec<(String, Vec<Sample>)>,
+    /// The gke client's ejections of anthos, as Envoy counts them.
+    ejections: Option<u64>,
     /// Sidecars running the filter (their memory gauge should be scraped).
     filter_proxies: usize,
     problems: Vec<String>,
@@ -330,6 +332,10 @@ impl Scrape {
                 "counters kept moving"
             );
         }
+        self.ejections = r.metric(
+            "gke.client",
+            "destination_cluster=.=anthos;.;hybridmesh_ejections_total",
+        )?;
         let envoy = normalized(&envoy);
         let t = Instant::now();
         let prom = loop {
@@ -427,6 +433,9 @@ fn prometheus_scrapes_the_walk_through_and_every_dashboard_panel_shows_it() {
         report.failures()
     );
 
+    // Both ejections are counted, the second although a config push
+    // replaced its root context within milliseconds (before its tick).
+    assert_eq!(s.ejections, Some(2), "{transcript}");
     // Stored = exposed, label by label.
     let (envoy, prom) = s.counters.clone().unwrap();
     assert!(!envoy.is_empty(), "no hybridmesh counter in any Envoy");

@@ -457,3 +457,29 @@ fn the_memory_gauge_counts_each_vm_once_across_config_pushes() {
         vms(&p)
     );
 }
+
+/// Counters are buffered per configuration (root context) and flushed on
+/// its 1 s tick; a configuration replaced before its next tick flushes what
+/// it counted instead of losing it (the replica's Prometheus test lost an
+/// ejection that way: counted, then a push 17 ms later).
+#[test]
+fn counts_made_just_before_a_config_push_are_not_lost() {
+    let mut p = plugin(gke_proxy(Direction::Outbound), &failover_config());
+    p.advance(Duration::from_secs(1)).unwrap();
+    let requests = |p: &Plugin| -> u64 {
+        p.metrics()
+            .iter()
+            .filter(|m| m.name.ends_with("hybridmesh_requests_total"))
+            .map(|m| m.value)
+            .sum()
+    };
+    let before = requests(&p);
+    for _ in 0..3 {
+        let mut s = p.stream(0);
+        s.request_headers(&GET_ECHO, true).unwrap();
+        s.respond(Upstream::new(200)).unwrap();
+        s.complete().unwrap();
+    }
+    assert!(p.reconfigure(failover_config().as_bytes()).unwrap());
+    assert_eq!(requests(&p), before + 3);
+}

@@ -188,6 +188,12 @@ impl Vm {
                 self.pool.push(s.state);
             }
         } else {
+            // A root goes when its configuration is replaced (or the plugin
+            // removed), possibly before its next tick: what it counted since
+            // the last one is flushed now, not lost.
+            if let Some((_, root)) = self.roots.iter_mut().find(|(r, _)| *r == id) {
+                root.metrics.flush();
+            }
             self.roots.retain(|(r, _)| *r != id);
             if self.roots.is_empty() {
                 self.memory.retire(&mut self.log);
