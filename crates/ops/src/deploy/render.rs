@@ -380,28 +380,27 @@ fn kustomization(resources: &[&str]) -> Node {
 /// The meshConfig that turns the labels in the filter's metric names into
 /// Prometheus labels (an IstioOperator overlay: install time, not `apply -k`).
 pub fn meshconfig_stats() -> Node {
+    istio_operator_mesh_config(
+        "defaultConfig",
+        map([
+            (
+                "extraStatTags",
+                seq(hybridmesh_filter_core::metrics::extra_stat_tags().map(s)),
+            ),
+            (
+                "proxyStatsMatcher",
+                map([("inclusionRegexps", seq([s(".*hybridmesh_.*")]))]),
+            ),
+        ]),
+    )
+}
+
+/// An install-time overlay (`IstioOperator`) setting one `meshConfig` key.
+fn istio_operator_mesh_config(key: &str, value: Node) -> Node {
     map([
         ("apiVersion", s("install.istio.io/v1alpha1")),
         ("kind", s("IstioOperator")),
-        (
-            "spec",
-            map([(
-                "meshConfig",
-                map([(
-                    "defaultConfig",
-                    map([
-                        (
-                            "extraStatTags",
-                            seq(hybridmesh_filter_core::metrics::extra_stat_tags().map(s)),
-                        ),
-                        (
-                            "proxyStatsMatcher",
-                            map([("inclusionRegexps", seq([s(".*hybridmesh_.*")]))]),
-                        ),
-                    ]),
-                )]),
-            )]),
-        ),
+        ("spec", map([("meshConfig", map([(key, value)]))])),
     ])
 }
 
@@ -420,29 +419,19 @@ pub fn meshconfig_access_log(mesh: &MeshDescription) -> Node {
             .map(|(k, v)| (k.to_string(), s(v)))
             .collect(),
     );
-    map([
-        ("apiVersion", s("install.istio.io/v1alpha1")),
-        ("kind", s("IstioOperator")),
-        (
-            "spec",
-            map([(
-                "meshConfig",
-                map([(
-                    "extensionProviders",
-                    seq([map([
-                        ("name", s(ACCESS_LOG_PROVIDER)),
-                        (
-                            "envoyFileAccessLog",
-                            map([
-                                ("path", s("/dev/stdout")),
-                                ("logFormat", map([("labels", labels)])),
-                            ]),
-                        ),
-                    ])]),
-                )]),
-            )]),
-        ),
-    ])
+    istio_operator_mesh_config(
+        "extensionProviders",
+        seq([map([
+            ("name", s(ACCESS_LOG_PROVIDER)),
+            (
+                "envoyFileAccessLog",
+                map([
+                    ("path", s("/dev/stdout")),
+                    ("logFormat", map([("labels", labels)])),
+                ]),
+            ),
+        ])]),
+    )
 }
 
 /// The Telemetry resource that turns that access log on for every sidecar
