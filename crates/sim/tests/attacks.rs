@@ -986,8 +986,10 @@ fn crlf_and_nul_in_request_values_reach_no_header_log_line_or_record() {
             "x-hybridmesh-source-locality",
             "x-hybridmesh-hops",
             "x-hybridmesh-target-cluster",
+            "x-envoy-expected-rq-timeout-ms",
         ],
-        "no header was added but the connection manager's :scheme and x-forwarded-proto"
+        "no header was added but the connection manager's :scheme and x-forwarded-proto \
+         and the router's timeout"
     );
     assert_clean(
         "a request header the filter wrote",

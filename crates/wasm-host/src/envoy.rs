@@ -1,7 +1,8 @@
 //! The Envoy 1.40 / Istio model the harness plays: node metadata, connection, route
 //! table, upstream answer, and the properties a filter reads with `proxy_get_property`.
 //!
-//! What is served (see `/work/shared/FACTS.md` for the measurements behind it):
+//! What is served (measured in Envoy 1.40: the fidelity fixtures, `tests/fixtures/fidelity/`,
+//! and the Go SDK corpus, `crates/replica/tests/go_sdk.rs`, pin it):
 //!
 //! | path | when | encoding |
 //! |---|---|---|
@@ -12,12 +13,17 @@
 //! | `xds.node` | always | a 61,440-byte opaque blob, as big as Envoy's serialized `Node` (do not read it) |
 //! | `xds.listener_direction` (Xds style; `listener_direction` in Legacy style, as older proxies) | always | 8-byte little-endian integer: 0 unspecified, 1 inbound, 2 outbound |
 //! | `plugin_name`, `plugin_root_id`, `plugin_vm_id` | always | raw UTF-8 |
-//! | `xds.route_name`, `route_name`, `xds.cluster_name` | stream, once a route matched; in a callback: the route chosen before it | raw UTF-8 |
+//! | `xds.route_name`, `xds.cluster_name` (`route_name` in Legacy style; Envoy 1.40 has no top-level `route_name`/`cluster_name`) | stream, once a route matched; in a callback: the route chosen before it | raw UTF-8 |
 //! | `connection.mtls` | stream | 1-byte bool |
 //! | `connection.uri_san_peer_certificate`, `connection.uri_san_local_certificate` | stream, mTLS only | raw UTF-8 |
 //! | `source.address`, `destination.address` | stream, when given | raw UTF-8 `ip:port` |
+//! | `source.port`, `destination.port` | stream, when the address is given | 8-byte little-endian integer |
+//! | `request.protocol` | stream | raw UTF-8, [`Connection::protocol`] (default `HTTP/1.1`) |
+//! | `request.query` | stream | raw UTF-8, what follows `?` in `:path` (empty without one) |
+//! | `request.headers.<name>` | stream, when the request has it | raw UTF-8, its first value |
 //! | `request.path`, `request.url_path`, `request.host`, `request.method`, `request.scheme`, `request.id`, `request.useragent` | stream, from the request headers | raw UTF-8 |
 //! | `response.code`, `response.flags` | once the upstream answered (or a local reply was sent) | 8-byte little-endian integer |
+//! | `response.code_details` | likewise | raw UTF-8: `via_upstream`, or the local reply's details |
 //! | `upstream.address` | once an upstream host answered | raw UTF-8 `ip:port` |
 //! | `upstream.port` | once an upstream host answered | 8-byte little-endian integer |
 //! | `xds.upstream_host_metadata` | once an upstream host answered | serialized `envoy.config.core.v3.Metadata`; **`SerializationFailure` when the host has no metadata**, as in Envoy |
@@ -26,6 +32,7 @@
 //! Everything else is `NotFound`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::abi::Status;
 
@@ -164,12 +171,20 @@ pub struct Connection {
     local_uri_san: Option<String>,
     source: Option<String>,
     destination: Option<String>,
+    protocol: Option<String>,
 }
 
 impl Connection {
     /// A plaintext connection.
     pub fn plaintext() -> Connection {
         Connection::default()
+    }
+
+    /// Sets `request.protocol` (default `HTTP/1.1`; Envoy's names are `HTTP/1.0`,
+    /// `HTTP/1.1`, `HTTP/2`, `HTTP/3`).
+    pub fn protocol(mut self, protocol: &str) -> Connection {
+        self.protocol = Some(protocol.to_owned());
+        self
     }
 
     /// An mTLS connection with the peer's and our own URI SAN (SPIFFE ids in Istio).
@@ -345,7 +360,11 @@ pub struct Route {
     name: String,
     headers: Vec<(String, String)>,
     cluster: String,
+    timeout: Duration,
 }
+
+/// Envoy's route timeout when the route sets none.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Route {
     /// A route named `name` (its cluster defaults to the name).
@@ -354,7 +373,16 @@ impl Route {
             name: name.to_owned(),
             headers: Vec::new(),
             cluster: name.to_owned(),
+            timeout: DEFAULT_ROUTE_TIMEOUT,
         }
+    }
+
+    /// The route's timeout (default [`DEFAULT_ROUTE_TIMEOUT`]; zero disables it, as Istio's
+    /// sidecar routes do unless a VirtualService sets one). The router tells the upstream
+    /// with `x-envoy-expected-rq-timeout-ms` when it is not zero.
+    pub fn timeout(mut self, timeout: Duration) -> Route {
+        self.timeout = timeout;
+        self
     }
 
     /// Requires header `key` to equal `value` (any repeated entry may match, as Envoy 1.40).
@@ -389,6 +417,8 @@ pub struct MatchedRoute {
     pub name: String,
     /// Target cluster.
     pub cluster: String,
+    /// Its timeout (zero: none).
+    pub timeout: Duration,
 }
 
 /// Ordered routes plus an optional default cluster.
@@ -405,11 +435,13 @@ impl RouteTable {
             return Some(MatchedRoute {
                 name: route.name.clone(),
                 cluster: route.cluster.clone(),
+                timeout: route.timeout,
             });
         }
         self.default_cluster.as_ref().map(|cluster| MatchedRoute {
             name: "default".to_owned(),
             cluster: cluster.clone(),
+            timeout: DEFAULT_ROUTE_TIMEOUT,
         })
     }
 }
@@ -585,6 +617,8 @@ pub(crate) struct StreamFacts<'a> {
     pub response: Option<(u32, u64)>,
     /// The upstream host, once it answered.
     pub upstream: Option<&'a Upstream>,
+    /// `response.code_details`: `via_upstream`, or a local reply's details.
+    pub details: Option<&'a str>,
 }
 
 /// Identity of the plugin (`plugin_name`, `plugin_root_id`, `plugin_vm_id`).
@@ -635,8 +669,17 @@ pub(crate) fn property(
             .ok_or(Status::NotFound)
     };
     let upstream_address = || s.upstream.and_then(|u| u.address.as_deref());
+    let port = |address: Option<&str>| {
+        address
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u64>().ok())
+            .map(int)
+            .ok_or(Status::NotFound)
+    };
     match path {
-        ["xds", "route_name"] | ["route_name"] => {
+        ["xds", "route_name"] => s.route.map(|r| text(&r.name)).ok_or(Status::NotFound),
+        // Envoy 1.40 serves it under `xds.` only (measured: NotFound); older proxies here.
+        ["route_name"] if proxy.style == NodeMetadataStyle::Legacy => {
             s.route.map(|r| text(&r.name)).ok_or(Status::NotFound)
         }
         ["xds", "cluster_name"] => s.route.map(|r| text(&r.cluster)).ok_or(Status::NotFound),
@@ -667,6 +710,15 @@ pub(crate) fn property(
             .as_deref()
             .map(text)
             .ok_or(Status::NotFound),
+        ["source", "port"] => port(s.connection.source.as_deref()),
+        ["destination", "port"] => port(s.connection.destination.as_deref()),
+        ["request", "protocol"] => Ok(text(s.connection.protocol.as_deref().unwrap_or("HTTP/1.1"))),
+        ["request", "query"] => s
+            .request_headers
+            .and_then(|h| h.get(":path"))
+            .map(|p| text(p.split_once('?').map_or("", |(_, q)| q)))
+            .ok_or(Status::NotFound),
+        ["request", "headers", name] => header(&name.to_ascii_lowercase()),
         ["request", "path"] => header(":path"),
         ["request", "url_path"] => s
             .request_headers
@@ -683,12 +735,9 @@ pub(crate) fn property(
             .map(|(c, _)| int(u64::from(c)))
             .ok_or(Status::NotFound),
         ["response", "flags"] => s.response.map(|(_, f)| int(f)).ok_or(Status::NotFound),
+        ["response", "code_details"] => s.details.map(text).ok_or(Status::NotFound),
         ["upstream", "address"] => upstream_address().map(text).ok_or(Status::NotFound),
-        ["upstream", "port"] => upstream_address()
-            .and_then(|a| a.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse::<u64>().ok())
-            .map(int)
-            .ok_or(Status::NotFound),
+        ["upstream", "port"] => port(upstream_address()),
         ["xds", "upstream_host_metadata"] => match s.upstream {
             Some(u) if u.address.is_some() => u
                 .metadata

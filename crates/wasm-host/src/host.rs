@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use wasmtime::{Memory, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
 use crate::envoy::{
@@ -72,7 +71,14 @@ impl HostWallClock for Clock {
     }
 }
 
-/// Monotonic view of the same clock (nanoseconds since the plugin was built).
+/// Where the monotonic clock stands when the plugin is built: Envoy answers WASI's
+/// `clock_time_get(MONOTONIC)` with its steady clock (proxy-wasm-cpp-host's
+/// `wasi_unstable_clock_time_get` -> `getMonotonicTimeNanoseconds`), time since the
+/// machine booted on Linux, so never 0 — and the Go runtime stops at start with `fatal
+/// error: nanotime returning zero` when it is (found with the Go SDK corpus).
+pub(crate) const MONOTONIC_ORIGIN: Duration = Duration::from_secs(3600);
+
+/// Monotonic view of the same clock: [`MONOTONIC_ORIGIN`] plus the time the test advanced.
 pub(crate) struct MonotonicClock(pub Clock);
 
 impl HostMonotonicClock for MonotonicClock {
@@ -80,7 +86,7 @@ impl HostMonotonicClock for MonotonicClock {
         1
     }
     fn now(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from((MONOTONIC_ORIGIN + self.0.elapsed()).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -225,6 +231,14 @@ impl StreamState {
                 .upstream
                 .as_ref()
                 .filter(|_| self.response_headers.is_some()),
+            details: match &self.local_reply {
+                Some(reply) => Some(reply.details.as_str()),
+                None => self
+                    .upstream
+                    .as_ref()
+                    .filter(|_| self.response_headers.is_some())
+                    .map(|_| "via_upstream"),
+            },
         }
     }
 
@@ -250,10 +264,6 @@ pub(crate) struct CallResponse {
 /// State of one VM (a worker's, the main thread's or the configuration canary).
 pub(crate) struct HostState {
     pub wasi: WasiP1Ctx,
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
-    pub stdout_seen: usize,
-    pub stderr_seen: usize,
     pub shared: Arc<Mutex<Shared>>,
     pub env: Arc<PluginEnv>,
     pub clock: Clock,
@@ -279,7 +289,6 @@ pub(crate) struct HostState {
 impl HostState {
     pub fn new(
         wasi: WasiP1Ctx,
-        (stdout, stderr): (MemoryOutputPipe, MemoryOutputPipe),
         shared: Arc<Mutex<Shared>>,
         env: Arc<PluginEnv>,
         clock: Clock,
@@ -287,10 +296,6 @@ impl HostState {
     ) -> HostState {
         HostState {
             wasi,
-            stdout,
-            stderr,
-            stdout_seen: 0,
-            stderr_seen: 0,
             shared,
             env,
             clock,
@@ -347,38 +352,6 @@ impl HostState {
     pub fn note(&mut self, detail: impl FnOnce() -> String) {
         if self.env.trace {
             self.detail = detail();
-        }
-    }
-
-    /// Moves what the guest wrote to WASI stdout/stderr into the logs (stdout at info,
-    /// stderr at error, as the spec says).
-    pub fn drain_stdio(&mut self) {
-        for (is_err, level) in [(false, Level::Info), (true, Level::Error)] {
-            let (pipe, seen) = if is_err {
-                (&self.stderr, self.stderr_seen)
-            } else {
-                (&self.stdout, self.stdout_seen)
-            };
-            let contents = pipe.contents();
-            if contents.len() <= seen {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&contents[seen..]).into_owned();
-            let len = contents.len();
-            if is_err {
-                self.stderr_seen = len;
-            } else {
-                self.stdout_seen = len;
-            }
-            let mut shared = state::lock(&self.shared);
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                shared.logs.push(state::LogEntry {
-                    worker: self.worker,
-                    context_id: self.active_context,
-                    level,
-                    message: line.to_owned(),
-                });
-            }
         }
     }
 }

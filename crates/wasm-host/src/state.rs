@@ -66,7 +66,8 @@ impl fmt::Display for Level {
     }
 }
 
-/// One log line written by the guest (`proxy_log`, or WASI stdout/stderr).
+/// One log message written by the guest (`proxy_log`, or one WASI `fd_write` to stdout or
+/// stderr, as Envoy logs it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
     /// The VM that wrote it (see the module docs for the numbering).

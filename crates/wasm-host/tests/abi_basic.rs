@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{call, put, read_u32, read_u64, returned, ARGS, OOB, RET_PTR, RET_SIZE};
-use proxy_wasm_host::{Level, MetricKind, Plugin, Status};
+use proxy_wasm_host::{Level, MetricKind, Module, Plugin, Status};
 
 fn plugin(extra: &str) -> Plugin {
     let module = common::module(extra);
@@ -92,6 +92,91 @@ fn time_follows_the_harness_clock() {
     assert_eq!(
         call(&mut p, 1, "proxy_get_current_time_nanoseconds", &[OOB]),
         Status::InvalidMemoryAccess
+    );
+}
+
+/// WASI's clocks as Envoy answers them: realtime is the wall clock, monotonic the steady
+/// clock, which is never 0 (Envoy's is time since boot; the Go runtime aborts at start on
+/// a zero: `fatal error: nanotime returning zero`, found with the Go SDK corpus).
+#[test]
+fn wasi_clocks_are_the_wall_clock_and_a_steady_clock_that_is_never_zero() {
+    let module = Module::from_bytes(
+        br#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+  (func (export "now") (param $id i32) (result i64)
+    (if (call $clock (local.get $id) (i64.const 1) (i32.const 64)) (then (return (i64.const -1))))
+    (i64.load (i32.const 64))))"#,
+    )
+    .unwrap();
+    let mut p = Plugin::builder(&module).build().unwrap();
+    let now = |p: &mut Plugin, id: i64| p.call_export(0, 1, "now", &[id]).unwrap()[0];
+    let (wall, steady) = (now(&mut p, 0), now(&mut p, 1));
+    assert_eq!(wall, 1_767_225_600 * 1_000_000_000);
+    assert!(steady > 0, "monotonic clock at start: {steady}");
+    p.advance(Duration::from_millis(1500)).unwrap();
+    assert_eq!(now(&mut p, 0) - wall, 1_500_000_000);
+    assert_eq!(now(&mut p, 1) - steady, 1_500_000_000);
+    // Envoy supports neither CPU-time clock: ENOTSUP (58) -> the fixture's -1.
+    assert_eq!(now(&mut p, 2), -1);
+}
+
+/// WASI `fd_write` to stdout/stderr as Envoy logs it (proxy-wasm-cpp-host `writevImpl`):
+/// one message per call with its buffers joined, the trailing newline dropped, stdout at
+/// info and stderr at error; other descriptors are EBADF. (The Go runtime prints a panic
+/// in many small writes; Envoy logs each as its own message.)
+#[test]
+fn wasi_fd_write_logs_one_message_per_call_as_envoy_does() {
+    let module = Module::from_bytes(
+        br#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "hello\n")
+  (data (i32.const 120) "a")
+  (data (i32.const 130) "b\n")
+  (data (i32.const 140) "\n")
+  ;; iovecs: [hello\n] at 200; [a][b\n] at 216; [\n] at 240
+  (data (i32.const 200) "\64\00\00\00\06\00\00\00")
+  (data (i32.const 216) "\78\00\00\00\01\00\00\00\82\00\00\00\02\00\00\00")
+  (data (i32.const 240) "\8c\00\00\00\01\00\00\00")
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+  (func (export "write") (param $fd i32) (param $iov i32) (param $n i32) (result i32)
+    (call $write (local.get $fd) (local.get $iov) (local.get $n) (i32.const 300)))
+  (func (export "written") (result i32) (i32.load (i32.const 300))))"#,
+    )
+    .unwrap();
+    let mut p = Plugin::builder(&module).build().unwrap();
+    let write = |p: &mut Plugin, fd: i64, iov: i64, n: i64| {
+        p.call_export(0, 1, "write", &[fd, iov, n]).unwrap()[0]
+    };
+    let start = p.log_count();
+    assert_eq!(write(&mut p, 1, 200, 1), 0);
+    assert_eq!(p.call_export(0, 1, "written", &[]).unwrap()[0], 6);
+    assert_eq!(write(&mut p, 2, 216, 2), 0);
+    assert_eq!(p.call_export(0, 1, "written", &[]).unwrap()[0], 3);
+    assert_eq!(write(&mut p, 1, 240, 1), 0);
+    assert_eq!(write(&mut p, 1, 240, 0), 0, "an empty write logs nothing");
+    assert_eq!(write(&mut p, 3, 200, 1), 8, "EBADF");
+    assert_eq!(write(&mut p, 1, 65_530, 1), 21, "EFAULT");
+    let logged: Vec<(Level, String)> = p
+        .logs_since(start)
+        .into_iter()
+        .map(|l| (l.level, l.message))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (Level::Info, "hello".to_string()),
+            (Level::Error, "ab".to_string()),
+            (Level::Info, String::new()),
+        ]
     );
 }
 

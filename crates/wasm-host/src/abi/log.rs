@@ -17,7 +17,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
 fn proxy_log(caller: &mut Caller<'_, HostState>, level: i32, data: i32, size: i32) -> HostResult {
     let level = Level::from_raw(level).ok_or(Status::BadArgument)?;
     let message = memory::read_string(caller, data, size)?;
-    let state = caller.data_mut();
+    record(caller.data_mut(), level, message);
+    Ok(())
+}
+
+/// Logs `message` from the active context, unless below the plugin's log level (as
+/// Envoy does for `proxy_log` and for WASI stdout/stderr alike).
+pub(crate) fn record(state: &mut HostState, level: Level, message: String) {
     state.note(|| format!("{level}: {message}"));
     if level >= state.env.log_level {
         let entry = LogEntry {
@@ -28,7 +34,6 @@ fn proxy_log(caller: &mut Caller<'_, HostState>, level: i32, data: i32, size: i3
         };
         state.shared().logs.push(entry);
     }
-    Ok(())
 }
 
 /// `proxy_get_log_level` (spec "Logging"): the plugin's log level.

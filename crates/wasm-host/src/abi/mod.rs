@@ -41,6 +41,7 @@ pub(crate) mod properties;
 pub(crate) mod queues;
 pub(crate) mod shared_data;
 pub(crate) mod time;
+pub(crate) mod wasi;
 
 /// `proxy_status_t`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,6 +154,7 @@ pub const EXTRA_HOST_FUNCTIONS: [&str; 2] =
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut HostState| &mut s.wasi)
         .map_err(to_anyhow)?;
+    wasi::add_to_linker(linker)?;
     log::add_to_linker(linker)?;
     time::add_to_linker(linker)?;
     buffers::add_to_linker(linker)?;

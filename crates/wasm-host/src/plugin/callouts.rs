@@ -214,7 +214,6 @@ impl Plugin {
             }
             vm.store.data_mut().active_context = context_id;
             let outcome = func.call(&mut vm.store, &params, &mut results);
-            vm.store.data_mut().drain_stdio();
             if let Err(error) = outcome {
                 vm.failed = true;
                 vm.failed_at = p.clock.elapsed();

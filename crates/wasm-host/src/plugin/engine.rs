@@ -11,7 +11,6 @@ use std::time::Duration;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, PoolingAllocationConfig, Store,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::abi;
@@ -172,7 +171,6 @@ fn scratch_state() -> HostState {
         seed: 0,
     });
     let clock = Clock::new(Duration::ZERO);
-    let pipes = (MemoryOutputPipe::new(1), MemoryOutputPipe::new(1));
     let wasi = WasiCtxBuilder::new().build_p1();
-    HostState::new(wasi, pipes, Arc::default(), env, clock, 0)
+    HostState::new(wasi, Arc::default(), env, clock, 0)
 }

@@ -613,6 +613,17 @@ pub(super) fn forward_request(s: &mut StreamState) {
     if !s.request_forwarded {
         s.request_forwarded = true;
         s.upstream_request_headers = s.request_headers.clone();
+        // The router tells the upstream the route's timeout (Envoy's
+        // `FilterUtility::finalTimeout`, unless it is zero).
+        let timeout = s.route.as_ref().map_or(Duration::ZERO, |r| r.timeout);
+        if let Some(h) = s.upstream_request_headers.as_mut() {
+            if !timeout.is_zero() {
+                h.replace(
+                    "x-envoy-expected-rq-timeout-ms",
+                    &timeout.as_millis().to_string(),
+                );
+            }
+        }
     }
     if let Some(body) = s.request_body.as_mut() {
         s.upstream_request_body.append(body);
@@ -629,11 +640,11 @@ pub(super) fn forward_response(s: &mut StreamState, now: Duration) {
         s.response_forwarded = true;
         let mut headers = s.response_headers.clone();
         if let Some(h) = headers.as_mut() {
-            if s.local_reply.is_some() && s.response_body.as_ref().is_none_or(Vec::is_empty) {
-                hcm::add_empty_content_length(h, s.grpc);
-            }
             if s.hcm {
                 hcm::finish_client_headers(h, now);
+            }
+            if s.local_reply.is_some() && s.response_body.as_ref().is_none_or(Vec::is_empty) {
+                hcm::add_empty_content_length(h, s.grpc);
             }
         }
         s.client_response_headers = headers;

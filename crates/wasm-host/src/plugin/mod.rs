@@ -87,7 +87,7 @@ impl Action {
 }
 
 /// What happens to traffic when a VM fails while serving (a trap), as Envoy 1.40 does it
-/// (measured; `/work/notes/issue14-envoy-fidelity.md`, note 10). It does not apply to a
+/// (measured; `tests/fixtures/fidelity/MEASURED.md`, gap 7). It does not apply to a
 /// configuration the canary rejected: see [`ConfigDelivery`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailStrategy {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use wasmtime::{Func, Store, TypedFunc, WasmParams, WasmResults};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, WasiCtxBuilder};
 
 use super::engine::engine;
@@ -87,12 +86,8 @@ impl Plugin {
     /// Instantiates the module as VM `worker` (no guest code runs yet).
     fn instantiate(&mut self, worker: usize) -> Result<Vm> {
         let engine = engine()?;
-        let stdout = MemoryOutputPipe::new(1 << 20);
-        let stderr = MemoryOutputPipe::new(1 << 20);
         let seed = self.env.seed ^ (worker as u64).wrapping_mul(0x9e37_79b9);
         let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
             .wall_clock(self.clock.clone())
             .monotonic_clock(MonotonicClock(self.clock.clone()))
             .secure_random(Deterministic::new(deterministic_bytes(seed, 1024)))
@@ -101,7 +96,6 @@ impl Plugin {
             .build_p1();
         let host = HostState::new(
             wasi,
-            (stdout, stderr),
             self.shared.clone(),
             self.env.clone(),
             self.clock.clone(),
@@ -319,7 +313,6 @@ impl Plugin {
         }
         vm.store.data_mut().active_context = context;
         let result = func.call(&mut vm.store, params);
-        vm.store.data_mut().drain_stdio();
         match result {
             Ok(value) => Called::Returned(value),
             Err(error) => {
