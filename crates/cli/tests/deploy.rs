@@ -912,3 +912,169 @@ fn the_shipped_access_log_config_writes_what_trace_reads() {
         "README"
     );
 }
+
+// ---------------------------------------------------------------------------
+// render --existing: rules already in the cluster for the same hosts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn render_merges_the_rules_already_in_the_cluster_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fixture = root().join("crates/cli/tests/fixtures/existing-seed-rules.yaml");
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--existing",
+        fixture.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    // The seed's rule has the rendered rule's name: apply would replace it, so its
+    // traffic policy is carried over.
+    assert!(
+        has_line(&r, "note merged DestinationRule default/echo-svc ("),
+        "{r}"
+    );
+    assert!(
+        has_line(
+            &r,
+            "the rendered rule keeps its trafficPolicy (loadBalancer, outlierDetection)"
+        ),
+        "{r}"
+    );
+    // Another DestinationRule for the host: Istio merges it; nothing to change.
+    assert!(
+        has_line(&r, "note DestinationRule default/echo-svc-per-cluster ("),
+        "{r}"
+    );
+    assert!(has_line(&r, "Istio merges the two"), "{r}");
+    // The cluster-local VirtualService: merged, under its own name.
+    assert!(
+        has_line(
+            &r,
+            "note merged VirtualService default/echo-svc-cluster-local ("
+        ),
+        "{r}"
+    );
+    assert!(has_line(&r, "the filter's 4 decision routes first, then its 2 route(s); the rendered VirtualService takes its name (was default/echo-svc)"), "{r}");
+    // A gateway's route is not a sidecar's.
+    assert!(
+        has_line(&r, "note VirtualService default/echo-svc-ingress ("),
+        "{r}"
+    );
+    assert!(
+        has_line(
+            &r,
+            "routes echo-svc.default.svc.cluster.local on gateways only"
+        ),
+        "{r}"
+    );
+
+    let dr = std::fs::read_to_string(out.join("base/destinationrules.yaml")).unwrap();
+    assert!(dr.contains("  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        enabled: true\n        failover:\n          - {from: tokyo-onprem, to: asia-northeast1}\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n"), "{dr}");
+    let vs = std::fs::read_to_string(out.join("base/virtualservices.yaml")).unwrap();
+    assert!(vs.contains("  name: echo-svc-cluster-local\n"), "{vs}");
+    let names: Vec<&str> = vs
+        .lines()
+        .filter_map(|l| l.strip_prefix("    - name: "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "only-gke",
+            "prefer-gke",
+            "only-anthos",
+            "prefer-anthos",
+            "gke-local",
+            "anthos-local",
+            "default"
+        ],
+        "the filter's decisions first, then the cluster-local routes, then the catch-all:\n{vs}"
+    );
+    // What is written is valid for Istio (the per-cluster subsets are the other rule's,
+    // so it is validated together with it).
+    let per_cluster = dir.path().join("per-cluster.yaml");
+    std::fs::write(
+        &per_cluster,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo-svc-per-cluster, namespace: default}\nspec:\n  host: echo-svc.default.svc.cluster.local\n  subsets:\n    - name: gke\n      labels: {topology.istio.io/cluster: gke}\n    - name: anthos\n      labels: {topology.istio.io/cluster: anthos}\n",
+    )
+    .unwrap();
+    let rendered = [
+        out.join("base/destinationrules.yaml"),
+        out.join("base/virtualservices.yaml"),
+        out.join("overlays/anthos/wasmplugins.yaml"),
+    ];
+    let mut args: Vec<&str> = vec!["validate"];
+    args.extend(rendered.iter().map(|p| p.to_str().unwrap()));
+    let v = run(&args);
+    assert_eq!(v.code, Some(1), "{v}");
+    assert!(
+        has_line(
+            &v,
+            "subset \"gke\" is not defined in DestinationRule default/echo-svc"
+        ),
+        "{v}"
+    );
+    args.push(per_cluster.to_str().unwrap());
+    let v = run(&args);
+    assert_eq!(v.code, Some(0), "{v}");
+}
+
+#[test]
+fn render_refuses_existing_rules_it_cannot_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.yaml");
+    let out = dir.path().join("out");
+    let render = |text: &str| {
+        std::fs::write(&existing, text).unwrap();
+        run(&[
+            "render",
+            "examples/deploy.yaml",
+            "--existing",
+            existing.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // A subset of the filter's name with other content.
+    let r = render("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: mine, namespace: default}\nspec:\n  host: echo-svc\n  subsets:\n    - name: prefer-gke\n      labels: {version: v2}\n");
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "FAIL DestinationRule default/mine ("), "{r}");
+    assert!(
+        has_line(
+            &r,
+            "its subset \"prefer-gke\" differs from the one render writes"
+        ),
+        "{r}"
+    );
+    assert!(
+        has_line(&r, "nothing rendered: an existing rule cannot be merged"),
+        "{r}"
+    );
+    assert!(!out.exists(), "nothing may be written");
+    // A VirtualService for two hosts.
+    let r = render("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: both, namespace: default}\nspec:\n  hosts: [echo-svc, other-svc]\n  http:\n    - route: [{destination: {host: echo-svc}}]\n");
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "FAIL VirtualService default/both ("), "{r}");
+    assert!(has_line(&r, "also other-svc.default.svc.cluster.local: Istio applies one VirtualService per host to sidecars"), "{r}");
+    // Two VirtualServices for the host, both for sidecars.
+    let two = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: default}\nspec:\n  hosts: [echo-svc]\n  http: [{route: [{destination: {host: echo-svc}}]}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default}\nspec:\n  hosts: [echo-svc]\n  http: [{route: [{destination: {host: echo-svc}}]}]\n";
+    let r = render(two);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "both route echo-svc.default.svc.cluster.local for sidecars: Istio uses only the older one"), "{r}");
+    // Not YAML: a clear error, exit 1; a missing file is an I/O error, exit 2.
+    let r = render("a: [1, 2\n");
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(has_line(&r, "FAIL --existing "), "{r}");
+    assert!(has_line(&r, "document 1 is not valid YAML"), "{r}");
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--existing",
+        "/nonexistent/rules.yaml",
+    ]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("/nonexistent/rules.yaml"), "{r}");
+}

@@ -405,6 +405,15 @@ fn cases(dir: &Path) -> Vec<Case> {
             "]".repeat(5000)
         ),
     );
+    let deep_rules = write(
+        dir,
+        "deep-rules.yaml",
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nspec: {}{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ),
+    );
     let bomb = gzip_bomb(dir);
     let not_wasm = write(dir, "not.wasm", "hello");
     let truncated = write(
@@ -727,6 +736,20 @@ fn cases(dir: &Path) -> Vec<Case> {
             2,
             Stderr,
             "cannot read no-such.yaml",
+        ),
+        case(
+            "render_existing_rules_nested_5000_deep",
+            &["render", &deploy, "--existing", &deep_rules],
+            1,
+            Stdout,
+            "nests deeper than 200 levels",
+        ),
+        case(
+            "render_existing_rules_that_are_not_there",
+            &["render", &deploy, "--existing", "no-such-rules.yaml"],
+            2,
+            Stderr,
+            "cannot read no-such-rules.yaml",
         ),
         case(
             "render_into_a_closed_pipe",

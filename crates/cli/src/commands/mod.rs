@@ -61,6 +61,10 @@ impl Paint {
         self.wrap("31", s)
     }
 
+    pub fn yellow(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+
     pub fn bold(&self, s: &str) -> String {
         self.wrap("1", s)
     }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use hybridmesh_ops::deploy::render::{self, Which};
-use hybridmesh_ops::deploy::{image, mesh_check, validate, yaml, MeshDescription};
+use hybridmesh_ops::deploy::{existing, image, mesh_check, validate, yaml, MeshDescription};
 
 use super::Paint;
 use crate::Outcome;
@@ -21,7 +21,7 @@ use crate::Outcome;
 /// on a difference).
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  hybridmesh render examples/deploy.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --out wasmplugin --check\n  hybridmesh render examples/deploy.yaml --cluster anthos\n  hybridmesh render examples/deploy.yaml --image hybridmesh-image --out /tmp/wasmplugin"
+    after_help = "Examples:\n  hybridmesh render examples/deploy.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --out wasmplugin --check\n  hybridmesh render examples/deploy.yaml --cluster anthos\n  hybridmesh render examples/deploy.yaml --image hybridmesh-image --out /tmp/wasmplugin\n  kubectl --context anthos get dr,vs -A -o yaml > anthos-rules.yaml\n  hybridmesh render examples/deploy.yaml --existing anthos-rules.yaml --out wasmplugin"
 )]
 pub struct RenderCommand {
     /// The mesh description.
@@ -41,6 +41,12 @@ pub struct RenderCommand {
     /// module's sha256 for http(s):// urls.
     #[arg(long, value_name = "LAYOUT")]
     image: Option<PathBuf>,
+    /// DestinationRules and VirtualServices already in the cluster (manifests, or
+    /// `kubectl get dr,vs -A -o yaml`; repeatable): one for a host the mesh
+    /// description steers is merged into what is rendered, or the render is refused
+    /// with the reason.
+    #[arg(long, value_name = "FILE")]
+    existing: Vec<PathBuf>,
 }
 
 impl RenderCommand {
@@ -88,7 +94,34 @@ impl RenderCommand {
             Some(c) => Which::Cluster(c.clone()),
             None => Which::All,
         };
-        let files = render::render(&mesh, &which, &source)?;
+        let mut rules = Vec::new();
+        for path in &self.existing {
+            match existing::read(path) {
+                Ok(r) => rules.extend(r),
+                Err(existing::ReadError::Io(e)) => return Err(e),
+                Err(existing::ReadError::Content(message)) => {
+                    println!("{} --existing {message}", p.red("FAIL"));
+                    println!("nothing rendered");
+                    return Ok(Outcome::Failed);
+                }
+            }
+        }
+        let (files, merged) = render::render_merged(&mesh, &which, &source, &rules)?;
+        // Notes go where the manifests do not: stderr when they are printed.
+        for note in &merged.notes {
+            if self.out.is_some() {
+                println!("{} {note}", p.yellow("note"));
+            } else {
+                eprintln!("note: {note}");
+            }
+        }
+        if !merged.problems.is_empty() {
+            for problem in &merged.problems {
+                println!("{} {problem}", p.red("FAIL"));
+            }
+            println!("nothing rendered: an existing rule cannot be merged (see above)");
+            return Ok(Outcome::Failed);
+        }
         let Some(out) = &self.out else {
             let clusters: Vec<String> = match &which {
                 Which::Cluster(c) => vec![c.clone()],
@@ -96,7 +129,8 @@ impl RenderCommand {
             };
             for c in clusters {
                 println!("# kubectl apply -k wasmplugin/overlays/{c}  (cluster {c})");
-                print!("{}", yaml::documents(&render::cluster_documents(&mesh, &c)));
+                let (docs, _) = render::cluster_documents_merged(&mesh, &c, &rules);
+                print!("{}", yaml::documents(&docs));
             }
             return Ok(Outcome::Passed);
         };

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::existing;
 use super::mesh::{MeshDescription, Service};
 use super::yaml::{self, map, s, seq, Node};
 use hybridmesh_filter_core::routing;
@@ -467,6 +468,37 @@ pub fn render(
     which: &Which,
     source: &str,
 ) -> anyhow::Result<Vec<RenderedFile>> {
+    Ok(render_merged(mesh, which, source, &[])?.0)
+}
+
+/// The DestinationRules and VirtualServices of every service, with the rules already in
+/// the cluster for the same hosts merged in ([`existing`]).
+pub fn rules(
+    mesh: &MeshDescription,
+    existing: &[existing::Rule],
+) -> (Vec<Node>, Vec<Node>, existing::Merged) {
+    let mut merged = existing::Merged::default();
+    let mut drs = Vec::new();
+    let mut vss = Vec::new();
+    for svc in &mesh.services {
+        let mut dr = destination_rule(mesh, svc);
+        existing::merge_destination_rule(&mut dr, &svc.host, existing, &mut merged);
+        drs.push(dr);
+        let mut vs = virtual_service(mesh, svc);
+        existing::merge_virtual_service(&mut vs, &svc.host, existing, &mut merged);
+        vss.push(vs);
+    }
+    (drs, vss, merged)
+}
+
+/// [`render`] with the rules already in the cluster merged in; what was merged, and
+/// what could not be, is in the second value (with problems, write nothing).
+pub fn render_merged(
+    mesh: &MeshDescription,
+    which: &Which,
+    source: &str,
+    existing: &[existing::Rule],
+) -> anyhow::Result<(Vec<RenderedFile>, existing::Merged)> {
     let clusters: Vec<&str> = match which {
         Which::All => mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
         Which::Cluster(name) => {
@@ -487,16 +519,7 @@ pub fn render(
         path: PathBuf::from(path),
         text: header(source, what) + &yaml::documents(docs),
     };
-    let drs: Vec<Node> = mesh
-        .services
-        .iter()
-        .map(|svc| destination_rule(mesh, svc))
-        .collect();
-    let vss: Vec<Node> = mesh
-        .services
-        .iter()
-        .map(|svc| virtual_service(mesh, svc))
-        .collect();
+    let (drs, vss, merged) = rules(mesh, existing);
     let mut base = Vec::new();
     if !drs.is_empty() {
         files.push(file(
@@ -546,7 +569,7 @@ pub fn render(
         "Access logs with the hop record for every sidecar: kubectl apply -f this file\n# in each cluster, after meshconfig-access-log.yaml is installed. Then:\n# kubectl logs POD -c istio-proxy | hybridmesh trace -",
         &[telemetry_access_log(mesh)],
     ));
-    Ok(files)
+    Ok((files, merged))
 }
 
 /// Writes the files under `out`.
@@ -590,13 +613,17 @@ pub fn differences(out: &Path, files: &[RenderedFile]) -> Vec<String> {
 
 /// All documents for one cluster, as `kubectl apply -k overlays/<cluster>` applies them.
 pub fn cluster_documents(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
-    let mut docs = Vec::new();
-    for svc in &mesh.services {
-        docs.push(destination_rule(mesh, svc));
-    }
-    for svc in &mesh.services {
-        docs.push(virtual_service(mesh, svc));
-    }
+    cluster_documents_merged(mesh, cluster, &[]).0
+}
+
+/// [`cluster_documents`] with the rules already in the cluster merged in.
+pub fn cluster_documents_merged(
+    mesh: &MeshDescription,
+    cluster: &str,
+    existing: &[existing::Rule],
+) -> (Vec<Node>, existing::Merged) {
+    let (mut docs, vss, merged) = rules(mesh, existing);
+    docs.extend(vss);
     docs.extend(wasm_plugins(mesh, cluster));
-    docs
+    (docs, merged)
 }
