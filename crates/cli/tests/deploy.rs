@@ -1078,3 +1078,38 @@ fn render_refuses_existing_rules_it_cannot_merge() {
     assert_eq!(r.code, Some(2), "{r}");
     assert!(r.stderr.contains("/nonexistent/rules.yaml"), "{r}");
 }
+
+/// The README's rollout, step 1: the description with the plugin in the canary's
+/// namespace and a selector renders WasmPlugins for that workload alone, which
+/// validate.
+#[test]
+fn the_canary_stage_renders_plugins_for_one_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let canary = text.replacen(
+        "  name: hybridmesh\n  namespace: istio-system\n",
+        "  name: hybridmesh\n  namespace: sleep\n  selector: {app: sleep}\n",
+        1,
+    );
+    assert_ne!(canary, text, "examples/deploy.yaml's plugin block moved");
+    let path = dir.path().join("canary.yaml");
+    std::fs::write(&path, canary).unwrap();
+    let r = run(&["render", path.to_str().unwrap(), "--cluster", "anthos"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    for side in ["client", "server"] {
+        let doc = r
+            .stdout
+            .split("\n---\n")
+            .find(|d| d.contains(&format!("name: hybridmesh-{side}\n")))
+            .unwrap_or_else(|| panic!("no hybridmesh-{side}:{r}"));
+        assert!(doc.contains("  namespace: sleep\n"), "{doc}");
+        assert!(
+            doc.contains("  selector:\n    matchLabels: {app: sleep}\n"),
+            "{doc}"
+        );
+    }
+    let out = dir.path().join("canary-anthos.yaml");
+    std::fs::write(&out, &r.stdout).unwrap();
+    let v = run(&["validate", out.to_str().unwrap()]);
+    assert_eq!(v.code, Some(0), "{v}");
+}

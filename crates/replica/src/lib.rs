@@ -103,12 +103,25 @@ struct Pod {
     drained: bool,
 }
 
+/// An ECDS file written to a sidecar, waiting for Envoy to apply or reject it.
+struct PendingEcds {
+    envoy: Envoy,
+    /// Its (config_reload, update_rejected) counters before the write.
+    before: (u64, u64),
+    /// The ECDS file's name.
+    name: String,
+    config: Vec<u8>,
+}
+
 /// A running replica. Dropping it stops every process.
 pub struct Replica {
     pub topology: Topology,
     pub run_dir: PathBuf,
     envoy_bin: PathBuf,
     wasm: PathBuf,
+    /// Sidecars (by ECDS file name) running another module than `wasm`
+    /// ([`Replica::push_module`]).
+    modules: std::collections::BTreeMap<String, PathBuf>,
     fail: Fail,
     clients: Vec<(Envoy, PathBuf)>,
     pods: Vec<Vec<Pod>>,
@@ -181,6 +194,7 @@ impl Replica {
             run_dir: run.clone(),
             envoy_bin: o.envoy.clone(),
             wasm: o.wasm.clone(),
+            modules: std::collections::BTreeMap::new(),
             fail: o.fail,
             clients: Vec::new(),
             pods: Vec::new(),
@@ -297,7 +311,8 @@ impl Replica {
 
     fn write_ecds(&self, name: &str, config: &[u8]) -> anyhow::Result<PathBuf> {
         let path = self.run_dir.join("ecds").join(format!("{name}.json"));
-        let v = envoy_config::ecds(self.version, config, &self.wasm, self.fail);
+        let wasm = self.modules.get(name).unwrap_or(&self.wasm);
+        let v = envoy_config::ecds(self.version, config, wasm, self.fail);
         // Atomic replace: Envoy watches the folder for the file being moved in.
         let tmp = self.run_dir.join("ecds").join(format!(".{name}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
@@ -670,6 +685,80 @@ impl Replica {
         Ok((get("config_reload"), get("update_rejected")))
     }
 
+    /// The sidecars `which` names, with their ECDS file names: `<cluster>`
+    /// (its client and its live pods), `<cluster>.client`, `<cluster>.server`,
+    /// or `all`.
+    fn sidecars(&self, which: &str) -> anyhow::Result<Vec<(usize, Envoy, String)>> {
+        let (cluster, side) = match which.split_once('.') {
+            Some((c, side)) => (c, Some(side)),
+            None => (which, None),
+        };
+        anyhow::ensure!(
+            matches!(side, None | Some("client") | Some("server")),
+            "{which:?}: expected all, <cluster>, <cluster>.client or <cluster>.server"
+        );
+        let only = if cluster == "all" {
+            None
+        } else {
+            Some(self.index(cluster)?)
+        };
+        let stem = |p: &Path| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("x")
+                .to_string()
+        };
+        let mut out = Vec::new();
+        for k in 0..self.configs.len() {
+            if only.is_some_and(|o| o != k) {
+                continue;
+            }
+            if side != Some("server") {
+                out.push((k, self.clients[k].0.clone(), stem(&self.clients[k].1)));
+            }
+            if side != Some("client") {
+                for p in self.pods[k].iter().filter(|p| !p.drained) {
+                    out.push((k, p.envoy.clone(), stem(&p.ecds)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rolls a module out by ECDS: the sidecars `which` names (`all`,
+    /// `<cluster>`, `<cluster>.client` or `<cluster>.server`) get `wasm` with
+    /// their current plugin config, as a WasmPlugin with a new url and sha256
+    /// reaches them; waits for each to accept or reject it. Returns whether all
+    /// accepted. Envoy builds new VMs for the new code; streams in flight
+    /// finish on the old ones.
+    pub fn push_module(&mut self, which: &str, wasm: &Path) -> anyhow::Result<bool> {
+        let wasm =
+            std::fs::canonicalize(wasm).with_context(|| format!("module {}", wasm.display()))?;
+        self.version += 1;
+        let mut waits = Vec::new();
+        for (k, e, name) in self.sidecars(which)? {
+            if *self.modules.get(&name).unwrap_or(&self.wasm) == wasm {
+                // Already runs it: an identical resource changes nothing in Envoy.
+                continue;
+            }
+            let before = Self::ecds_counts(&e)?;
+            if wasm == self.wasm {
+                self.modules.remove(&name);
+            } else {
+                self.modules.insert(name.clone(), wasm.clone());
+            }
+            let config = self.configs[k].clone();
+            self.write_ecds(&name, &config)?;
+            waits.push(PendingEcds {
+                envoy: e,
+                before,
+                name,
+                config,
+            });
+        }
+        self.wait_ecds(waits)
+    }
+
     /// Pushes a plugin config by ECDS to the sidecars of `cluster` (or `all`)
     /// and waits for each to accept or reject it. Returns whether all accepted.
     pub fn push_config(&mut self, cluster: &str, config: &[u8]) -> anyhow::Result<bool> {
@@ -680,33 +769,44 @@ impl Replica {
         };
         self.version += 1;
         let mut waits = Vec::new();
-        for k in 0..self.configs.len() {
-            if only.is_some_and(|o| o != k) {
-                continue;
-            }
-            let same = self.configs[k] == config;
-            let mut targets: Vec<(Envoy, PathBuf)> = vec![self.clients[k].clone()];
-            targets.extend(
-                self.pods[k]
-                    .iter()
-                    .filter(|p| !p.drained)
-                    .map(|p| (p.envoy.clone(), p.ecds.clone())),
-            );
-            for (e, ecds) in targets {
-                let before = Self::ecds_counts(&e)?;
-                let name = ecds
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("x")
-                    .to_string();
-                self.write_ecds(&name, config)?;
-                if !same {
-                    waits.push((e, before, name));
-                }
+        for (k, e, name) in self.sidecars(cluster)? {
+            let before = Self::ecds_counts(&e)?;
+            self.write_ecds(&name, config)?;
+            if self.configs[k] != config {
+                waits.push(PendingEcds {
+                    envoy: e,
+                    before,
+                    name,
+                    config: config.to_vec(),
+                });
             }
         }
+        let all = self.wait_ecds(waits)?;
+        if all {
+            for k in 0..self.configs.len() {
+                if only.is_none_or(|o| o == k) {
+                    self.configs[k] = config.to_vec();
+                }
+            }
+            if let Some(o) = envoy_config::Outlier::of(config, topology::SERVICES[0]) {
+                self.apply_outlier(o)?;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Waits until each sidecar's ECDS counters say its new file was applied or
+    /// rejected (writing it again when the file watch missed the move).
+    /// Whether all applied.
+    fn wait_ecds(&mut self, waits: Vec<PendingEcds>) -> anyhow::Result<bool> {
         let mut all = true;
-        for (e, (reload, rejected), name) in waits {
+        for PendingEcds {
+            envoy: e,
+            before: (reload, rejected),
+            name,
+            config,
+        } in waits
+        {
             let start = Instant::now();
             let mut delivered = 1;
             loop {
@@ -735,20 +835,10 @@ impl Replica {
                 }
                 // The file watch can miss a move; deliver it again.
                 if start.elapsed() > Duration::from_secs(2 * delivered) {
-                    self.write_ecds(&name, config)?;
+                    self.write_ecds(&name, &config)?;
                     delivered += 1;
                 }
                 std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if all {
-            for k in 0..self.configs.len() {
-                if only.is_none_or(|o| o == k) {
-                    self.configs[k] = config.to_vec();
-                }
-            }
-            if let Some(o) = envoy_config::Outlier::of(config, topology::SERVICES[0]) {
-                self.apply_outlier(o)?;
             }
         }
         Ok(all)

@@ -646,3 +646,89 @@ fn a_soak_loses_no_request_and_memory_stays_flat() {
         );
     }
 }
+
+/// The README's rollout, played in the replica under load: a new module (the
+/// filter with one more custom section: another sha256, as a new image tag)
+/// goes to one workload (gke's sleep client), then to gke's sidecars, then to
+/// every sidecar, and is rolled back to the old module everywhere. At each
+/// step only the sidecars whose module changes load code (their filter
+/// configures again; the others do not), and no request of the load is lost: Envoy builds
+/// new VMs for the new code and finishes streams in flight on the old ones.
+#[test]
+fn a_module_rolled_out_in_stages_and_rolled_back_loses_no_request() {
+    require_envoy();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let o = options("faults-rollout");
+    let old = o.wasm.clone();
+    let dir = workspace().join("target/rollout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = dir.join("hybridmesh_filter-next.wasm");
+    let mut bytes = std::fs::read(&old).unwrap();
+    // A custom section (id 0): name "hybridmesh-next", no payload.
+    let name = b"hybridmesh-next";
+    bytes.extend_from_slice(&[0, (name.len() + 1) as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    std::fs::write(&new, &bytes).unwrap();
+    let mut r = start(&o);
+    let proxies = ["gke.client", "gke.server", "anthos.client", "anthos.server"];
+    let configured = |r: &Replica, p: &str| {
+        r.logs(p)
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.starts_with("hybridmesh: configured"))
+            .count()
+    };
+    let counts = |r: &Replica| -> Vec<usize> { proxies.iter().map(|p| configured(r, p)).collect() };
+    let mut load = Load::start(&load_spec(&r, "gke", Until::Stopped)).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // Per step, the sidecars whose module changes (the others must not reload).
+    let steps = [
+        (
+            "canary: gke's sleep client",
+            "gke.client",
+            &new,
+            [true, false, false, false],
+        ),
+        (
+            "one cluster: every gke sidecar",
+            "gke",
+            &new,
+            [false, true, false, false],
+        ),
+        ("both clusters", "all", &new, [false, false, true, true]),
+        (
+            "rollback: the old module everywhere",
+            "all",
+            &old,
+            [true, true, true, true],
+        ),
+    ];
+
+    let mut lines = Vec::new();
+    for (what, which, module, touched) in steps {
+        let before = counts(&r);
+        let at = load.at(what);
+        assert!(r.push_module(which, module).unwrap(), "{what}: rejected");
+        let done = load.at(&format!("{what}: applied"));
+        std::thread::sleep(Duration::from_millis(1000));
+        let after = counts(&r);
+        for (i, p) in proxies.iter().enumerate() {
+            assert_eq!(
+                after[i] > before[i],
+                touched[i],
+                "{what}: {p} configured {} -> {} times",
+                before[i],
+                after[i]
+            );
+        }
+        lines.push(format!("{what}: applied in {:.0}ms", done - at));
+    }
+    let report = load.stop();
+    eprintln!(
+        "rollout under load: {}\n    {}",
+        show(&report),
+        lines.join("\n    ")
+    );
+    assert!(report.failures().is_empty(), "{}", show(&report));
+    assert!(report.records.len() > 100, "{}", show(&report));
+}
