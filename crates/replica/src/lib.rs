@@ -22,6 +22,7 @@ pub mod envoy_config;
 pub mod http;
 pub mod load;
 pub mod process;
+pub mod terminal;
 pub mod topology;
 
 use std::collections::HashMap;

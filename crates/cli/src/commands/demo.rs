@@ -28,35 +28,6 @@ pub struct DemoCommand {
     harness: bool,
 }
 
-/// Prints the replica walk-through as it goes.
-struct Terminal {
-    p: Paint,
-}
-
-impl hybridmesh_replica::demo::Out for Terminal {
-    fn title(&mut self, s: &str) {
-        println!("\n{} {}", self.p.bold("==="), self.p.bold(s));
-    }
-    fn note(&mut self, s: &str) {
-        println!("{}", self.p.dim(s));
-    }
-    fn line(&mut self, s: &str) {
-        println!("    {s}");
-    }
-    fn check(&mut self, ok: bool, what: &str, detail: &str) {
-        let mark = if ok {
-            self.p.green("✓")
-        } else {
-            self.p.red("✗")
-        };
-        if detail.is_empty() {
-            println!("{mark} {what}");
-        } else {
-            println!("{mark} {what}   {}", self.p.dim(detail));
-        }
-    }
-}
-
 impl DemoCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
         if self.harness {
@@ -74,40 +45,13 @@ impl DemoCommand {
         if let Some(w) = &self.wasm {
             std::env::set_var("HYBRIDMESH_WASM", w);
         }
-        let p = Paint::stdout();
-        let mut out = Terminal { p: Paint::stdout() };
-        let report =
-            hybridmesh_replica::demo::run(&dir, &super::workspace_root(), "demo", &mut out)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{e:#}\n  (the same walk-through without Envoy: hybridmesh demo --harness)"
-                    )
-                })?;
-        println!();
-        let failed = report.failures().len();
-        let summary = format!(
-            "{} checks, {} passed, {failed} failed; {} Envoy processes, ready in {:.1}s, {:.1}s in all",
-            report.checks.len(),
-            report.checks.len() - failed,
-            report.processes,
-            report.startup,
-            report.seconds
-        );
-        if report.ok() {
-            println!(
-                "{}",
-                p.green("every step behaved as the seed article describes, in real Envoy")
-            );
-            println!("{summary}");
-            Ok(Outcome::Passed)
-        } else {
-            println!(
-                "{}",
-                p.red("some steps did not behave as expected (see above)")
-            );
-            println!("{summary}");
-            Ok(Outcome::Failed)
-        }
+        let ok =
+            hybridmesh_replica::terminal::walk(&dir, &super::workspace_root()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#}\n  (the same walk-through without Envoy: hybridmesh demo --harness)"
+                )
+            })?;
+        Ok(if ok { Outcome::Passed } else { Outcome::Failed })
     }
 
     /// The walk-through in the wasmtime harness: every example, step by step.
