@@ -335,6 +335,11 @@ fn the_picture_of_six_clusters_on_three_networks_is_readable() {
         "every cluster serves cross-network traffic"
     );
     let text = svg(&m);
+    // Badges are drawn over every arrow, so no arrow crosses a badge's text.
+    let last_arrow = text.rfind("<polyline").unwrap();
+    let first_badge = text.find(r#"<g class="badge">"#).unwrap();
+    assert!(first_badge > last_arrow, "a badge is drawn under an arrow");
+    assert_eq!(text.matches(r#"<g class="badge">"#).count(), 30);
     assert!(
         text.contains("⇄ east-west gateway 10.0.0.6:15443"),
         "the gateways are drawn"

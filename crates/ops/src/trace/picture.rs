@@ -617,23 +617,35 @@ pub fn svg(m: &Matrix) -> String {
         }
         s.push_str("</g>\n");
     }
-    for f in &pic.flows {
-        let (color, marker, dash) = if f.cross_network {
+    // Every arrow first, then every badge: a badge drawn with its own arrow
+    // would be crossed by the arrows drawn after it.
+    let style = |cross: bool| {
+        if cross {
             (CROSS, "arrow-x", r#" stroke-dasharray="10 6""#)
         } else {
             (SAME, "arrow", "")
-        };
+        }
+    };
+    for f in &pic.flows {
+        let (color, marker, dash) = style(f.cross_network);
         let points: Vec<String> = f
             .points
             .iter()
             .map(|(x, y)| format!("{x:.1},{y:.1}"))
             .collect();
+        let _ = writeln!(
+            s,
+            r##"<g class="flow"><polyline points="{}" fill="none" stroke="{color}" stroke-width="{:.1}" stroke-linejoin="round"{dash} marker-end="url(#{marker})"/></g>"##,
+            points.join(" "),
+            f.width,
+        );
+    }
+    for f in &pic.flows {
+        let (color, _, _) = style(f.cross_network);
         let b = &f.badge.rect;
         let _ = writeln!(
             s,
-            r##"<g class="flow"><polyline points="{}" fill="none" stroke="{color}" stroke-width="{:.1}" stroke-linejoin="round"{dash} marker-end="url(#{marker})"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="9" fill="white" stroke="{color}"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="{color}">{}</text></g>"##,
-            points.join(" "),
-            f.width,
+            r##"<g class="badge"><rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="9" fill="white" stroke="{color}"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="{color}">{}</text></g>"##,
             b.x,
             b.y,
             b.w,
