@@ -185,16 +185,6 @@ fn meta_name(rendered: &Node) -> (String, String) {
     (f("name"), f("namespace"))
 }
 
-fn spec_mut(rendered: &mut Node) -> Option<&mut Node> {
-    match rendered {
-        Node::Map(entries) => entries
-            .iter_mut()
-            .find(|(k, _)| k == "spec")
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
 fn items(n: Option<&Node>) -> Vec<Node> {
     match n {
         Some(Node::Seq(items)) => items.clone(),
@@ -233,7 +223,7 @@ pub fn merge_destination_rule(
             ));
             continue;
         }
-        let Some(spec) = spec_mut(rendered) else {
+        let Some(spec) = rendered.get_mut("spec") else {
             continue;
         };
         let ours = items(spec.get("subsets"));
@@ -344,7 +334,7 @@ pub fn merge_virtual_service(rendered: &mut Node, host: &str, existing: &[Rule],
             continue;
         }
         merged_into = Some(e);
-        let Some(spec) = spec_mut(rendered) else {
+        let Some(spec) = rendered.get_mut("spec") else {
             continue;
         };
         let ours = items(spec.get("http"));
@@ -363,13 +353,9 @@ pub fn merge_virtual_service(rendered: &mut Node, host: &str, existing: &[Rule],
                 }
             }
         }
-        if let Node::Map(entries) = rendered {
-            for (k, v) in entries.iter_mut() {
-                if k == "metadata" {
-                    v.set("name", s(&e.name));
-                    v.set("namespace", s(&e.namespace));
-                }
-            }
+        if let Some(meta) = rendered.get_mut("metadata") {
+            meta.set("name", s(&e.name));
+            meta.set("namespace", s(&e.namespace));
         }
         let renamed = if e.name != name || e.namespace != namespace {
             format!(
