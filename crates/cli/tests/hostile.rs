@@ -515,6 +515,10 @@ fn cases(dir: &Path) -> Vec<Case> {
     };
     let _ = &stale;
     let deploy = root().join("examples/deploy.yaml").display().to_string();
+    let gke_overlay = root()
+        .join("wasmplugin/overlays/gke/kustomization.yaml")
+        .display()
+        .to_string();
     let out = dir.join("out").display().to_string();
     let svg_missing = dir.join("no/such/dir/mesh.svg").display().to_string();
 
@@ -750,6 +754,20 @@ fn cases(dir: &Path) -> Vec<Case> {
             2,
             Stderr,
             "cannot read no-such-rules.yaml",
+        ),
+        case(
+            "render_for_an_istio_older_than_1_13",
+            &["render", &deploy, "--istio", "1.12"],
+            2,
+            Stderr,
+            "Istio 1.12 is older than 1.13, the oldest this tool renders for",
+        ),
+        case(
+            "validate_the_current_render_for_istio_1_13",
+            &["validate", "--istio", "1.13", &gke_overlay],
+            1,
+            Stdout,
+            "spec: unknown field `match` (the API server drops it, kubectl apply --validate=strict rejects it)",
         ),
         case(
             "render_into_a_closed_pipe",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 
+use hybridmesh_ops::deploy::istio::IstioVersion;
 use hybridmesh_ops::deploy::render::{self, Which};
 use hybridmesh_ops::deploy::{existing, image, mesh_check, validate, yaml, MeshDescription};
 
@@ -21,7 +22,7 @@ use crate::Outcome;
 /// on a difference).
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  hybridmesh render examples/deploy.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --out wasmplugin --check\n  hybridmesh render examples/deploy.yaml --cluster anthos\n  hybridmesh render examples/deploy.yaml --image hybridmesh-image --out /tmp/wasmplugin\n  kubectl --context anthos get dr,vs -A -o yaml > anthos-rules.yaml\n  hybridmesh render examples/deploy.yaml --existing anthos-rules.yaml --out wasmplugin"
+    after_help = "Examples:\n  hybridmesh render examples/deploy.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --out wasmplugin --check\n  hybridmesh render examples/deploy.yaml --cluster anthos\n  hybridmesh render examples/deploy.yaml --image hybridmesh-image --out /tmp/wasmplugin\n  kubectl --context anthos get dr,vs -A -o yaml > anthos-rules.yaml\n  hybridmesh render examples/deploy.yaml --existing anthos-rules.yaml --out wasmplugin\n  hybridmesh render examples/deploy.yaml --istio 1.13 --out wasmplugin-asm-1.13"
 )]
 pub struct RenderCommand {
     /// The mesh description.
@@ -47,6 +48,12 @@ pub struct RenderCommand {
     /// with the reason.
     #[arg(long, value_name = "FILE")]
     existing: Vec<PathBuf>,
+    /// The Istio version of the control planes (the oldest, if the clusters
+    /// differ), e.g. 1.13 for ASM 1.13: what it cannot apply is left out or
+    /// refused, with the reason, and the output is checked against its schemas.
+    /// Overrides the description's `istio`.
+    #[arg(long, value_name = "1.MINOR", value_parser = IstioVersion::parse)]
+    istio: Option<IstioVersion>,
 }
 
 impl RenderCommand {
@@ -79,6 +86,9 @@ impl RenderCommand {
             Ok(m) => m,
             Err(problems) => return refuse(&problems),
         };
+        if let Some(m) = self.istio.and_then(|v| v.minor) {
+            mesh.istio = Some(format!("1.{m}"));
+        }
         if let Some(layout) = &self.image {
             let v = image::verify(layout, None)
                 .with_context(|| format!("--image {}", layout.display()))?;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 
+use hybridmesh_ops::deploy::istio::IstioVersion;
 use hybridmesh_ops::deploy::validate::{validate_paths, Report};
 use hybridmesh_ops::deploy::{checks, image};
 
@@ -45,6 +46,11 @@ pub struct ValidateCommand {
     /// `hybridmesh package` gives it).
     #[arg(long, value_name = "MODULE.wasm", conflicts_with = "image")]
     wasm: Option<PathBuf>,
+    /// Check against the schemas of this Istio version (e.g. 1.13: no
+    /// `networking.istio.io/v1`, no WasmPlugin `match` or `failStrategy`);
+    /// default: current Istio.
+    #[arg(long, value_name = "1.MINOR", value_parser = IstioVersion::parse)]
+    istio: Option<IstioVersion>,
 }
 
 impl ValidateCommand {
@@ -66,11 +72,12 @@ impl ValidateCommand {
             }
             (None, None) => None,
         };
+        let istio = self.istio.unwrap_or_default();
         let Report {
             findings,
             docs,
             unreadable,
-        } = validate_paths(&self.files, module.as_ref());
+        } = validate_paths(&self.files, module.as_ref(), istio);
         let failed = findings.iter().filter(|f| !f.ok).count();
         let unchecked = findings
             .iter()

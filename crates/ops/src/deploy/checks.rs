@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use hybridmesh_filter_core::config::{Config, Policy};
+use hybridmesh_filter_core::config::{Config, DirectionSetting, Policy};
 use hybridmesh_filter_core::hosts::HostPattern;
 use hybridmesh_filter_core::routing;
 
@@ -323,6 +323,10 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             check_sha256(d, m, &mut out);
         }
         let Some(cfg) = &d.config else { continue };
+        // A server side decides nothing: only what a client side can choose needs routing.
+        if cfg.direction == DirectionSetting::Inbound {
+            continue;
+        }
         let mut said_unchecked = false;
         for (i, route) in cfg.routes.iter().enumerate() {
             if matches!(route.policy, Policy::None) {

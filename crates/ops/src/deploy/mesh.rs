@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 pub use super::mesh_check::Problem;
 
+use super::istio::IstioVersion;
+
 /// The whole description.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -23,6 +25,11 @@ pub struct MeshDescription {
     /// Policy for every host no service names (`none`: tag and record only).
     /// Absent: the filter leaves other hosts alone.
     pub other_hosts: Option<String>,
+    /// The Istio version of the clusters' control planes (the oldest, if they
+    /// differ), e.g. `1.13` for the seed's ASM 1.13. Absent: current Istio
+    /// (1.27 and later). `render` writes what that version can apply and
+    /// checks it against that version's schemas ([`super::istio`]).
+    pub istio: Option<String>,
 }
 
 /// The filter's OCI image (or http(s) url) and its digest.
@@ -341,6 +348,24 @@ impl MeshDescription {
                 );
             }
         }
+        if let Some(v) = &self.istio {
+            if let Err(e) = IstioVersion::parse(v) {
+                p("istio".into(), e);
+            }
+        }
+        let version = self.istio_version();
+        if !version.prefer_cluster() {
+            for (i, s) in self.services.iter().enumerate() {
+                if s.policy == "weighted" {
+                    p(
+                        format!("services[{i}].policy"),
+                        format!(
+                            "weighted cannot be rendered for {version}: a decision for a cluster goes to a subset that prefers it by failoverPriority `label=value`, which Istio reads from 1.18 on; use Istio's own localityLbSetting.distribute for this host, or render for 1.18 or later"
+                        ),
+                    );
+                }
+            }
+        }
         for key in ["clusters", "routes", "identity", "direction"] {
             if self.plugin.config.contains_key(key) {
                 p(
@@ -373,6 +398,15 @@ impl MeshDescription {
             }
         }
         problems
+    }
+
+    /// The target control plane ([`Self::istio`]; current if absent or unreadable:
+    /// [`Self::rule_problems`] reports the latter).
+    pub fn istio_version(&self) -> IstioVersion {
+        self.istio
+            .as_deref()
+            .and_then(|v| IstioVersion::parse(v).ok())
+            .unwrap_or_default()
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

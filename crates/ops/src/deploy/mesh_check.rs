@@ -114,7 +114,7 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
             if kind != "WasmPlugin" && docs.iter().any(|(_, d)| d.value == value) {
                 continue;
             }
-            if let Some(s) = schema::schema_for(&kind) {
+            if let Some(s) = schema::schema_for_version(&kind, mesh.istio_version()) {
                 for p in schema::check(s, &value) {
                     let (path, message) =
                         manifest_problem(mesh, &kind, &name, &value, &p.path, &p.message);

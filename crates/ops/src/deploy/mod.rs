@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod existing;
 pub mod image;
+pub mod istio;
 pub mod locate;
 pub mod mesh;
 pub mod mesh_check;

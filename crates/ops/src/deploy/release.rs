@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::image::{self, Variant};
+use super::istio::IstioVersion;
 use super::locate::line_of;
 use super::mesh::MeshDescription;
 use super::render::{self, RenderedFile, Which};
@@ -68,6 +69,8 @@ pub struct Release {
     /// The description with that digest.
     pub mesh_text: String,
     pub files: Vec<RenderedFile>,
+    /// The control plane the files are for (the description's `istio`).
+    pub istio: IstioVersion,
 }
 
 /// Packages, pins and renders; refuses a description `validate` refuses.
@@ -96,6 +99,7 @@ pub fn prepare(i: &Inputs) -> anyhow::Result<Result<Release, Vec<mesh_check::Pro
         sha256,
         mesh_text,
         files,
+        istio: mesh.istio_version(),
     }))
 }
 
@@ -114,7 +118,7 @@ pub fn validate_overlays(out: &Path, r: &Release) -> Vec<(PathBuf, Vec<String>)>
         .unwrap_or_default();
     overlays.sort();
     for k in overlays {
-        let report = validate::validate_paths(std::slice::from_ref(&k), Some(&module));
+        let report = validate::validate_paths(std::slice::from_ref(&k), Some(&module), r.istio);
         let mut failures: Vec<String> = report
             .findings
             .iter()

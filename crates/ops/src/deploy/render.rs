@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::existing;
+use super::istio::IstioVersion;
 use super::mesh::{MeshDescription, Service};
 use super::yaml::{self, map, s, seq, Node};
 use hybridmesh_filter_core::routing;
@@ -90,7 +91,18 @@ pub fn plugin_config(mesh: &MeshDescription, cluster: &str, direction: &str) -> 
             ])
         })),
     );
-    let mut routes: Vec<Node> = mesh.services.iter().map(route).collect();
+    let mut routes: Vec<Node> = mesh
+        .services
+        .iter()
+        .map(|svc| {
+            if istio_failover(mesh, svc) {
+                // Istio fails this service over itself: the filter tags and records.
+                map([("hosts", seq([s(&svc.host)])), ("policy", s("none"))])
+            } else {
+                route(svc)
+            }
+        })
+        .collect();
     if let Some(policy) = &mesh.other_hosts {
         routes.push(map([("hosts", seq([s("*")])), ("policy", s(policy))]));
     }
@@ -173,60 +185,78 @@ fn json_to_node(v: &serde_json::Value) -> Node {
     }
 }
 
-/// The two WasmPlugins of one cluster: client side and server side.
+/// The WasmPlugins of one cluster: client side and server side. Before Istio
+/// 1.16 (no `match`) one plugin finds its side from the listener; before 1.14
+/// (no WasmPlugin on outbound listeners) there is only the server side.
 pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
     let p = &mesh.plugin;
-    [
-        ("client", "CLIENT", "outbound", &p.client),
-        ("server", "SERVER", "inbound", &p.server),
-    ]
-    .into_iter()
-    .map(|(side, mode, direction, settings)| {
-        let mut spec = map(Vec::<(String, Node)>::new());
-        if !p.selector.is_empty() {
-            spec.set(
-                "selector",
-                map([(
-                    "matchLabels",
-                    Node::Map(p.selector.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
-                )]),
-            );
-        }
-        spec.set("url", s(&mesh.image.url));
-        if !mesh.image.sha256.is_empty() {
-            spec.set("sha256", s(&mesh.image.sha256));
-        }
-        spec.set("imagePullPolicy", s(&mesh.image.pull_policy));
-        if let Some(secret) = &mesh.image.pull_secret {
-            spec.set("imagePullSecret", s(secret));
-        }
-        spec.set("pluginName", s(&p.name));
-        spec.set("phase", s(&settings.phase));
-        spec.set("priority", Node::Int(settings.priority));
-        spec.set("failStrategy", s(&settings.fail_strategy));
-        spec.set("match", seq([map([("mode", s(mode))])]));
-        spec.set("pluginConfig", plugin_config(mesh, cluster, direction));
-        map([
-            ("apiVersion", s("extensions.istio.io/v1alpha1")),
-            ("kind", s("WasmPlugin")),
-            (
-                "metadata",
-                map([
-                    ("name", s(format!("{}-{side}", p.name))),
-                    ("namespace", s(&p.namespace)),
-                    (
-                        "labels",
-                        labels(&[
-                            ("app.kubernetes.io/component", side),
-                            ("topology.istio.io/cluster", cluster),
-                        ]),
-                    ),
-                ]),
-            ),
-            ("spec", spec),
-        ])
-    })
-    .collect()
+    let version = mesh.istio_version();
+    let sides: Vec<(&str, Option<&str>, &str, _)> = if version.plugin_match() {
+        vec![
+            ("client", Some("CLIENT"), "outbound", &p.client),
+            ("server", Some("SERVER"), "inbound", &p.server),
+        ]
+    } else if version.client_side() {
+        vec![("both", None, "auto", &p.server)]
+    } else {
+        vec![("server", None, "inbound", &p.server)]
+    };
+    sides
+        .into_iter()
+        .map(|(side, mode, direction, settings)| {
+            let mut spec = map(Vec::<(String, Node)>::new());
+            if !p.selector.is_empty() {
+                spec.set(
+                    "selector",
+                    map([(
+                        "matchLabels",
+                        Node::Map(p.selector.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
+                    )]),
+                );
+            }
+            spec.set("url", s(&mesh.image.url));
+            if !mesh.image.sha256.is_empty() {
+                spec.set("sha256", s(&mesh.image.sha256));
+            }
+            spec.set("imagePullPolicy", s(&mesh.image.pull_policy));
+            if let Some(secret) = &mesh.image.pull_secret {
+                spec.set("imagePullSecret", s(secret));
+            }
+            spec.set("pluginName", s(&p.name));
+            spec.set("phase", s(&settings.phase));
+            spec.set("priority", Node::Int(settings.priority));
+            if version.fail_strategy(&settings.fail_strategy) {
+                spec.set("failStrategy", s(&settings.fail_strategy));
+            }
+            if let Some(mode) = mode {
+                spec.set("match", seq([map([("mode", s(mode))])]));
+            }
+            spec.set("pluginConfig", plugin_config(mesh, cluster, direction));
+            let name = match side {
+                "both" => p.name.clone(),
+                _ => format!("{}-{side}", p.name),
+            };
+            map([
+                ("apiVersion", s("extensions.istio.io/v1alpha1")),
+                ("kind", s("WasmPlugin")),
+                (
+                    "metadata",
+                    map([
+                        ("name", s(name)),
+                        ("namespace", s(&p.namespace)),
+                        (
+                            "labels",
+                            labels(&[
+                                ("app.kubernetes.io/component", side),
+                                ("topology.istio.io/cluster", cluster),
+                            ]),
+                        ),
+                    ]),
+                ),
+                ("spec", spec),
+            ])
+        })
+        .collect()
 }
 
 /// One DestinationRule per service (see `hybridmesh_filter_core::routing`):
@@ -238,7 +268,13 @@ pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
 /// locality failover and keep requests without a decision in their own
 /// locality (istiod's `BuildClusterLoadAssignment`: failover with outlier
 /// detection), instead of Istio's usual spread.
-pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
+///
+/// For an Istio that cannot prefer a cluster (before 1.18) the preference
+/// subsets are left out and a `failover` service gets Istio's own locality
+/// failover instead ([`istio_failover`]); before 1.14 (no client side, so no
+/// decisions) the pinned subsets are left out too. `None`: nothing to say.
+pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Option<Node> {
+    let version = mesh.istio_version();
     let (name, ns) = svc.name_namespace();
     let o = &svc.outlier_detection;
     let mut outlier = Vec::new();
@@ -262,6 +298,12 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
     let mut spec = map([("host", s(&svc.host))]);
     let mut subsets = Vec::new();
     for c in svc.cluster_names(mesh) {
+        if !version.prefer_cluster() {
+            if version.client_side() && pins(svc) {
+                subsets.push(only_subset(c));
+            }
+            continue;
+        }
         subsets.push(map([
             ("name", s(routing::prefer_subset(c))),
             (
@@ -282,14 +324,33 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
                 ]),
             ),
         ]));
-        subsets.push(map([
-            ("name", s(routing::only_subset(c))),
-            ("labels", map([(routing::CLUSTER_LABEL, s(c))])),
-        ]));
+        subsets.push(only_subset(c));
     }
-    spec.set("subsets", seq(subsets));
-    map([
-        ("apiVersion", s("networking.istio.io/v1")),
+    if istio_failover(mesh, svc) {
+        let mut lb = vec![("enabled", Node::Bool(true))];
+        if let Some(f) = &svc.failover {
+            lb.push((
+                "failover",
+                seq(f
+                    .iter()
+                    .map(|f| map([("from", s(&f.from)), ("to", s(&f.to))]))),
+            ));
+        }
+        spec.set(
+            "trafficPolicy",
+            map([
+                ("loadBalancer", map([("localityLbSetting", map(lb))])),
+                ("outlierDetection", outlier),
+            ]),
+        );
+    } else if subsets.is_empty() {
+        return None;
+    }
+    if !subsets.is_empty() {
+        spec.set("subsets", seq(subsets));
+    }
+    Some(map([
+        ("apiVersion", s(version.networking_api())),
         ("kind", s("DestinationRule")),
         (
             "metadata",
@@ -300,7 +361,32 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Node {
             ]),
         ),
         ("spec", spec),
+    ]))
+}
+
+fn only_subset(cluster: &str) -> Node {
+    map([
+        ("name", s(routing::only_subset(cluster))),
+        ("labels", map([(routing::CLUSTER_LABEL, s(cluster))])),
     ])
+}
+
+/// Whether a `failover` service is failed over by Istio itself
+/// (`localityLbSetting.failover` with outlier detection, as the seed's own
+/// rule does): for an Istio that cannot prefer a cluster (before 1.18), unless
+/// its decisions are pinned ones a client side carries out.
+pub fn istio_failover(mesh: &MeshDescription, svc: &Service) -> bool {
+    let version = mesh.istio_version();
+    svc.policy == "failover"
+        && !version.prefer_cluster()
+        && !(svc.pinned == Some(true) && version.client_side())
+}
+
+/// Whether the filter's decisions for `svc` name the only cluster that may
+/// serve it (`clusterLocal`, or `pinned: true`): the decisions an Istio before
+/// 1.18 can carry out.
+fn pins(svc: &Service) -> bool {
+    svc.policy == "clusterLocal" || svc.pinned == Some(true)
 }
 
 /// The name of the header a pinned decision sets.
@@ -312,7 +398,11 @@ pub fn pinned_header(mesh: &MeshDescription) -> String {
 /// `only-` subset and the target header -> its `prefer-` subset, with the
 /// retries that carry a failover into the next priority; everything else on
 /// the default route.
-pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
+///
+/// Only the routes the target Istio can carry out ([`destination_rule`]);
+/// `None` when there is none (before 1.14: no client side decides).
+pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Option<Node> {
+    let version = mesh.istio_version();
     let (name, ns) = svc.name_namespace();
     let target = target_header(mesh);
     let pinned = pinned_header(mesh);
@@ -326,11 +416,16 @@ pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
     };
     let mut http: Vec<Node> = Vec::new();
     for c in svc.cluster_names(mesh) {
-        http.push(map([
-            ("name", s(routing::only_subset(c))),
-            ("match", matching(&pinned, c)),
-            ("route", to(routing::only_subset(c))),
-        ]));
+        if version.client_side() && (version.prefer_cluster() || pins(svc)) {
+            http.push(map([
+                ("name", s(routing::only_subset(c))),
+                ("match", matching(&pinned, c)),
+                ("route", to(routing::only_subset(c))),
+            ]));
+        }
+        if !version.prefer_cluster() {
+            continue;
+        }
         http.push(map([
             ("name", s(routing::prefer_subset(c))),
             ("match", matching(&target, c)),
@@ -345,6 +440,9 @@ pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
             ),
         ]));
     }
+    if http.is_empty() {
+        return None;
+    }
     http.push(map([
         ("name", s("default")),
         (
@@ -352,8 +450,8 @@ pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
             seq([map([("destination", map([("host", s(&svc.host))]))])]),
         ),
     ]));
-    map([
-        ("apiVersion", s("networking.istio.io/v1")),
+    Some(map([
+        ("apiVersion", s(version.networking_api())),
         ("kind", s("VirtualService")),
         (
             "metadata",
@@ -367,7 +465,7 @@ pub fn virtual_service(mesh: &MeshDescription, svc: &Service) -> Node {
             "spec",
             map([("hosts", seq([s(&svc.host)])), ("http", seq(http))]),
         ),
-    ])
+    ]))
 }
 
 fn kustomization(resources: &[&str]) -> Node {
@@ -439,7 +537,7 @@ pub fn meshconfig_access_log(mesh: &MeshDescription) -> Node {
 /// (root namespace, no selector); `kubectl apply -f`, once per cluster.
 pub fn telemetry_access_log(mesh: &MeshDescription) -> Node {
     map([
-        ("apiVersion", s("telemetry.istio.io/v1")),
+        ("apiVersion", s(mesh.istio_version().telemetry_api())),
         ("kind", s("Telemetry")),
         (
             "metadata",
@@ -462,6 +560,72 @@ pub fn telemetry_access_log(mesh: &MeshDescription) -> Node {
     ])
 }
 
+/// What rendering for an older Istio leaves out or does differently, and
+/// what the operator has to do about it (printed by `render`).
+pub fn version_notes(mesh: &MeshDescription) -> Vec<String> {
+    let version = mesh.istio_version();
+    let mut notes = Vec::new();
+    if version == IstioVersion::CURRENT {
+        return notes;
+    }
+    let v = version;
+    if !v.client_side() {
+        notes.push(format!(
+            "{v} puts WasmPlugins on sidecars' inbound listeners and on gateways only (outbound from 1.14): only the server side is rendered; it refuses cross-cluster requests to cluster-local hosts and names the cluster that served, but with no client side the filter decides no route and writes no hop record"
+        ));
+    } else if !v.plugin_match() {
+        notes.push(format!(
+            "{v} has no WasmPlugin `match` (from 1.16): one plugin, {name}, runs on both sides and takes its side from the listener (direction: auto) at plugin.server's phase; after upgrading to 1.16 or later, apply the new render and then `kubectl delete wasmplugin -n {ns} {name}`",
+            name = mesh.plugin.name,
+            ns = mesh.plugin.namespace
+        ));
+    }
+    let sides: &[(&str, &super::mesh::Side)] = if v.plugin_match() {
+        &[
+            ("client", &mesh.plugin.client),
+            ("server", &mesh.plugin.server),
+        ]
+    } else {
+        &[("server", &mesh.plugin.server)]
+    };
+    for (side, settings) in sides {
+        if !v.fail_strategy(&settings.fail_strategy) && settings.fail_strategy != "FAIL_CLOSE" {
+            notes.push(format!(
+                "plugin.{side}.failStrategy {} is not in {v}'s WasmPlugin (failStrategy from 1.19, FAIL_RELOAD from 1.27) and is left out: Envoy then fails closed, so while the module cannot load every request through that listener fails",
+                settings.fail_strategy
+            ));
+        }
+    }
+    for svc in &mesh.services {
+        if istio_failover(mesh, svc) {
+            notes.push(format!(
+                "{}: failover is Istio's own on {v} (localityLbSetting.failover with outlier detection, as the seed's rule): a subset preferring one cluster needs failoverPriority `label=value`, from 1.18",
+                svc.host
+            ));
+        } else if svc.policy == "clusterLocal" && !v.client_side() {
+            notes.push(format!(
+                "{}: on {v} no client side pins it, and the server side refuses (403) requests from other clusters: also list it in meshConfig.serviceSettings[].settings.clusterLocal so that istiod keeps its traffic in the cluster",
+                svc.host
+            ));
+        }
+    }
+    if mesh.services.iter().any(|s| istio_failover(mesh, s)) {
+        for c in mesh.clusters.iter().filter(|c| !c.node_locality) {
+            notes.push(format!(
+                "cluster {}: its nodes carry no region label, so Istio's locality failover sees its endpoints in no locality: label its pods `istio-locality: {}` (istiod's getPodLocality reads it first) or its nodes topology.kubernetes.io/region",
+                c.name,
+                c.locality().replace('/', ".")
+            ));
+        }
+    }
+    if mesh.other_hosts.as_deref() == Some("clusterLocal") && !v.client_side() {
+        notes.push(format!(
+            "otherHosts clusterLocal: on {v} no client side pins other hosts, and the server side refuses (403) requests from other clusters: set meshConfig.serviceSettings clusterLocal for them as well"
+        ));
+    }
+    notes
+}
+
 /// Every generated file for `which`, in a stable order.
 pub fn render(
     mesh: &MeshDescription,
@@ -480,13 +644,16 @@ pub fn rules(
     let mut merged = existing::Merged::default();
     let mut drs = Vec::new();
     let mut vss = Vec::new();
+    merged.notes.extend(version_notes(mesh));
     for svc in &mesh.services {
-        let mut dr = destination_rule(mesh, svc);
-        existing::merge_destination_rule(&mut dr, &svc.host, existing, &mut merged);
-        drs.push(dr);
-        let mut vs = virtual_service(mesh, svc);
-        existing::merge_virtual_service(&mut vs, &svc.host, existing, &mut merged);
-        vss.push(vs);
+        if let Some(mut dr) = destination_rule(mesh, svc) {
+            existing::merge_destination_rule(&mut dr, &svc.host, existing, &mut merged);
+            drs.push(dr);
+        }
+        if let Some(mut vs) = virtual_service(mesh, svc) {
+            existing::merge_virtual_service(&mut vs, &svc.host, existing, &mut merged);
+            vss.push(vs);
+        }
     }
     (drs, vss, merged)
 }
@@ -515,9 +682,16 @@ pub fn render_merged(
         }
     };
     let mut files = Vec::new();
+    let version = mesh.istio_version();
+    let for_version = match version.minor {
+        Some(_) => {
+            format!("# For {version}: what it cannot apply is left out (render prints why).\n")
+        }
+        None => String::new(),
+    };
     let file = |path: &str, what: &str, docs: &[Node]| RenderedFile {
         path: PathBuf::from(path),
-        text: header(source, what) + &yaml::documents(docs),
+        text: header(source, what) + &for_version + &yaml::documents(docs),
     };
     let (drs, vss, merged) = rules(mesh, existing);
     let mut base = Vec::new();
@@ -528,6 +702,8 @@ pub fn render_merged(
             &drs,
         ));
         base.push("destinationrules.yaml");
+    }
+    if !vss.is_empty() {
         files.push(file(
             "base/virtualservices.yaml",
             "The filter's decision headers -> the subsets: target-cluster -> prefer-<cluster> with the retries\n# that carry a failover; pinned-cluster -> only-<cluster>; other traffic on the default route.",
@@ -543,9 +719,13 @@ pub fn render_merged(
     for c in clusters {
         files.push(file(
             &format!("overlays/{c}/wasmplugins.yaml"),
-            &format!(
-                "The filter in cluster {c}: client side (outbound) and server side (inbound)."
-            ),
+            &if version.plugin_match() {
+                format!("The filter in cluster {c}: client side (outbound) and server side (inbound).")
+            } else if version.client_side() {
+                format!("The filter in cluster {c}: one plugin on both sides (it reads the listener's direction).")
+            } else {
+                format!("The filter in cluster {c}: the server side (inbound) alone.")
+            },
             &wasm_plugins(mesh, c),
         ));
         files.push(file(

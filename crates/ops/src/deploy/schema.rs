@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::istio::IstioVersion;
+
 /// One problem: the field path (`spec.match[0].mode`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -25,35 +27,87 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// The resources this module knows: (kind, accepted apiVersions, schema text).
-const SCHEMAS: [(&str, &[&str], &str); 4] = [
+/// Where the current schemas come from (istio/api).
+pub const CURRENT: &str = "b8f8791";
+
+const NETWORKING: &[&str] = &[
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+/// Istio 1.13.9 serves no `v1` (it came in 1.22).
+const NETWORKING_1_13: &[&str] = &[
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// The resources this module knows: (kind, accepted apiVersions, the istio/api
+/// release or commit it is from, schema text). The older ones are for
+/// `render`/`validate --istio` ([`super::istio::SchemaSet`]).
+const SCHEMAS: [(&str, &[&str], &str, &str); 9] = [
     (
         "WasmPlugin",
         &["extensions.istio.io/v1alpha1"],
+        CURRENT,
         include_str!("../../schemas/wasmplugin.extensions.istio.io.v1alpha1.schema.json"),
     ),
     (
         "TrafficExtension",
         &["extensions.istio.io/v1alpha1"],
+        CURRENT,
         include_str!("../../schemas/trafficextension.extensions.istio.io.v1alpha1.schema.json"),
     ),
     (
         "DestinationRule",
-        &[
-            "networking.istio.io/v1",
-            "networking.istio.io/v1beta1",
-            "networking.istio.io/v1alpha3",
-        ],
+        NETWORKING,
+        CURRENT,
         include_str!("../../schemas/destinationrule.networking.istio.io.v1.schema.json"),
     ),
     (
         "VirtualService",
-        &[
-            "networking.istio.io/v1",
-            "networking.istio.io/v1beta1",
-            "networking.istio.io/v1alpha3",
-        ],
+        NETWORKING,
+        CURRENT,
         include_str!("../../schemas/virtualservice.networking.istio.io.v1.schema.json"),
+    ),
+    (
+        "WasmPlugin",
+        &["extensions.istio.io/v1alpha1"],
+        "1.13.9",
+        include_str!(
+            "../../schemas/istio-1.13/wasmplugin.extensions.istio.io.v1alpha1.schema.json"
+        ),
+    ),
+    (
+        "DestinationRule",
+        NETWORKING_1_13,
+        "1.13.9",
+        include_str!(
+            "../../schemas/istio-1.13/destinationrule.networking.istio.io.v1beta1.schema.json"
+        ),
+    ),
+    (
+        "VirtualService",
+        NETWORKING_1_13,
+        "1.13.9",
+        include_str!(
+            "../../schemas/istio-1.13/virtualservice.networking.istio.io.v1beta1.schema.json"
+        ),
+    ),
+    (
+        "WasmPlugin",
+        &["extensions.istio.io/v1alpha1"],
+        "1.16.7",
+        include_str!(
+            "../../schemas/istio-1.16/wasmplugin.extensions.istio.io.v1alpha1.schema.json"
+        ),
+    ),
+    (
+        "WasmPlugin",
+        &["extensions.istio.io/v1alpha1"],
+        "1.19.10",
+        include_str!(
+            "../../schemas/istio-1.19/wasmplugin.extensions.istio.io.v1alpha1.schema.json"
+        ),
     ),
 ];
 
@@ -76,6 +130,8 @@ pub const KNOWN_RULES: [&str; 11] = [
 pub struct Schema {
     pub kind: &'static str,
     pub api_versions: &'static [&'static str],
+    /// The istio/api release (`1.13.9`) or commit ([`CURRENT`]) it is from.
+    pub from: &'static str,
     /// As shipped (with the CEL rules).
     pub raw: Value,
     validator: jsonschema::Validator,
@@ -87,7 +143,7 @@ pub fn schemas() -> &'static [Schema] {
     CELL.get_or_init(|| {
         SCHEMAS
             .iter()
-            .filter_map(|(kind, versions, text)| {
+            .filter_map(|(kind, versions, from, text)| {
                 let raw: Value = serde_json::from_str(text).ok()?;
                 let mut closed = raw.clone();
                 close(&mut closed);
@@ -104,6 +160,7 @@ pub fn schemas() -> &'static [Schema] {
                 Some(Schema {
                     kind,
                     api_versions: versions,
+                    from,
                     raw,
                     validator,
                 })
@@ -112,8 +169,21 @@ pub fn schemas() -> &'static [Schema] {
     })
 }
 
+/// The current schema of `kind`.
 pub fn schema_for(kind: &str) -> Option<&'static Schema> {
-    schemas().iter().find(|s| s.kind == kind)
+    schema_for_version(kind, IstioVersion::CURRENT)
+}
+
+/// The schema `kind` has in `version` (the carried one whose fields match it,
+/// [`IstioVersion::schema_set`]).
+pub fn schema_for_version(kind: &str, version: IstioVersion) -> Option<&'static Schema> {
+    let set = version.schema_set();
+    let from = match kind {
+        "WasmPlugin" => set.wasm_plugin_source(),
+        "DestinationRule" | "VirtualService" => set.networking_source(),
+        _ => CURRENT,
+    };
+    schemas().iter().find(|s| s.kind == kind && s.from == from)
 }
 
 fn metadata_schema() -> Value {
@@ -219,6 +289,11 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
         props.insert("metadata".into(), metadata_schema());
     }
     cel(&top, doc, "", &mut problems);
+    if schema.from != CURRENT {
+        for p in &mut problems {
+            p.message = format!("{} (Istio {}'s {})", p.message, schema.from, schema.kind);
+        }
+    }
     problems
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use hybridmesh_filter_core::config::{clean_message, error_path, parse_with, ConfigError, Raw};
 
+use super::istio::IstioVersion;
 use super::mesh::MeshDescription;
 use super::{checks, mesh_check, schema};
 
@@ -180,6 +181,12 @@ fn one(file: String, what: &str, errors: Vec<String>) -> Checked {
 
 /// Checks one file (`-`: standard input). Err only for I/O.
 pub fn check_file(path: &Path) -> anyhow::Result<Checked> {
+    check_file_for(path, IstioVersion::CURRENT)
+}
+
+/// [`check_file`] against the schemas of `istio` (a mesh description's own
+/// `istio` wins for that description).
+pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checked> {
     let bytes = read_input(path)?;
     let file = display(path);
     let text = match String::from_utf8(bytes) {
@@ -276,7 +283,12 @@ pub fn check_file(path: &Path) -> anyhow::Result<Checked> {
         let (what, errors) = match (kind, meta.api_version.is_some()) {
             (None, false) if mesh_check::looks_like_description(&value) => {
                 let mut errors = match MeshDescription::from_yaml(&doc_text) {
-                    Ok(mesh) => mesh_check::check(&mesh, &doc_text),
+                    Ok(mut mesh) => {
+                        if let (None, Some(m)) = (&mesh.istio, istio.minor) {
+                            mesh.istio = Some(format!("1.{m}"));
+                        }
+                        mesh_check::check(&mesh, &doc_text)
+                    }
                     Err(problems) => problems,
                 };
                 for e in &mut errors {
@@ -308,7 +320,7 @@ pub fn check_file(path: &Path) -> anyhow::Result<Checked> {
                 _,
             ) => {
                 let json = serde_json::to_value(&value).unwrap_or_default();
-                let mut errors: Vec<String> = match schema::schema_for(kind) {
+                let mut errors: Vec<String> = match schema::schema_for_version(kind, istio) {
                     Some(s) => schema::check(s, &json)
                         .into_iter()
                         .map(|p| with_line(&p.to_string(), &p.at, &doc_text, offset))
@@ -564,7 +576,11 @@ pub struct Report {
 /// file once; a kustomization that brings itself in again, directly or
 /// through others, is an error, as kustomize says "cycle detected"), then
 /// cross-checks every Kubernetes document with the others.
-pub fn validate_paths(files: &[PathBuf], module: Option<&checks::Module>) -> Report {
+pub fn validate_paths(
+    files: &[PathBuf],
+    module: Option<&checks::Module>,
+    istio: IstioVersion,
+) -> Report {
     let mut findings: Vec<Finding> = Vec::new();
     let mut docs: Vec<checks::Doc> = Vec::new();
     let mut unreadable = Vec::new();
@@ -577,7 +593,7 @@ pub fn validate_paths(files: &[PathBuf], module: Option<&checks::Module>) -> Rep
         if f.as_os_str() != "-" && !seen.insert(canonical(&f)) {
             continue;
         }
-        let checked = match check_file(&f) {
+        let checked = match check_file_for(&f, istio) {
             Ok(c) => c,
             Err(e) => {
                 unreadable.push(format!("{e:#}"));
