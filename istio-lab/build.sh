@@ -2,7 +2,7 @@
 # Builds the lab's Go binaries into target/istio-lab/bin once, and reuses them
 # while go.mod, go.sum and the sources are unchanged (a stamp holds their
 # hash). Everything comes from the Go module proxy at the versions go.mod and
-# go.sum pin: istio.io/istio (1.31.1), k8s.io/kubernetes (1.36.1, its staging
+# go.sum pin: istio.io/istio (1.31.0, release-1.31 commit eed52eb), k8s.io/kubernetes (1.36.1, its staging
 # modules replaced by their published versions), etcd 3.6.
 #
 #   kube      etcd (embedded) + kube-apiserver, one per cluster
@@ -30,10 +30,9 @@ export GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
 [ "${LAB_BUILD_PARALLEL:-}" = 1 ] || GOFLAGS="$GOFLAGS -p=1"
 start=$(date +%s)
 echo "istio-lab: downloading modules"
-# Istio tags its releases without a "v", so go.mod can only name 1.31.1 by its
-# pseudo-version, and the module proxy answers 403 to that name until the
-# version has been asked for by its tag once: ask by tag first.
-nice -n 15 go mod download istio.io/istio@1.31.1
+# Istio tags its releases without a "v", so go.mod names the release-1.31
+# commit by its pseudo-version (the module proxy serves a few such commits
+# only: see README.md, A).
 nice -n 15 go mod download
 echo "istio-lab: building kube kubectl istiod pilot-agent labctl labnet lab-iptables into $BIN (GOFLAGS=$GOFLAGS)"
 # one go build for all four: shared packages are compiled once

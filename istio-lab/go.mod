@@ -6,8 +6,8 @@ require (
 	github.com/google/uuid v1.6.0
 	go.etcd.io/etcd/client/v3 v3.6.8
 	go.etcd.io/etcd/server/v3 v3.6.8
-	istio.io/api v1.31.1-0.20260915183457-d60a532be69a
-	istio.io/istio v0.0.0-20260916195427-190ae921b848
+	istio.io/api v1.31.0
+	istio.io/istio v0.0.0-20260827124520-eed52ebb66ad
 	k8s.io/api v0.36.1
 	k8s.io/apimachinery v0.36.1
 	k8s.io/client-go v0.36.1
@@ -198,7 +198,7 @@ require (
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	istio.io/client-go v1.31.1-0.20260915184058-c7626dc08a15 // indirect
+	istio.io/client-go v1.31.0 // indirect
 	k8s.io/apiextensions-apiserver v0.36.1 // indirect
 	k8s.io/apiserver v0.36.1 // indirect
 	k8s.io/cli-runtime v0.36.1 // indirect
@@ -238,7 +238,6 @@ require (
 )
 
 replace (
-	istio.io/client-go => istio.io/client-go v1.31.1 // same commit c7626dc08a15 as istio 1.31.1 pins; the proxy serves only the tag
 	k8s.io/api => k8s.io/api v0.36.1
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.36.1
 	k8s.io/apimachinery => k8s.io/apimachinery v0.36.1

@@ -24,9 +24,9 @@ ROOT="$(cd "$LAB/.." && pwd)"
 BIN="$ROOT/target/istio-lab/bin"
 RUN="$ROOT/target/istio-lab/run"
 c=$1 ns=$2 pod=$3 ip=$4 sa=$5 app=$6 kind=${7:-sidecar}
-source "$RUN/topology.env"   # NETWORK_<c>, NET_<c>
-net_var="NETWORK_$c"; n_var="NET_$c"
-network=${!net_var}; n=${!n_var}
+source "$RUN/topology.env"   # NETWORK_<c>, NET_<c>, GCE_ZONE_<c>
+net_var="NETWORK_$c"; n_var="NET_$c"; zone_var="GCE_ZONE_$c"
+network=${!net_var}; n=${!n_var}; zone=${!zone_var:-}
 ENVOY=${ENVOY:-$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1)}
 [ -x "$ENVOY" ] || { echo "no Envoy: run scripts/setup-envoy (or set ENVOY)" >&2; exit 1; }
 ISTIO_DIR="$(cat "$BIN/istio-module-dir")"
@@ -46,6 +46,18 @@ else
   extra_env=(ISTIO_META_INTERCEPTION_MODE=REDIRECT ISTIO_META_APP_CONTAINERS="$app")
 fi
 : >"$d/etc/istio/pod/annotations"
+# On GKE the pod's resolv.conf (GKE copies the node's search path) names the
+# GCE zone; pilot-agent on GCP reads its locality from it. CLOUD_PLATFORM=gcp
+# is what its platform detection finds on GCE (the metadata server is not
+# reachable here).
+gcp_env=()
+resolv_mount=:
+if [ -n "$zone" ]; then
+  printf 'search %s.svc.cluster.local svc.cluster.local cluster.local %s.c.kuchima-demo.internal c.kuchima-demo.internal google.internal\noptions ndots:5\n' \
+    "$ns" "$zone" >"$d/etc/resolv.conf"
+  gcp_env=(CLOUD_PLATFORM=gcp)
+  resolv_mount="mount --bind '$d/etc/resolv.conf' /etc/resolv.conf"
+fi
 # the workload certificate istiod's CA would issue (same mesh CA, this cluster's intermediate)
 "$LAB/certs.sh" workload "$RUN/ca" "$c" "spiffe://cluster.local/ns/$ns/sa/$sa" "$d/var/run/secrets/workload-spiffe-credentials"
 
@@ -73,14 +85,14 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$d" \
   PROXY_CONFIG="$proxy_config" PILOT_CERT_PROVIDER=istiod CA_ADDR="127.$n.0.1:15012" \
   ISTIO_META_CLUSTER_ID="$c" ISTIO_META_NETWORK="$network" ISTIO_META_MESH_ID=mesh1 TRUST_DOMAIN=cluster.local \
   ISTIO_META_WORKLOAD_NAME="$app" ISTIO_META_OWNER="kubernetes://apis/apps/v1/namespaces/$ns/deployments/$app" \
-  "${extra_env[@]}" ISTIO_META_NODE_NAME="$c-node-1" \
+  "${extra_env[@]}" "${gcp_env[@]}" ISTIO_META_NODE_NAME="$c-node-1" \
   ISTIO_META_POD_PORTS='[]' ISTIO_META_ENABLE_HBONE=false \
   setsid ip netns exec "$pns" unshare --mount --propagation private --kill-child bash -c "
     # the pod's own /var/lib (the agent keeps fetched Wasm modules in /var/lib/istio/data)
-    mkdir -p '$d/var/lib/istio/data' && mount --bind '$d/var/lib' /var/lib
+    mkdir -p '$d/var/lib/istio/data' && mount --bind '$d/var/lib' /var/lib && $resolv_mount
     exec '$BIN/pilot-agent' proxy $kind --domain $ns.svc.cluster.local --proxyLogLevel=warning \
       --proxyComponentLogLevel=misc:error --log_output_level=default:info --concurrency 1
-  " >"$d/agent.log" 2>&1 &
+  " >>"$d/agent.log" 2>&1 &   # append: Envoy opens /dev/stdout (the access log) on its own, with O_APPEND
 echo $! >"$d/pid"
 case "$c:$app" in   # the application container
   gke:echo-svc) body='"GKE!!!"' ;;
@@ -88,7 +100,7 @@ case "$c:$app" in   # the application container
   *) body= ;;
 esac
 if [ -n "$body" ]; then
-  setsid ip netns exec "$pns" setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 "$LAB/echo.py" "$body" 8080 >"$d/app.log" 2>&1 &
+  setsid ip netns exec "$pns" setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 "$LAB/echo.py" "$body" 8080 "$d/fail-status" >"$d/app.log" 2>&1 &
   echo $! >"$d/app.pid"
 fi
 echo "$d"

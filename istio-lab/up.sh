@@ -47,7 +47,11 @@ start() { # name cmd...   (own process group, so down.sh stops it and its childr
 kc() { local c=$1; shift; "$BIN/kubectl" --kubeconfig "$RUN/$c/kubeconfig" "$@"; }
 wait_file() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.2; done; echo "timed out waiting for $1" >&2; return 1; }
 
-for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; done >"$RUN/topology.env"
+# GKE's nodes are GCE instances: a pod's resolv.conf names its zone, which
+# is where pilot-agent takes the proxy's locality from on GCP (Istio's
+# pkg/bootstrap/platform/gcp.go, zoneFromResolvConf). On-prem has none.
+declare -A GCE_ZONE=([gke]=asia-northeast1-a [anthos]=)
+for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done >"$RUN/topology.env"
 "$LAB/certs.sh" init "$RUN/ca" "${CLUSTERS[@]}"
 t0=$(date +%s.%N)
 for c in "${CLUSTERS[@]}"; do
@@ -98,10 +102,10 @@ addressType: IPv4
 ports: [{name: $pname, port: $port, protocol: TCP}]
 endpoints:
 EOF
-  local e ip p r
-  for e in "$@"; do
-    IFS=: read -r ip p r <<<"$e"
-    echo "  - {addresses: [$ip], conditions: {ready: $r, serving: $r, terminating: false}, nodeName: $c-node-1, targetRef: {kind: Pod, namespace: $ns, name: $p}}"
+  local e ip p r pns
+  for e in "$@"; do   # ip:pod:ready[:the pod's namespace, if not the Service's]
+    IFS=: read -r ip p r pns <<<"$e"
+    echo "  - {addresses: [$ip], conditions: {ready: $r, serving: $r, terminating: false}, nodeName: $c-node-1, targetRef: {kind: Pod, namespace: ${pns:-$ns}, name: $p}}"
   done
 }
 
@@ -129,6 +133,7 @@ for c in "${CLUSTERS[@]}"; do
   {
     slice "$c" default echo-svc http 8080 "127.$n.1.9:echo-svc-0:true" "127.$n.1.10:echo-svc-1:true"
     slice "$c" sleep sleep http 80 "127.$n.1.2:sleep-0:true"
+    slice "$c" sleep httpbin-svc http 8080 "127.$n.1.9:echo-svc-0:true:default" "127.$n.1.10:echo-svc-1:true:default"
   } >"$d/endpointslices.yaml"
   # gateway's own slice: one port each
   for p in status-port:15021 tls:15443 tls-istiod:15012 tls-webhook:15017; do :; done
@@ -180,6 +185,12 @@ defaultConfig:
   proxyStatsMatcher:
     inclusionRegexps: [".*hybridmesh_.*"]
 EOF
+  # the project's access log provider, as shipped (wasmplugin/meshconfig-access-log.yaml)
+  python3 - "$ROOT/wasmplugin/meshconfig-access-log.yaml" >>"$d/mesh.yaml" <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+print(yaml.safe_dump({"extensionProviders": doc["spec"]["meshConfig"]["extensionProviders"]}, sort_keys=False), end="")
+PY
   echo "networks: {}" >"$d/meshNetworks.yaml"
   # shellcheck disable=SC2086  # LAB_ISTIOD_ENV: extra NAME=value words for istiod, e.g. PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false
   start "istiod-$c" env ${LAB_ISTIOD_ENV:-} POD_NAMESPACE=istio-system POD_NAME="istiod-$c" REVISION=default \
@@ -230,6 +241,8 @@ patches:
       - {op: remove, path: /spec/imagePullSecret}
 EOF
     kc "$c" apply -k "$o" | sed "s/^/  $c: /"
+    # and the Telemetry resource that turns that access log on, as shipped
+    kc "$c" apply -f "$ROOT/wasmplugin/telemetry-access-log.yaml" | sed "s/^/  $c: /"
   done
 else
   echo "no $WASM: WasmPlugins not applied (cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter)"
