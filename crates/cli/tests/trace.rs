@@ -411,3 +411,31 @@ fn hops_are_rebuilt_from_the_filters_headers_when_there_is_no_record() {
         "{stderr}"
     );
 }
+
+/// Client-side lines from the Istio lab (istio-lab/: Envoy configured by a
+/// real istiod, the project's access log as shipped), `hop` blanked: istiod
+/// names every cluster for observability with Istio's stat-prefix delimiter,
+/// so `%UPSTREAM_CLUSTER%` reads `outbound|80|prefer-gke|echo-svc...;`. The
+/// hand-shaped replica logged it without the `;` until the lab showed it,
+/// and `trace` then rebuilt the service as `echo-svc.default.svc.cluster.local;`.
+#[test]
+fn hops_rebuilt_from_istiod_configured_proxies_name_the_service() {
+    let log =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-lab-access-headers.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("echo-svc.default.svc.cluster.local;\""),
+        "the fixture is istiod's form"
+    );
+    let p = parse(&text);
+    assert_eq!(p.hops.len(), 6);
+    for h in &p.hops {
+        assert_eq!(h.service, "echo-svc.default.svc.cluster.local", "{h:?}");
+        assert_eq!(h.decision, hybridmesh_ops::trace::UNRECORDED);
+    }
+    let m = Matrix::of(p.hops.iter());
+    assert_eq!(m.count("gke", "gke"), 2);
+    assert_eq!(m.count("gke", "anthos"), 1);
+    assert_eq!(m.count("anthos", "anthos"), 3);
+    assert_eq!(m.cross_network, 1);
+}

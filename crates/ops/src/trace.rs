@@ -372,7 +372,10 @@ fn from_headers(v: &serde_json::Value) -> Option<Box<Hop>> {
             .map(str::trim)
             .filter(|s| !s.is_empty() && *s != "-")
     };
-    let cluster = field("cluster")?;
+    // istiod gives every cluster an observability name, its name and Istio's
+    // stat-prefix delimiter `;` (`DelimitedStatsPrefix` in
+    // pilot/pkg/networking/util/util.go), and %UPSTREAM_CLUSTER% prints that.
+    let cluster = field("cluster")?.trim_end_matches(';');
     if !cluster.starts_with("outbound|") {
         return None;
     }

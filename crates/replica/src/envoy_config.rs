@@ -314,6 +314,10 @@ fn outbound_cluster(
     let server = t.spiffe("default", "default");
     let mut cluster = json!({
         "name": name,
+        // istiod's observability name: the name and Istio's stat-prefix
+        // delimiter (`DelimitedStatsPrefix`, pilot/pkg/networking/util/util.go,
+        // set in cluster_builder.go); stats and %UPSTREAM_CLUSTER% use it.
+        "alt_stat_name": format!("{name};"),
         "type": "EDS",
         "eds_cluster_config": {"service_name": name, "eds_config": {
             "path_config_source": {"path": path(&eds_file(eds, &name))}, "resource_api_version": "V3"}},

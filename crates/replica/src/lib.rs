@@ -368,7 +368,7 @@ impl Replica {
         self.eds_version += 1;
         let stat = |e: &Envoy| {
             e.stat(&format!(
-                "cluster.outbound|80||{}.update_success",
+                "cluster.outbound|80||{};.update_success",
                 topology::SERVICES[0]
             ))
         };

@@ -11,7 +11,7 @@
 mod support;
 use support::{examples, require_envoy, workspace};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use hybridmesh_replica::demo::{self, Out};
@@ -244,125 +244,5 @@ fn a_missing_envoy_is_reported_with_what_to_run() {
     assert!(format!("{e:#}").contains("scripts/setup-envoy"), "{e:#}");
 }
 
-/// What a request looks like where the harness and a real Envoy must agree.
-/// Who serves a request Envoy routes itself (no target cluster: the default
-/// spread) depends on Envoy's balancer, so it is compared as shares by the
-/// scenario's own checks, not request by request; so are random weighted picks.
-fn comparable(o: &hybridmesh_scenario::Outcome) -> String {
-    let decided = o.target.is_some() || o.route.is_none();
-    let ours = |h: &[(String, String)], with_served_by: bool| {
-        let mut v: Vec<String> = h
-            .iter()
-            .filter(|(k, _)| k.starts_with("x-hybridmesh-"))
-            .filter(|(k, _)| with_served_by || k != "x-hybridmesh-served-by")
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        v.sort();
-        v.join(" | ")
-    };
-    let body = if (o.status == 200 && decided) || o.body.starts_with("hybridmesh:") {
-        o.body.trim_end().to_string()
-    } else {
-        String::new()
-    };
-    format!(
-        "status={} target={:?} served_by={:?} body={body:?}\n  upstream: {}\n  response: {}",
-        o.status,
-        o.target,
-        if decided { o.served_by.clone() } else { None },
-        o.upstream_headers
-            .as_deref()
-            .map(|h| ours(h, true))
-            .unwrap_or_default(),
-        ours(&o.response_headers, decided),
-    )
-}
-
-/// The differential check: every example scenario through the wasmtime
-/// harness and through the real-Envoy replica; the same steps pass, and every
-/// request the filter decided looks the same.
-#[test]
-fn every_example_agrees_between_the_harness_and_real_envoy() {
-    require_envoy();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let wasm = std::env::var_os("HYBRIDMESH_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm"));
-    let module = proxy_wasm_host::Module::from_file(&wasm).unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(examples())
-        .unwrap()
-        .map(|e| e.unwrap().path().join("scenario.yaml"))
-        .filter(|p| p.exists())
-        .collect();
-    files.sort();
-    let mut problems = Vec::new();
-    let mut compared = 0;
-    for f in &files {
-        let s = hybridmesh_scenario::Scenario::load(f).unwrap();
-        let harness =
-            hybridmesh_sim::run::run(&s, &hybridmesh_sim::run::Engine::Wasm(module.clone()));
-        let name = f
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let o = hybridmesh_replica::backend::options(&s, &workspace(), &format!("diff-{name}"))
-            .unwrap();
-        let mut replica = Replica::start(&o)
-            .unwrap_or_else(|e| panic!("{name}: the replica did not start: {e:#}"));
-        let real = hybridmesh_scenario::runner::run_on(&s, &mut replica);
-        drop(replica);
-        for (h, r) in harness.steps.iter().zip(&real.steps) {
-            if h.ok != r.ok {
-                problems.push(format!(
-                    "{name}: step {:?}: harness {}, Envoy {}: {:?} / {:?}",
-                    h.name,
-                    if h.ok { "passes" } else { "fails" },
-                    if r.ok { "passes" } else { "fails" },
-                    h.problems,
-                    r.problems
-                ));
-            }
-            for (k, ((ho, random), (ro, _))) in h.outcomes.iter().zip(&r.outcomes).enumerate() {
-                if *random {
-                    continue;
-                }
-                compared += 1;
-                let (a, b) = (comparable(ho), comparable(ro));
-                if a != b {
-                    problems.push(format!(
-                        "{name}: step {:?} request {}:\n harness {a}\n envoy   {b}",
-                        h.name,
-                        k + 1
-                    ));
-                }
-            }
-        }
-        assert_eq!(harness.steps.len(), real.steps.len());
-    }
-    // Disagreements found and explained (each a prefix of the report line),
-    // kept here until fixed, so that a new one (or a listed one going away)
-    // fails the test. The first one found, a drained cluster answered with
-    // `upstream connect error` (UF) by the replica's static endpoints where
-    // Istio (and the harness) answer `no healthy upstream` (UH), was fixed by
-    // giving the replica EDS: none is left.
-    let known: [&str; 0] = [];
-    let unexplained: Vec<&String> = problems
-        .iter()
-        .filter(|p| !known.iter().any(|k| p.starts_with(k)))
-        .collect();
-    let gone: Vec<&str> = known
-        .iter()
-        .copied()
-        .filter(|k| !problems.iter().any(|p| p.starts_with(k)))
-        .collect();
-    assert!(
-        unexplained.is_empty() && gone.is_empty(),
-        "unexplained disagreement(s):\n{}\n\nknown disagreement(s) no longer seen (remove them from the list):\n{}",
-        unexplained.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
-        gone.join("\n")
-    );
-    assert!(compared > 150, "only {compared} requests compared");
-}
+// Every example on the harness, this replica and the mesh a real istiod
+// configures, request by request: crates/lab/tests/differential.rs.

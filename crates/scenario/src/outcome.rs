@@ -29,6 +29,49 @@ impl Outcome {
     pub fn upstream_header(&self, name: &str) -> Option<&str> {
         self.upstream_headers.as_ref().and_then(|h| header(h, name))
     }
+
+    /// What two backends must agree on for the same request (the
+    /// differential checks between the harness and real proxies): status,
+    /// the decision, the cluster that served a decided request, the body of a
+    /// served or refused one, and the filter's `x-hybridmesh-*` headers the
+    /// application and the client saw. A request is decided when the decision
+    /// is known or no route is reported (a backend that cannot tell). Who
+    /// serves a request Envoy routes itself (no target cluster: the default
+    /// spread) depends on Envoy's balancer, so it is compared as shares by
+    /// the scenario's own checks, not request by request; so are random picks.
+    pub fn differential(&self) -> String {
+        let decided = self.target.is_some() || self.route.is_none();
+        let ours = |h: &[(String, String)], with_served_by: bool| {
+            let mut v: Vec<String> = h
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-hybridmesh-"))
+                .filter(|(k, _)| with_served_by || k != "x-hybridmesh-served-by")
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            v.sort();
+            v.join(" | ")
+        };
+        let body = if (self.status == 200 && decided) || self.body.starts_with("hybridmesh:") {
+            self.body.trim_end().to_string()
+        } else {
+            String::new()
+        };
+        format!(
+            "status={} target={:?} served_by={:?} body={body:?}\n  upstream: {}\n  response: {}",
+            self.status,
+            self.target,
+            if decided {
+                self.served_by.clone()
+            } else {
+                None
+            },
+            self.upstream_headers
+                .as_deref()
+                .map(|h| ours(h, true))
+                .unwrap_or_default(),
+            ours(&self.response_headers, decided),
+        )
+    }
 }
 
 pub fn header<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {

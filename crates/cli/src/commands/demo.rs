@@ -24,14 +24,29 @@ pub struct DemoCommand {
     wasm: Option<PathBuf>,
     /// Run the walk-through in the wasmtime harness instead of the real-Envoy
     /// replica (no Envoy needed; every example file, step by step).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "istio")]
     harness: bool,
+    /// Run the walk-through on the mesh whose Envoy config a real istiod
+    /// computes (istio-lab/: kube-apiserver, istiod, pilot-agent and Envoy per
+    /// pod, the manifests wasmplugin/ renders applied with kubectl). Needs
+    /// root; builds the lab's Go binaries the first time (about 7 minutes).
+    #[arg(long)]
+    istio: bool,
 }
 
 impl DemoCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
         if self.harness {
             self.harness()
+        } else if self.istio {
+            let dir = self.examples.unwrap_or_else(default_examples);
+            super::test::scenario_files(std::slice::from_ref(&dir))?;
+            let ok = hybridmesh_lab::demo::walk(
+                &dir,
+                &super::workspace_root(),
+                &hybridmesh_lab::LabOptions::default(),
+            )?;
+            Ok(if ok { Outcome::Passed } else { Outcome::Failed })
         } else {
             self.replica()
         }
