@@ -341,6 +341,7 @@ mod tests {
             "{p:#?}"
         );
         let bad = GOOD.replace("url: oci://", "url: s3://");
+        let url_line = bad.lines().position(|l| l.contains("url: s3://")).unwrap() + 1;
         let p = problems(&bad);
         assert!(
             p.iter()
@@ -348,7 +349,7 @@ mod tests {
                     && m.contains(
                         "rendered into WasmPlugin istio-system/hybridmesh-client spec.url"
                     )
-                    && m.ends_with("(line 16)")),
+                    && m.ends_with(&format!("(line {url_line})"))),
             "{p:#?}"
         );
     }
