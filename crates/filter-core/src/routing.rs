@@ -30,6 +30,15 @@ pub fn only_subset(cluster: &str) -> String {
     format!("only-{cluster}")
 }
 
+/// The cluster a decision names, from the Envoy cluster its route went to
+/// (`outbound|80|prefer-gke|<host>` -> `gke`); `None` for the default route.
+pub fn decided_cluster(envoy_cluster: &str) -> Option<&str> {
+    let subset = envoy_cluster.split('|').nth(2)?;
+    subset
+        .strip_prefix("prefer-")
+        .or_else(|| subset.strip_prefix("only-"))
+}
+
 /// `failoverPriority` of a preference subset (the `label=value` form, Istio
 /// 1.18 and later).
 pub fn failover_priority(cluster: &str) -> String {
@@ -53,3 +62,20 @@ pub const RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled
 /// priority (its default is 10: below 100 a small cluster is never ejected
 /// whole, and the failover stops).
 pub const MAX_EJECTION_PERCENT: u32 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_is_read_back_from_the_subset_it_routed_to() {
+        let route = |s: String| format!("outbound|80|{s}|echo-svc.default.svc.cluster.local");
+        assert_eq!(decided_cluster(&route(prefer_subset("gke"))), Some("gke"));
+        assert_eq!(
+            decided_cluster(&route(only_subset("anthos"))),
+            Some("anthos")
+        );
+        assert_eq!(decided_cluster(&route(String::new())), None);
+        assert_eq!(decided_cluster("PassthroughCluster"), None);
+    }
+}

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use hybridmesh_filter_core::routing;
 use hybridmesh_scenario::runner::Backend;
 use hybridmesh_scenario::{Outcome, RequestSpec};
 
@@ -229,9 +230,9 @@ impl Lab {
                 items.push(v);
             }
             let pods = self.sidecars(c);
-            let before: Vec<Vec<admin::Ecds>> = pods
+            let filters: Vec<usize> = pods
                 .iter()
-                .map(|p| admin::ecds(p, PLUGIN))
+                .map(|p| admin::ecds(p, PLUGIN).map(|e| e.len()))
                 .collect::<anyhow::Result<_>>()?;
             let rejections_before: Vec<usize> =
                 pods.iter().map(|p| admin::ecds_rejections(p)).collect();
@@ -239,14 +240,15 @@ impl Lab {
             self.kubectl(c, &["apply", "-f", "-"], Some(&list.to_string()))?;
             // Every filter runs the new config, or its Envoy rejected it (the
             // ECDS update NACKed: Envoy keeps the previous one and logs it).
-            for ((pod, before), rejected_before) in pods.iter().zip(before).zip(rejections_before) {
+            for ((pod, filters), rejected_before) in pods.iter().zip(filters).zip(rejections_before)
+            {
                 let mut rejected = 0;
                 self.wait_for(&format!("{}: the new plugin config", pod.display()), || {
                     let now = admin::ecds(pod, PLUGIN)?;
                     rejected = admin::ecds_rejections(pod).saturating_sub(rejected_before);
                     let updated = now.iter().filter(|e| e.config == value).count();
                     // One NACK can cover both filters' resources (one delta response).
-                    Ok(now.len() == before.len() && (updated == now.len() || rejected > 0))
+                    Ok(now.len() == filters && (updated == filters || rejected > 0))
                 })?;
                 if rejected > 0 {
                     // Let a push of the other filter's resource land too.
@@ -263,10 +265,10 @@ impl Lab {
         Ok(accepted)
     }
 
-    /// Marks `pods` of the cluster's echo-svc (`None`: every one) not Ready, or
-    /// Ready again, as the kubelet would, and writes the EndpointSlice as the
-    /// EndpointSlice controller would; waits until the cluster's own client
-    /// sidecar has the new endpoints, and a moment for the other istiod.
+    /// Marks the cluster's echo-svc pods not Ready, or Ready again, as the
+    /// kubelet would, and writes the EndpointSlice as the EndpointSlice
+    /// controller would; waits until the cluster's own client sidecar has the
+    /// new endpoints, and a moment for the other istiod.
     fn set_ready(&mut self, cluster: &str, ready: bool) -> anyhow::Result<()> {
         let (n, etcd) = Self::net(cluster)?;
         let slices = std::fs::read_to_string(self.run.join(cluster).join("endpointslices.yaml"))
@@ -584,8 +586,8 @@ impl Backend for Lab {
                         hybridmesh_scenario::header(h, "x-hybridmesh-pinned-cluster"),
                         hybridmesh_scenario::header(h, "x-hybridmesh-target-cluster"),
                     ) {
-                        (Some(c), _) => format!("only-{c}"),
-                        (None, Some(c)) => format!("prefer-{c}"),
+                        (Some(c), _) => routing::only_subset(c),
+                        (None, Some(c)) => routing::prefer_subset(c),
                         (None, None) => String::new(),
                     };
                     let route = format!("outbound|{port}|{subset}|{fqdn}");
@@ -600,13 +602,10 @@ impl Backend for Lab {
                         .map(|c| c.trim_end_matches(';').to_string())
                 }
             };
-            o.target = route.as_deref().and_then(|c| {
-                let subset = c.split('|').nth(2).unwrap_or("");
-                subset
-                    .strip_prefix("prefer-")
-                    .or_else(|| subset.strip_prefix("only-"))
-                    .map(str::to_string)
-            });
+            o.target = route
+                .as_deref()
+                .and_then(routing::decided_cluster)
+                .map(str::to_string);
             o.route = route;
         }
         o.from = from;

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use envoy_config::{LocalityFailover, Tls, DIRECT_HEADER, FILTER_NAME, ROUTE_HEADER};
+use hybridmesh_filter_core::routing;
 use hybridmesh_scenario::Outcome;
 use hybridmesh_scenario::{Fail, Mesh, RequestSpec};
 use process::Envoy;
@@ -532,13 +533,10 @@ impl Replica {
             None => r.header(ROUTE_HEADER).map(str::to_string),
         };
         // The decision, from the subset the route chose (prefer-<c> / only-<c>).
-        let target = route.as_deref().and_then(|c| {
-            let subset = c.split('|').nth(2).unwrap_or("");
-            subset
-                .strip_prefix("prefer-")
-                .or_else(|| subset.strip_prefix("only-"))
-                .map(str::to_string)
-        });
+        let target = route
+            .as_deref()
+            .and_then(routing::decided_cluster)
+            .map(str::to_string);
         let mut response_headers = vec![(":status".to_string(), r.status.to_string())];
         response_headers.extend(r.headers.iter().cloned());
         if spec.direct.is_none() {
