@@ -16,7 +16,7 @@ mod admin;
 pub mod demo;
 mod logs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,8 +58,8 @@ pub struct Lab {
     vips: BTreeMap<(String, String), String>,
     /// The plugin config last applied per cluster (what istiod serves).
     applied: BTreeMap<String, Option<serde_json::Value>>,
-    /// Pods marked not Ready, per cluster.
-    drained: BTreeMap<String, bool>,
+    /// The echo-svc pods (indices into `ECHO_PODS`) marked not Ready, per cluster.
+    drained: BTreeMap<String, BTreeSet<usize>>,
     requests: u64,
     /// Requests whose route was read from the headers the application saw,
     /// to be confirmed against the access log: (client pod, request id, route).
@@ -265,22 +265,40 @@ impl Lab {
         Ok(accepted)
     }
 
-    /// Marks the cluster's echo-svc pods not Ready, or Ready again, as the
-    /// kubelet would, and writes the EndpointSlice as the EndpointSlice
-    /// controller would; waits until the cluster's own client sidecar has the
-    /// new endpoints, and a moment for the other istiod.
+    /// Marks the cluster's echo-svc pods not Ready, or Ready again.
     fn set_ready(&mut self, cluster: &str, ready: bool) -> anyhow::Result<()> {
+        let down = if ready {
+            BTreeSet::new()
+        } else {
+            (0..ECHO_PODS.len()).collect()
+        };
+        self.set_not_ready(cluster, down)
+    }
+
+    /// Marks one echo-svc pod of the cluster (0 or 1) not Ready, as the
+    /// seed's walk-through drains its pods one by one.
+    pub fn drain_pod(&mut self, cluster: &str, pod: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(pod < ECHO_PODS.len(), "the lab has echo-svc pods 0 and 1");
+        let mut down = self.drained.get(cluster).cloned().unwrap_or_default();
+        down.insert(pod);
+        self.set_not_ready(cluster, down)
+    }
+
+    /// Marks exactly the `down` echo-svc pods of the cluster not Ready (the
+    /// others Ready) as the kubelet would, and writes the EndpointSlice as
+    /// the EndpointSlice controller would; waits until the cluster's own
+    /// client sidecar has the new endpoints, and a moment for the other istiod.
+    fn set_not_ready(&mut self, cluster: &str, down: BTreeSet<usize>) -> anyhow::Result<()> {
         let (n, etcd) = Self::net(cluster)?;
         let slices = std::fs::read_to_string(self.run.join(cluster).join("endpointslices.yaml"))
             .context("the lab's EndpointSlices (up.sh writes them)")?;
         let mut now = slices.clone();
-        if !ready {
-            for (_, last) in ECHO_PODS {
-                now = now.replace(
-                    &format!("[127.{n}.1.{last}], conditions: {{ready: true, serving: true"),
-                    &format!("[127.{n}.1.{last}], conditions: {{ready: false, serving: false"),
-                );
-            }
+        for k in &down {
+            let last = ECHO_PODS[*k].1;
+            now = now.replace(
+                &format!("[127.{n}.1.{last}], conditions: {{ready: true, serving: true"),
+                &format!("[127.{n}.1.{last}], conditions: {{ready: false, serving: false"),
+            );
         }
         let file = self.run.join(cluster).join("endpointslices-now.yaml");
         std::fs::write(&file, now)?;
@@ -291,8 +309,8 @@ impl Lab {
                 .arg(format!("http://127.0.0.1:{etcd}"))
                 .arg(&file),
         )?;
-        let status = if ready { "True" } else { "False" };
-        for (pod, _) in ECHO_PODS {
+        for (k, (pod, _)) in ECHO_PODS.iter().enumerate() {
+            let status = if down.contains(&k) { "False" } else { "True" };
             let patch = format!(
                 r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}"}},{{"type":"ContainersReady","status":"{status}"}}]}}}}"#
             );
@@ -313,14 +331,14 @@ impl Lab {
             )?;
         }
         let client = self.client(cluster);
-        self.wait_for(&format!("{cluster}'s echo-svc endpoints Ready={ready} at its sleep pod"), || {
+        self.wait_for(&format!("{cluster}'s echo-svc endpoints not Ready: {down:?}, at its sleep pod"), || {
             let clusters = admin::get(&client, "clusters")?;
-            Ok(ECHO_PODS.iter().all(|(_, last)| {
+            Ok(ECHO_PODS.iter().enumerate().all(|(k, (_, last))| {
                 let key = format!(
                     "outbound|80||echo-svc.default.svc.cluster.local::127.{n}.1.{last}:8080::health_flags::"
                 );
                 let flags = clusters.lines().find_map(|l| l.strip_prefix(key.as_str()));
-                match (ready, flags) {
+                match (!down.contains(&k), flags) {
                     (true, Some(f)) => f == "healthy",
                     (true, None) => false,
                     (false, Some(f)) => f.contains("failed_eds_health"),
@@ -330,7 +348,7 @@ impl Lab {
         })?;
         // The other cluster's istiod watches this apiserver too.
         std::thread::sleep(Duration::from_millis(1500));
-        self.drained.insert(cluster.to_string(), !ready);
+        self.drained.insert(cluster.to_string(), down);
         Ok(())
     }
 
@@ -353,7 +371,7 @@ impl Lab {
     pub fn reset(&mut self) -> anyhow::Result<()> {
         for (c, _, _) in CLUSTERS {
             self.set_status(c, 0)?;
-            if self.drained.get(c).copied().unwrap_or(false) {
+            if self.drained.get(c).is_some_and(|d| !d.is_empty()) {
                 self.set_ready(c, true)?;
             }
         }
@@ -437,6 +455,64 @@ impl Lab {
     pub fn kubectl_apply(&self, cluster: &str, manifest: &str) -> anyhow::Result<String> {
         Self::net(cluster)?;
         self.kubectl(cluster, &["apply", "-f", "-"], Some(manifest))
+    }
+
+    /// `kubectl` against one cluster's API server, as `kubectl --context <cluster>`.
+    pub fn kubectl_in(&self, cluster: &str, args: &[&str]) -> anyhow::Result<String> {
+        Self::net(cluster)?;
+        self.kubectl(cluster, args, None)
+    }
+
+    /// Applies again the rendered object (`wasmplugin/overlays/<cluster>`)
+    /// of this kind and name, undoing an operator's change to it.
+    pub fn reapply_rendered(&self, cluster: &str, kind: &str, name: &str) -> anyhow::Result<()> {
+        let overlay = self.run.join(cluster).join("overlay");
+        let built = self.kubectl(
+            cluster,
+            &["kustomize", &overlay.display().to_string()],
+            None,
+        )?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&built) {
+            let v: serde_json::Value =
+                serde::Deserialize::deserialize(doc).context("kubectl kustomize output")?;
+            if v["kind"] == kind && v["metadata"]["name"] == name {
+                self.kubectl(cluster, &["apply", "-f", "-"], Some(&v.to_string()))?;
+                return Ok(());
+            }
+        }
+        bail!("wasmplugin/overlays/{cluster} renders no {kind} {name}")
+    }
+
+    /// echo-svc's endpoints as the cluster's sleep sidecar has them (as
+    /// `istioctl proxy-config endpoints` lists them): address, health, and
+    /// the locality priority Envoy gives them.
+    pub fn echo_endpoints(&self, cluster: &str) -> anyhow::Result<Vec<String>> {
+        Self::net(cluster)?;
+        let prefix = "outbound|80||echo-svc.default.svc.cluster.local::";
+        let text = admin::get(&self.client(cluster), "clusters")?;
+        let mut rows: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for l in text.lines().filter_map(|l| l.strip_prefix(prefix)) {
+            let mut parts = l.splitn(3, "::");
+            let (Some(addr), Some(key), Some(value)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if !addr.contains(':') {
+                continue;
+            }
+            let row = rows.entry(addr.to_string()).or_default();
+            match key {
+                "health_flags" => row.0 = value.to_string(),
+                "priority" => row.1 = value.to_string(),
+                _ => {}
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(addr, (health, priority))| {
+                format!("{addr:<18} {health:<24} priority {priority}")
+            })
+            .collect())
     }
 
     /// Where the lab keeps its logs and config dumps.
@@ -529,6 +605,9 @@ impl Backend for Lab {
             .unwrap_or_else(|| default_from.to_string());
         let host = spec.authority.split(':').next().unwrap_or_default();
         let service = host.split(".svc.").next().unwrap_or(host).to_string();
+        let port = if spec.direct.is_some() { 8080 } else { 80 };
+        self.requests += 1;
+        let rid = format!("lab-{}-{}", std::process::id(), self.requests);
         let (netns, target_ip) = match (&spec.direct, spec.peer.as_deref()) {
             (None, _) => (format!("hmlab-{from}-sleep-0"), self.vip(&from, &service)?),
             // A plaintext peer outside the mesh: from the lab's infra namespace
@@ -537,13 +616,43 @@ impl Backend for Lab {
                 let (n, _) = Self::net(to)?;
                 ("hmlab-infra".to_string(), format!("127.{n}.1.9"))
             }
-            (Some(_), Some(id)) => bail!(
-                "a request straight to a server sidecar with the mTLS identity {id} is not played on the lab (its peers are pods with certificates of their own service accounts)"
-            ),
+            // A peer with a mesh certificate for any SPIFFE id: the same path,
+            // over mTLS with Istio's ALPN (istio-lab/peer.py).
+            (Some(to), Some(id)) => {
+                let (n, _) = Self::net(to)?;
+                let certs = self.peer_certs(to, id)?;
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", "hmlab-infra", "python3"])
+                    .arg(self.root.join("istio-lab/peer.py"))
+                    .arg(&certs)
+                    .arg(format!("127.{n}.1.9"))
+                    .arg(port.to_string())
+                    .arg(format!("{host}:{port}"))
+                    .arg(&spec.method)
+                    .arg(&spec.path)
+                    .arg(format!("x-request-id: {rid}"));
+                for (k, v) in &spec.headers {
+                    cmd.arg(format!("{k}: {v}"));
+                }
+                if let Some(b) = &spec.body {
+                    cmd.arg("--data").arg(b);
+                }
+                let out = cmd.output().context("cannot run istio-lab/peer.py")?;
+                let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+                let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                match out.status.code() {
+                    Some(0) => {}
+                    // The server's sidecar refused the handshake (its TLS alert).
+                    Some(3) => return Ok(Outcome::refused(&from, to, &err)),
+                    _ => bail!("an mTLS peer as {id}: {err}"),
+                }
+                let mut o = parse_response(&raw)
+                    .with_context(|| format!("an mTLS peer as {id}: no HTTP response: {raw:?}"))?;
+                o.served_by = Some(to.clone());
+                o.from = from;
+                return Ok(o);
+            }
         };
-        let port = if spec.direct.is_some() { 8080 } else { 80 };
-        self.requests += 1;
-        let rid = format!("lab-{}-{}", std::process::id(), self.requests);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &netns])
             .args([
@@ -661,6 +770,32 @@ impl Backend for Lab {
 }
 
 impl Lab {
+    /// A workload certificate for `id` from the mesh's CA, issued under the
+    /// intermediate of the cluster other than `to` (a peer from the other
+    /// cluster, as the replica's test peer is one), made once per run.
+    fn peer_certs(&self, to: &str, id: &str) -> anyhow::Result<PathBuf> {
+        let issuer = CLUSTERS
+            .iter()
+            .map(|(c, _, _)| *c)
+            .find(|c| *c != to)
+            .context("the lab has one cluster")?;
+        let name: String = id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let dir = self.run.join("peers").join(format!("{issuer}-{name}"));
+        if !dir.join("cert-chain.pem").exists() {
+            let mut cmd = Command::new(self.root.join("istio-lab/certs.sh"));
+            cmd.arg("workload")
+                .arg(self.run.join("ca"))
+                .arg(issuer)
+                .arg(id)
+                .arg(&dir);
+            output(&mut cmd).with_context(|| format!("a certificate for {id}"))?;
+        }
+        Ok(dir)
+    }
+
     /// `<cluster>.client` (the sleep pod) or `<cluster>.server` (the echo-svc pods).
     fn proxies(&self, proxy: &str) -> anyhow::Result<Vec<PathBuf>> {
         match proxy.split_once('.') {

@@ -12,6 +12,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use hybridmesh_lab::demo::{
+    article_failover, article_failover_problems, article_walks, expects_unhealthy_endpoint,
+};
 use hybridmesh_lab::{Lab, LabOptions};
 use hybridmesh_scenario::runner::{run_on, ScenarioReport};
 use hybridmesh_scenario::Scenario;
@@ -37,33 +40,9 @@ fn wasm() -> PathBuf {
 }
 
 /// Disagreements measured and explained, each a prefix of a report line; a
-/// new one, or one of these no longer seen, fails the test.
-const KNOWN: &[(&str, &str)] = &[
-    // Not played yet: the replica's test peer presents any SPIFFE identity
-    // over mTLS; the lab has no such peer (its pods present their own
-    // service accounts' certificates), so these steps are refused by
-    // `Lab::request` and the counter the first one feeds is not there.
-    (
-        "04-cluster-local: step \"a GKE workload reaching Anthos's echo-svc directly is refused, and told why\"",
-        "a direct mTLS peer: not in the lab",
-    ),
-    (
-        "04-cluster-local: step \"check the proxies' metrics and logs\"",
-        "hybridmesh_denied_total comes from the direct mTLS request above",
-    ),
-    (
-        "06-spoofed-headers: step \"so is a foreign trust domain's\"",
-        "a direct mTLS peer: not in the lab",
-    ),
-    (
-        "06-spoofed-headers: step \"a mesh peer's claim is believed\"",
-        "a direct mTLS peer: not in the lab",
-    ),
-    (
-        "06-spoofed-headers: step \"a spoofed claim cannot slip past cluster-local either\"",
-        "a direct mTLS peer: not in the lab",
-    ),
-];
+/// new one, or one of these no longer seen, fails the test. Empty since the
+/// lab has a direct mTLS test peer (`istio-lab/peer.py`).
+const KNOWN: &[(&str, &str)] = &[];
 
 /// One backend's report per example.
 struct Run {
@@ -133,8 +112,15 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             route_problems: Vec::new(),
         });
     }
-    let mut lab = Lab::start(&root, &LabOptions::default())
-        .unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));
+    // HYBRIDMESH_LAB_ISTIOD_ENV="PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false ..."
+    // runs both istiods with those settings.
+    let opts = LabOptions {
+        istiod_env: std::env::var("HYBRIDMESH_LAB_ISTIOD_ENV")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+    };
+    let mut lab =
+        Lab::start(&root, &opts).unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));
     for (f, run) in files.iter().zip(&mut runs) {
         let s = Scenario::load(f).unwrap();
         lab.reset().unwrap();
@@ -176,8 +162,74 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
         format!("{e:#}").contains("unknown field \"spec.pluginConfg\""),
         "{e:#}"
     );
+    // The seed article's own locality failover steps, as its commands
+    // (`kubectl --context anthos apply -f destinationrule.yaml`, two drains):
+    // the live routing follows; as the article's DestinationRule stands on
+    // Istio 1.31, and with minHealthPercent.
+    let mut failover_problems = Vec::new();
+    for walk in article_walks(&opts.istiod_env) {
+        let phases = article_failover(&mut lab, &root.join("examples"), &walk, false)
+            .unwrap_or_else(|e| panic!("the article's failover steps: {e:#}"));
+        println!("{}", walk.about);
+        for p in &phases {
+            let anthos = p
+                .answers
+                .iter()
+                .filter(|(_, b)| b.contains("Anthos!!!"))
+                .count();
+            let gke = p
+                .answers
+                .iter()
+                .filter(|(_, b)| b.contains("GKE!!!"))
+                .count();
+            println!(
+                "  {}: Anthos {anthos}, GKE {gke}, of {}",
+                p.did.join("; "),
+                p.answers.len()
+            );
+        }
+        for p in article_failover_problems(&walk, &phases) {
+            failover_problems.push(format!("{}: {p}", walk.about));
+        }
+        assert!(
+            phases[0]
+                .endpoints
+                .iter()
+                .any(|e| e.ends_with("priority 1")),
+            "the DestinationRule put no endpoint behind the local ones: {:?}",
+            phases[0].endpoints
+        );
+        // What EDS holds with one pod drained: the pod as unhealthy, or not at all.
+        let drained = phases[1]
+            .endpoints
+            .iter()
+            .find(|e| e.starts_with("127.62.1.9:"));
+        if expects_unhealthy_endpoint(&walk) {
+            assert!(
+                drained.is_some_and(|e| e.contains("failed_eds_health")),
+                "{:?}",
+                phases[1].endpoints
+            );
+        } else {
+            assert_eq!(drained, None, "{:?}", phases[1].endpoints);
+        }
+        if !failover_problems.is_empty() {
+            for p in &phases {
+                failover_problems.push(format!(
+                    "  {}:\n    {}",
+                    p.did.join("; "),
+                    p.endpoints.join("\n    ")
+                ));
+            }
+        }
+    }
     let run_dir = lab.run_dir().to_path_buf();
     drop(lab);
+    assert!(
+        failover_problems.is_empty(),
+        "the article's failover steps on the lab (with anthos's sleep sidecar's echo-svc endpoints after each step):\n{}",
+        failover_problems.join("\n")
+    );
 
     let mut problems = Vec::new();
     let mut compared = 0;
@@ -266,6 +318,9 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
     let out = root.join("target/istio-lab/differential.md");
     std::fs::write(&out, &table).unwrap();
     println!("{table}\nlab logs: {}", run_dir.display());
+    for p in &problems {
+        println!("- {p}");
+    }
     let unexplained: Vec<&String> = problems
         .iter()
         .filter(|p| !KNOWN.iter().any(|(k, _)| p.starts_with(k)))

@@ -171,16 +171,7 @@ pub fn patch_config(bytes: &[u8], patch: &[(&str, Value)]) -> anyhow::Result<Vec
 }
 
 fn req(from: &str, authority: &str) -> RequestSpec {
-    RequestSpec {
-        from: Some(from.to_string()),
-        authority: authority.to_string(),
-        path: "/".to_string(),
-        method: "GET".to_string(),
-        headers: BTreeMap::new(),
-        body: None,
-        direct: None,
-        peer: None,
-    }
+    RequestSpec::get(from, authority)
 }
 
 fn served(o: &Outcome) -> &str {

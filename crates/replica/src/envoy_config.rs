@@ -152,12 +152,23 @@ fn upstream_tls(tls: &Tls, sni: &str, server_san: Option<&str>) -> Value {
         "common_tls_context": {"tls_certificates": tls_certificates(tls), "validation_context": validation}}})
 }
 
-fn downstream_tls(tls: &Tls) -> Value {
+/// Istio's inbound mTLS: a client certificate is required, chains to the
+/// mesh root, and its URI SAN starts with `spiffe://<domain>/` for the trust
+/// domain or an alias (istio/istio 1.31 `pilot/pkg/security/model/authentication.go`
+/// `ApplyToCommonTLSContext`: prefix matches of `TrustDomainsForValidation`).
+/// Measured on the Istio lab: a peer of another trust domain, signed by the
+/// mesh's own CA, is refused at the handshake (`certificate unknown`).
+fn downstream_tls(tls: &Tls, trust_domains: &[String]) -> Value {
+    let sans: Vec<Value> = trust_domains
+        .iter()
+        .map(|d| json!({"san_type": "URI", "matcher": {"prefix": format!("spiffe://{d}/")}}))
+        .collect();
     json!({"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "require_client_certificate": true,
         "common_tls_context": {"tls_certificates": tls_certificates(tls),
-            "validation_context": {"trusted_ca": {"filename": path(tls.ca)}}}}})
+            "validation_context": {"trusted_ca": {"filename": path(tls.ca)},
+                                   "match_typed_subject_alt_names": sans}}}})
 }
 
 /// Istio's SNI for a service subset: `outbound_.80_.<subset>_.<host>`.
@@ -584,7 +595,13 @@ pub fn client_sidecar(
 
 /// One echo-svc pod's sidecar: the inbound listener (mTLS, and plaintext
 /// as in PERMISSIVE mode) with the filter, in front of the application.
-pub fn endpoint_sidecar(me: &Cluster, pod: usize, tls: &Tls, ecds: &Path) -> Value {
+pub fn endpoint_sidecar(
+    me: &Cluster,
+    pod: usize,
+    tls: &Tls,
+    trust_domains: &[String],
+    ecds: &Path,
+) -> Value {
     let ip = me.endpoints[pod];
     let id = format!("sidecar~{ip}~echo-svc-{pod}.default~default.svc.cluster.local");
     let app = "inbound|8080||";
@@ -598,7 +615,7 @@ pub fn endpoint_sidecar(me: &Cluster, pod: usize, tls: &Tls, ecds: &Path) -> Val
             "filters": [hcm("inbound_0.0.0.0_8080", route_config.clone(), vec![wasm_ecds(ecds), router()])]
         });
         if tls_on {
-            c["transport_socket"] = downstream_tls(tls);
+            c["transport_socket"] = downstream_tls(tls, trust_domains);
         }
         c
     };
@@ -679,7 +696,8 @@ pub fn peer(t: &Topology, leaves: &[Leaf], ca: &Path) -> Value {
             let name = format!("direct|{k}|{}", c.name);
             routes.push(json!({"match": {"prefix": "/", "headers": [
                     {"name": DIRECT_HEADER, "string_match": {"exact": c.name}}]},
-                "route": {"cluster": name, "timeout": "15s"}}));
+                "route": {"cluster": name, "timeout": "15s"},
+                "response_headers_to_add": flag_headers()}));
             let eps: Vec<Value> = c
                 .endpoints
                 .iter()

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use envoy_config::{LocalityFailover, Tls, DIRECT_HEADER, FILTER_NAME, ROUTE_HEADER};
+use envoy_config::{
+    LocalityFailover, Tls, DETAILS_HEADER, DIRECT_HEADER, FILTER_NAME, ROUTE_HEADER,
+};
 use hybridmesh_filter_core::routing;
 use hybridmesh_scenario::Outcome;
 use hybridmesh_scenario::{Fail, Mesh, RequestSpec};
@@ -223,6 +225,10 @@ impl Replica {
         };
         // From here on, dropping `r` stops whatever was started.
         let logs = log_dir(&run);
+        let trust_domains: Vec<String> = std::iter::once(&topology.trust_domain)
+            .chain(&topology.trust_domain_aliases)
+            .cloned()
+            .collect();
         for (k, c) in topology.clusters.iter().enumerate() {
             let tls = Tls {
                 leaf: &client_leaf,
@@ -264,7 +270,10 @@ impl Replica {
                     ca: &ca,
                 };
                 let ecds = r.write_ecds(&name, &configs[k])?;
-                let boot = write(&name, &envoy_config::endpoint_sidecar(c, i, &tls, &ecds))?;
+                let boot = write(
+                    &name,
+                    &envoy_config::endpoint_sidecar(c, i, &tls, &trust_domains, &ecds),
+                )?;
                 let app = SocketAddr::V4(SocketAddrV4::new(*ip, topology::APP));
                 let echo = echo::Echo::start(app, &c.body, seen.clone())?;
                 let envoy = process::spawn(&o.envoy, &name, &boot, admin(*ip), &logs)?;
@@ -521,6 +530,16 @@ impl Replica {
             body,
         )?;
         let upstream_headers = self.seen.lock().ok().and_then(|mut m| m.remove(&rid));
+        // The test peer is apparatus: when the server's sidecar refused its
+        // handshake, its own Envoy answers 503 and says why in its details
+        // (`...remote_connection_failure|TLS_error:...CERTIFICATE_UNKNOWN...`);
+        // no HTTP reached the server.
+        if let (Some(to), Some(_)) = (&spec.direct, spec.peer.as_deref()) {
+            let details = r.header(DETAILS_HEADER).unwrap_or_default();
+            if r.status == 503 && details.contains("TLS_error") {
+                return Ok(Outcome::refused(&from, to, details));
+            }
+        }
         let served_by = match &spec.direct {
             Some(to) => Some(to.clone()),
             None => r

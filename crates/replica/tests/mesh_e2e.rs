@@ -205,16 +205,7 @@ fn a_bad_first_config_answers_500_until_a_good_one_arrives() {
     let bad_dir = examples().join("07-bad-config");
     o.config = config_json(&bad_dir, &ConfigRef::Path("bad-weights.yaml".into())).unwrap();
     let mut r = Replica::start(&o).unwrap_or_else(|e| panic!("{e:#}"));
-    let spec = RequestSpec {
-        from: Some("gke".into()),
-        authority: "echo-svc.default".into(),
-        path: "/".into(),
-        method: "GET".into(),
-        headers: Default::default(),
-        body: None,
-        direct: None,
-        peer: None,
-    };
+    let spec = RequestSpec::get("gke", "echo-svc.default");
     let first = r.request(&spec, "gke").unwrap();
     assert_eq!(first.status, 500, "{first:?}");
     assert!(r

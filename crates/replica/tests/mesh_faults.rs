@@ -67,16 +67,7 @@ fn load_spec(r: &Replica, from: &str, until: Until) -> Spec {
 }
 
 fn get(from: &str) -> RequestSpec {
-    RequestSpec {
-        from: Some(from.into()),
-        authority: "echo-svc.default".into(),
-        path: "/".into(),
-        method: "GET".into(),
-        headers: Default::default(),
-        body: None,
-        direct: None,
-        peer: None,
-    }
+    RequestSpec::get(from, "echo-svc.default")
 }
 
 fn bad_weights() -> Vec<u8> {

@@ -217,18 +217,12 @@ impl Scrape {
     fn again(&mut self, r: &mut Replica) -> anyhow::Result<()> {
         let examples = examples();
         let request = |from: &str| RequestSpec {
-            from: Some(from.into()),
-            authority: "echo-svc.default".into(),
-            path: "/".into(),
-            method: "GET".into(),
             headers: [(
                 "x-hybridmesh-source-cluster".to_string(),
                 "evil".to_string(),
             )]
             .into(),
-            body: None,
-            direct: None,
-            peer: None,
+            ..RequestSpec::get(from, "echo-svc.default")
         };
         anyhow::ensure!(
             r.push_config("all", &example_config(&examples, "04-cluster-local", &[])?)?,

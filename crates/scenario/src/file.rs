@@ -90,6 +90,29 @@ pub struct Mesh {
     /// The SPIFFE trust domain of the mesh.
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
+    /// Other trust domains whose peers the sidecars accept over mTLS
+    /// (Istio's `meshConfig.trustDomainAliases`, e.g. while migrating).
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
+}
+
+impl Mesh {
+    /// Whether a server sidecar completes the mTLS handshake with a peer
+    /// presenting this SPIFFE id. Istio's inbound TLS context matches the
+    /// client certificate's URI SAN by the prefix `spiffe://<domain>/` of the
+    /// trust domain and each alias (istio/istio 1.31 `pilot/pkg/networking/plugin/authn/util.go`
+    /// `TrustDomainsForValidation`, `pilot/pkg/security/model/authentication.go`
+    /// `ApplyToCommonTLSContext`; off only with `PILOT_SKIP_VALIDATE_TRUST_DOMAIN`).
+    pub fn accepts_peer(&self, spiffe: &str) -> bool {
+        std::iter::once(&self.trust_domain)
+            .chain(&self.trust_domain_aliases)
+            .any(|d| {
+                spiffe
+                    .strip_prefix("spiffe://")
+                    .and_then(|rest| rest.strip_prefix(d.as_str()))
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
 }
 
 fn default_client_namespace() -> String {
@@ -213,6 +236,22 @@ pub struct RequestSpec {
     pub peer: Option<String>,
 }
 
+impl RequestSpec {
+    /// `curl <authority>` from `from`'s client workload: GET /, no headers.
+    pub fn get(from: &str, authority: &str) -> RequestSpec {
+        RequestSpec {
+            from: Some(from.to_string()),
+            authority: authority.to_string(),
+            path: default_path(),
+            method: default_method(),
+            headers: BTreeMap::new(),
+            body: None,
+            direct: None,
+            peer: None,
+        }
+    }
+}
+
 fn default_path() -> String {
     "/".to_string()
 }
@@ -261,6 +300,10 @@ pub enum Acceptance {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
     pub status: Option<u32>,
+    /// The server's sidecar refused the connection (the mTLS handshake): no
+    /// HTTP answer at all.
+    #[serde(default)]
+    pub refused: bool,
     pub body: Option<String>,
     pub body_contains: Option<String>,
     /// The cluster whose sidecar answered (`none` when the client's own sidecar or Envoy replied).
@@ -454,4 +497,31 @@ pub fn duration(text: &str) -> anyhow::Result<std::time::Duration> {
         .with_context(|| {
             format!("{text:?} is not a duration, expected e.g. \"30s\", \"1m\", \"500ms\"")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_sidecar_accepts_peers_of_the_trust_domain_and_its_aliases_only() {
+        let mut mesh: Mesh = serde_yaml_ng::from_str(
+            "clusters: {}\ntrustDomain: cluster.local\ntrustDomainAliases: [old.example]",
+        )
+        .unwrap();
+        assert!(mesh.accepts_peer("spiffe://cluster.local/ns/sleep/sa/sleep"));
+        assert!(mesh.accepts_peer("spiffe://old.example/ns/x/sa/y"));
+        for foreign in [
+            "spiffe://evil.example/ns/x/sa/y",
+            "spiffe://cluster.local.evil.example/ns/x/sa/y",
+            "spiffe://cluster.localhost/ns/x/sa/y",
+            "spiffe://cluster.local",
+            "cluster.local/ns/x/sa/y",
+        ] {
+            assert!(!mesh.accepts_peer(foreign), "{foreign}");
+        }
+        mesh.trust_domain_aliases.clear();
+        assert!(!mesh.accepts_peer("spiffe://old.example/ns/x/sa/y"));
+    }
 }

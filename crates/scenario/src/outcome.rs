@@ -7,6 +7,8 @@ pub type Pairs = Vec<(String, String)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub from: String,
+    /// The HTTP status; 0 when no HTTP answer came: the server's sidecar
+    /// refused the connection ([`Outcome::refused`]; `body` says why).
     pub status: u32,
     pub body: String,
     /// The cluster whose server side answered; `None` when the client side or Envoy did.
@@ -22,6 +24,27 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A connection the server's sidecar refused before any HTTP (a client
+    /// certificate it does not accept): no status, no headers; `why` as the
+    /// backend saw it.
+    pub fn refused(from: &str, to: &str, why: &str) -> Outcome {
+        Outcome {
+            from: from.to_string(),
+            status: 0,
+            body: why.to_string(),
+            served_by: Some(to.to_string()),
+            target: None,
+            route: None,
+            upstream_headers: None,
+            response_headers: Vec::new(),
+        }
+    }
+
+    /// Whether the connection was refused before any HTTP answer.
+    pub fn is_refused(&self) -> bool {
+        self.status == 0
+    }
+
     pub fn response_header(&self, name: &str) -> Option<&str> {
         header(&self.response_headers, name)
     }

@@ -250,6 +250,17 @@ pub fn curl_line(o: &Outcome) -> String {
 }
 
 fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
+    match (e.refused, o.is_refused()) {
+        (true, false) => problems.push(format!(
+            "answered status {}, expected the connection refused",
+            o.status
+        )),
+        (false, true) => {
+            problems.push(format!("the connection was refused: {}", o.body.trim_end()));
+            return;
+        }
+        _ => {}
+    }
     if let Some(status) = e.status {
         if o.status != status {
             problems.push(format!(

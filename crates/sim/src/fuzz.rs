@@ -322,6 +322,7 @@ fn gen_mesh(n: usize) -> Mesh {
         clusters,
         client_namespace: "sleep".to_string(),
         trust_domain: "cluster.local".to_string(),
+        trust_domain_aliases: Vec::new(),
     }
 }
 

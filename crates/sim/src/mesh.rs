@@ -319,6 +319,17 @@ impl Sim {
             let to_i = self.index(to)?;
             let connection = match spec.peer.as_deref() {
                 None | Some("plaintext") => Connection::plaintext(),
+                // Istio's inbound TLS refuses a certificate outside the
+                // mesh's trust domains before the filter sees anything.
+                Some(san) if !self.mesh.accepts_peer(san) => {
+                    return Ok(Outcome::refused(
+                        &from,
+                        to,
+                        &format!(
+                            "{to}'s sidecar refused the TLS handshake: {san} is outside the mesh's trust domains"
+                        ),
+                    ));
+                }
                 Some(san) => Connection::mtls(san, &self.spiffe(SERVICE_NAMESPACE, "default")),
             };
             let reply = self.serve(to_i, connection, &headers, body)?;

@@ -66,6 +66,15 @@ const PASS_THROUGH: &str = r#"(module
 /// unless `per_cluster` names another for a cluster; `down` breaks one
 /// cluster's client-side plugin.
 fn sim_with(config: &str, per_cluster: &[(&str, &str)], down: Option<(&str, ClientDown)>) -> Sim {
+    sim_in(mesh(), config, per_cluster, down)
+}
+
+fn sim_in(
+    mesh: Mesh,
+    config: &str,
+    per_cluster: &[(&str, &str)],
+    down: Option<(&str, ClientDown)>,
+) -> Sim {
     let module = module();
     let options = ProxyOptions::default();
     let config_for = |cluster: &str| -> anyhow::Result<Vec<u8>> {
@@ -108,26 +117,29 @@ fn sim_with(config: &str, per_cluster: &[(&str, &str)], down: Option<(&str, Clie
             _ => Ok(Box::new(WasmSidecar::new(&module, spec)?)),
         }
     };
-    Sim::new(mesh(), true, &config_for, &mut make, &options).unwrap()
+    Sim::new(mesh, true, &config_for, &mut make, &options).unwrap()
 }
 
 fn seed_mesh(config: &str) -> Sim {
     sim_with(config, &[], None)
 }
 
+/// The seed's mesh whose sidecars also accept these trust domains over mTLS
+/// (Istio's `meshConfig.trustDomainAliases`, as during a migration): their
+/// peers get past the handshake and only the filter's `trustDomains` decides.
+fn seed_mesh_accepting(config: &str, aliases: &[&str]) -> Sim {
+    let mut m = mesh();
+    m.trust_domain_aliases = aliases.iter().map(|a| a.to_string()).collect();
+    sim_in(m, config, &[], None)
+}
+
 fn get(from: &str, authority: &str, headers: &[(&str, &str)]) -> RequestSpec {
     RequestSpec {
-        from: Some(from.to_string()),
-        authority: authority.to_string(),
-        path: "/".to_string(),
-        method: "GET".to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        body: None,
-        direct: None,
-        peer: None,
+        ..RequestSpec::get(from, authority)
     }
 }
 
@@ -455,7 +467,9 @@ const CLAIMS: [(&str, &str); 5] = [
 
 #[test]
 fn inbound_plaintext_and_foreign_trust_domain_peers_lose_every_identity_header() {
-    let mut sim = seed_mesh(CLUSTER_LOCAL);
+    // The sidecars accept the foreign domains (aliases): the filter's
+    // `trustDomains: [cluster.local]` is what stands in their way.
+    let mut sim = seed_mesh_accepting(CLUSTER_LOCAL, &FOREIGN_DOMAINS);
     let untrusted = [
         "plaintext",
         "spiffe://evil.example/ns/sleep/sa/sleep",
@@ -502,11 +516,46 @@ fn inbound_plaintext_and_foreign_trust_domain_peers_lose_every_identity_header()
     no_traps(&sim);
 }
 
+/// Trust domains that are not the mesh's; two only start like it.
+const FOREIGN_DOMAINS: [&str; 3] = [
+    "evil.example",
+    "cluster.local.evil.example",
+    "cluster.localhost",
+];
+
+#[test]
+fn inbound_peers_outside_the_meshs_trust_domains_are_refused_at_the_handshake() {
+    // Istio's inbound TLS context matches the client certificate's SAN on
+    // `spiffe://cluster.local/` (and aliases): without aliases nothing of
+    // these peers reaches the filter or the application.
+    let mut sim = seed_mesh(CLUSTER_LOCAL);
+    for domain in FOREIGN_DOMAINS {
+        let peer = format!("spiffe://{domain}/ns/sleep/sa/sleep");
+        let o = send(
+            &mut sim,
+            &direct("gke", &peer, "httpbin-svc.sleep", &CLAIMS),
+        );
+        assert!(o.is_refused(), "{peer}: {o:?}");
+        assert_eq!(o.upstream_headers, None, "{peer}");
+        assert!(o.body.contains("refused the TLS handshake"), "{}", o.body);
+    }
+    // A mesh peer is served.
+    let o = send(
+        &mut sim,
+        &direct("gke", MESH_PEER, "httpbin-svc.sleep", &CLAIMS),
+    );
+    assert_eq!(o.status, 200);
+    flush(&mut sim);
+    assert_eq!(metric(&sim, "gke.server", SPOOFED_IN), 0);
+    no_traps(&sim);
+}
+
 #[test]
 fn inbound_without_trust_domains_any_mtls_peer_is_believed() {
-    // The documented default: `trustDomains: []` means any mTLS peer.
+    // The documented default: `trustDomains: []` means any mTLS peer the
+    // sidecar accepted (here the mesh also accepts evil.example).
     let config = CLUSTER_LOCAL.replace(r#""trustDomains": ["cluster.local"],"#, "");
-    let mut sim = seed_mesh(&config);
+    let mut sim = seed_mesh_accepting(&config, &["evil.example"]);
     let o = send(
         &mut sim,
         &direct(
@@ -536,7 +585,7 @@ fn inbound_untrusted_claims_count_as_an_unknown_source_for_cluster_local() {
     let untrusted = ["plaintext", "spiffe://evil.example/ns/sleep/sa/sleep"];
 
     // unknownSource: allow (the default): served, without the claim.
-    let mut sim = seed_mesh(CLUSTER_LOCAL);
+    let mut sim = seed_mesh_accepting(CLUSTER_LOCAL, &["evil.example"]);
     for peer in untrusted {
         for claim in ["anthos", "gke"] {
             let o = send(
@@ -563,7 +612,7 @@ fn inbound_untrusted_claims_count_as_an_unknown_source_for_cluster_local() {
         r#""trustDomains": ["cluster.local"],"#,
         r#""trustDomains": ["cluster.local"], "unknownSource": "deny","#,
     );
-    let mut sim = seed_mesh(&deny);
+    let mut sim = seed_mesh_accepting(&deny, &["evil.example"]);
     for peer in untrusted {
         let o = send(
             &mut sim,
