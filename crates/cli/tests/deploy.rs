@@ -307,7 +307,7 @@ fn a_missing_subset_is_caught() {
     let b = Broken::new();
     b.edit(
         "base/destinationrules.yaml",
-        "    - name: prefer-anthos\n      trafficPolicy:\n        loadBalancer:\n          localityLbSetting:\n            enabled: true\n            failoverPriority: [topology.istio.io/cluster=anthos]\n        outlierDetection:\n          consecutive5xxErrors: 1\n          interval: 1s\n          baseEjectionTime: 1m\n          maxEjectionPercent: 100\n",
+        "    - name: prefer-anthos\n      trafficPolicy:\n        loadBalancer:\n          localityLbSetting:\n            enabled: true\n            failoverPriority: [topology.istio.io/cluster=anthos]\n        outlierDetection:\n          consecutive5xxErrors: 1\n          interval: 1s\n          baseEjectionTime: 1m\n          maxEjectionPercent: 100\n          minHealthPercent: 1\n",
         "",
     );
     let r = b.validate(&[]);

@@ -16,8 +16,9 @@ use hybridmesh_lab::demo::{
     article_failover, article_failover_problems, article_walks, expects_unhealthy_endpoint,
 };
 use hybridmesh_lab::{Lab, LabOptions};
+use hybridmesh_scenario::runner::Backend as _;
 use hybridmesh_scenario::runner::{run_on, ScenarioReport};
-use hybridmesh_scenario::Scenario;
+use hybridmesh_scenario::{RequestSpec, Scenario};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -223,8 +224,45 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             }
         }
     }
+    // The filter's failover route with one of Anthos's two pods not Ready:
+    // the rendered prefer-anthos subset (minHealthPercent: 1) keeps every
+    // request in Anthos (without it, Istio 1.31 sent the pod as an unhealthy
+    // endpoint and 12 of 40 went to GKE).
+    let failover_config: serde_json::Value = serde_yaml_ng::from_slice(
+        &std::fs::read(root.join("examples/02-locality-failover/config.yaml")).unwrap(),
+    )
+    .unwrap();
+    let failover_config = serde_json::to_vec(&failover_config).unwrap();
+    lab.reset().unwrap();
+    for c in ["gke", "anthos"] {
+        assert!(lab.apply_config(c, &failover_config).unwrap());
+    }
+    lab.drain_pod("anthos", 0).unwrap();
+    let mut partial = Vec::new();
+    for _ in 0..40 {
+        let o = lab
+            .request(&RequestSpec::get("anthos", "echo-svc.default"), "anthos")
+            .unwrap();
+        partial.push((o.status, o.body.trim_end().to_string(), o.route));
+    }
+    lab.reset().unwrap();
+    let stayed = partial
+        .iter()
+        .filter(|(s, b, r)| {
+            *s == 200
+                && b == "\"Anthos!!!\""
+                && r.as_deref()
+                    == Some("outbound|80|prefer-anthos|echo-svc.default.svc.cluster.local")
+        })
+        .count();
+    println!("failover route, one of Anthos's two pods not Ready: {stayed} of 40 stayed in Anthos");
     let run_dir = lab.run_dir().to_path_buf();
     drop(lab);
+    assert_eq!(
+        stayed,
+        partial.len(),
+        "the failover route with one of Anthos's pods not Ready: {partial:?}"
+    );
     assert!(
         failover_problems.is_empty(),
         "the article's failover steps on the lab (with anthos's sleep sidecar's echo-svc endpoints after each step):\n{}",

@@ -344,7 +344,10 @@ fn outbound_cluster(
     });
     if let Some(o) = outlier {
         // `applyOutlierDetection`: the DestinationRule's fields, success
-        // rate off, and panic off (failover across priorities is strict).
+        // rate off, and the panic threshold its minHealthPercent (render's
+        // routing::MIN_HEALTH_PERCENT for the preference subsets; drained
+        // pods are out of EDS here, as istiod leaves them out when it is
+        // above 0).
         cluster["outlier_detection"] = json!({
             "consecutive_5xx": o.consecutive_5xx,
             "enforcing_consecutive_5xx": 100,
@@ -353,7 +356,7 @@ fn outbound_cluster(
             "base_ejection_time": format!("{}s", o.base_ejection_ms as f64 / 1000.0),
             "max_ejection_percent": routing::MAX_EJECTION_PERCENT});
         cluster["common_lb_config"] = json!({
-            "healthy_panic_threshold": {"value": 0},
+            "healthy_panic_threshold": {"value": o.min_health_percent},
             "locality_weighted_lb_config": {}});
     }
     cluster
@@ -366,6 +369,8 @@ pub struct Outlier {
     pub consecutive_5xx: u32,
     pub interval_ms: u64,
     pub base_ejection_ms: u64,
+    /// `minHealthPercent`, which Istio makes the panic threshold.
+    pub min_health_percent: u32,
 }
 
 impl Default for Outlier {
@@ -375,6 +380,7 @@ impl Default for Outlier {
             consecutive_5xx: 5,
             interval_ms: 10_000,
             base_ejection_ms: 30_000,
+            min_health_percent: 0,
         }
     }
 }
@@ -396,6 +402,7 @@ impl Outlier {
             consecutive_5xx: rule.outlier.consecutive_5xx,
             interval_ms: 1000,
             base_ejection_ms: rule.outlier.base_ejection_ms,
+            min_health_percent: routing::MIN_HEALTH_PERCENT,
         })
     }
 }
@@ -562,6 +569,8 @@ pub fn client_sidecar(
             consecutive_5xx: 1,
             interval_ms: 1000,
             base_ejection_ms: f.base_ejection_secs * 1000,
+            // The article's rule sets none.
+            min_health_percent: 0,
         });
         clusters.push(outbound_cluster(t, service, "", tls, seed.as_ref(), eds));
         vhosts.push(

@@ -294,6 +294,10 @@ pub fn destination_rule(mesh: &MeshDescription, svc: &Service) -> Option<Node> {
                 .unwrap_or(routing::MAX_EJECTION_PERCENT),
         )),
     ));
+    outlier.push((
+        "minHealthPercent",
+        Node::Int(i64::from(routing::MIN_HEALTH_PERCENT)),
+    ));
     let outlier = map(outlier);
     let mut spec = map([("host", s(&svc.host))]);
     let mut subsets = Vec::new();
