@@ -28,7 +28,8 @@ pub struct DemoCommand {
     harness: bool,
     /// Run the walk-through on the mesh whose Envoy config a real istiod
     /// computes (istio-lab/: kube-apiserver, istiod, pilot-agent and Envoy per
-    /// pod, the manifests wasmplugin/ renders applied with kubectl). Needs
+    /// pod, the manifests wasmplugin/ renders applied with kubectl): every
+    /// example, then the article's own DestinationRule and drains. Needs
     /// root; builds the lab's Go binaries the first time (about 7 minutes).
     #[arg(long)]
     istio: bool,

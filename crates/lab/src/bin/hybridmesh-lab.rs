@@ -2,7 +2,8 @@
 //! scenarios) on the mesh whose Envoy config a real istiod computes from
 //! Kubernetes objects and the manifests `wasmplugin/` renders (`istio-lab/`).
 //! Each example's plugin config is applied with `kubectl apply`; drains mark
-//! pods not Ready; requests are `curl` from a sleep pod's namespace.
+//! pods not Ready; requests are `curl` from a sleep pod's namespace. Then the
+//! article's own locality failover steps (`demo::article_failover`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
