@@ -1,6 +1,7 @@
 //! The seed article's walk-through (the example scenarios) on the lab:
 //! `scripts/demo --istio`, `hybridmesh demo --istio`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hybridmesh_scenario::runner::{run_on, Backend as _};
@@ -210,15 +211,17 @@ pub fn article_failover(
         let mut answers = Vec::new();
         for _ in 0..n {
             let o = lab.request(&RequestSpec::get("anthos", "echo-svc.default"), "anthos")?;
-            show(&format!(
-                "$ kubectl exec -n sleep sleep-0 -- curl -sS echo-svc.default\n{}",
-                if o.status == 200 {
-                    o.body.trim_end().to_string()
-                } else {
-                    format!("{} ({})", o.body.trim_end(), o.status)
-                }
-            ));
             answers.push((o.status, o.body.trim_end().to_string()));
+        }
+        show(&format!(
+            "$ for i in $(seq {n}); do kubectl exec -n sleep sleep-0 -- curl -sS -w ' %{{http_code}}\\n' echo-svc.default; done | sort | uniq -c"
+        ));
+        let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+        for (status, body) in &answers {
+            *tally.entry(format!("{body} {status}")).or_default() += 1;
+        }
+        for (answer, count) in tally {
+            show(&format!("  {count:>4} {answer}"));
         }
         phases.push(Phase {
             did,
