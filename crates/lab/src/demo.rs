@@ -63,7 +63,7 @@ pub fn walk(examples: &Path, workspace: &Path, opts: &LabOptions) -> anyhow::Res
         all_ok &= report.ok;
         println!();
     }
-    for walk in [ARTICLE, ARTICLE_EXCLUDING_NOT_READY] {
+    for walk in article_walks(&opts.istiod_env) {
         println!(
             "=== the seed article's locality failover, as its commands (the filter only tags)"
         );
@@ -162,12 +162,21 @@ pub struct Phase {
     pub answers: Vec<(u32, String)>,
 }
 
+impl Phase {
+    /// How many answers were `cluster`'s body (`Anthos` or `GKE`).
+    pub fn served(&self, cluster: &str) -> usize {
+        let body = format!("\"{cluster}!!!\"");
+        self.answers.iter().filter(|(_, b)| *b == body).count()
+    }
+}
+
 /// The seed article's "Locality Load Balancing を試す" as its own commands,
-/// on the lab: label Anthos's nodes `topology.kubernetes.io/region=tokyo-onprem`,
-/// `kubectl --context anthos apply -f destinationrule.yaml` (the article's
-/// locality failover from tokyo-onprem to asia-northeast1 with outlier
-/// detection, plus the subsets the filter's VirtualService names), curl five
-/// times, drain one echo-svc pod (four more), then the other (four more).
+/// on the lab: (with `how.label_nodes`) label Anthos's nodes
+/// `topology.kubernetes.io/region=tokyo-onprem`, `kubectl --context anthos
+/// apply -f destinationrule.yaml` (the article's locality failover from
+/// tokyo-onprem to asia-northeast1 with outlier detection, plus the subsets
+/// the filter's VirtualService names), curl `how.requests` times, drain one
+/// echo-svc pod and curl again, then the other and curl again.
 /// The filter only tags (example 01's config): Envoy routes. Afterwards the
 /// pods are Ready, the nodes unlabelled and the rendered DestinationRule
 /// applied again. `print`: show each command and answer as it happens.
@@ -257,18 +266,13 @@ pub fn article_failover(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     phase(lab, first, how.requests)?;
-    lab.drain_pod("anthos", 0)?;
-    phase(
-        lab,
-        vec!["drain anthos's echo-svc-0 (not Ready; istiod pushes)".into()],
-        how.requests,
-    )?;
-    lab.drain_pod("anthos", 1)?;
-    phase(
-        lab,
-        vec!["drain anthos's echo-svc-1 too".into()],
-        how.requests,
-    )?;
+    for (pod, did) in [
+        (0, "drain anthos's echo-svc-0 (not Ready; istiod pushes)"),
+        (1, "drain anthos's echo-svc-1 too"),
+    ] {
+        lab.drain_pod("anthos", pod)?;
+        phase(lab, vec![did.into()], how.requests)?;
+    }
     lab.reset()?;
     if how.label_nodes {
         lab.kubectl_in(
@@ -297,11 +301,7 @@ pub fn article_failover_problems(how: &Walk, phases: &[Phase]) -> Vec<String> {
                 problems.push(format!("after `{step}`: {status} {body:?}"));
             }
         }
-        let anthos = p
-            .answers
-            .iter()
-            .filter(|(_, b)| b.contains("Anthos!!!"))
-            .count();
+        let anthos = p.served("Anthos");
         let share = anthos as f64 / p.answers.len().max(1) as f64;
         if share < lo || share > hi {
             problems.push(format!(

@@ -173,19 +173,11 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             .unwrap_or_else(|e| panic!("the article's failover steps: {e:#}"));
         println!("{}", walk.about);
         for p in &phases {
-            let anthos = p
-                .answers
-                .iter()
-                .filter(|(_, b)| b.contains("Anthos!!!"))
-                .count();
-            let gke = p
-                .answers
-                .iter()
-                .filter(|(_, b)| b.contains("GKE!!!"))
-                .count();
             println!(
-                "  {}: Anthos {anthos}, GKE {gke}, of {}",
+                "  {}: Anthos {}, GKE {}, of {}",
                 p.did.join("; "),
+                p.served("Anthos"),
+                p.served("GKE"),
                 p.answers.len()
             );
         }

@@ -225,10 +225,6 @@ impl Replica {
         };
         // From here on, dropping `r` stops whatever was started.
         let logs = log_dir(&run);
-        let trust_domains: Vec<String> = std::iter::once(&topology.trust_domain)
-            .chain(&topology.trust_domain_aliases)
-            .cloned()
-            .collect();
         for (k, c) in topology.clusters.iter().enumerate() {
             let tls = Tls {
                 leaf: &client_leaf,
@@ -272,7 +268,13 @@ impl Replica {
                 let ecds = r.write_ecds(&name, &configs[k])?;
                 let boot = write(
                     &name,
-                    &envoy_config::endpoint_sidecar(c, i, &tls, &trust_domains, &ecds),
+                    &envoy_config::endpoint_sidecar(
+                        c,
+                        i,
+                        &tls,
+                        &topology.accepted_trust_domains,
+                        &ecds,
+                    ),
                 )?;
                 let app = SocketAddr::V4(SocketAddrV4::new(*ip, topology::APP));
                 let echo = echo::Echo::start(app, &c.body, seen.clone())?;

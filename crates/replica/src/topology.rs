@@ -46,9 +46,9 @@ pub struct Cluster {
 pub struct Topology {
     pub net: u8,
     pub trust_domain: String,
-    /// Other trust domains whose peers the sidecars accept (Istio's
-    /// `meshConfig.trustDomainAliases`).
-    pub trust_domain_aliases: Vec<String>,
+    /// The trust domain and its aliases: whose client certificates the
+    /// server sidecars accept (`Mesh::accepted_trust_domains`).
+    pub accepted_trust_domains: Vec<String>,
     pub client_namespace: String,
     pub clusters: Vec<Cluster>,
     pub peer: Ipv4Addr,
@@ -81,7 +81,7 @@ impl Topology {
         Ok(Topology {
             net,
             trust_domain: mesh.trust_domain.clone(),
-            trust_domain_aliases: mesh.trust_domain_aliases.clone(),
+            accepted_trust_domains: mesh.accepted_trust_domains().cloned().collect(),
             client_namespace: mesh.client_namespace.clone(),
             clusters,
             peer: Ipv4Addr::new(127, net, 250, 1),

@@ -97,6 +97,12 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// The trust domain and its aliases: whose client certificates the
+    /// sidecars accept.
+    pub fn accepted_trust_domains(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.trust_domain).chain(&self.trust_domain_aliases)
+    }
+
     /// Whether a server sidecar completes the mTLS handshake with a peer
     /// presenting this SPIFFE id. Istio's inbound TLS context matches the
     /// client certificate's URI SAN by the prefix `spiffe://<domain>/` of the
@@ -104,14 +110,12 @@ impl Mesh {
     /// `TrustDomainsForValidation`, `pilot/pkg/security/model/authentication.go`
     /// `ApplyToCommonTLSContext`; off only with `PILOT_SKIP_VALIDATE_TRUST_DOMAIN`).
     pub fn accepts_peer(&self, spiffe: &str) -> bool {
-        std::iter::once(&self.trust_domain)
-            .chain(&self.trust_domain_aliases)
-            .any(|d| {
-                spiffe
-                    .strip_prefix("spiffe://")
-                    .and_then(|rest| rest.strip_prefix(d.as_str()))
-                    .is_some_and(|rest| rest.starts_with('/'))
-            })
+        self.accepted_trust_domains().any(|d| {
+            spiffe
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.strip_prefix(d.as_str()))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 }
 
