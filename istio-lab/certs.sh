@@ -6,6 +6,8 @@
 #
 #   certs.sh init DIR CLUSTER...                       root + intermediates
 #   certs.sh workload DIR CLUSTER SPIFFE_ID OUTDIR     cert-chain.pem key.pem root-cert.pem
+#   certs.sh registry DIR IP                           ca.pem, and cert.pem key.pem for a registry at IP
+#                                                      (a private registry's own CA, not the mesh's)
 set -euo pipefail
 cmd=$1; dir=$2; shift 2
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
@@ -39,5 +41,19 @@ workload)
   cp "$dir/root-cert.pem" "$out/root-cert.pem"
   rm -f "$out/w.csr" "$out/leaf.pem"
   ;;
-*) echo "usage: certs.sh init DIR CLUSTER... | workload DIR CLUSTER SPIFFE_ID OUTDIR" >&2; exit 2 ;;
+registry)
+  ip=$1
+  mkdir -p "$dir"
+  key "$dir/ca-key.pem"
+  openssl req -x509 -new -key "$dir/ca-key.pem" -subj "/O=hybridmesh-lab/CN=Registry CA" -days 30 \
+    -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$dir/ca.pem" 2>/dev/null
+  key "$dir/key.pem"
+  openssl req -new -key "$dir/key.pem" -subj "/O=hybridmesh-lab/CN=$ip" -out "$dir/r.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/r.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" -CAcreateserial -days 30 \
+    -extfile <(printf 'basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:%s\n' "$ip") \
+    -out "$dir/cert.pem" 2>/dev/null
+  rm -f "$dir/r.csr"
+  ;;
+*) echo "usage: certs.sh init DIR CLUSTER... | workload DIR CLUSTER SPIFFE_ID OUTDIR | registry DIR IP" >&2; exit 2 ;;
 esac

@@ -3,9 +3,10 @@
 # Istio's pilot-agent (built from the pinned module) in the pod's own network
 # namespace, which writes Envoy's bootstrap from Istio's template, starts the
 # real Envoy 1.40, serves it SDS from the mounted workload certificate, and
-# proxies its ADS stream to the cluster's istiod (plaintext gRPC, :15010).
-# The pod's network namespace is on the lab's pod network (podnet.sh), where
-# istiod (127.N.0.1:15010) and the .wasm server (127.60.0.1:8080) are reached
+# proxies its ADS stream to the cluster's istiod over mTLS (:15012, the
+# workload certificate as its identity), and pulls Wasm modules from the
+# lab's registry. The pod's network namespace is on the lab's pod network
+# (podnet.sh), where istiod (127.N.0.1:15012) and the registry (127.60.0.1:5443) are reached
 # at an "infra" namespace that forwards to them over unix sockets (labnet).
 # Only loopback addresses are used; every pod's 0.0.0.0 listeners stay in its
 # own namespace. A sidecar's namespace gets Istio's capture rules first (what
@@ -73,19 +74,31 @@ if [ "$kind" = sidecar ]; then
 fi
 
 proxy_config=$(cat <<EOF
-{"discoveryAddress":"127.$n.0.1:15010","controlPlaneAuthPolicy":"NONE","binaryPath":"$ENVOY",
+{"discoveryAddress":"127.$n.0.1:15012","controlPlaneAuthPolicy":"MUTUAL_TLS","binaryPath":"$ENVOY",
  "configPath":"./etc/istio/proxy","meshId":"mesh1","concurrency":1,
  "extraStatTags":["decision","cross_network","direction","problem"],
  "proxyStatsMatcher":{"inclusionRegexps":[".*hybridmesh_.*"]}}
 EOF
 )
+# xDS over istiod's authenticated port (15012), as in a cluster: the agent
+# presents the workload certificate (PROV_CERT: key.pem, cert-chain.pem) and
+# checks istiod's against the mesh root for istiod's service name (it dials an
+# address). istiod then knows the proxy's identity, which it requires before
+# it sends a WasmPlugin's pull secret (pilot/pkg/xds/ecds.go,
+# GeneratePullSecrets: "proxy ... is not authorized to receive secret").
+xds_env=(PROV_CERT=./var/run/secrets/workload-spiffe-credentials ISTIOD_SAN=istiod.istio-system.svc)
+# The agent pulls the filter's image from the lab's registry, whose
+# certificate a private CA signed: the agent trusts it as a node image that
+# carries that CA would (Go reads SSL_CERT_FILE for its roots).
+reg_env=()
+[ -f "$RUN/registry/ca.pem" ] && reg_env=(SSL_CERT_FILE="$RUN/registry/ca.pem")
 cd "$d"
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$d" \
   POD_NAME="$pod" POD_NAMESPACE="$ns" INSTANCE_IP="$ip" HOST_IP="127.$n.0.1" SERVICE_ACCOUNT="$sa" \
   PROXY_CONFIG="$proxy_config" PILOT_CERT_PROVIDER=istiod CA_ADDR="127.$n.0.1:15012" \
   ISTIO_META_CLUSTER_ID="$c" ISTIO_META_NETWORK="$network" ISTIO_META_MESH_ID=mesh1 TRUST_DOMAIN=cluster.local \
   ISTIO_META_WORKLOAD_NAME="$app" ISTIO_META_OWNER="kubernetes://apis/apps/v1/namespaces/$ns/deployments/$app" \
-  "${extra_env[@]}" "${gcp_env[@]}" ISTIO_META_NODE_NAME="$c-node-1" \
+  "${extra_env[@]}" "${gcp_env[@]}" "${reg_env[@]}" "${xds_env[@]}" ISTIO_META_NODE_NAME="$c-node-1" \
   ISTIO_META_POD_PORTS='[]' ISTIO_META_ENABLE_HBONE=false \
   setsid ip netns exec "$pns" unshare --mount --propagation private --kill-child bash -c "
     # the pod's own /var/lib (the agent keeps fetched Wasm modules in /var/lib/istio/data)

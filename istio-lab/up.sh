@@ -11,7 +11,9 @@
 #   istio-lab/down.sh                          # stops what up.sh started, by process group
 #
 # Environment: ENVOY (default: the project's .venv, which scripts/setup-envoy fills),
-# WASM (default: target/wasm32-wasip1/wasm/hybridmesh_filter.wasm),
+# WASM (default: target/wasm32-wasip1/wasm/hybridmesh_filter.wasm), pushed to
+# the lab's registry and applied unless LAB_APPLY_PLUGINS=0 (HYBRIDMESH: the
+# command line that pushes, default cargo run -p hybridmesh),
 # LAB_ISTIOD_ENV (extra NAME=value for both istiods), LAB_PODS=sleep (only
 # gke's sleep pod), LAB_NO_ENVOY=1 (control planes only). Needs root.
 set -euo pipefail
@@ -179,7 +181,7 @@ for c in "${CLUSTERS[@]}"; do
 rootNamespace: istio-system
 trustDomain: cluster.local
 defaultConfig:
-  discoveryAddress: 127.$n.0.1:15010
+  discoveryAddress: 127.$n.0.1:15012
   meshId: mesh1
   extraStatTags: [decision, cross_network, direction, problem]
   proxyStatsMatcher:
@@ -193,13 +195,15 @@ print(yaml.safe_dump({"extensionProviders": doc["spec"]["meshConfig"]["extension
 PY
   echo "networks: {}" >"$d/meshNetworks.yaml"
   # shellcheck disable=SC2086  # LAB_ISTIOD_ENV: extra NAME=value words for istiod, e.g. PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false
-  start "istiod-$c" env ${LAB_ISTIOD_ENV:-} POD_NAMESPACE=istio-system POD_NAME="istiod-$c" REVISION=default \
+  # ROOT_CA_DIR: the plugged-in CA files, where a cluster mounts the cacerts
+  # Secret (/etc/cacerts); without them istiod makes a self-signed CA.
+  start "istiod-$c" env ${LAB_ISTIOD_ENV:-} ROOT_CA_DIR="$RUN/ca/$c" POD_NAMESPACE=istio-system POD_NAME="istiod-$c" REVISION=default \
     PILOT_CERT_PROVIDER=istiod ISTIOD_CUSTOM_HOST="istiod.istio-system.svc" \
     PILOT_ENABLE_METADATA_EXCHANGE="${LAB_ISTIO_PROXY_EXTENSIONS:-false}" PILOT_ENABLE_ALPN_FILTER="${LAB_ISTIO_PROXY_EXTENSIONS:-false}" \
     "$BIN/istiod" discovery --kubeconfig "$d/kubeconfig" --clusterID "$c" \
     --meshConfig "$d/mesh.yaml" --networksConfig "$d/meshNetworks.yaml" \
     --grpcAddr "127.$n.0.1:15010" --httpAddr "127.$n.0.1:8080" --monitoringAddr "127.$n.0.1:15014" \
-    --httpsAddr "" --secureGRPCAddr "" --log_output_level "default:info"
+    --httpsAddr "" --secureGRPCAddr "127.$n.0.1:15012" --log_output_level "default:info"
 done
 for c in "${CLUSTERS[@]}"; do
   n=${NET[$c]}
@@ -207,45 +211,66 @@ for c in "${CLUSTERS[@]}"; do
   curl -sf "http://127.$n.0.1:8080/ready" >/dev/null || { echo "istiod-$c not ready; see $RUN/logs/istiod-$c.log" >&2; exit 1; }
 done
 printf 'istiods ready in %.1fs\n' "$(echo "$(date +%s.%N) - $t0" | bc)"
-# istiods and the .wasm server as pods see them: an "infra" namespace on the
+# istiods and the registry as pods see them: an "infra" namespace on the
 # pod network holding 127.N.0.1 (each cluster's istiod) and 127.60.0.1 (the
-# .wasm server), forwarding over unix sockets to the real ones on the host.
+# registry), forwarding over unix sockets to the real ones on the host.
 "$LAB/podnet.sh" add infra 127.60.0.1 $(for c in "${CLUSTERS[@]}"; do echo "127.${NET[$c]}.0.1"; done)
 for c in "${CLUSTERS[@]}"; do
-  start "xds-host-$c" "$BIN/labnet" forward "unix:$RUN/xds-$c.sock" "tcp:127.${NET[$c]}.0.1:15010"
-  start "xds-infra-$c" ip netns exec hmlab-infra "$BIN/labnet" forward "tcp:127.${NET[$c]}.0.1:15010" "unix:$RUN/xds-$c.sock"
+  # 15012: xDS (and the CA) over mTLS, what the sidecars use; 15010: plaintext, for by-hand checks
+  for port in 15010 15012; do
+    start "xds-host-$c-$port" "$BIN/labnet" forward "unix:$RUN/xds-$c-$port.sock" "tcp:127.${NET[$c]}.0.1:$port"
+    start "xds-infra-$c-$port" ip netns exec hmlab-infra "$BIN/labnet" forward "tcp:127.${NET[$c]}.0.1:$port" "unix:$RUN/xds-$c-$port.sock"
+  done
 done
-# The filter's .wasm on a plain HTTP server (127.60.0.1:8080 in every pod's
-# namespace), and the rendered manifests applied per cluster with kubectl -k,
-# through an overlay that only points the WasmPlugins' url there (http: Istio
-# checks sha256 against the downloaded file) and drops the registry pull
-# secret. Skipped when the filter has not been built.
-WASM="${WASM:-$ROOT/target/wasm32-wasip1/wasm/hybridmesh_filter.wasm}"
-if [ -f "$WASM" ]; then
-  mkdir -p "$RUN/wasm-files"; cp "$WASM" "$RUN/wasm-files/hybridmesh_filter.wasm"
-  sha=$(sha256sum "$RUN/wasm-files/hybridmesh_filter.wasm" | cut -d' ' -f1)
-  start wasm-http python3 -m http.server --bind 127.60.0.1 8080 --directory "$RUN/wasm-files"
-  start wasm-host "$BIN/labnet" forward "unix:$RUN/wasm.sock" tcp:127.60.0.1:8080
-  start wasm-infra ip netns exec hmlab-infra "$BIN/labnet" forward tcp:127.60.0.1:8080 "unix:$RUN/wasm.sock"
-  for c in "${CLUSTERS[@]}"; do
-    o="$RUN/$c/overlay"; mkdir -p "$o"
-    cat >"$o/kustomization.yaml" <<EOF
+# The filter's delivery, as in a cluster: a private OCI registry (registry.sh:
+# the CNCF registry, TLS, htpasswd) at 127.60.0.1:5443 in every pod's
+# namespace, and in each cluster the pull secret the WasmPlugins name
+# (imagePullSecret: a kubernetes.io/dockerconfigjson Secret in the plugins'
+# namespace; istiod reads it in the proxy's own cluster, so every cluster
+# needs its own). Each cluster's overlay is wasmplugin/overlays/<cluster> as
+# rendered, with one patch: the url's registry host is the lab's.
+"$LAB/registry.sh" up "$RUN"
+start registry-host "$BIN/labnet" forward "unix:$RUN/registry.sock" tcp:127.60.0.1:5443
+start registry-infra ip netns exec hmlab-infra "$BIN/labnet" forward tcp:127.60.0.1:5443 "unix:$RUN/registry.sock"
+for c in "${CLUSTERS[@]}"; do
+  kc "$c" -n istio-system create secret docker-registry hybridmesh-pull --docker-server=127.60.0.1:5443 \
+    --docker-username="$(cat "$RUN/registry/user")" --docker-password="$(cat "$RUN/registry/password")" | sed "s/^/  $c: /"
+  rendered=$(sed -n 's/^ *url: oci:\/\/\([^/]*\)\/\(.*\)$/\2/p' "$ROOT/wasmplugin/overlays/$c/wasmplugins.yaml" | head -n1)
+  [ -n "$rendered" ] || { echo "wasmplugin/overlays/$c renders no oci:// url" >&2; exit 1; }
+  echo "oci://127.60.0.1:5443/$rendered" >"$RUN/image-url"
+  o="$RUN/$c/overlay"; mkdir -p "$o"
+  cat >"$o/kustomization.yaml" <<EOF2
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [$(realpath --relative-to="$o" "$ROOT/wasmplugin/overlays/$c")]
 patches:
   - target: {kind: WasmPlugin}
     patch: |-
-      - {op: replace, path: /spec/url, value: "http://127.60.0.1:8080/hybridmesh_filter.wasm"}
-      - {op: replace, path: /spec/sha256, value: "$sha"}
-      - {op: remove, path: /spec/imagePullSecret}
-EOF
-    kc "$c" apply -k "$o" | sed "s/^/  $c: /"
-    # and the Telemetry resource that turns that access log on, as shipped
-    kc "$c" apply -f "$ROOT/wasmplugin/telemetry-access-log.yaml" | sed "s/^/  $c: /"
-  done
-else
-  echo "no $WASM: WasmPlugins not applied (cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter)"
+      - {op: replace, path: /spec/url, value: "oci://127.60.0.1:5443/$rendered"}
+EOF2
+  # the Telemetry resource that turns the project's access log on, as shipped
+  kc "$c" apply -f "$ROOT/wasmplugin/telemetry-access-log.yaml" | sed "s/^/  $c: /"
+done
+# By hand (LAB_APPLY_PLUGINS=1, the default): push the filter's image with
+# `hybridmesh package --push` as an operator does, then apply the overlays
+# before the pods start. crates/lab (LAB_APPLY_PLUGINS=0) pushes and applies
+# them itself once the pods run.
+WASM="${WASM:-$ROOT/target/wasm32-wasip1/wasm/hybridmesh_filter.wasm}"
+if [ "${LAB_APPLY_PLUGINS:-1}" = 1 ] && [ -f "$WASM" ]; then
+  # shellcheck disable=SC2086  # HYBRIDMESH: a command line, e.g. "cargo run -q -p hybridmesh --"
+  DOCKER_CONFIG="$RUN/registry/docker" ${HYBRIDMESH:-cargo run --quiet --manifest-path "$ROOT/Cargo.toml" -p hybridmesh --} \
+    package --wasm "$WASM" --push "$(cat "$RUN/image-url")" --registry-ca "$RUN/registry/ca.pem" --output json >"$RUN/pushed.json"
+  pushed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pushed"]["sha256"])' "$RUN/pushed.json")
+  pinned=$(sed -n 's/^ *sha256: \([0-9a-f]*\)$/\1/p' "$ROOT/wasmplugin/overlays/gke/wasmplugins.yaml" | head -n1)
+  if [ "$pushed" != "$pinned" ]; then
+    echo "this .wasm is not the release wasmplugin/ pins (image sha256 $pushed, pinned $pinned): the overlays pin the pushed one (scripts/release makes them agree)"
+    for c in "${CLUSTERS[@]}"; do
+      printf '      - {op: replace, path: /spec/sha256, value: "%s"}\n' "$pushed" >>"$RUN/$c/overlay/kustomization.yaml"
+    done
+  fi
+  for c in "${CLUSTERS[@]}"; do kc "$c" apply -k "$RUN/$c/overlay" | sed "s/^/  $c: /"; done
+elif [ "${LAB_APPLY_PLUGINS:-1}" = 1 ]; then
+  echo "no $WASM: WasmPlugins not applied (scripts/build-wasm)"
 fi
 
 echo "run dir: $RUN"

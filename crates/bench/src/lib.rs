@@ -419,7 +419,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     let wasm_bytes = std::fs::metadata(&opts.wasm)
         .with_context(|| {
             format!(
-                "cannot read {} (build it: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter)",
+                "cannot read {} (build it: scripts/build-wasm)",
                 opts.wasm.display()
             )
         })?

@@ -5,7 +5,7 @@
 //! Modules are passed with `--wasm` (the filter this repository builds: the
 //! `HYBRIDMESH_WASM` variable, else `target/wasm32-wasip1/wasm/hybridmesh_filter.wasm`),
 //! except where a test is about the default. Build it first with
-//! `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`.
+//! `scripts/build-wasm`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt;
@@ -40,7 +40,7 @@ fn filter_wasm() -> String {
     };
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`",
+        "{} is missing: build it with `scripts/build-wasm`",
         path.display()
     );
     path.display().to_string()
@@ -1172,7 +1172,7 @@ fn test_without_a_built_filter_says_how_to_build_it() {
         .code(2)
         .stdout_empty()
         .stderr_has("the filter is not built")
-        .stderr_has("cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter")
+        .stderr_has("scripts/build-wasm")
         .stderr_has("--wasm FILE");
 }
 

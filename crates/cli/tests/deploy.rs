@@ -36,7 +36,7 @@ fn filter_wasm() -> PathBuf {
     };
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`",
+        "{} is missing: build it with `scripts/build-wasm`",
         path.display()
     );
     path
@@ -777,6 +777,103 @@ fn the_committed_release_is_what_this_tree_builds() {
             "ok examples/deploy.yaml and wasmplugin are the release of"
         ),
         "{r}"
+    );
+}
+
+/// The release is reproducible: the same tree, copied elsewhere and built
+/// with another cargo home (another user's: its registry sources unpacked at
+/// another absolute path) and another target folder, gives the very same
+/// `.wasm`, so the same image digest the committed release pins. Registry
+/// crates' panic-location strings carried the absolute source path until
+/// `scripts/build-wasm` remapped it.
+#[test]
+fn the_release_builds_the_same_bytes_in_another_checkout_and_cargo_home() {
+    let wasm = std::fs::read(filter_wasm()).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let tree = elsewhere.path().join("checkout");
+    // The files a clone has (and new ones not yet committed).
+    let files = std::process::Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(files.status.success(), "git ls-files failed");
+    for f in files.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(f).unwrap());
+        let (from, to) = (root().join(rel), tree.join(rel));
+        if !from.is_file() {
+            continue;
+        }
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap();
+    }
+    // Another cargo home holding the same downloaded crates (hard links:
+    // no network), which cargo unpacks under its own registry/src.
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let other_home = elsewhere.path().join("cargo home");
+    std::fs::create_dir_all(other_home.join("registry")).unwrap();
+    for part in ["index", "cache"] {
+        let st = std::process::Command::new("cp")
+            .arg("-al")
+            .arg(home.join("registry").join(part))
+            .arg(other_home.join("registry"))
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot link {}",
+            home.join("registry").join(part).display()
+        );
+    }
+    let out = std::process::Command::new(tree.join("scripts/build-wasm"))
+        .args(["--quiet", "--offline"])
+        .env("CARGO_HOME", &other_home)
+        .env("CARGO_TARGET_DIR", elsewhere.path().join("target"))
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/build-wasm in {} failed: {}",
+        tree.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = std::fs::read(
+        elsewhere
+            .path()
+            .join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm"),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_dir(other_home.join("registry/src"))
+            .unwrap()
+            .count()
+            > 0,
+        "the other cargo home unpacked no sources: the build did not use it"
+    );
+    let names = |module: &[u8], paths: &[&Path]| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .filter(|p| module.windows(p.len()).any(|w| w == p.as_bytes()))
+            .collect()
+    };
+    let mut leaks = names(&wasm, &[&home, &root()]);
+    leaks.extend(names(&built, &[elsewhere.path()]));
+    assert!(leaks.is_empty(), "the module names local paths: {leaks:?}");
+    assert!(
+        built == wasm,
+        "the same tree built elsewhere gives another module: sha256 {} there, {} here",
+        image::sha256_hex(&built),
+        image::sha256_hex(&wasm)
     );
 }
 

@@ -35,7 +35,7 @@ fn filter_wasm() -> String {
     };
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`",
+        "{} is missing: build it with `scripts/build-wasm`",
         path.display()
     );
     path.display().to_string()

@@ -30,19 +30,44 @@ fn envoy_pid(pod: &Path) -> anyhow::Result<String> {
 
 /// `GET /<path>` on the pod's Envoy admin.
 pub fn get(pod: &Path, path: &str) -> anyhow::Result<String> {
+    pod_get(pod, 15000, "admin", path)
+}
+
+/// `GET /<path>` on the pod's istio-agent (127.0.0.1:15020 in the pod).
+pub fn agent_get(pod: &Path, path: &str) -> anyhow::Result<String> {
+    pod_get(pod, 15020, "agent", path)
+}
+
+/// `GET http://127.0.0.1:<port>/<path>` inside the pod's network namespace.
+fn pod_get(pod: &Path, port: u16, what: &str, path: &str) -> anyhow::Result<String> {
     let pid = envoy_pid(pod)?;
     let out = Command::new("nsenter")
         .args(["-t", &pid, "-n", "curl", "-s", "-f", "-m", "5"])
-        .arg(format!("http://127.0.0.1:15000/{path}"))
+        .arg(format!("http://127.0.0.1:{port}/{path}"))
         .output()
         .context("cannot run nsenter")?;
     anyhow::ensure!(
         out.status.success(),
-        "{}: admin /{path} failed ({})",
+        "{}: {what} /{path} failed ({})",
         pod.display(),
         out.status
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The agent's own Prometheus series whose name starts with `prefix`
+/// (`istio_agent_wasm_remote_fetch_count{result="success"} 1`), from the
+/// metrics the agent merges with Envoy's on `/stats/prometheus`.
+pub fn agent_metrics(pod: &Path, prefix: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let text = agent_get(pod, "stats/prometheus")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect())
 }
 
 /// One counter or gauge by its full name.
@@ -60,6 +85,19 @@ pub fn stat(pod: &Path, name: &str) -> anyhow::Result<Option<u64>> {
 pub struct Ecds {
     pub name: String,
     pub config: Option<serde_json::Value>,
+    /// What the proxy runs under that name.
+    pub runs: Runs,
+}
+
+/// What a pod's Envoy runs for a plugin: the module, or the RBAC filter
+/// istio-agent puts in its place when it cannot fetch the module
+/// (`pkg/wasm/convert.go`: allow-all for FAIL_OPEN, deny-all otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    Wasm,
+    AllowAll,
+    DenyAll,
+    Other(String),
 }
 
 /// ECDS updates the pod's Envoy rejected so far: the lines it logs for them
@@ -86,13 +124,28 @@ pub fn ecds(pod: &Path, filter: &str) -> anyhow::Result<Vec<Ecds>> {
         if !name.contains(filter) {
             continue;
         }
-        let value = &c["ecds_filter"]["typed_config"]["config"]["configuration"]["value"];
+        let typed = &c["ecds_filter"]["typed_config"];
+        let value = &typed["config"]["configuration"]["value"];
         let config = value.as_str().map(|s| {
             serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string()))
         });
+        let ty = typed["@type"].as_str().unwrap_or_default();
+        let runs = if ty.ends_with("wasm.v3.Wasm") {
+            Runs::Wasm
+        } else if ty.ends_with("rbac.v3.RBAC") {
+            // deny-all has rules with no policies; allow-all has no rules
+            if typed.get("rules").is_some() {
+                Runs::DenyAll
+            } else {
+                Runs::AllowAll
+            }
+        } else {
+            Runs::Other(ty.to_string())
+        };
         out.push(Ecds {
             name: name.to_string(),
             config,
+            runs,
         });
     }
     Ok(out)

@@ -27,9 +27,26 @@ pub fn walk(examples: &Path, workspace: &Path, opts: &LabOptions) -> anyhow::Res
     let started = std::time::Instant::now();
     let mut lab = Lab::start(workspace, opts)?;
     println!(
-        "up in {:.0}s: gke and anthos, wasmplugin/overlays/<cluster> applied with kubectl apply -k\n",
+        "up in {:.0}s: gke and anthos, wasmplugin/overlays/<cluster> applied with kubectl apply -k",
         started.elapsed().as_secs_f64()
     );
+    if let Some(d) = lab.delivery() {
+        println!(
+            "the filter's image: pushed to the lab's private registry (TLS, basic auth) as {}\n  sha256 {} (the image manifest digest{})",
+            d.url,
+            d.sha256,
+            if d.pinned_as_rendered { ", as wasmplugin/ pins it" } else { "; wasmplugin/ pins another release: scripts/release" }
+        );
+        let fetches = lab.wasm_fetches()?;
+        println!(
+            "  pulled by every istio-agent with the pull secret hybridmesh-pull: istio_agent_wasm_remote_fetch_count {}\n",
+            fetches
+                .iter()
+                .map(|(r, n)| format!("{{result=\"{r}\"}} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut all_ok = true;
     for f in &files {
         let s = Scenario::load(f)?;

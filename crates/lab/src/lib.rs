@@ -27,7 +27,8 @@ use hybridmesh_filter_core::routing;
 use hybridmesh_scenario::runner::Backend;
 use hybridmesh_scenario::{Outcome, RequestSpec};
 
-pub use logs::wasm_log_lines;
+pub use admin::Runs;
+pub use logs::{wasm_fetch_errors, wasm_log_lines};
 
 /// The lab's clusters: name, the second octet of its 127.x addresses, its etcd port.
 pub const CLUSTERS: [(&str, u8, u16); 2] = [("gke", 61, 23791), ("anthos", 62, 23793)];
@@ -42,11 +43,41 @@ const PLUGIN: &str = "hybridmesh";
 const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start the lab.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LabOptions {
     /// Extra `NAME=value` settings for both istiods (`LAB_ISTIOD_ENV`), e.g.
     /// `PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false`.
     pub istiod_env: Vec<String>,
+    /// The filter's `.wasm`, pushed to the lab's registry.
+    pub wasm: PathBuf,
+}
+
+/// How the filter reached the sidecars: pushed to the lab's registry with
+/// `hybridmesh package --push`'s code, pulled by every istio-agent with the
+/// pull secret.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The WasmPlugins' url (`oci://127.60.0.1:5443/...`).
+    pub url: String,
+    /// The image's manifest digest, as the registry serves it.
+    pub sha256: String,
+    /// False when the `.wasm` is not the release `wasmplugin/` pins, so the
+    /// overlays pinned the pushed digest instead (a filter changed without
+    /// `scripts/release`).
+    pub pinned_as_rendered: bool,
+}
+
+impl LabOptions {
+    /// Istio's defaults and the `.wasm` this checkout builds
+    /// (`HYBRIDMESH_WASM`, else `target/wasm32-wasip1/wasm/hybridmesh_filter.wasm`).
+    pub fn for_checkout(root: &Path) -> LabOptions {
+        LabOptions {
+            istiod_env: Vec::new(),
+            wasm: std::env::var_os("HYBRIDMESH_WASM")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm")),
+        }
+    }
 }
 
 /// A running lab; dropping it stops every process (`istio-lab/down.sh`).
@@ -64,6 +95,7 @@ pub struct Lab {
     /// Requests whose route was read from the headers the application saw,
     /// to be confirmed against the access log: (client pod, request id, route).
     unconfirmed: Vec<(PathBuf, String, String)>,
+    delivery: Option<Delivery>,
 }
 
 impl Lab {
@@ -79,10 +111,13 @@ impl Lab {
         run_script(&lab.join("build.sh"), &[], "istio-lab/build.sh")?;
         run_script(
             &lab.join("up.sh"),
-            &[("LAB_ISTIOD_ENV", opts.istiod_env.join(" "))],
+            &[
+                ("LAB_ISTIOD_ENV", opts.istiod_env.join(" ")),
+                ("LAB_APPLY_PLUGINS", "0".to_string()),
+            ],
             "istio-lab/up.sh",
         )?;
-        let l = Lab {
+        let mut l = Lab {
             root: root.to_path_buf(),
             run: root.join("target/istio-lab/run"),
             bin: root.join("target/istio-lab/bin"),
@@ -91,14 +126,26 @@ impl Lab {
             drained: BTreeMap::new(),
             requests: 0,
             unconfirmed: Vec::new(),
+            delivery: None,
         };
+        l.delivery = Some(l.deliver(&opts.wasm)?);
         for (c, _, _) in CLUSTERS {
             for pod in l.sidecars(c) {
                 l.wait_for(
-                    &format!("{}: the filter in its config", pod.display()),
+                    &format!("{}: the filter's module in its config", pod.display()),
                     || {
-                        Ok(admin::get(&pod, "config_dump?resource=ecds_filters")?
-                            .contains("hybridmesh"))
+                        let ecds = admin::ecds(&pod, PLUGIN)?;
+                        if let Some(e) = ecds.iter().find(|e| e.runs != admin::Runs::Wasm) {
+                            // The agent could not fetch it and put RBAC in its place: say why.
+                            let why = logs::wasm_fetch_errors(&pod).join("\n  ");
+                            bail!(
+                                "{}: {} runs {:?} instead of the module\n  {why}",
+                                pod.display(),
+                                e.name,
+                                e.runs
+                            );
+                        }
+                        Ok(ecds.len() == 2)
                     },
                 )?;
                 // and the project's access log (Telemetry) on its active listeners
@@ -109,6 +156,82 @@ impl Lab {
             }
         }
         Ok(l)
+    }
+
+    /// Pushes the filter's image to the lab's registry as `hybridmesh
+    /// package --push` does (the same code, the credentials `docker login`
+    /// would have stored), and applies each cluster's overlay: the rendered
+    /// WasmPlugins with the lab's registry host in their url. Each istio-agent
+    /// then pulls the image with the cluster's pull secret.
+    fn deliver(&self, wasm: &Path) -> anyhow::Result<Delivery> {
+        use hybridmesh_ops::deploy::{image, push};
+        let module = std::fs::read(wasm).with_context(|| {
+            format!(
+                "{}: the filter's .wasm (scripts/build-wasm)",
+                wasm.display()
+            )
+        })?;
+        let url = std::fs::read_to_string(self.run.join("image-url"))
+            .context("the lab's image url (up.sh writes it)")?;
+        let target = push::Target::parse(url.trim())?;
+        let registry = self.run.join("registry");
+        let config = std::fs::read_to_string(registry.join("docker/config.json"))
+            .context("the lab registry's Docker config (registry.sh writes it)")?;
+        let credentials = push::credentials_from_docker_config(&config, &target.registry)?;
+        let ca = std::fs::read(registry.join("ca.pem")).context("the lab registry's CA")?;
+        let img = image::build(&module, image::Variant::Compat, &target.tag)?;
+        let pushed = push::push(&img, &target, &credentials, Some(&ca))?;
+        let mut pinned_as_rendered = true;
+        for (c, _, _) in CLUSTERS {
+            let overlay = self.run.join(c).join("overlay");
+            let rendered = std::fs::read_to_string(
+                self.root
+                    .join(format!("wasmplugin/overlays/{c}/wasmplugins.yaml")),
+            )?;
+            if !rendered.contains(&format!("sha256: {}", pushed.sha256)) {
+                pinned_as_rendered = false;
+                let k = overlay.join("kustomization.yaml");
+                let mut text = std::fs::read_to_string(&k)?;
+                text.push_str(&format!(
+                    "      - {{op: replace, path: /spec/sha256, value: \"{}\"}}\n",
+                    pushed.sha256
+                ));
+                std::fs::write(&k, text)?;
+            }
+            self.kubectl(c, &["apply", "-k", &overlay.display().to_string()], None)?;
+        }
+        Ok(Delivery {
+            url: pushed.url,
+            sha256: pushed.sha256,
+            pinned_as_rendered,
+        })
+    }
+
+    /// How the filter reached the sidecars.
+    pub fn delivery(&self) -> Option<&Delivery> {
+        self.delivery.as_ref()
+    }
+
+    /// The istio-agents' Wasm fetch counters, summed over the lab's sidecars
+    /// by result (`istio_agent_wasm_remote_fetch_count{result="success"}`).
+    pub fn wasm_fetches(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+        let mut by_result = BTreeMap::new();
+        for (c, _, _) in CLUSTERS {
+            for pod in self.sidecars(c) {
+                for (series, v) in
+                    admin::agent_metrics(&pod, "istio_agent_wasm_remote_fetch_count")?
+                {
+                    let result = series
+                        .split("result=\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .unwrap_or("?")
+                        .to_string();
+                    *by_result.entry(result).or_insert(0.0) += v;
+                }
+            }
+        }
+        Ok(by_result)
     }
 
     fn net(cluster: &str) -> anyhow::Result<(u8, u16)> {

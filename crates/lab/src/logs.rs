@@ -15,6 +15,20 @@ pub fn wasm_log_lines(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// istio-agent's errors about fetching a Wasm module, from the pod's agent
+/// log (`<time>\terror\twasm\terror in converting the wasm config to local: ...`).
+pub fn wasm_fetch_errors(pod: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(pod.join("agent.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            f.get(1) == Some(&"error") && f.get(2) == Some(&"wasm")
+        })
+        .map(|l| l.split('\t').skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ fn wasm() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`",
+        "{} is missing: build it with `scripts/build-wasm`",
         path.display()
     );
     path
@@ -119,9 +119,34 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
         istiod_env: std::env::var("HYBRIDMESH_LAB_ISTIOD_ENV")
             .map(|v| v.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
+        wasm: wasm(),
     };
     let mut lab =
         Lab::start(&root, &opts).unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));
+    // The filter came the way it comes in a cluster: pushed to a private
+    // registry, pulled by every istio-agent with the pull secret, at the
+    // digest the committed release pins.
+    let delivery = lab
+        .delivery()
+        .expect("the lab pushed the filter's image")
+        .clone();
+    assert!(
+        delivery.url.starts_with("oci://127.60.0.1:5443/"),
+        "{delivery:?}"
+    );
+    assert!(
+        delivery.pinned_as_rendered,
+        "the .wasm under test is not the release wasmplugin/ pins (image sha256 {}): scripts/release",
+        delivery.sha256
+    );
+    let fetches = lab.wasm_fetches().unwrap();
+    // Each of the 6 sidecars' agents fetches it once per plugin (client and
+    // server: two ECDS resources, fetched side by side), and nothing failed.
+    assert_eq!(
+        fetches,
+        std::collections::BTreeMap::from([("success".to_string(), 12.0)]),
+        "istio_agent_wasm_remote_fetch_count over the lab's sidecars"
+    );
     for (f, run) in files.iter().zip(&mut runs) {
         let s = Scenario::load(f).unwrap();
         lab.reset().unwrap();

@@ -75,7 +75,7 @@ impl Options {
             .unwrap_or_else(|| target.join("wasm32-wasip1/wasm/hybridmesh_filter.wasm"));
         if !wasm.is_file() {
             bail!(
-                "the filter is not built: {} is missing\n  build it with: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter",
+                "the filter is not built: {} is missing\n  build it with: scripts/build-wasm",
                 wasm.display()
             );
         }

@@ -6,7 +6,7 @@
 //!
 //! Defaults: 60 seconds, seed from the clock (printed), the module in
 //! `HYBRIDMESH_WASM` or `target/wasm32-wasip1/wasm/hybridmesh_filter.wasm`
-//! (`cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter`).
+//! (`scripts/build-wasm`).
 //! `--replay SEED:EPISODE` reruns one episode a finding names. Exit code 1
 //! when anything was found.
 

@@ -2,6 +2,7 @@
 // do not.
 //
 //	labctl put-endpointslices --etcd URL FILE...
+//	labctl htpasswd USER PASSWORD
 //
 // stores EndpointSlices (discovery.k8s.io/v1, YAML) the way kube-apiserver
 // stores them (protobuf with the "k8s\x00" prefix under
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,13 +43,15 @@ func main() {
 	switch os.Args[1] {
 	case "put-endpointslices":
 		putEndpointSlices(os.Args[2:])
+	case "htpasswd":
+		htpasswd(os.Args[2:])
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: labctl put-endpointslices --etcd URL FILE...")
+	fmt.Fprintln(os.Stderr, "usage: labctl put-endpointslices --etcd URL FILE... | htpasswd USER PASSWORD")
 	os.Exit(2)
 }
 
@@ -121,4 +125,15 @@ func must(err error) {
 		fmt.Fprintln(os.Stderr, "labctl:", err)
 		os.Exit(1)
 	}
+}
+
+// htpasswd prints USER:bcrypt(PASSWORD), the only hash the CNCF registry's
+// htpasswd authentication accepts (Apache's `htpasswd -B`).
+func htpasswd(args []string) {
+	if len(args) != 2 {
+		usage()
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(args[1]), bcrypt.DefaultCost)
+	must(err)
+	fmt.Printf("%s:%s\n", args[0], h)
 }

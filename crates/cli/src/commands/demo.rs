@@ -45,7 +45,7 @@ impl DemoCommand {
             let ok = hybridmesh_lab::demo::walk(
                 &dir,
                 &super::workspace_root(),
-                &hybridmesh_lab::LabOptions::default(),
+                &hybridmesh_lab::LabOptions::for_checkout(&super::workspace_root()),
             )?;
             Ok(if ok { Outcome::Passed } else { Outcome::Failed })
         } else {

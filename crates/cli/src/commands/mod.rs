@@ -117,7 +117,7 @@ pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<proxy_wasm_host::Mo
             let p = default_wasm();
             if !p.exists() {
                 anyhow::bail!(
-                    "the filter is not built: {} is missing\n  build it with: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter\n  or pass another module with --wasm FILE",
+                    "the filter is not built: {} is missing\n  build it with: scripts/build-wasm\n  or pass another module with --wasm FILE",
                     p.display()
                 );
             }

@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use hybridmesh_ops::deploy::image::{self, Variant};
+use hybridmesh_ops::deploy::push::{self, Credentials, Target};
 
 use super::{Output, Paint};
 use crate::Outcome;
@@ -25,22 +26,41 @@ pub enum Format {
     Oci,
 }
 
-/// Package the filter as an OCI image for a WasmPlugin, or verify one.
+/// Package the filter as an OCI image for a WasmPlugin, push it, or verify one.
 ///
-/// Writes an OCI image layout (a folder, or a tar when OUT ends in .tar) and
-/// prints the digest that goes in the WasmPlugin's sha256: for oci:// urls
-/// Istio compares the image manifest digest, not the module's sha256.
+/// Writes an OCI image layout (a folder, or a tar when OUT ends in .tar)
+/// and/or pushes the image to a registry (--push), and prints the digest
+/// that goes in the WasmPlugin's sha256: for oci:// urls Istio compares the
+/// image manifest digest, not the module's sha256.
+///
+/// --push logs in with the credentials `docker login` stored for the
+/// registry ($DOCKER_CONFIG/config.json or ~/.docker/config.json), or with
+/// --username and --password-stdin.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  hybridmesh package --out hybridmesh-image\n  crane push hybridmesh-image asia-northeast1-docker.pkg.dev/PROJECT/hybridmesh/hybridmesh-filter:0.1.0\n  oras cp --from-oci-layout hybridmesh-image:0.1.0 REGISTRY/hybridmesh/hybridmesh-filter:0.1.0\n  hybridmesh package --verify hybridmesh-image"
+    after_help = "Examples:\n  hybridmesh package --push oci://asia-northeast1-docker.pkg.dev/PROJECT/hybridmesh/hybridmesh-filter:0.1.0\n  hybridmesh package --out hybridmesh-image\n  printf %s \"$TOKEN\" | hybridmesh package --push registry.example:5443/hybridmesh/hybridmesh-filter:0.1.0 --username robot --password-stdin --registry-ca ca.pem\n  hybridmesh package --verify hybridmesh-image"
 )]
 pub struct PackageCommand {
     /// The module (default: the filter this repository builds).
     #[arg(long, value_name = "MODULE.wasm")]
     wasm: Option<PathBuf>,
     /// Where to write the image layout (a folder; a tar when it ends in .tar).
-    #[arg(long, value_name = "PATH", required_unless_present = "verify")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["verify", "push"])]
     out: Option<PathBuf>,
+    /// Push the image to REGISTRY/REPOSITORY:TAG (oci:// optional) and
+    /// print the url and sha256 a WasmPlugin pins.
+    #[arg(long, value_name = "REFERENCE", conflicts_with = "verify")]
+    push: Option<String>,
+    /// A PEM file of CA certificates the registry's certificate chains to
+    /// (a private registry), in addition to the system's.
+    #[arg(long, value_name = "CA.pem", requires = "push")]
+    registry_ca: Option<PathBuf>,
+    /// The user name to push as (instead of the Docker config's).
+    #[arg(long, requires_all = ["push", "password_stdin"])]
+    username: Option<String>,
+    /// Read the password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
     /// Image format.
     #[arg(long, value_enum, default_value_t = Format::Compat)]
     format: Format,
@@ -65,6 +85,9 @@ struct Report {
     sha256_for_oci_url: String,
     /// ... and for an http(s):// url serving the .wasm itself.
     sha256_for_http_url: String,
+    /// Where --push put it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pushed: Option<push::Pushed>,
 }
 
 impl PackageCommand {
@@ -75,6 +98,7 @@ impl PackageCommand {
             std::fs::metadata(layout)
                 .with_context(|| format!("cannot read {}", layout.display()))?;
         }
+        let mut pushed = None;
         let (path, verified) = match &self.verify {
             Some(layout) => match image::verify(layout, self.tag.as_deref()) {
                 Ok(v) => (layout.clone(), v),
@@ -98,11 +122,10 @@ impl PackageCommand {
                 }
             },
             None => {
-                let out = self.out.clone().context("--out is required")?;
                 let wasm_path = self.wasm.clone().unwrap_or_else(super::default_wasm);
                 let wasm = std::fs::read(&wasm_path).with_context(|| {
                     format!(
-                        "cannot read {}\n  build it with: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter",
+                        "cannot read {}\n  build it with: scripts/build-wasm",
                         wasm_path.display()
                     )
                 })?;
@@ -111,22 +134,44 @@ impl PackageCommand {
                     Format::Compat => Variant::Compat,
                     Format::Oci => Variant::Oci,
                 };
-                let img = image::build(&wasm, variant, self.tag.as_deref().unwrap_or("0.1.0"))
+                let target = self.push.as_deref().map(Target::parse).transpose()?;
+                let tag = match (&target, self.tag.as_deref()) {
+                    (Some(t), Some(tag)) if t.tag != tag => anyhow::bail!(
+                        "--tag {tag} and --push {} name different tags",
+                        t.reference()
+                    ),
+                    (Some(t), _) => t.tag.clone(),
+                    (None, tag) => tag.unwrap_or("0.1.0").to_string(),
+                };
+                let img = image::build(&wasm, variant, &tag)
                     .with_context(|| format!("cannot package {}", wasm_path.display()))?;
-                image::write(&img, &out)?;
-                // Read back what was written, the way Istio reads it.
-                let v = image::verify(&out, None)
-                    .with_context(|| format!("{} does not verify", out.display()))?;
+                let v = match &self.out {
+                    Some(out) => {
+                        image::write(&img, out)?;
+                        // Read back what was written, the way Istio reads it.
+                        image::verify(out, None)
+                            .with_context(|| format!("{} does not verify", out.display()))?
+                    }
+                    None => image::verify_image(&img)?,
+                };
                 anyhow::ensure!(
                     v.manifest_digest == img.manifest_digest,
-                    "{} verifies with another digest",
-                    out.display()
+                    "the image verifies with another digest"
                 );
-                (out, v)
+                if let Some(target) = &target {
+                    pushed = Some(self.push_image(&img, target)?);
+                }
+                let path = match (&self.out, &pushed) {
+                    (Some(out), _) => out.clone(),
+                    (None, Some(p)) => PathBuf::from(&p.url),
+                    (None, None) => anyhow::bail!("--out or --push is required"),
+                };
+                (path, v)
             }
         };
         let report = Report {
             path: path.display().to_string(),
+            pushed,
             sha256_for_oci_url: verified.manifest_digest.clone(),
             sha256_for_http_url: verified.wasm_sha256.clone(),
             image: verified,
@@ -161,7 +206,22 @@ impl PackageCommand {
                     "(for an http(s):// url serving the .wasm itself: sha256: {})",
                     report.sha256_for_http_url
                 );
-                if self.verify.is_none() {
+                if let Some(pu) = &report.pushed {
+                    println!();
+                    println!(
+                        "{} pushed {} ({} blob(s), {} bytes sent; {} already there): the registry serves manifest sha256:{}",
+                        p.green("ok"),
+                        pu.url,
+                        pu.blobs_sent,
+                        pu.bytes_sent,
+                        pu.blobs_present,
+                        pu.sha256
+                    );
+                    println!("For the mesh description (then hybridmesh render):");
+                    println!("  image:");
+                    println!("    url: {}", pu.url);
+                    println!("    sha256: {}", pu.sha256);
+                } else if self.verify.is_none() {
                     let tag = v.tag.as_deref().unwrap_or("0.1.0");
                     println!();
                     println!("Push it:");
@@ -182,5 +242,42 @@ impl PackageCommand {
             }
         }
         Ok(Outcome::Passed)
+    }
+
+    fn push_image(&self, img: &image::Image, target: &Target) -> anyhow::Result<push::Pushed> {
+        let credentials = match &self.username {
+            Some(username) => {
+                let mut password = String::new();
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+                    &mut password,
+                )
+                .context("cannot read the password from standard input")?;
+                let password = password.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(
+                    !password.is_empty(),
+                    "--password-stdin read an empty password"
+                );
+                Credentials::Basic {
+                    username: username.clone(),
+                    password,
+                }
+            }
+            None => match push::docker_config_path().filter(|p| p.exists()) {
+                Some(path) => {
+                    let bytes = hybridmesh_ops::deploy::validate::read_input(&path)?;
+                    let text = String::from_utf8_lossy(&bytes);
+                    push::credentials_from_docker_config(&text, &target.registry)
+                        .with_context(|| format!("{}", path.display()))?
+                }
+                None => Credentials::Anonymous,
+            },
+        };
+        let ca = match &self.registry_ca {
+            Some(path) => Some(hybridmesh_ops::deploy::validate::read_input(path)?),
+            None => None,
+        };
+        push::push(img, target, &credentials, ca.as_deref())
+            .with_context(|| format!("cannot push to {}", target.url()))
     }
 }

@@ -52,7 +52,7 @@ impl ReleaseCommand {
         let wasm_path = self.wasm.clone().unwrap_or_else(super::default_wasm);
         let wasm = std::fs::read(&wasm_path).with_context(|| {
             format!(
-                "cannot read {}\n  build it with: cargo build --profile wasm --target wasm32-wasip1 -p hybridmesh-filter (scripts/release does)",
+                "cannot read {}\n  build it with: scripts/build-wasm (scripts/release does)",
                 wasm_path.display()
             )
         })?;

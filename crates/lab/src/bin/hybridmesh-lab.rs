@@ -19,7 +19,7 @@ scripts/demo --istio does all of it.";
 fn main() -> ExitCode {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut examples = workspace.join("examples");
-    let mut opts = LabOptions::default();
+    let mut opts = LabOptions::for_checkout(&workspace);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -11,6 +11,7 @@ pub mod istio;
 pub mod locate;
 pub mod mesh;
 pub mod mesh_check;
+pub mod push;
 pub mod release;
 pub mod render;
 pub mod schema;
