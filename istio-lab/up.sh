@@ -114,7 +114,13 @@ EOF
 for c in "${CLUSTERS[@]}"; do
   d="$RUN/$c"; n=${NET[$c]}
   kc "$c" apply --server-side -f "$ISTIO_DIR/manifests/charts/base/files/crd-all.gen.yaml" >"$d/crds.log"
-  kc "$c" wait --for condition=established --timeout=60s crd --all >/dev/null
+  # a CRD created a moment ago may have no status yet, which `kubectl wait`
+  # reports as an error ("accessor error: <nil>") instead of waiting: retry
+  for try in $(seq 1 60); do
+    kc "$c" wait --for condition=established --timeout=60s crd --all >/dev/null 2>"$d/crd-wait.log" && break
+    [ "$try" = 60 ] && { cat "$d/crd-wait.log" >&2; exit 1; }
+    sleep 0.5
+  done
   sed -e "s/@CLUSTER@/$c/g; s/@NETWORK@/${NETWORK[$c]}/g; s/@NET@/$n/g" "$LAB/manifests/cluster.yaml.in" |
     awk -v nl="${NODE_LABELS[$c]}" '/^@NODE_LABELS@$/ { if (nl != "") print nl; next } { print }' >"$d/cluster.yaml"
   {

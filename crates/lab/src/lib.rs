@@ -13,6 +13,7 @@
 //! Needs root (network namespaces) and the lab's binaries (`istio-lab/build.sh`).
 
 mod admin;
+pub mod delivery;
 pub mod demo;
 mod logs;
 
@@ -96,6 +97,8 @@ pub struct Lab {
     /// to be confirmed against the access log: (client pod, request id, route).
     unconfirmed: Vec<(PathBuf, String, String)>,
     delivery: Option<Delivery>,
+    /// The plugins' (url, sha256) when a delivery experiment replaced the delivered ones.
+    image_override: Option<(String, String)>,
 }
 
 impl Lab {
@@ -127,6 +130,7 @@ impl Lab {
             requests: 0,
             unconfirmed: Vec::new(),
             delivery: None,
+            image_override: None,
         };
         l.delivery = Some(l.deliver(&opts.wasm)?);
         for (c, _, _) in CLUSTERS {
@@ -776,31 +780,7 @@ impl Backend for Lab {
                 return Ok(o);
             }
         };
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns])
-            .args([
-                "setpriv",
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-            ])
-            .args(["curl", "-s", "-i", "-m", "10", "-X", &spec.method])
-            .arg("--resolve")
-            .arg(format!("{host}:{port}:{target_ip}"))
-            .arg("-H")
-            .arg(format!("x-request-id: {rid}"));
-        for (k, v) in &spec.headers {
-            cmd.arg("-H").arg(format!("{k}: {v}"));
-        }
-        if let Some(b) = &spec.body {
-            cmd.arg("--data-binary").arg(b);
-        }
-        cmd.arg(format!("http://{host}:{port}{}", spec.path));
-        let raw = output(&mut cmd).with_context(|| format!("curl from {netns}"))?;
-        let mut o = parse_response(&raw)
-            .with_context(|| format!("curl from {netns}: no HTTP response: {raw:?}"))?;
+        let mut o = curl(&netns, host, port, &target_ip, spec, &rid)?;
         if let Some(to) = &spec.direct {
             o.served_by = Some(to.clone());
         } else {
@@ -931,6 +911,43 @@ impl Lab {
 
 /// `curl -i` output -> the outcome the client saw, with the request headers
 /// the application echoed back (`x-echo-saw-<name>`) as the upstream's.
+/// `curl` as the application of the pod whose network namespace is `netns`
+/// (as `nobody`, so Istio's capture applies), to `host:port` resolved to
+/// `target_ip`, with an `x-request-id` of `rid`.
+fn curl(
+    netns: &str,
+    host: &str,
+    port: u16,
+    target_ip: &str,
+    spec: &RequestSpec,
+    rid: &str,
+) -> anyhow::Result<Outcome> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns])
+        .args([
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ])
+        .args(["curl", "-s", "-i", "-m", "10", "-X", &spec.method])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:{target_ip}"))
+        .arg("-H")
+        .arg(format!("x-request-id: {rid}"));
+    for (k, v) in &spec.headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    if let Some(b) = &spec.body {
+        cmd.arg("--data-binary").arg(b);
+    }
+    cmd.arg(format!("http://{host}:{port}{}", spec.path));
+    let raw = output(&mut cmd).with_context(|| format!("curl from {netns}"))?;
+    parse_response(&raw).with_context(|| format!("curl from {netns}: no HTTP response: {raw:?}"))
+}
+
 fn parse_response(raw: &str) -> Option<Outcome> {
     // Interim 100 Continue responses come first; the last header block is the answer.
     let mut rest = raw;

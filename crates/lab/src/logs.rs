@@ -16,22 +16,44 @@ pub fn wasm_log_lines(text: &str) -> Vec<(String, String)> {
 }
 
 /// istio-agent's errors about fetching a Wasm module, from the pod's agent
-/// log (`<time>\terror\twasm\terror in converting the wasm config to local: ...`).
+/// log (`<time>\terror\twasm\terror in converting the wasm config to local: ...`),
+/// each with the lines a multi-error continues on.
 pub fn wasm_fetch_errors(pod: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(pod.join("agent.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            f.get(1) == Some(&"error") && f.get(2) == Some(&"wasm")
-        })
-        .map(|l| l.split('\t').skip(3).collect::<Vec<_>>().join(" "))
-        .collect()
+    fetch_errors(&std::fs::read_to_string(pod.join("agent.log")).unwrap_or_default())
+}
+
+fn fetch_errors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_error = false;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() >= 3 && f[0].starts_with("20") {
+            in_error = f[1] == "error" && f[2] == "wasm";
+            if in_error {
+                out.push(f[3..].join(" "));
+            }
+        } else if in_error && !l.trim().is_empty() {
+            if let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_error_keeps_the_lines_it_continues_on() {
+        let text = "2026-12-05T03:12:00Z\terror\twasm\terror in converting the wasm config to local: cannot fetch: 2 errors occurred:\n\t* could not parse as compat variant: invalid media type\n\t* number of layers must be 2 but got 1\n\n2026-12-05T03:12:01Z\tinfo\twasm\tfetching image x\n";
+        assert_eq!(
+            fetch_errors(text),
+            vec!["error in converting the wasm config to local: cannot fetch: 2 errors occurred: * could not parse as compat variant: invalid media type * number of layers must be 2 but got 1".to_string()]
+        );
+    }
 
     #[test]
     fn istio_formatted_envoy_lines() {

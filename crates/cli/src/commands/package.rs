@@ -1,6 +1,7 @@
 //! `hybridmesh package`: the filter's `.wasm` as an OCI image Istio's Wasm
 //! image fetcher accepts, written as an OCI image layout (folder or tar) for
-//! `crane push` / `oras cp` / `skopeo copy`; `--verify` reads one back the
+//! `crane push` / `oras cp` / `skopeo copy`, or pushed to a registry itself
+//! (`--push`, [`hybridmesh_ops::deploy::push`]); `--verify` reads one back the
 //! way Istio does. See `hybridmesh_ops::deploy::image` for the format and for
 //! which digest goes in the WasmPlugin's `sha256`.
 
@@ -225,6 +226,9 @@ impl PackageCommand {
                     let tag = v.tag.as_deref().unwrap_or("0.1.0");
                     println!();
                     println!("Push it:");
+                    println!(
+                        "  hybridmesh package --push oci://REGISTRY/REPOSITORY:{tag}   (docker login's credentials; --registry-ca for a private CA)"
+                    );
                     if report.path.ends_with(".tar") {
                         // crane reads a file as a docker tarball: untar it, or use skopeo/oras.
                         println!(

@@ -186,9 +186,10 @@ impl ReleaseCommand {
             return Ok(Outcome::Failed);
         }
         println!(
-            "push it: crane push {} REGISTRY/REPOSITORY:{}; then kubectl apply -k {}/overlays/<cluster>",
+            "push it: hybridmesh package --wasm {} --push {} (or crane push {}); then kubectl apply -k {}/overlays/<cluster>",
+            wasm_path.display(),
+            r.url,
             self.image.display(),
-            self.tag,
             self.out.display()
         );
         Ok(Outcome::Passed)

@@ -71,6 +71,8 @@ pub struct Release {
     pub files: Vec<RenderedFile>,
     /// The control plane the files are for (the description's `istio`).
     pub istio: IstioVersion,
+    /// The description's `image.url`, where the image is pushed.
+    pub url: String,
 }
 
 /// Packages, pins and renders; refuses a description `validate` refuses.
@@ -100,6 +102,7 @@ pub fn prepare(i: &Inputs) -> anyhow::Result<Result<Release, Vec<mesh_check::Pro
         mesh_text,
         files,
         istio: mesh.istio_version(),
+        url: mesh.image.url.clone(),
     }))
 }
 
