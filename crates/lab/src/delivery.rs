@@ -213,7 +213,22 @@ impl Lab {
     /// returns once istiod has pushed it: each sidecar's proxy holds the
     /// new plugin configs in some form. `None`: the overlays as delivered.
     pub fn apply_image(&mut self, image: Option<(&str, &str)>) -> anyhow::Result<()> {
-        let wanted = image.map(|(u, s)| (u.to_string(), s.to_string()));
+        self.apply_plugins(image, None)
+    }
+
+    /// [`Lab::apply_image`], and both plugins' `failStrategy` replaced too.
+    pub fn apply_plugins(
+        &mut self,
+        image: Option<(&str, &str)>,
+        fail_strategy: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let wanted = image.map(|(u, s)| {
+            (
+                u.to_string(),
+                s.to_string(),
+                fail_strategy.map(str::to_string),
+            )
+        });
         if wanted == self.image_override {
             return Ok(());
         }
@@ -232,6 +247,9 @@ impl Lab {
                 {
                     spec.insert("url".into(), url.into());
                     spec.insert("sha256".into(), sha.into());
+                    if let Some(f) = fail_strategy {
+                        spec.insert("failStrategy".into(), f.into());
+                    }
                 }
                 items.push(v);
             }
@@ -343,5 +361,22 @@ impl Lab {
         self.until_runs(pod, limit, |r| {
             r.len() == 2 && r.iter().all(|x| *x == Runs::Wasm)
         })
+    }
+
+    /// Waits (up to `limit`) until every sidecar of `cluster` runs the
+    /// module in both plugins; how long it took, or `None`.
+    pub fn until_module_everywhere(
+        &self,
+        cluster: &str,
+        limit: Duration,
+    ) -> anyhow::Result<Option<Duration>> {
+        let start = Instant::now();
+        for pod in self.sidecars(cluster) {
+            let left = limit.saturating_sub(start.elapsed());
+            if self.until_module(&pod, left)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(start.elapsed()))
     }
 }

@@ -97,8 +97,9 @@ pub struct Lab {
     /// to be confirmed against the access log: (client pod, request id, route).
     unconfirmed: Vec<(PathBuf, String, String)>,
     delivery: Option<Delivery>,
-    /// The plugins' (url, sha256) when a delivery experiment replaced the delivered ones.
-    image_override: Option<(String, String)>,
+    /// The plugins' (url, sha256, failStrategy) when a delivery experiment
+    /// replaced the delivered ones.
+    image_override: Option<(String, String, Option<String>)>,
 }
 
 impl Lab {

@@ -128,7 +128,9 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     assert!(t.forbidden > 0, "{t:?}");
     // What fixes it: a push of the plugins (any change to the WasmPlugin).
     lab.repush_plugins("gke").unwrap();
-    let recovered = lab.until_module(&echo0, Duration::from_secs(30)).unwrap();
+    let recovered = lab
+        .until_module_everywhere("gke", Duration::from_secs(30))
+        .unwrap();
     let t = lab.tally("gke", N).unwrap();
     report(
         &mut lines,
@@ -157,7 +159,9 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     assert_eq!(t.forbidden, N as u32, "{t:?}");
     lab.registry_up().unwrap();
     lab.repush_plugins("gke").unwrap();
-    let recovered = lab.until_module(&echo0, Duration::from_secs(30)).unwrap();
+    let recovered = lab
+        .until_module_everywhere("gke", Duration::from_secs(30))
+        .unwrap();
     let t = lab.tally("gke", N).unwrap();
     report(
         &mut lines,
@@ -201,7 +205,9 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     assert_eq!(t.with_filter, 0, "{t:?}");
     assert_eq!(t.forbidden + t.without_client_side, N as u32, "{t:?}");
     lab.set_pull_secret("gke", true).unwrap();
-    let recovered = lab.until_module(&echo0, Duration::from_secs(30)).unwrap();
+    let recovered = lab
+        .until_module_everywhere("gke", Duration::from_secs(30))
+        .unwrap();
     let t = lab.tally("gke", N).unwrap();
     report(
         &mut lines,
@@ -230,6 +236,23 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
         errors.iter().any(|e| e.contains("does not match")),
         "{errors:?}"
     );
+
+    // ... and with FAIL_RELOAD on both sides (reload the VM after a crash;
+    // Istio 1.27+): to the agent anything but FAIL_OPEN is deny-all, so the
+    // client side now refuses the outbound requests as well.
+    lab.apply_plugins(Some((&delivered.url, &wrong)), Some("FAIL_RELOAD"))
+        .unwrap();
+    let t = lab.tally("gke", N).unwrap();
+    let sleep = lab.run_dir().join("pods/gke-sleep-sleep-0");
+    let runs = lab.plugins_run(&sleep).unwrap();
+    report(
+        &mut lines,
+        "wrong sha256, both plugins FAIL_RELOAD",
+        &t,
+        &format!(" (the client pod's plugins: {runs:?})"),
+    );
+    assert_eq!(t.forbidden, N as u32, "{t:?}");
+    assert_eq!(runs, vec![Runs::DenyAll, Runs::DenyAll]);
     lab.apply_image(None).unwrap();
 
     // 5. An image the agent refuses (a single-layer artifact).
