@@ -1492,3 +1492,98 @@ fn render_for_an_older_istio_writes_what_it_can_apply_and_its_schemas_accept() {
         assert!(r.stderr.contains("--istio"), "{bad}: {r}");
     }
 }
+
+/// Istio 1.30+ (`--istio 1.30` or `istio: "1.30"` in the description):
+/// TrafficExtensions, the module's fields under `spec.wasm` where Istio's
+/// own translation of a WasmPlugin puts them (`translateWasmPlugin`), the
+/// rest as for a WasmPlugin. They validate for 1.31, are refused for 1.29,
+/// and a broken config or digest inside one is found at its `spec.wasm` path.
+#[test]
+fn render_for_istio_1_30_writes_traffic_extensions_that_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("te");
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--istio",
+        "1.31",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let current = tempfile::tempdir().unwrap();
+    render_into(current.path(), &mesh());
+    for c in ["gke", "anthos"] {
+        let text =
+            std::fs::read_to_string(out.join(format!("overlays/{c}/wasmplugins.yaml"))).unwrap();
+        let wp = std::fs::read_to_string(
+            current
+                .path()
+                .join(format!("overlays/{c}/wasmplugins.yaml")),
+        )
+        .unwrap();
+        let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let plugins: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&wp)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2);
+        for (te, p) in docs.iter().zip(&plugins) {
+            assert_eq!(te["kind"], "TrafficExtension", "{te}");
+            assert_eq!(te["metadata"], p["metadata"]);
+            for top in ["phase", "priority", "match"] {
+                assert_eq!(te["spec"][top], p["spec"][top], "{top}");
+            }
+            for field in [
+                "url",
+                "sha256",
+                "imagePullPolicy",
+                "imagePullSecret",
+                "pluginName",
+                "failStrategy",
+                "pluginConfig",
+            ] {
+                assert_eq!(te["spec"]["wasm"][field], p["spec"][field], "{field}");
+                assert!(te["spec"].get(field).is_none(), "{field} at the top");
+            }
+        }
+    }
+    let gke = out.join("overlays/gke/kustomization.yaml");
+    let ok = run(&["validate", gke.to_str().unwrap(), "--istio", "1.31"]);
+    assert_eq!(ok.code, Some(0), "{ok}");
+    assert!(
+        has_line(&ok, "TrafficExtension istio-system/hybridmesh-server"),
+        "{ok}"
+    );
+    let old = run(&["validate", gke.to_str().unwrap(), "--istio", "1.29"]);
+    assert_eq!(old.code, Some(1), "{old}");
+    assert!(
+        has_line(&old, "kind: TrafficExtension is served from Istio 1.30"),
+        "{old}"
+    );
+    // A broken pluginConfig and a wrong digest, found where they are.
+    let plugins = out.join("overlays/gke/wasmplugins.yaml");
+    let text = std::fs::read_to_string(&plugins).unwrap();
+    std::fs::write(
+        &plugins,
+        text.replacen("policy: failover", "policy: sideways", 1)
+            .replacen(&mesh().image.sha256, &"0".repeat(64), 1),
+    )
+    .unwrap();
+    let wasm = filter_wasm();
+    let bad = run(&[
+        "validate",
+        gke.to_str().unwrap(),
+        "--istio",
+        "1.31",
+        "--wasm",
+        wasm.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.code, Some(1), "{bad}");
+    assert!(
+        has_line(&bad, "spec.wasm.pluginConfig.routes[0].policy"),
+        "{bad}"
+    );
+    assert!(has_line(&bad, "spec.wasm.sha256: 0000"), "{bad}");
+}

@@ -9,7 +9,7 @@
 //! and FAIL_RELOAD alike), and ACKs. It does not try again by itself; the
 //! next ECDS push for that resource does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -233,15 +233,8 @@ impl Lab {
             return Ok(());
         }
         for (c, _, _) in CLUSTERS {
-            let overlay = self.run.join(c).join("overlay");
-            let built = self.kubectl(c, &["kustomize", &overlay.display().to_string()], None)?;
-            let mut items = Vec::new();
-            for doc in serde_yaml_ng::Deserializer::from_str(&built) {
-                let mut v: serde_json::Value =
-                    serde::Deserialize::deserialize(doc).context("kubectl kustomize output")?;
-                if v["kind"] != "WasmPlugin" {
-                    continue;
-                }
+            let mut items = self.overlay_items(c, |kind| kind == "WasmPlugin")?;
+            for v in &mut items {
                 if let (Some((url, sha)), Some(spec)) =
                     (image, v.get_mut("spec").and_then(|s| s.as_object_mut()))
                 {
@@ -251,7 +244,6 @@ impl Lab {
                         spec.insert("failStrategy".into(), f.into());
                     }
                 }
-                items.push(v);
             }
             let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
             let before: Vec<String> = self
@@ -378,5 +370,112 @@ impl Lab {
             }
         }
         Ok(Some(start.elapsed()))
+    }
+
+    /// The filter's plugins of `cluster` as TrafficExtensions (Istio 1.30+:
+    /// `render --istio 1.31` of `examples/deploy.yaml`), with the lab's
+    /// registry host in their url and, when given, another plugin config
+    /// (`Some(None)`: none).
+    pub(crate) fn traffic_extensions(
+        &self,
+        cluster: &str,
+        config: Option<Option<&serde_json::Value>>,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        use hybridmesh_ops::deploy::{render, MeshDescription};
+        let path = self.root.join("examples/deploy.yaml");
+        let text = std::fs::read_to_string(&path)?;
+        let mut mesh = MeshDescription::from_yaml(&text)
+            .map_err(|p| anyhow::anyhow!("examples/deploy.yaml: {p:?}"))?;
+        mesh.istio = Some("1.31".into());
+        let url = std::fs::read_to_string(self.run.join("image-url"))?;
+        let sha = self.delivery.as_ref().map(|d| d.sha256.clone());
+        let mut items = Vec::new();
+        for node in render::wasm_plugins(&mesh, cluster) {
+            let mut v = node.to_json();
+            anyhow::ensure!(
+                v["kind"] == "TrafficExtension",
+                "render --istio 1.31 wrote {}",
+                v["kind"]
+            );
+            let wasm = &mut v["spec"]["wasm"];
+            wasm["url"] = url.trim().into();
+            if let Some(sha) = &sha {
+                wasm["sha256"] = sha.clone().into();
+            }
+            match config {
+                Some(Some(c)) => wasm["pluginConfig"] = c.clone(),
+                Some(None) => {
+                    if let Some(o) = wasm.as_object_mut() {
+                        o.remove("pluginConfig");
+                    }
+                }
+                None => {}
+            }
+            items.push(v);
+        }
+        Ok(items)
+    }
+
+    /// The filter's plugins each sidecar of `cluster` runs: the names its
+    /// active listeners' filter chains refer to (Envoy keeps an ECDS
+    /// resource in its config dump after the last listener lets go of it).
+    pub fn plugins_in_listeners(&self, cluster: &str) -> anyhow::Result<Vec<BTreeSet<String>>> {
+        self.sidecars(cluster)
+            .iter()
+            .map(|p| {
+                let text = admin::get(p, "config_dump?resource=dynamic_listeners")?;
+                Ok(text
+                    .split("extensions.istio.io/trafficextension/")
+                    .skip(1)
+                    .filter_map(|rest| rest.split('"').next())
+                    .filter(|name| name.contains(PLUGIN))
+                    .map(str::to_string)
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Moves `cluster` from WasmPlugins to TrafficExtensions the way the
+    /// README says (apply the TrafficExtensions, then delete the
+    /// WasmPlugins), calling `during` while both are applied.
+    pub fn migrate_to_traffic_extensions(
+        &mut self,
+        cluster: &str,
+        mut during: impl FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let items = self.traffic_extensions(cluster, None)?;
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        self.kubectl(cluster, &["apply", "-f", "-"], Some(&list.to_string()))?;
+        for pod in self.sidecars(cluster) {
+            self.wait_for(&format!("{}: four plugins", pod.display()), || {
+                let e = admin::ecds(&pod, PLUGIN)?;
+                Ok(e.len() == 4 && e.iter().all(|x| x.runs == Runs::Wasm))
+            })?;
+        }
+        during(self)?;
+        self.kubectl(
+            cluster,
+            &[
+                "-n",
+                "istio-system",
+                "delete",
+                "wasmplugin",
+                "hybridmesh-client",
+                "hybridmesh-server",
+            ],
+            None,
+        )?;
+        self.wait_for(&format!("{cluster}: the TrafficExtensions alone"), || {
+            Ok(self
+                .plugins_in_listeners(cluster)?
+                .iter()
+                .all(|names| names.len() == 2 && names.iter().all(|n| !n.contains("translated"))))
+        })?;
+        for pod in self.sidecars(cluster) {
+            self.wait_for(&format!("{}: listeners active", pod.display()), || {
+                admin::listeners_settled(&pod)
+            })?;
+        }
+        Ok(())
     }
 }

@@ -51,6 +51,9 @@ pub struct LabOptions {
     pub istiod_env: Vec<String>,
     /// The filter's `.wasm`, pushed to the lab's registry.
     pub wasm: PathBuf,
+    /// The plugins as TrafficExtensions (`render --istio 1.31`) instead of
+    /// the WasmPlugins `wasmplugin/` holds.
+    pub traffic_extensions: bool,
 }
 
 /// How the filter reached the sidecars: pushed to the lab's registry with
@@ -77,6 +80,7 @@ impl LabOptions {
             wasm: std::env::var_os("HYBRIDMESH_WASM")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm")),
+            traffic_extensions: false,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Lab {
     /// to be confirmed against the access log: (client pod, request id, route).
     unconfirmed: Vec<(PathBuf, String, String)>,
     delivery: Option<Delivery>,
+    /// The plugins are TrafficExtensions ([`LabOptions::traffic_extensions`]).
+    traffic_extensions: bool,
     /// The plugins' (url, sha256, failStrategy) when a delivery experiment
     /// replaced the delivered ones.
     image_override: Option<(String, String, Option<String>)>,
@@ -131,6 +137,7 @@ impl Lab {
             requests: 0,
             unconfirmed: Vec::new(),
             delivery: None,
+            traffic_extensions: opts.traffic_extensions,
             image_override: None,
         };
         l.delivery = Some(l.deliver(&opts.wasm)?);
@@ -203,13 +210,48 @@ impl Lab {
                 ));
                 std::fs::write(&k, text)?;
             }
-            self.kubectl(c, &["apply", "-k", &overlay.display().to_string()], None)?;
+            if self.traffic_extensions {
+                // The overlay's rules, and TrafficExtensions for its WasmPlugins.
+                let mut items = self.overlay_items(c, |kind| kind != "WasmPlugin")?;
+                for mut te in self.traffic_extensions(c, None)? {
+                    te["spec"]["wasm"]["sha256"] = pushed.sha256.clone().into();
+                    items.push(te);
+                }
+                let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+                self.kubectl(c, &["apply", "-f", "-"], Some(&list.to_string()))?;
+            } else {
+                self.kubectl(c, &["apply", "-k", &overlay.display().to_string()], None)?;
+            }
         }
         Ok(Delivery {
             url: pushed.url,
             sha256: pushed.sha256,
             pinned_as_rendered,
         })
+    }
+
+    /// The documents `kubectl kustomize` builds from `cluster`'s overlay
+    /// whose kind `keep` accepts.
+    fn overlay_items(
+        &self,
+        cluster: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let overlay = self.run.join(cluster).join("overlay");
+        let built = self.kubectl(
+            cluster,
+            &["kustomize", &overlay.display().to_string()],
+            None,
+        )?;
+        let mut items = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&built) {
+            let v: serde_json::Value =
+                serde::Deserialize::deserialize(doc).context("kubectl kustomize output")?;
+            if keep(v["kind"].as_str().unwrap_or_default()) {
+                items.push(v);
+            }
+        }
+        Ok(items)
     }
 
     /// How the filter reached the sidecars.
@@ -340,23 +382,20 @@ impl Lab {
             if self.applied.get(c) == Some(&value) {
                 continue;
             }
-            let overlay = self.run.join(c).join("overlay");
-            let built = self.kubectl(c, &["kustomize", &overlay.display().to_string()], None)?;
-            let mut items = Vec::new();
-            for doc in serde_yaml_ng::Deserializer::from_str(&built) {
-                let mut v: serde_json::Value =
-                    serde::Deserialize::deserialize(doc).context("kubectl kustomize output")?;
-                if v["kind"] != "WasmPlugin" {
-                    continue;
+            let items = if self.traffic_extensions {
+                self.traffic_extensions(c, Some(value.as_ref()))?
+            } else {
+                let mut items = self.overlay_items(c, |kind| kind == "WasmPlugin")?;
+                for v in &mut items {
+                    if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                        match &value {
+                            Some(cfg) => spec.insert("pluginConfig".into(), cfg.clone()),
+                            None => spec.remove("pluginConfig"),
+                        };
+                    }
                 }
-                if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
-                    match &value {
-                        Some(cfg) => spec.insert("pluginConfig".into(), cfg.clone()),
-                        None => spec.remove("pluginConfig"),
-                    };
-                }
-                items.push(v);
-            }
+                items
+            };
             let pods = self.sidecars(c);
             let filters: Vec<usize> = pods
                 .iter()
@@ -594,19 +633,13 @@ impl Lab {
     /// Applies again the rendered object (`wasmplugin/overlays/<cluster>`)
     /// of this kind and name, undoing an operator's change to it.
     pub fn reapply_rendered(&self, cluster: &str, kind: &str, name: &str) -> anyhow::Result<()> {
-        let overlay = self.run.join(cluster).join("overlay");
-        let built = self.kubectl(
-            cluster,
-            &["kustomize", &overlay.display().to_string()],
-            None,
-        )?;
-        for doc in serde_yaml_ng::Deserializer::from_str(&built) {
-            let v: serde_json::Value =
-                serde::Deserialize::deserialize(doc).context("kubectl kustomize output")?;
-            if v["kind"] == kind && v["metadata"]["name"] == name {
-                self.kubectl(cluster, &["apply", "-f", "-"], Some(&v.to_string()))?;
-                return Ok(());
-            }
+        let doc = self
+            .overlay_items(cluster, |k| k == kind)?
+            .into_iter()
+            .find(|v| v["metadata"]["name"] == name);
+        if let Some(v) = doc {
+            self.kubectl(cluster, &["apply", "-f", "-"], Some(&v.to_string()))?;
+            return Ok(());
         }
         bail!("wasmplugin/overlays/{cluster} renders no {kind} {name}")
     }

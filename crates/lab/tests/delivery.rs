@@ -282,6 +282,41 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     report(&mut lines, "the delivered image again", &t, "");
     assert_eq!(t.with_filter, N as u32, "{t:?}");
 
+    // From WasmPlugin to TrafficExtension (Istio 1.30+) without a gap: the
+    // TrafficExtensions first (istiod pushes them beside the translated
+    // WasmPlugins: each sidecar runs four plugins, the filter twice per
+    // side), then the WasmPlugins deleted.
+    let mut overlap = Tally::default();
+    let mut counts = Vec::new();
+    lab.migrate_to_traffic_extensions("gke", |lab| {
+        counts = lab.plugins_in_listeners("gke")?;
+        overlap = lab.tally("gke", N)?;
+        Ok(())
+    })
+    .unwrap();
+    report(
+        &mut lines,
+        "TrafficExtensions applied beside the WasmPlugins",
+        &overlap,
+        &format!(
+            " (the plugins in a gke sidecar's listeners: {:?})",
+            counts[0]
+        ),
+    );
+    assert_eq!(overlap.with_filter, N as u32, "{overlap:?}");
+    assert!(counts.iter().all(|c| c.len() == 4), "{counts:?}");
+    let t = lab.tally("gke", N).unwrap();
+    report(
+        &mut lines,
+        "then the WasmPlugins deleted: TrafficExtensions only",
+        &t,
+        &format!(
+            " (the plugins in a gke sidecar's listeners: {:?})",
+            lab.plugins_in_listeners("gke").unwrap()[0]
+        ),
+    );
+    assert_eq!(t.with_filter, N as u32, "{t:?}");
+
     let out = root.join("target/delivery-failures.txt");
     std::fs::write(&out, lines.join("\n") + "\n").unwrap();
     println!("(also in {})", out.display());

@@ -120,6 +120,10 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             .map(|v| v.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
         wasm: wasm(),
+        // HYBRIDMESH_LAB_KIND=TrafficExtension: the plugins as Istio 1.30+'s
+        // TrafficExtensions instead of WasmPlugins.
+        traffic_extensions: std::env::var("HYBRIDMESH_LAB_KIND").as_deref()
+            == Ok("TrafficExtension"),
     };
     let mut lab =
         Lab::start(&root, &opts).unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));

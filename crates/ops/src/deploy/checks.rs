@@ -24,6 +24,18 @@ pub struct Doc {
 }
 
 impl Doc {
+    /// The filter's module settings (url, sha256, pluginConfig) and where
+    /// they are: a WasmPlugin's `spec`, a TrafficExtension's `spec.wasm`.
+    pub fn plugin(&self) -> Option<(&Value, &'static str)> {
+        match self.kind.as_str() {
+            "WasmPlugin" => Some((&self.value["spec"], "spec")),
+            "TrafficExtension" if self.value["spec"]["wasm"].is_object() => {
+                Some((&self.value["spec"]["wasm"], "spec.wasm"))
+            }
+            _ => None,
+        }
+    }
+
     fn name(&self) -> String {
         let m = &self.value["metadata"];
         format!(
@@ -305,8 +317,10 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
         }
     }
 
-    for d in docs.iter().filter(|d| d.kind == "WasmPlugin") {
-        let spec = &d.value["spec"];
+    for (d, spec, at) in docs
+        .iter()
+        .filter_map(|d| d.plugin().map(|(spec, at)| (d, spec, at)))
+    {
         if let (Some((_, pinned)), Some(sha)) = (
             spec["url"].as_str().and_then(|u| u.rsplit_once("@sha256:")),
             spec["sha256"].as_str().filter(|s| !s.is_empty()),
@@ -315,7 +329,7 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                 err(
                     &mut out,
                     d.id,
-                    format!("spec.sha256: {sha} differs from the digest the url is pinned to (sha256:{pinned}): Istio fetches the pinned image and then refuses it"),
+                    format!("{at}.sha256: {sha} differs from the digest the url is pinned to (sha256:{pinned}): Istio fetches the pinned image and then refuses it"),
                 );
             }
         }
@@ -342,7 +356,7 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                     &mut out,
                     d.id,
                     format!(
-                        "spec.pluginConfig.routes[{i}]: no clusters listed, so the subsets and routes it needs cannot be checked"
+                        "{at}.pluginConfig.routes[{i}]: no clusters listed, so the subsets and routes it needs cannot be checked"
                     ),
                 );
                 continue;
@@ -374,7 +388,7 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                             &mut out,
                             d.id,
                             format!(
-                                "spec.pluginConfig.routes[{i}] covers {pattern}: {} host(s) with routing here are checked; any other host it matches needs its own DestinationRule and VirtualService, or the decision has no effect on the client side",
+                                "{at}.pluginConfig.routes[{i}] covers {pattern}: {} host(s) with routing here are checked; any other host it matches needs its own DestinationRule and VirtualService, or the decision has no effect on the client side",
                                 covered.len()
                             ),
                         );
@@ -437,6 +451,7 @@ fn check_host(
         })
     };
     let who = "the filter";
+    let at = wp.plugin().map_or("spec", |(_, at)| at);
     let list = clusters.join(", ");
     // Subsets by cluster.
     let rule = rules.get(host).and_then(|r| r.first());
@@ -445,7 +460,7 @@ fn check_host(
             out,
             wp.id,
             format!(
-                "spec.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
             ),
         ),
         Some(r) => {
@@ -486,7 +501,7 @@ fn check_host(
             out,
             wp.id,
             format!(
-                "spec.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
             ),
         );
         return;
@@ -583,7 +598,9 @@ fn check_host(
 }
 
 fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
-    let spec = &d.value["spec"];
+    let Some((spec, at)) = d.plugin() else {
+        return;
+    };
     let url = spec["url"].as_str().unwrap_or_default();
     let sha = spec["sha256"].as_str().unwrap_or_default();
     let http =
@@ -604,7 +621,7 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
             push(
                 out,
                 format!(
-                    "spec.sha256: {sha} does not match the packaged module: for an http(s) url Istio compares the sha256 of the downloaded .wasm, which is {}",
+                    "{at}.sha256: {sha} does not match the packaged module: for an http(s) url Istio compares the sha256 of the downloaded .wasm, which is {}",
                     m.wasm_sha256
                 ),
                 false,
@@ -626,7 +643,7 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
             push(
                 out,
                 format!(
-                    "spec.sha256: {sha} does not match the packaged module{hint}: for an oci url Istio compares the image manifest digest, expected {}",
+                    "{at}.sha256: {sha} does not match the packaged module{hint}: for an oci url Istio compares the image manifest digest, expected {}",
                     expected.join(" or ")
                 ),
                 false,
@@ -637,7 +654,7 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
                 push(
                     out,
                     format!(
-                        "spec.url: pinned to sha256:{ud}, which is not the packaged image, expected {}",
+                        "{at}.url: pinned to sha256:{ud}, which is not the packaged image, expected {}",
                         expected.join(" or ")
                     ),
                     false,
@@ -648,7 +665,7 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
     if sha.is_empty() && url_digest.is_none() {
         push(
             out,
-            "spec.sha256: not set: Istio runs whatever the url points to when it fetches it"
+            "{at}.sha256: not set: Istio runs whatever the url points to when it fetches it"
                 .to_string(),
             true,
         );

@@ -100,6 +100,25 @@ impl IstioVersion {
         self.at_least(18)
     }
 
+    /// `TrafficExtension` (`extensions.istio.io/v1alpha1`) is served from
+    /// 1.30.0, which also translates every WasmPlugin into one
+    /// (`pilot/pkg/config/kube/extensions/translate.go`, istio/istio #59052).
+    /// It is rendered when the description names 1.30 or later; for current
+    /// Istio unnamed, a WasmPlugin, which every supported release (1.27+)
+    /// applies.
+    pub fn traffic_extension(self) -> bool {
+        self.minor.is_some_and(|m| m >= 30)
+    }
+
+    /// The kind the filter's plugins are rendered as.
+    pub fn plugin_kind(self) -> &'static str {
+        if self.traffic_extension() {
+            "TrafficExtension"
+        } else {
+            "WasmPlugin"
+        }
+    }
+
     /// The carried schema set this version is checked against (see [`super::schema`]).
     pub fn schema_set(self) -> SchemaSet {
         match self.minor {

@@ -111,7 +111,8 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
                 value["metadata"]["name"].as_str().unwrap_or_default()
             );
             // The same DestinationRule/VirtualService is rendered for every cluster.
-            if kind != "WasmPlugin" && docs.iter().any(|(_, d)| d.value == value) {
+            let plugin = kind == "WasmPlugin" || kind == "TrafficExtension";
+            if !plugin && docs.iter().any(|(_, d)| d.value == value) {
                 continue;
             }
             if let Some(s) = schema::schema_for_version(&kind, mesh.istio_version()) {
@@ -122,13 +123,14 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
                 }
             }
             let config = match kind.as_str() {
-                "WasmPlugin" => {
-                    let bytes =
-                        serde_json::to_vec(&value["spec"]["pluginConfig"]).unwrap_or_default();
-                    hybridmesh_filter_core::parse_json(&bytes).ok()
-                }
+                "WasmPlugin" => Some(&value["spec"]["pluginConfig"]),
+                "TrafficExtension" => Some(&value["spec"]["wasm"]["pluginConfig"]),
                 _ => None,
-            };
+            }
+            .and_then(|c| {
+                let bytes = serde_json::to_vec(c).unwrap_or_default();
+                hybridmesh_filter_core::parse_json(&bytes).ok()
+            });
             docs.push((
                 name,
                 checks::Doc {
@@ -243,7 +245,11 @@ fn manifest_problem(
         format!("rendered into {kind} {name} {field}")
     };
     let with = |path: String| (path, format!("{message} ({rendered})"));
-    if kind == "WasmPlugin" {
+    if kind == "WasmPlugin" || kind == "TrafficExtension" {
+        // A TrafficExtension has the module's fields under spec.wasm: read
+        // them as a WasmPlugin's.
+        let flat = field.replacen("spec.wasm.", "spec.", 1);
+        let field = flat.as_str();
         let side = if value["spec"]["match"][0]["mode"] == "SERVER" {
             "server"
         } else {

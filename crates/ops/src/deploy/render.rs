@@ -232,13 +232,16 @@ pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
                 spec.set("match", seq([map([("mode", s(mode))])]));
             }
             spec.set("pluginConfig", plugin_config(mesh, cluster, direction));
+            if version.traffic_extension() {
+                spec = traffic_extension_spec(spec);
+            }
             let name = match side {
                 "both" => p.name.clone(),
                 _ => format!("{}-{side}", p.name),
             };
             map([
                 ("apiVersion", s("extensions.istio.io/v1alpha1")),
-                ("kind", s("WasmPlugin")),
+                ("kind", s(version.plugin_kind())),
                 (
                     "metadata",
                     map([
@@ -257,6 +260,23 @@ pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
             ])
         })
         .collect()
+}
+
+/// A WasmPlugin's spec as a TrafficExtension's: what selects and orders the
+/// filter (`selector`, `phase`, `priority`, `match`) stays at the top, what
+/// loads and configures the module moves under `wasm` (Istio's own
+/// translation, `translateWasmPlugin`, maps the fields one to one).
+fn traffic_extension_spec(spec: Node) -> Node {
+    const TOP: [&str; 4] = ["selector", "phase", "priority", "match"];
+    let Node::Map(fields) = spec else {
+        return spec;
+    };
+    let (top, wasm): (Vec<_>, Vec<_>) = fields
+        .into_iter()
+        .partition(|(k, _)| TOP.contains(&k.as_str()));
+    let mut out = Node::Map(top);
+    out.set("wasm", Node::Map(wasm));
+    out
 }
 
 /// One DestinationRule per service (see `hybridmesh_filter_core::routing`):

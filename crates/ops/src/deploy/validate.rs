@@ -59,6 +59,17 @@ struct WasmPluginSpec {
     plugin_config: Option<Raw>,
 }
 
+/// A TrafficExtension (Istio 1.30+): the module's settings under `spec.wasm`.
+#[derive(Deserialize)]
+struct TrafficExtensionDoc {
+    spec: TrafficExtensionSpec,
+}
+
+#[derive(Deserialize)]
+struct TrafficExtensionSpec {
+    wasm: Option<WasmPluginSpec>,
+}
+
 fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
     errors
         .iter()
@@ -327,18 +338,37 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                         .collect(),
                     None => Vec::new(),
                 };
+                if kind == "TrafficExtension" && istio.minor.is_some_and(|m| m < 30) {
+                    errors.insert(
+                        0,
+                        format!("kind: TrafficExtension is served from Istio 1.30; {istio} has no such resource (render for it writes WasmPlugins)"),
+                    );
+                }
                 let mut config = None;
-                if kind == "WasmPlugin" {
-                    let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
-                    match serde_path_to_error::deserialize::<_, WasmPluginDoc>(de) {
-                        Ok(d) => match d.spec.plugin_config {
-                            None => notes.push(
-                                "no pluginConfig: the filter needs at least its routes".to_string(),
-                            ),
-                            Some(raw) => match raw.validate() {
-                                Ok(c) => config = Some(c),
-                                Err(e) => errors.extend(format_errors("spec.pluginConfig", &e.0)),
-                            },
+                // The filter's config: a WasmPlugin's spec.pluginConfig, a
+                // TrafficExtension's spec.wasm.pluginConfig (a Lua one is not ours).
+                let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
+                let plugin = match kind {
+                    "WasmPlugin" => Some((
+                        serde_path_to_error::deserialize::<_, WasmPluginDoc>(de)
+                            .map(|d| d.spec.plugin_config),
+                        "spec.pluginConfig",
+                    )),
+                    "TrafficExtension" if json["spec"].get("lua").is_none() => Some((
+                        serde_path_to_error::deserialize::<_, TrafficExtensionDoc>(de)
+                            .map(|d| d.spec.wasm.and_then(|w| w.plugin_config)),
+                        "spec.wasm.pluginConfig",
+                    )),
+                    _ => None,
+                };
+                if let Some((parsed, at)) = plugin {
+                    match parsed {
+                        Ok(None) => {
+                            notes.push(format!("no {at}: the filter needs at least its routes"))
+                        }
+                        Ok(Some(raw)) => match raw.validate() {
+                            Ok(c) => config = Some(c),
+                            Err(e) => errors.extend(format_errors(at, &e.0)),
                         },
                         Err(e) => {
                             let inner = e.inner();
