@@ -1587,3 +1587,50 @@ fn render_for_istio_1_30_writes_traffic_extensions_that_validate() {
     );
     assert!(has_line(&bad, "spec.wasm.sha256: 0000"), "{bad}");
 }
+
+/// A cluster-local service also gets Istio's own clusterLocal (an
+/// install-time meshConfig overlay), the rule's second line while the filter
+/// is not running; without one, no such file.
+#[test]
+fn cluster_local_services_get_istios_own_cluster_local_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let local = text.replacen(
+        "    policy: failover\n    failover:\n      - {from: tokyo-onprem, to: asia-northeast1}\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 1m\n",
+        "    policy: clusterLocal\n",
+        1,
+    );
+    assert_ne!(local, text, "examples/deploy.yaml's service block moved");
+    let path = dir.path().join("local.yaml");
+    std::fs::write(&path, local).unwrap();
+    let out = dir.path().join("out");
+    let r = run(&[
+        "render",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let overlay = std::fs::read_to_string(out.join("meshconfig-cluster-local.yaml")).unwrap();
+    let doc: serde_json::Value = serde_yaml_ng::from_str(
+        overlay
+            .split("\n---\n")
+            .nth(1)
+            .expect("a document after the header"),
+    )
+    .unwrap();
+    assert_eq!(doc["kind"], "IstioOperator");
+    assert_eq!(
+        doc["spec"]["meshConfig"]["serviceSettings"],
+        serde_json::json!([{"settings": {"clusterLocal": true}, "hosts": ["echo-svc.default.svc.cluster.local"]}])
+    );
+    let plain = dir.path().join("plain");
+    let r = run(&[
+        "render",
+        "examples/deploy.yaml",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(!plain.join("meshconfig-cluster-local.yaml").exists());
+}

@@ -6,6 +6,7 @@
 //! base/kustomization.yaml, destinationrules.yaml, virtualservices.yaml   the same in every cluster
 //! overlays/<cluster>/kustomization.yaml, wasmplugins.yaml                 per cluster: the plugin config
 //! meshconfig-stats.yaml                                                   Prometheus labels (install-time)
+//! meshconfig-cluster-local.yaml     when a service is clusterLocal: Istio's own clusterLocal (install-time)
 //! ```
 //!
 //! Every file is a full document set (no kustomize patches), so each can be
@@ -518,6 +519,31 @@ pub fn meshconfig_stats() -> Node {
     )
 }
 
+/// Istio's own cluster-local setting for the services the filter keeps in
+/// their cluster (`policy: clusterLocal`): istiod then gives no proxy
+/// another cluster's endpoints for them (`meshConfig.serviceSettings`,
+/// `settings.clusterLocal`), so the rule holds for the mesh's clients even
+/// while the filter is not running (a delivery failure: the client side's
+/// stand-in allows everything). `None` when no service is cluster-local.
+pub fn meshconfig_cluster_local(mesh: &MeshDescription) -> Option<Node> {
+    let hosts: Vec<Node> = mesh
+        .services
+        .iter()
+        .filter(|svc| svc.policy == "clusterLocal")
+        .map(|svc| s(&svc.host))
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    Some(istio_operator_mesh_config(
+        "serviceSettings",
+        seq([map([
+            ("settings", map([("clusterLocal", Node::Bool(true))])),
+            ("hosts", Node::Seq(hosts)),
+        ])]),
+    ))
+}
+
 /// An install-time overlay (`IstioOperator`) setting one `meshConfig` key.
 fn istio_operator_mesh_config(key: &str, value: Node) -> Node {
     map([
@@ -763,6 +789,13 @@ pub fn render_merged(
         "Prometheus labels for the filter's counters: an install-time overlay\n# (asmcli install --custom_overlay / istioctl install -f), not part of apply -k.\n# Proxies pick it up when they restart. extraStatTags makes Envoy extract\n# `<label>=.=<value>;.;` from the metric names (source_cluster and\n# destination_cluster are extracted already: Istio's own metrics use them);\n# proxyStatsMatcher keeps the counters in Envoy's stats.",
         &[meshconfig_stats()],
     ));
+    if let Some(doc) = meshconfig_cluster_local(mesh) {
+        files.push(file(
+            "meshconfig-cluster-local.yaml",
+            "Istio's own clusterLocal for the services the filter keeps in their cluster: an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f) in\n# every cluster. istiod then sends no proxy another cluster's endpoints for\n# them, so they stay local even while the filter is not running (a fetch\n# failure leaves the client side allowing everything: README, When delivery fails).",
+            &[doc],
+        ));
+    }
     files.push(file(
         "meshconfig-access-log.yaml",
         "The access log that carries the hop record (what `hybridmesh trace` reads): an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f)\n# defining the provider; telemetry-access-log.yaml turns it on. `hop` is the\n# filter state wasm.hybridmesh.hop, the JSON record the client side writes\n# (server-side lines have `hop: null`); req_* and resp_served_by are the\n# filter's headers, from which trace rebuilds a hop when filterState is off.",
