@@ -265,15 +265,7 @@ impl Lab {
         let mut by_result = BTreeMap::new();
         for (c, _, _) in CLUSTERS {
             for pod in self.sidecars(c) {
-                for (series, v) in
-                    admin::agent_metrics(&pod, "istio_agent_wasm_remote_fetch_count")?
-                {
-                    let result = series
-                        .split("result=\"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                        .unwrap_or("?")
-                        .to_string();
+                for (result, v) in self.pod_fetches(&pod)? {
                     *by_result.entry(result).or_insert(0.0) += v;
                 }
             }

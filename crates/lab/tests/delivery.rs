@@ -67,6 +67,18 @@ fn report(lines: &mut Vec<String>, what: &str, t: &Tally, extra: &str) {
     lines.push(line);
 }
 
+/// Every one of `N` requests refused 403 (every server side is the deny-all
+/// stand-in), and a gke agent's log says `why`.
+fn every_request_refused(lab: &mut Lab, lines: &mut Vec<String>, what: &str, why: &str) {
+    let t = lab.tally("gke", N).unwrap();
+    let pod = lab.echo_pod("gke", 1);
+    let fetches = lab.pod_fetches(&pod).unwrap();
+    report(lines, what, &t, &format!(" (an agent: {fetches:?})"));
+    assert_eq!(t.forbidden, N as u32, "{t:?}");
+    let errors = wasm_fetch_errors(&pod);
+    assert!(errors.iter().any(|e| e.contains(why)), "{errors:?}");
+}
+
 #[test]
 fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     let root = workspace();
@@ -222,19 +234,11 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     // every agent fetches, compares, refuses.
     let wrong = image::sha256_hex(&wasm);
     lab.apply_image(Some((&delivered.url, &wrong))).unwrap();
-    let t = lab.tally("gke", N).unwrap();
-    let fetches = lab.pod_fetches(&lab.echo_pod("gke", 1)).unwrap();
-    report(
+    every_request_refused(
+        &mut lab,
         &mut lines,
         "wrong sha256 (the module's, not the manifest's)",
-        &t,
-        &format!(" (an agent: {fetches:?})"),
-    );
-    assert_eq!(t.forbidden, N as u32, "{t:?}");
-    let errors = wasm_fetch_errors(&lab.echo_pod("gke", 1));
-    assert!(
-        errors.iter().any(|e| e.contains("does not match")),
-        "{errors:?}"
+        "does not match",
     );
 
     // ... and with FAIL_RELOAD on both sides (reload the VM after a crash;
@@ -261,21 +265,11 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     let pushed = push::push(&bad, &bad_target, &creds, Some(&ca)).unwrap();
     lab.apply_image(Some((&pushed.url, &pushed.sha256)))
         .unwrap();
-    let t = lab.tally("gke", N).unwrap();
-    let fetches = lab.pod_fetches(&lab.echo_pod("gke", 1)).unwrap();
-    report(
+    every_request_refused(
+        &mut lab,
         &mut lines,
         "an image in a shape the agent refuses",
-        &t,
-        &format!(" (an agent: {fetches:?})"),
-    );
-    assert_eq!(t.forbidden, N as u32, "{t:?}");
-    let errors = wasm_fetch_errors(&lab.echo_pod("gke", 1));
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("number of layers must be 2 but got 1")),
-        "{errors:?}"
+        "number of layers must be 2 but got 1",
     );
     lab.apply_image(None).unwrap();
     let t = lab.tally("gke", N).unwrap();
