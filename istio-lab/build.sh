@@ -15,6 +15,11 @@
 #   registry  the CNCF registry (distribution v3), the lab's private OCI registry;
 #             its own module at its own pin (REGISTRY_VERSION), built apart
 #
+# LAB_ISTIO=1.30 (a release of versions.tsv, see release.sh) also builds that
+# release's istiod, pilot-agent and lab-iptables from
+# istio-lab/releases/1.30/go.mod into target/istio-lab/1.30/bin, with a stamp
+# of their own (the shared binaries above are the same for every release).
+#
 # The machine is shared: builds run niced with one package at a time unless
 # LAB_BUILD_PARALLEL=1. FORCE=1 rebuilds.
 set -euo pipefail
@@ -23,6 +28,8 @@ ROOT="$(cd "$LAB/.." && pwd)"
 BIN="$ROOT/target/istio-lab/bin"
 mkdir -p "$BIN"
 cd "$LAB"
+ENVOY=unused  # release.sh: only the release's binaries are needed here
+source "$LAB/release.sh"
 # The registry first, apart from the rest: `go install` at a released version
 # (checked against the Go checksum database), with a stamp of its own.
 REGISTRY_VERSION=v3.1.2
@@ -35,13 +42,30 @@ if [ "${FORCE:-}" = 1 ] || [ ! -x "$BIN/registry" ] || [ "$(cat "$BIN/.registry-
   echo "$reg_stamp" >"$BIN/.registry-stamp"
   echo "istio-lab: registry built in $(( $(date +%s) - reg_start ))s"
 fi
+export GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
+[ "${LAB_BUILD_PARALLEL:-}" = 1 ] || GOFLAGS="$GOFLAGS -p=1"
+# The release's own binaries, when it is not the one go.mod pins: the same
+# mains (releases/<release>/cmd/* link to cmd/*) against its go.mod.
+if [ "$ISTIO_MOD" != "$LAB" ]; then
+  rel_stamp=$(cat "$ISTIO_MOD/go.mod" "$ISTIO_MOD/go.sum" build.sh cmd/istiod/*.go cmd/pilot-agent/*.go cmd/lab-iptables/*.go | sha256sum | cut -d' ' -f1)-$(go env GOVERSION)
+  if [ "${FORCE:-}" = 1 ] || [ "$(cat "$ISTIO_BIN/.stamp" 2>/dev/null)" != "$rel_stamp" ]; then
+    mkdir -p "$ISTIO_BIN"
+    echo "istio-lab: building Istio $LAB_ISTIO's istiod pilot-agent lab-iptables into $ISTIO_BIN"
+    rel_start=$(date +%s)
+    (cd "$ISTIO_MOD" && nice -n 15 go mod download && \
+      nice -n 15 go build -ldflags="-s -w" -o "$ISTIO_BIN/" ./cmd/istiod ./cmd/pilot-agent ./cmd/lab-iptables && \
+      go list -m -f '{{.Dir}}' istio.io/istio >"$ISTIO_BIN/istio-module-dir")
+    echo "$rel_stamp" >"$ISTIO_BIN/.stamp"
+    echo "istio-lab: Istio $LAB_ISTIO built in $(( $(date +%s) - rel_start ))s"
+  else
+    echo "istio-lab: Istio $LAB_ISTIO's binaries up to date in $ISTIO_BIN"
+  fi
+fi
 stamp=$(cat go.mod go.sum build.sh $(find cmd -name '*.go' | sort) | sha256sum | cut -d' ' -f1)-$(go env GOVERSION)
 if [ "${FORCE:-}" != 1 ] && [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$stamp" ]; then
   echo "istio-lab: binaries up to date in $BIN"
   exit 0
 fi
-export GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
-[ "${LAB_BUILD_PARALLEL:-}" = 1 ] || GOFLAGS="$GOFLAGS -p=1"
 start=$(date +%s)
 echo "istio-lab: downloading modules"
 # Istio tags its releases without a "v", so go.mod names the release-1.31

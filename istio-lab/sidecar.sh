@@ -2,7 +2,7 @@
 # Starts one pod's sidecar the way Kubernetes would after Istio's injection:
 # Istio's pilot-agent (built from the pinned module) in the pod's own network
 # namespace, which writes Envoy's bootstrap from Istio's template, starts the
-# real Envoy 1.40, serves it SDS from the mounted workload certificate, and
+# real Envoy (the one the release ships), serves it SDS from the mounted workload certificate, and
 # proxies its ADS stream to the cluster's istiod over mTLS (:15012, the
 # workload certificate as its identity), and pulls Wasm modules from the
 # lab's registry. The pod's network namespace is on the lab's pod network
@@ -28,9 +28,9 @@ c=$1 ns=$2 pod=$3 ip=$4 sa=$5 app=$6 kind=${7:-sidecar}
 source "$RUN/topology.env"   # NETWORK_<c>, NET_<c>, GCE_ZONE_<c>
 net_var="NETWORK_$c"; n_var="NET_$c"; zone_var="GCE_ZONE_$c"
 network=${!net_var}; n=${!n_var}; zone=${!zone_var:-}
-ENVOY=${ENVOY:-$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1)}
-[ -x "$ENVOY" ] || { echo "no Envoy: run scripts/setup-envoy (or set ENVOY)" >&2; exit 1; }
-ISTIO_DIR="$(cat "$BIN/istio-module-dir")"
+source "$LAB/release.sh"     # ISTIO_BIN of the run's release (LAB_ISTIO, ENVOY: topology.env)
+[ -x "$ENVOY" ] || { echo "no Envoy at $ENVOY: run scripts/setup-envoy $LAB_ENVOY_VERSION" >&2; exit 1; }
+ISTIO_DIR="$(cat "$ISTIO_BIN/istio-module-dir")"
 
 d="$RUN/pods/$c-$ns-$pod"
 rm -rf "$d"; mkdir -p "$d"/{etc/istio/proxy,etc/istio/pod,etc/istio/config,var/lib/istio/envoy,var/run/secrets/workload-spiffe-credentials}
@@ -69,7 +69,7 @@ if [ "$kind" = sidecar ]; then
   # what istio-init does in a pod: Istio's own traffic capture rules (REDIRECT
   # mode, all ports), excluding the proxy's user: here root (-u 0), so the
   # applications run as nobody
-  ip netns exec "$pns" "$BIN/lab-iptables" -p 15001 -z 15006 -u 0 -g 0 -m REDIRECT \
+  ip netns exec "$pns" "$ISTIO_BIN/lab-iptables" -p 15001 -z 15006 -u 0 -g 0 -m REDIRECT \
     -i '*' -x '' -b '*' -d 15090,15021,15020 >"$d/istio-iptables.log" 2>&1
 fi
 
@@ -103,7 +103,7 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$d" \
   setsid ip netns exec "$pns" unshare --mount --propagation private --kill-child bash -c "
     # the pod's own /var/lib (the agent keeps fetched Wasm modules in /var/lib/istio/data)
     mkdir -p '$d/var/lib/istio/data' && mount --bind '$d/var/lib' /var/lib && $resolv_mount
-    exec '$BIN/pilot-agent' proxy $kind --domain $ns.svc.cluster.local --proxyLogLevel=warning \
+    exec '$ISTIO_BIN/pilot-agent' proxy $kind --domain $ns.svc.cluster.local --proxyLogLevel=warning \
       --proxyComponentLogLevel=misc:error --log_output_level=default:info --concurrency 1
   " >>"$d/agent.log" 2>&1 &   # append: Envoy opens /dev/stdout (the access log) on its own, with O_APPEND
 echo $! >"$d/pid"

@@ -10,7 +10,9 @@
 #   istio-lab/build.sh && istio-lab/up.sh      # state in target/istio-lab/run
 #   istio-lab/down.sh                          # stops what up.sh started, by process group
 #
-# Environment: ENVOY (default: the project's .venv, which scripts/setup-envoy fills),
+# Environment: LAB_ISTIO (the Istio release, default the newest of versions.tsv;
+# see release.sh), ENVOY (default: the Envoy that release ships, which
+# `scripts/setup-envoy <version>` installs),
 # WASM (default: target/wasm32-wasip1/wasm/hybridmesh_filter.wasm), pushed to
 # the lab's registry and applied unless LAB_APPLY_PLUGINS=0 (HYBRIDMESH: the
 # command line that pushes, default cargo run -p hybridmesh),
@@ -22,13 +24,16 @@ ROOT="$(cd "$LAB/.." && pwd)"
 OUT="$ROOT/target/istio-lab"
 BIN="$OUT/bin"
 RUN="$OUT/run"
-[ -x "$BIN/istiod" ] || { echo "run istio-lab/build.sh first" >&2; exit 1; }
+source "$LAB/release.sh"   # LAB_ISTIO, ISTIO_BIN, ENVOY
+[ -x "$BIN/kube" ] || { echo "run istio-lab/build.sh first" >&2; exit 1; }
+[ -x "$ISTIO_BIN/istiod" ] || { echo "Istio $LAB_ISTIO is not built: run LAB_ISTIO=$LAB_ISTIO istio-lab/build.sh" >&2; exit 1; }
+[ -x "$ENVOY" ] || { echo "no Envoy at $ENVOY: run scripts/setup-envoy $LAB_ENVOY_VERSION (the Envoy Istio $LAB_ISTIO ships)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "up.sh needs root (network namespaces)" >&2; exit 1; }
 # Istio's capture rules need iptables in each pod's namespace (Debian's package)
 command -v iptables >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables >/dev/null; }
 "$LAB/down.sh" >/dev/null 2>&1 || true
 rm -rf "$RUN"; mkdir -p "$RUN/logs"
-ISTIO_DIR="$(cat "$BIN/istio-module-dir")"
+ISTIO_DIR="$(cat "$ISTIO_BIN/istio-module-dir")"
 
 # cluster name, network, 127.N, etcd port, apiserver port, node labels
 CLUSTERS=(gke anthos)
@@ -53,7 +58,11 @@ wait_file() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.2; done
 # is where pilot-agent takes the proxy's locality from on GCP (Istio's
 # pkg/bootstrap/platform/gcp.go, zoneFromResolvConf). On-prem has none.
 declare -A GCE_ZONE=([gke]=asia-northeast1-a [anthos]=)
-for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done >"$RUN/topology.env"
+{
+  # the release and the Envoy every pod of this run uses (sidecar.sh reads them)
+  echo "LAB_ISTIO=$LAB_ISTIO"; echo "ENVOY=$ENVOY"
+  for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done
+} >"$RUN/topology.env"
 "$LAB/certs.sh" init "$RUN/ca" "${CLUSTERS[@]}"
 t0=$(date +%s.%N)
 for c in "${CLUSTERS[@]}"; do
@@ -206,7 +215,7 @@ PY
   start "istiod-$c" env ${LAB_ISTIOD_ENV:-} ROOT_CA_DIR="$RUN/ca/$c" POD_NAMESPACE=istio-system POD_NAME="istiod-$c" REVISION=default \
     PILOT_CERT_PROVIDER=istiod ISTIOD_CUSTOM_HOST="istiod.istio-system.svc" \
     PILOT_ENABLE_METADATA_EXCHANGE="${LAB_ISTIO_PROXY_EXTENSIONS:-false}" PILOT_ENABLE_ALPN_FILTER="${LAB_ISTIO_PROXY_EXTENSIONS:-false}" \
-    "$BIN/istiod" discovery --kubeconfig "$d/kubeconfig" --clusterID "$c" \
+    "$ISTIO_BIN/istiod" discovery --kubeconfig "$d/kubeconfig" --clusterID "$c" \
     --meshConfig "$d/mesh.yaml" --networksConfig "$d/meshNetworks.yaml" \
     --grpcAddr "127.$n.0.1:15010" --httpAddr "127.$n.0.1:8080" --monitoringAddr "127.$n.0.1:15014" \
     --httpsAddr "" --secureGRPCAddr "127.$n.0.1:15012" --log_output_level "default:info"

@@ -23,12 +23,16 @@ pub fn walk(examples: &Path, workspace: &Path, opts: &LabOptions) -> anyhow::Res
         "{}: no */scenario.yaml",
         examples.display()
     );
-    println!("starting the Istio lab: per cluster a kube-apiserver and an istiod (Istio 1.31), every pod as pilot-agent + Envoy 1.40 ...");
+    println!("starting the Istio lab: per cluster a kube-apiserver and an istiod, every pod as pilot-agent + Envoy ...");
     let started = std::time::Instant::now();
     let mut lab = Lab::start(workspace, opts)?;
+    let versions = lab.versions()?;
     println!(
-        "up in {:.0}s: gke and anthos, wasmplugin/overlays/<cluster> applied with kubectl apply -k",
-        started.elapsed().as_secs_f64()
+        "up in {:.0}s: Istio {} (istio.io/istio {}), Envoy {}; gke and anthos, wasmplugin/overlays/<cluster> applied with kubectl apply -k",
+        started.elapsed().as_secs_f64(),
+        versions.istio,
+        versions.istio_module,
+        versions.envoy
     );
     if let Some(d) = lab.delivery() {
         println!(
@@ -80,7 +84,7 @@ pub fn walk(examples: &Path, workspace: &Path, opts: &LabOptions) -> anyhow::Res
         all_ok &= report.ok;
         println!();
     }
-    for walk in article_walks(&opts.istiod_env) {
+    for walk in article_walks(&versions.istio, &opts.istiod_env) {
         println!(
             "=== the seed article's locality failover, as its commands (the filter only tags)"
         );
@@ -143,15 +147,30 @@ pub const ARTICLE_EXCLUDING_NOT_READY: Walk = Walk {
     ..ARTICLE
 };
 
-/// The walk-throughs to play on a lab whose istiods run with `istiod_env`:
-/// the article's rule as written, and with `minHealthPercent: 1`. With
-/// `PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false` a not-Ready pod leaves EDS
-/// either way, so the article's rule keeps every request in Anthos too.
-pub fn article_walks(istiod_env: &[String]) -> Vec<Walk> {
-    let excluded = istiod_env
+/// The walk-throughs to play on a lab of Istio `release` (`1.31`) whose
+/// istiods run with `istiod_env`: the article's rule as written, and with
+/// `minHealthPercent: 1`. With `PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false`,
+/// and on releases before 1.31 (which do not have that setting; their
+/// `PILOT_SEND_UNHEALTHY_ENDPOINTS` defaults to false: release-1.30
+/// `pilot/pkg/features/experimental.go`), a not-Ready pod leaves EDS either
+/// way, so the article's rule keeps every request in Anthos too.
+pub fn article_walks(release: &str, istiod_env: &[String]) -> Vec<Walk> {
+    let before_1_31 = release
+        .strip_prefix("1.")
+        .and_then(|m| m.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| m < 31);
+    let article = if before_1_31 {
+        Walk {
+            anthos_share_one_drained: [1.0, 1.0],
+            about: "Istio before 1.31 leaves not-Ready pods out of EDS (PILOT_SEND_UNHEALTHY_ENDPOINTS defaults to false; the automatic setting came in 1.31), as ASM 1.13 did.",
+            expect: "Anthos alone while it has a Ready pod, GKE alone once both are drained; no request failed (the article's result)",
+            ..ARTICLE
+        }
+    } else if istiod_env
         .iter()
-        .any(|e| e == "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false");
-    let article = if excluded {
+        .any(|e| e == "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false")
+    {
         Walk {
             anthos_share_one_drained: [1.0, 1.0],
             about: "With PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false istiod leaves not-Ready pods out of EDS, as ASM 1.13 did.",

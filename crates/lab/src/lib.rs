@@ -54,6 +54,19 @@ pub struct LabOptions {
     /// The plugins as TrafficExtensions (`render --istio 1.31`) instead of
     /// the WasmPlugins `wasmplugin/` holds.
     pub traffic_extensions: bool,
+    /// The Istio release (an `istio` row of `versions.tsv`: `1.30`), run
+    /// with the Envoy it ships; `None`: the newest.
+    pub istio: Option<String>,
+}
+
+/// What a running lab runs, read from it: the Istio release and its
+/// module version (`istio.io/istio@...`), and the Envoy version a sidecar's
+/// admin reports (`/server_info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    pub istio: String,
+    pub istio_module: String,
+    pub envoy: String,
 }
 
 /// How the filter reached the sidecars: pushed to the lab's registry with
@@ -80,7 +93,14 @@ impl LabOptions {
             wasm: std::env::var_os("HYBRIDMESH_WASM")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target/wasm32-wasip1/wasm/hybridmesh_filter.wasm")),
-            traffic_extensions: false,
+            // HYBRIDMESH_LAB_KIND=TrafficExtension: the plugins as Istio
+            // 1.30+'s TrafficExtensions instead of WasmPlugins.
+            traffic_extensions: std::env::var("HYBRIDMESH_LAB_KIND").as_deref()
+                == Ok("TrafficExtension"),
+            // HYBRIDMESH_LAB_ISTIO=1.30: that release (versions.tsv).
+            istio: std::env::var("HYBRIDMESH_LAB_ISTIO")
+                .ok()
+                .filter(|v| !v.is_empty()),
         }
     }
 }
@@ -118,15 +138,16 @@ impl Lab {
             "the Istio lab needs root (network namespaces, nsenter, iptables): run the test as root"
         );
         let lab = root.join("istio-lab");
-        run_script(&lab.join("build.sh"), &[], "istio-lab/build.sh")?;
-        run_script(
-            &lab.join("up.sh"),
-            &[
-                ("LAB_ISTIOD_ENV", opts.istiod_env.join(" ")),
-                ("LAB_APPLY_PLUGINS", "0".to_string()),
-            ],
-            "istio-lab/up.sh",
-        )?;
+        let release: Vec<(&str, String)> = opts
+            .istio
+            .iter()
+            .map(|v| ("LAB_ISTIO", v.clone()))
+            .collect();
+        run_script(&lab.join("build.sh"), &release, "istio-lab/build.sh")?;
+        let mut env = release.clone();
+        env.push(("LAB_ISTIOD_ENV", opts.istiod_env.join(" ")));
+        env.push(("LAB_APPLY_PLUGINS", "0".to_string()));
+        run_script(&lab.join("up.sh"), &env, "istio-lab/up.sh")?;
         let mut l = Lab {
             root: root.to_path_buf(),
             run: root.join("target/istio-lab/run"),
@@ -168,6 +189,55 @@ impl Lab {
             }
         }
         Ok(l)
+    }
+
+    /// The Istio release and Envoy this lab runs, read from the run (what
+    /// up.sh chose) and from a sidecar's admin (what Envoy says it is).
+    pub fn versions(&self) -> anyhow::Result<Versions> {
+        let env = std::fs::read_to_string(self.run.join("topology.env"))
+            .context("the lab's topology.env (up.sh writes it)")?;
+        let var = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+                .with_context(|| format!("topology.env has no {k}"))
+        };
+        let istio = var("LAB_ISTIO")?;
+        let bin = if self
+            .root
+            .join("istio-lab/releases")
+            .join(&istio)
+            .join("go.mod")
+            .is_file()
+        {
+            self.root.join("target/istio-lab").join(&istio).join("bin")
+        } else {
+            self.bin.clone()
+        };
+        let module_dir = std::fs::read_to_string(bin.join("istio-module-dir"))
+            .context("istio-module-dir (build.sh writes it)")?;
+        let istio_module = Path::new(module_dir.trim())
+            .file_name()
+            .map(|f| f.to_string_lossy().trim_start_matches("istio@").to_string())
+            .unwrap_or_default();
+        let pod = self
+            .sidecars("gke")
+            .into_iter()
+            .next()
+            .context("the lab has no sidecar")?;
+        let info: serde_json::Value = serde_json::from_str(&admin::get(&pod, "/server_info")?)
+            .context("/server_info is not JSON")?;
+        // "version": "<sha>/1.39.3/Clean/RELEASE/BoringSSL"
+        let envoy = info["version"]
+            .as_str()
+            .and_then(|v| v.split('/').nth(1))
+            .context("/server_info has no version")?
+            .to_string();
+        Ok(Versions {
+            istio,
+            istio_module,
+            envoy,
+        })
     }
 
     /// Pushes the filter's image to the lab's registry as `hybridmesh

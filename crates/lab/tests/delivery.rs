@@ -88,7 +88,11 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     let mut lab =
         Lab::start(&root, &opts).unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));
     let delivered = lab.delivery().unwrap().clone();
-    let mut lines = Vec::new();
+    let versions = lab.versions().unwrap();
+    let mut lines = vec![format!(
+        "Istio {} (istio.io/istio {}), Envoy {}",
+        versions.istio, versions.istio_module, versions.envoy
+    )];
     let echo0 = lab.echo_pod("gke", 0);
 
     // 0. Delivered: every request with the filter.
@@ -314,4 +318,12 @@ fn what_traffic_gets_when_the_filter_cannot_be_delivered() {
     let out = root.join("target/delivery-failures.txt");
     std::fs::write(&out, lines.join("\n") + "\n").unwrap();
     println!("(also in {})", out.display());
+    hybridmesh_ops::support::record(
+        &root,
+        &hybridmesh_ops::support::Subject::Istio(versions.istio.clone()),
+        &versions.envoy,
+        "delivery",
+        &format!("{} situations, each as measured", lines.len() - 1),
+    )
+    .unwrap();
 }

@@ -16,6 +16,7 @@ use hybridmesh_lab::demo::{
     article_failover, article_failover_problems, article_walks, expects_unhealthy_endpoint,
 };
 use hybridmesh_lab::{Lab, LabOptions};
+use hybridmesh_ops::support;
 use hybridmesh_scenario::runner::Backend as _;
 use hybridmesh_scenario::runner::{run_on, ScenarioReport};
 use hybridmesh_scenario::{RequestSpec, Scenario};
@@ -60,9 +61,25 @@ struct Run {
 fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness() {
     let root = workspace();
     let module = proxy_wasm_host::Module::from_file(wasm()).unwrap();
-    if let Err(e) = hybridmesh_replica::process::envoy_binary(&root) {
-        panic!("the lab and the replica need Envoy 1.40: {e:#}");
-    }
+    // HYBRIDMESH_LAB_ISTIO=1.30 runs that release (versions.tsv); the lab
+    // and the replica both run the Envoy it ships.
+    // HYBRIDMESH_LAB_ISTIOD_ENV="PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false ..."
+    // runs both istiods with those settings.
+    let opts = LabOptions {
+        istiod_env: std::env::var("HYBRIDMESH_LAB_ISTIOD_ENV")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        wasm: wasm(),
+        ..LabOptions::for_checkout(&root)
+    };
+    let release = opts
+        .istio
+        .clone()
+        .or_else(support::newest_istio)
+        .expect("versions.tsv names an Istio release");
+    let envoy_version = support::envoy_of_istio(&release)
+        .unwrap_or_else(|| panic!("Istio {release} is not a release of versions.tsv"));
+    let envoy = support::envoy_path(&root, &envoy_version).unwrap_or_else(|e| panic!("{e:#}"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
         .unwrap()
         .map(|e| e.unwrap().path().join("scenario.yaml"))
@@ -98,8 +115,9 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             .to_string();
         let harness =
             hybridmesh_sim::run::run(&s, &hybridmesh_sim::run::Engine::Wasm(module.clone()));
-        let o =
+        let mut o =
             hybridmesh_replica::backend::options(&s, &root, &format!("lab-diff-{name}")).unwrap();
+        o.envoy = envoy.clone();
         let mut replica = hybridmesh_replica::Replica::start(&o)
             .unwrap_or_else(|e| panic!("{name}: the replica did not start: {e:#}"));
         let replica_report = run_on(&s, &mut replica);
@@ -113,20 +131,19 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             route_problems: Vec::new(),
         });
     }
-    // HYBRIDMESH_LAB_ISTIOD_ENV="PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false ..."
-    // runs both istiods with those settings.
-    let opts = LabOptions {
-        istiod_env: std::env::var("HYBRIDMESH_LAB_ISTIOD_ENV")
-            .map(|v| v.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default(),
-        wasm: wasm(),
-        // HYBRIDMESH_LAB_KIND=TrafficExtension: the plugins as Istio 1.30+'s
-        // TrafficExtensions instead of WasmPlugins.
-        traffic_extensions: std::env::var("HYBRIDMESH_LAB_KIND").as_deref()
-            == Ok("TrafficExtension"),
-    };
     let mut lab =
         Lab::start(&root, &opts).unwrap_or_else(|e| panic!("the Istio lab did not start: {e:#}"));
+    // What runs is what the release ships: its istiod and pilot-agent, and
+    // the Envoy every sidecar reports.
+    let versions = lab.versions().unwrap();
+    println!(
+        "Istio {} (istio.io/istio {}), Envoy {}",
+        versions.istio, versions.istio_module, versions.envoy
+    );
+    assert_eq!(
+        (versions.istio.as_str(), versions.envoy.as_str()),
+        (release.as_str(), envoy_version.as_str())
+    );
     // The filter came the way it comes in a cluster: pushed to a private
     // registry, pulled by every istio-agent with the pull secret, at the
     // digest the committed release pins.
@@ -197,7 +214,7 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
     // the live routing follows; as the article's DestinationRule stands on
     // Istio 1.31, and with minHealthPercent.
     let mut failover_problems = Vec::new();
-    for walk in article_walks(&opts.istiod_env) {
+    for walk in article_walks(&release, &opts.istiod_env) {
         let phases = article_failover(&mut lab, &root.join("examples"), &walk, false)
             .unwrap_or_else(|e| panic!("the article's failover steps: {e:#}"));
         println!("{}", walk.about);
@@ -403,4 +420,23 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             .join("\n"),
         gone.join("\n")
     );
+    if only.is_none() {
+        let subject = support::Subject::Istio(release.clone());
+        let record = |check: &str, detail: String| {
+            support::record(&root, &subject, &versions.envoy, check, &detail).unwrap();
+        };
+        let examples = format!(
+            "{} examples, {compared} requests: the same on the harness, the replica and the lab",
+            runs.len()
+        );
+        if opts.traffic_extensions {
+            record("traffic-extension", examples);
+        } else {
+            record("examples", examples);
+            record(
+                "walk-through",
+                "the article's DestinationRule and drains on istiod's config".to_string(),
+            );
+        }
+    }
 }

@@ -4,4 +4,5 @@
 //! recorded ([`trace`]: hop records from access logs).
 
 pub mod deploy;
+pub mod support;
 pub mod trace;

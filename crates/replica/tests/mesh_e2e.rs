@@ -189,6 +189,13 @@ fn the_seed_walkthrough_in_real_envoy() {
         report.processes,
         report.startup
     );
+    support::record(
+        "walk-through",
+        &format!(
+            "{} checks of the replica's walk-through",
+            report.checks.len()
+        ),
+    );
 }
 
 /// Measured in Envoy 1.40: a bad FIRST config by ECDS leaves the listener

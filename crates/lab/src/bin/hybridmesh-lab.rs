@@ -10,11 +10,13 @@ use std::process::ExitCode;
 
 use hybridmesh_lab::{demo::walk, LabOptions};
 
-const USAGE: &str = "usage: hybridmesh-lab [--examples DIR] [--istiod-env NAME=value]...
+const USAGE: &str =
+    "usage: hybridmesh-lab [--examples DIR] [--release 1.NN] [--istiod-env NAME=value]...
   --examples DIR     the examples folder (default: this checkout's examples/)
+  --release 1.NN     the Istio release (versions.tsv; default the newest), with the Envoy it ships
   --istiod-env N=V   a setting for both istiods, e.g. PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS=false
-Needs root, Envoy (scripts/setup-envoy), the filter's .wasm and istio-lab/build.sh:
-scripts/demo --istio does all of it.";
+Needs root, the release's Envoy (scripts/setup-envoy VERSION), the filter's .wasm and
+istio-lab/build.sh: scripts/demo --istio [--release 1.NN] does all of it.";
 
 fn main() -> ExitCode {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -30,6 +32,17 @@ fn main() -> ExitCode {
             "--istiod-env" => match args.next() {
                 Some(v) if v.contains('=') => opts.istiod_env.push(v),
                 _ => return usage("--istiod-env needs NAME=value"),
+            },
+            "--release" => match args.next() {
+                Some(v) if hybridmesh_ops::support::envoy_of_istio(&v).is_some() => {
+                    opts.istio = Some(v)
+                }
+                Some(v) => {
+                    return usage(&format!(
+                        "--release {v}: not an Istio release of versions.tsv"
+                    ))
+                }
+                None => return usage("--release needs an Istio release, e.g. 1.30"),
             },
             "--istio" => {}
             "-h" | "--help" => {

@@ -1,4 +1,5 @@
-//! `scripts/demo`: the seed article's walk-through in real Envoy 1.40, built
+//! `scripts/demo`: the seed article's walk-through in real Envoy (1.40, or
+//! `HYBRIDMESH_ENVOY`), built
 //! from this crate alone (no wasmtime, no command-line stack), so a
 //! newcomer's first run compiles only what it runs. `hybridmesh demo` is the
 //! same walk-through from the full command line.

@@ -19,6 +19,24 @@ pub fn examples() -> PathBuf {
 
 pub fn require_envoy() {
     if let Err(e) = hybridmesh_replica::process::envoy_binary(&workspace()) {
-        panic!("the real-Envoy tests need Envoy 1.40: {e:#}");
+        panic!("the real-Envoy tests need Envoy: {e:#}");
     }
+}
+
+/// Records for the support matrix (`hybridmesh_ops::support`) that `check`
+/// passed on the Envoy these tests run (`HYBRIDMESH_ENVOY`, else 1.40).
+pub fn record(check: &str, detail: &str) {
+    use hybridmesh_ops::support;
+    let root = workspace();
+    let version = hybridmesh_replica::process::envoy_binary(&root)
+        .and_then(|b| hybridmesh_replica::process::envoy_version(&b))
+        .unwrap_or_else(|e| panic!("the Envoy's version: {e:#}"));
+    support::record(
+        &root,
+        &support::Subject::Envoy(version.clone()),
+        &version,
+        check,
+        detail,
+    )
+    .unwrap_or_else(|e| panic!("recording {check}: {e:#}"));
 }

@@ -1,0 +1,1 @@
+../../../../cmd/istiod/main.go

@@ -1,0 +1,1 @@
+../../../../cmd/lab-iptables/main.go

@@ -1,0 +1,1 @@
+../../../../cmd/pilot-agent/main.go
