@@ -2,10 +2,10 @@
 # Starts one pod's sidecar the way Kubernetes would after Istio's injection:
 # Istio's pilot-agent (built from the pinned module) in the pod's own network
 # namespace, which writes Envoy's bootstrap from Istio's template, starts the
-# real Envoy (the one the release ships), serves it SDS from the mounted workload certificate, and
-# proxies its ADS stream to the cluster's istiod over mTLS (:15012, the
-# workload certificate as its identity), and pulls Wasm modules from the
-# lab's registry. The pod's network namespace is on the lab's pod network
+# real Envoy (the one the release ships), gets its workload certificate from
+# istiod's CA with the pod's service-account token and serves it to Envoy by
+# SDS, proxies its ADS stream to the cluster's istiod (:15012, TLS, the token
+# as its identity), and pulls Wasm modules from the lab's registry. The pod's network namespace is on the lab's pod network
 # (podnet.sh), where istiod (127.N.0.1:15012) and the registry (127.60.0.1:5443) are reached
 # at an "infra" namespace that forwards to them over unix sockets (labnet).
 # Only loopback addresses are used; every pod's 0.0.0.0 listeners stay in its
@@ -33,7 +33,7 @@ source "$LAB/release.sh"     # ISTIO_BIN of the run's release (LAB_ISTIO, ENVOY:
 ISTIO_DIR="$(cat "$ISTIO_BIN/istio-module-dir")"
 
 d="$RUN/pods/$c-$ns-$pod"
-rm -rf "$d"; mkdir -p "$d"/{etc/istio/proxy,etc/istio/pod,etc/istio/config,var/lib/istio/envoy,var/run/secrets/workload-spiffe-credentials}
+rm -rf "$d"; mkdir -p "$d"/{etc/istio/proxy,etc/istio/pod,etc/istio/config,var/lib/istio/envoy,var/run/secrets/istio,var/run/secrets/tokens}
 cp "$ISTIO_DIR/tools/packaging/common/envoy_bootstrap.json" "$d/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
 cp "$RUN/$c/mesh.yaml" "$d/etc/istio/config/mesh"
 # downward API files
@@ -59,8 +59,22 @@ if [ -n "$zone" ]; then
   gcp_env=(CLOUD_PLATFORM=gcp)
   resolv_mount="mount --bind '$d/etc/resolv.conf' /etc/resolv.conf"
 fi
-# the workload certificate istiod's CA would issue (same mesh CA, this cluster's intermediate)
-"$LAB/certs.sh" workload "$RUN/ca" "$c" "spiffe://cluster.local/ns/$ns/sa/$sa" "$d/var/run/secrets/workload-spiffe-credentials"
+# What the kubelet mounts in an injected pod: the service account's token
+# for audience istio-ca, bound to the pod (the injection template's
+# istio-token projected volume), and the mesh root from the istio-ca-root-cert
+# ConfigMap istiod writes into every namespace (istiod-ca-cert). With them
+# pilot-agent asks istiod's CA (:15012) for its workload certificate (a CSR
+# authenticated by the token, which istiod checks with a TokenReview) and
+# authenticates its xDS stream with the same token; no certificate is mounted.
+kc() { "$BIN/kubectl" --kubeconfig "$RUN/$c/kubeconfig" "$@"; }
+kc -n "$ns" create token "$sa" --audience istio-ca --duration 24h \
+  --bound-object-kind Pod --bound-object-name "$pod" >"$d/var/run/secrets/tokens/istio-token"
+for _ in $(seq 1 100); do
+  kc -n "$ns" get configmap istio-ca-root-cert -o 'jsonpath={.data.root-cert\.pem}' >"$d/var/run/secrets/istio/root-cert.pem" 2>/dev/null &&
+    [ -s "$d/var/run/secrets/istio/root-cert.pem" ] && break
+  sleep 0.1
+done
+[ -s "$d/var/run/secrets/istio/root-cert.pem" ] || { echo "$c: no istio-ca-root-cert ConfigMap in $ns (istiod writes it)" >&2; exit 1; }
 
 # the pod's network namespace, with its IP on the lab's pod network
 "$LAB/podnet.sh" add "$c-$pod" "$ip"
@@ -73,20 +87,25 @@ if [ "$kind" = sidecar ]; then
     -i '*' -x '' -b '*' -d 15090,15021,15020 >"$d/istio-iptables.log" 2>&1
 fi
 
-proxy_config=$(cat <<EOF
-{"discoveryAddress":"127.$n.0.1:15012","controlPlaneAuthPolicy":"MUTUAL_TLS","binaryPath":"$ENVOY",
- "configPath":"./etc/istio/proxy","meshId":"mesh1","concurrency":1,
- "extraStatTags":["decision","cross_network","direction","problem"],
- "proxyStatsMatcher":{"inclusionRegexps":[".*hybridmesh_.*"]}}
-EOF
+# PROXY_CONFIG as the injector writes it: the mesh's defaultConfig, here with
+# the project's stats overlay as rendered (wasmplugin/meshconfig-stats.yaml:
+# extraStatTags, proxyStatsMatcher), which an operator installs with Istio.
+proxy_config=$(python3 - "$ROOT/wasmplugin/meshconfig-stats.yaml" "$n" "$ENVOY" <<'PY'
+import json, sys, yaml
+stats = yaml.safe_load(open(sys.argv[1]))["spec"]["meshConfig"]["defaultConfig"]
+config = {"discoveryAddress": f"127.{sys.argv[2]}.0.1:15012", "controlPlaneAuthPolicy": "MUTUAL_TLS",
+          "binaryPath": sys.argv[3], "configPath": "./etc/istio/proxy", "meshId": "mesh1",
+          "concurrency": 1, **stats}
+print(json.dumps(config))
+PY
 )
 # xDS over istiod's authenticated port (15012), as in a cluster: the agent
-# presents the workload certificate (PROV_CERT: key.pem, cert-chain.pem) and
-# checks istiod's against the mesh root for istiod's service name (it dials an
-# address). istiod then knows the proxy's identity, which it requires before
-# it sends a WasmPlugin's pull secret (pilot/pkg/xds/ecds.go,
-# GeneratePullSecrets: "proxy ... is not authorized to receive secret").
-xds_env=(PROV_CERT=./var/run/secrets/workload-spiffe-credentials ISTIOD_SAN=istiod.istio-system.svc)
+# presents the token and checks istiod's certificate against the mesh root
+# for istiod's service name (it dials an address). istiod then knows the
+# proxy's identity, which it requires before it sends a WasmPlugin's pull
+# secret (pilot/pkg/xds/ecds.go, GeneratePullSecrets: "proxy ... is not
+# authorized to receive secret").
+xds_env=(ISTIOD_SAN=istiod.istio-system.svc)
 # The agent pulls the filter's image from the lab's registry, whose
 # certificate a private CA signed: the agent trusts it as a node image that
 # carries that CA would (Go reads SSL_CERT_FILE for its roots).

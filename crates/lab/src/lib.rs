@@ -343,6 +343,37 @@ impl Lab {
         Ok(by_result)
     }
 
+    /// What Prometheus scrapes from the cluster's sidecars: pilot-agent's
+    /// merged `:15020/stats/prometheus` (Envoy's stats and the agent's own),
+    /// the endpoint an injected pod's `prometheus.io/*` annotations name.
+    pub fn prometheus(&self, cluster: &str) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for pod in self.sidecars(cluster) {
+            out.push_str(&admin::agent_get(&pod, "stats/prometheus")?);
+        }
+        Ok(out)
+    }
+
+    /// One of istiod's own metrics in `cluster` (its `:15014/metrics`), summed
+    /// over its series; 0 when istiod has not counted any yet.
+    pub fn istiod_metric(&self, cluster: &str, name: &str) -> anyhow::Result<f64> {
+        let (n, _) = Lab::net(cluster)?;
+        let text = output(Command::new("curl").args([
+            "-sf",
+            "--max-time",
+            "5",
+            &format!("http://127.{n}.0.1:15014/metrics"),
+        ]))?;
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum())
+    }
+
     fn net(cluster: &str) -> anyhow::Result<(u8, u16)> {
         CLUSTERS
             .iter()

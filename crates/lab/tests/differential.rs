@@ -144,6 +144,17 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
         (versions.istio.as_str(), versions.envoy.as_str()),
         (release.as_str(), envoy_version.as_str())
     );
+    // Every pod's workload certificate came from its cluster's istiod CA (a
+    // CSR with the pod's service-account token), none is mounted: 4 pods
+    // per cluster, 4 certificates issued.
+    for c in ["gke", "anthos"] {
+        assert_eq!(
+            lab.istiod_metric(c, "citadel_server_success_cert_issuance_count")
+                .unwrap(),
+            4.0,
+            "{c}: certificates istiod's CA issued"
+        );
+    }
     // The filter came the way it comes in a cluster: pushed to a private
     // registry, pulled by every istio-agent with the pull secret, at the
     // digest the committed release pins.
@@ -184,6 +195,45 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
                 for p in lab.unconfirmed_routes() {
                     run.route_problems.push(p);
                 }
+            }
+        }
+    }
+    // The filter's counters as Prometheus scrapes them from the sidecars,
+    // with the labels wasmplugin/meshconfig-stats.yaml's extraStatTags
+    // promise extracted from the names the filter gives them (`decision=.=weighted;.;...hybridmesh_requests_total`): a
+    // label left unextracted would leave the series named
+    // `decision___weighted___..._hybridmesh_requests_total`.
+    for c in ["gke", "anthos"] {
+        let text = lab.prometheus(c).unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("hybridmesh_") && l.contains("_total"))
+            .collect();
+        assert!(!series.is_empty(), "{c}: no hybridmesh_*_total series");
+        let unextracted: Vec<&&str> = series
+            .iter()
+            .filter(|l| !l.starts_with("hybridmesh_"))
+            .collect();
+        assert!(
+            unextracted.is_empty(),
+            "{c}: labels left in the names: {unextracted:#?}"
+        );
+        let requests: Vec<&&str> = series
+            .iter()
+            .filter(|l| l.starts_with("hybridmesh_requests_total{"))
+            .collect();
+        assert!(!requests.is_empty(), "{c}: no hybridmesh_requests_total");
+        for line in requests {
+            for label in [
+                "source_cluster",
+                "destination_cluster",
+                "decision",
+                "cross_network",
+            ] {
+                assert!(
+                    line.contains(&format!("{label}=\"")),
+                    "{c}: {label} is not a Prometheus label: {line}"
+                );
             }
         }
     }

@@ -110,9 +110,9 @@ fn access_log() -> Value {
 
 /// The filter's counters carry their labels in the name (`label=.=value;.;`,
 /// as Istio's stats do); these tag extractors turn them into Prometheus labels
-/// (`hybridmesh_requests_total{source_cluster="gke",...}`). Istio's bootstrap
-/// has the same kind of regex for its standard labels; the others are added
-/// with `meshConfig.defaultConfig.extraStatTags` (see wasmplugin/).
+/// (`hybridmesh_requests_total{source_cluster="gke",...}`), as Istio's
+/// bootstrap does for each `meshConfig.defaultConfig.extraStatTags` entry
+/// (see wasmplugin/meshconfig-stats.yaml).
 pub const STAT_TAGS: &[&str] = &hybridmesh_filter_core::metrics::LABELS;
 
 fn stats_config() -> Value {

@@ -786,7 +786,7 @@ pub fn render_merged(
     }
     files.push(file(
         "meshconfig-stats.yaml",
-        "Prometheus labels for the filter's counters: an install-time overlay\n# (asmcli install --custom_overlay / istioctl install -f), not part of apply -k.\n# Proxies pick it up when they restart. extraStatTags makes Envoy extract\n# `<label>=.=<value>;.;` from the metric names (source_cluster and\n# destination_cluster are extracted already: Istio's own metrics use them);\n# proxyStatsMatcher keeps the counters in Envoy's stats.",
+        "Prometheus labels for the filter's counters: an install-time overlay\n# (asmcli install --custom_overlay / istioctl install -f), not part of apply -k.\n# Proxies pick it up when they restart. extraStatTags makes Envoy extract\n# `<label>=.=<value>;.;` from the metric names, one entry per label (Istio's\n# bootstrap extracts no other); proxyStatsMatcher keeps the counters in\n# Envoy's stats.",
         &[meshconfig_stats()],
     ));
     if let Some(doc) = meshconfig_cluster_local(mesh) {
