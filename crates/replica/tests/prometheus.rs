@@ -209,8 +209,8 @@ impl Scrape {
     /// A second act, once the walk has created every series: Prometheus
     /// cannot see a counter go from absent to N, so `rate()` misses a label
     /// set's first requests (those counted before its first scrape); these
-    /// are the increases the panels must show. A cluster-local refusal; a
-    /// rule preferring anthos while anthos answers 503 (Envoy moves each
+    /// are the increases the panels must show. A cluster-local refusal;
+    /// example 02's failover rule; a rule preferring anthos while anthos answers 503 (Envoy moves each
     /// request to gke: failovers); the same rule pinned (the filter ejects
     /// anthos, twice, with its ejection time between); every request with a
     /// spoofed source header from the application.
@@ -239,6 +239,27 @@ impl Scrape {
             anyhow::ensure!(
                 o.status == 403,
                 "a cluster-local call from gke answered {}",
+                o.status
+            );
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        // Example 02's failover rule from anthos (decision `failover`): the
+        // walk's own failover requests come in one burst before a reload of
+        // the client sidecars resets their counters, too few scrapes for
+        // rate() to be sure to see them (it did not once the replica's
+        // drains got quicker).
+        anyhow::ensure!(
+            r.push_config(
+                "all",
+                &example_config(&examples, "02-locality-failover", &[])?
+            )?,
+            "examples/02 was rejected"
+        );
+        for _ in 0..6 {
+            let o = r.request(&request("anthos"), "anthos")?;
+            anyhow::ensure!(
+                o.status == 200,
+                "a failover-rule request answered {}",
                 o.status
             );
             std::thread::sleep(Duration::from_millis(600));
