@@ -52,20 +52,24 @@ pub fn envoy_version(binary: &Path) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("cannot run {} --version", binary.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // "... version: <sha>/1.39.3/Clean/RELEASE/BoringSSL"
-    let fields: Vec<&str> = text
-        .split("version: ")
-        .nth(1)
-        .map(|v| v.trim().split('/').collect())
-        .unwrap_or_default();
-    match fields.as_slice() {
-        [_, version, "Clean", ..] => Ok(version.to_string()),
-        [_, version, status, ..] => Ok(format!("{version} {status}")),
-        _ => bail!(
+    match parse_envoy_version(&text) {
+        Some(v) => Ok(v),
+        None => bail!(
             "{} --version printed no version: {:?}",
             binary.display(),
             text.trim()
         ),
+    }
+}
+
+/// `envoy --version`'s `... version: <sha>/1.39.3/Clean/RELEASE/BoringSSL`
+/// as `1.39.3` (`1.38.3 Modified` for a build that is not clean).
+fn parse_envoy_version(text: &str) -> Option<String> {
+    let fields: Vec<&str> = text.split("version: ").nth(1)?.trim().split('/').collect();
+    match fields.as_slice() {
+        [_, version, "Clean", ..] => Some(version.to_string()),
+        [_, version, status, ..] => Some(format!("{version} {status}")),
+        _ => None,
     }
 }
 
@@ -373,4 +377,21 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_envoy_version;
+
+    #[test]
+    fn the_version_envoy_prints_is_read_and_a_modified_build_says_so() {
+        let clean = "\nenvoy  version: 6eb0d2d97489ec1b4e1584a004f5de443d97a41b/1.39.3/Clean/RELEASE/BoringSSL\n\n";
+        assert_eq!(parse_envoy_version(clean).as_deref(), Some("1.39.3"));
+        let modified = "envoy  version: 0123/1.38.3/Modified/RELEASE/BoringSSL";
+        assert_eq!(
+            parse_envoy_version(modified).as_deref(),
+            Some("1.38.3 Modified")
+        );
+        assert_eq!(parse_envoy_version("envoy: command not found"), None);
+    }
 }
