@@ -59,8 +59,9 @@ wait_file() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.2; done
 # pkg/bootstrap/platform/gcp.go, zoneFromResolvConf). On-prem has none.
 declare -A GCE_ZONE=([gke]=asia-northeast1-a [anthos]=)
 {
-  # the release and the Envoy every pod of this run uses (sidecar.sh reads them)
-  echo "LAB_ISTIO=$LAB_ISTIO"; echo "ENVOY=$ENVOY"
+  # the release, its binaries and the Envoy every pod of this run uses
+  # (sidecar.sh and crates/lab read them)
+  echo "LAB_ISTIO=$LAB_ISTIO"; echo "ISTIO_BIN=$ISTIO_BIN"; echo "ENVOY=$ENVOY"
   for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done
 } >"$RUN/topology.env"
 "$LAB/certs.sh" init "$RUN/ca" "${CLUSTERS[@]}"

@@ -155,11 +155,8 @@ pub const ARTICLE_EXCLUDING_NOT_READY: Walk = Walk {
 /// `pilot/pkg/features/experimental.go`), a not-Ready pod leaves EDS either
 /// way, so the article's rule keeps every request in Anthos too.
 pub fn article_walks(release: &str, istiod_env: &[String]) -> Vec<Walk> {
-    let before_1_31 = release
-        .strip_prefix("1.")
-        .and_then(|m| m.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok())
-        .is_some_and(|m| m < 31);
+    let before_1_31 = hybridmesh_ops::deploy::istio::IstioVersion::parse(release)
+        .is_ok_and(|v| v.minor.is_some_and(|m| m < 31));
     let article = if before_1_31 {
         Walk {
             anthos_share_one_drained: [1.0, 1.0],

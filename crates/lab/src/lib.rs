@@ -203,17 +203,7 @@ impl Lab {
                 .with_context(|| format!("topology.env has no {k}"))
         };
         let istio = var("LAB_ISTIO")?;
-        let bin = if self
-            .root
-            .join("istio-lab/releases")
-            .join(&istio)
-            .join("go.mod")
-            .is_file()
-        {
-            self.root.join("target/istio-lab").join(&istio).join("bin")
-        } else {
-            self.bin.clone()
-        };
+        let bin = PathBuf::from(var("ISTIO_BIN")?);
         let module_dir = std::fs::read_to_string(bin.join("istio-module-dir"))
             .context("istio-module-dir (build.sh writes it)")?;
         let istio_module = Path::new(module_dir.trim())

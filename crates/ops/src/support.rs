@@ -15,7 +15,7 @@ pub const VERSIONS_TSV: &str = include_str!("../../../versions.tsv");
 
 /// Which run verifies a row: every `scripts/test` (`.ci/run`), or only
 /// `scripts/test --matrix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Ci,
     Matrix,
@@ -29,7 +29,6 @@ pub struct Row {
     /// The Envoy version run: the one the release ships, or the row's own.
     pub envoy: String,
     pub tier: Tier,
-    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,15 +39,6 @@ pub enum Subject {
     Envoy(String),
 }
 
-impl std::fmt::Display for Subject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Subject::Istio(v) => write!(f, "istio {v}"),
-            Subject::Envoy(v) => write!(f, "envoy {v}"),
-        }
-    }
-}
-
 /// The rows of `versions.tsv` (`text`), in its order (newest first).
 pub fn parse_versions(text: &str) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -57,7 +47,8 @@ pub fn parse_versions(text: &str) -> anyhow::Result<Vec<Row>> {
             continue;
         }
         let f: Vec<&str> = line.split('\t').collect();
-        let [kind, version, envoy, tier, source] = f.as_slice() else {
+        // The fifth field says where the version comes from, for the reader.
+        let [kind, version, envoy, tier, _source] = f.as_slice() else {
             bail!(
                 "versions.tsv line {}: expected 5 tab-separated fields, found {}",
                 i + 1,
@@ -84,7 +75,6 @@ pub fn parse_versions(text: &str) -> anyhow::Result<Vec<Row>> {
             subject,
             envoy,
             tier,
-            source: source.to_string(),
         });
     }
     Ok(rows)
@@ -224,7 +214,8 @@ fn applies(subject: &Subject, check: &str) -> bool {
         Subject::Istio(v) => {
             matches!(check, "examples" | "walk-through" | "delivery")
                 || (check == "traffic-extension"
-                    && v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()) >= Some(30))
+                    && crate::deploy::istio::IstioVersion::parse(v)
+                        .is_ok_and(|v| v.traffic_extension()))
         }
         Subject::Envoy(_) => matches!(check, "walk-through" | "failover-no-loss" | "go-sdk-corpus"),
     }
