@@ -58,7 +58,7 @@ echo "  anthos:"; for _ in 1 2 3; do req anthos; done
 echo "  anthos's two echo pods drained (not Ready; istiod pushes):"
 drain anthos 127.62.1.9 127.62.1.10; sleep 1.5
 for _ in 1 2 3 4; do req anthos; done
-echo "  via gke's east-west gateway: $(admin pods/gke-gateway-istio-eastwestgateway-0 clusters | grep -E '^outbound_\.80_\.gke_\.echo-svc.*cx_total' | sed 's/^outbound_.80_.gke_.echo-svc.default.svc.cluster.local:://' | paste -sd' ')"
+echo "  via gke's east-west gateway: $(admin pods/gke-gateway-istio-eastwestgateway-0 clusters | grep -E '^outbound_\.80_\._\.echo-svc.*cx_total' | sed 's/^outbound_.80_._.echo-svc.default.svc.cluster.local:://' | paste -sd' ')"
 drain anthos; drain gke; sleep 1.5
 echo; echo "=== drain: istiod pushes new endpoints (outbound|80||echo-svc at gke's sidecar)"
 echo "  before:                     $(weights)"

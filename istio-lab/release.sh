@@ -4,7 +4,7 @@
 #   LAB_ISTIO   a release versions.tsv lists (default: its first istio row, the
 #               newest). The shared binaries (kube, kubectl, labctl, labnet,
 #               registry) are in target/istio-lab/bin; the release's own
-#               (istiod, pilot-agent, lab-iptables) there too for the release
+#               (istiod, pilot-agent, lab-iptables, istio-install) there too for the release
 #               istio-lab/go.mod pins, else in target/istio-lab/<release>/bin,
 #               built from istio-lab/releases/<release>/go.mod.
 #   ENVOY       default: the Envoy that release ships (versions.tsv), which

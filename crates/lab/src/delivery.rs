@@ -165,8 +165,7 @@ impl Lab {
     /// both plugins in some form (module or RBAC stand-in) and its
     /// listeners are active, and returns how long that took.
     pub fn replace_echo_pod(&mut self, cluster: &str, i: usize) -> anyhow::Result<Duration> {
-        let (n, _) = Self::net(cluster)?;
-        let (name, last) = [("echo-svc-0", 9u8), ("echo-svc-1", 10u8)][i.min(1)];
+        let name = ["echo-svc-0", "echo-svc-1"][i.min(1)];
         let pod = self.echo_pod(cluster, i);
         for f in ["pid", "app.pid"] {
             if let Ok(pid) = std::fs::read_to_string(pod.join(f)) {
@@ -193,10 +192,7 @@ impl Lab {
         }
         let started = Instant::now();
         output(
-            Command::new(self.root.join("istio-lab/sidecar.sh"))
-                .args([cluster, "default", name])
-                .arg(format!("127.{n}.1.{last}"))
-                .args(["default", "echo-svc"]),
+            Command::new(self.root.join("istio-lab/sidecar.sh")).args([cluster, "default", name]),
         )
         .with_context(|| format!("istio-lab/sidecar.sh {cluster} default {name}"))?;
         self.wait_for(&format!("{}: both plugins", pod.display()), || {

@@ -16,6 +16,7 @@ mod admin;
 pub mod delivery;
 pub mod demo;
 mod logs;
+pub mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hybridmesh_lab::demo::{
     article_failover, article_failover_problems, article_walks, expects_unhealthy_endpoint,
@@ -237,6 +238,16 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             }
         }
     }
+    // The same counters in a Prometheus server, as a cluster's monitoring
+    // has them: it finds the pods through each apiserver and scrapes what
+    // the annotations Istio's injector wrote point at (up.sh). What it stored
+    // equals what every sidecar serves, label by label, plus the cluster,
+    // namespace and pod it came from.
+    let compared = lab
+        .scraped_as_served("hybridmesh_", Duration::from_secs(30))
+        .unwrap();
+    assert!(compared > 0, "no hybridmesh_ series compared");
+    eprintln!("Prometheus stored the {compared} hybridmesh_ series the sidecars serve");
     // A bad WasmPlugin applied with kubectl: the lab has no istiod
     // validation webhook (as a cluster whose webhook is not reachable), so
     // what stops it is the CRD's structural schema in the API server.

@@ -95,6 +95,12 @@ func main() {
 		// the "kubernetes" Endpoints would carry the loopback advertise address,
 		// which Endpoints validation refuses.
 		"--endpoint-reconciler-type=none",
+		// Webhooks (istiod's sidecar injector and validator) are Services:
+		// without kube-proxy the apiserver cannot reach a ClusterIP, so it
+		// dials the Service's endpoint (from its EndpointSlices), as it does
+		// for aggregated APIs with this flag (cmd/kube-apiserver/app/server.go,
+		// buildServiceResolver).
+		"--enable-aggregator-routing=true",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"-v=0",

@@ -1,0 +1,1 @@
+../../../../cmd/istio-install/main.go
