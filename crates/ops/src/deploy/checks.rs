@@ -3,7 +3,7 @@
 //! DestinationRule subset and a VirtualService route; VirtualService subsets
 //! exist; the WasmPlugin's `sha256` is the packaged module's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
@@ -289,6 +289,11 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
         }
     }
     let any_routing = !rules.is_empty() || !services.is_empty();
+    // What a host's DestinationRule and VirtualService lack for a set of
+    // clusters does not depend on which plugin asks: every client-side
+    // plugin of a rendered mesh asks the same (one per cluster), so each
+    // answer is computed once.
+    let mut cache = RoutingCache::new();
 
     // Every subset a VirtualService names exists.
     for d in docs.iter().filter(|d| d.kind == "VirtualService") {
@@ -414,15 +419,15 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                     rules: &rules,
                     services: &services,
                 };
-                check_host(d, i, &host, &clusters, &routing, &mut out);
+                check_host(d, i, &host, &clusters, &routing, &mut cache, &mut out);
             }
         }
     }
     out
 }
 
-fn http_routes(vs: &Value) -> Vec<Value> {
-    vs["spec"]["http"].as_array().cloned().unwrap_or_default()
+fn http_routes(vs: &Value) -> &[Value] {
+    vs["spec"]["http"].as_array().map_or(&[], Vec::as_slice)
 }
 
 /// The routing a decision needs: its header, pinned or preferred, and the
@@ -434,15 +439,107 @@ struct Routing<'a> {
     services: &'a BTreeMap<String, Vec<&'a Doc>>,
 }
 
+/// A host's routing problems for (header, pinned, clusters): those of its
+/// DestinationRule's subsets, and those of its VirtualService's routes
+/// (`None`: it has none).
+/// The key: host, header, pinned, the clusters (joined).
+type RoutingCache =
+    HashMap<(String, String, bool, String), (Vec<CrossProblem>, Option<Vec<CrossProblem>>)>;
+
 fn check_host(
     wp: &Doc,
     i: usize,
     host: &str,
     clusters: &[&str],
     routing: &Routing<'_>,
+    cache: &mut RoutingCache,
     out: &mut Vec<CrossProblem>,
 ) {
-    let (header, rules, services) = (routing.header, routing.rules, routing.services);
+    let at = wp.plugin().map_or("spec", |(_, at)| at);
+    let list = clusters.join(", ");
+    let header = routing.header;
+    let key = (
+        host.to_string(),
+        header.to_string(),
+        routing.pinned,
+        list.clone(),
+    );
+    let (subsets, routes) = cache.entry(key).or_insert_with(|| {
+        (
+            subset_problems(host, clusters, routing),
+            route_problems(host, clusters, routing),
+        )
+    });
+    if routing.rules.get(host).and_then(|r| r.first()).is_none() {
+        out.push(CrossProblem {
+            doc: wp.id,
+            message: format!(
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
+            ),
+            note: false,
+        });
+    }
+    out.extend(subsets.iter().cloned());
+    match routes {
+        Some(routes) => out.extend(routes.iter().cloned()),
+        None => out.push(CrossProblem {
+            doc: wp.id,
+            message: format!(
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
+            ),
+            note: false,
+        }),
+    }
+}
+
+/// What `host`'s DestinationRule lacks for `clusters`.
+fn subset_problems(host: &str, clusters: &[&str], routing: &Routing<'_>) -> Vec<CrossProblem> {
+    let mut out = Vec::new();
+    let who = "the filter";
+    let Some(r) = routing.rules.get(host).and_then(|r| r.first()) else {
+        return out;
+    };
+    for c in clusters {
+        let (name, has) = if routing.pinned {
+            (
+                routing::only_subset(c),
+                r.subsets.values().any(|v| v.as_deref() == Some(*c)),
+            )
+        } else {
+            let name = routing::prefer_subset(c);
+            let has = r.subsets.contains_key(&name);
+            (name, has)
+        };
+        if !has {
+            let what = if routing.pinned {
+                format!("labels {{{CLUSTER_LABEL}: {c}}}")
+            } else {
+                format!(
+                    "no cluster label, failoverPriority [{}], outlier detection with maxEjectionPercent {}",
+                    routing::failover_priority(c),
+                    routing::MAX_EJECTION_PERCENT
+                )
+            };
+            out.push(CrossProblem {
+                doc: r.doc.id,
+                message: format!(
+                    "spec.subsets: no subset {name:?} for cluster {c:?} ({what}), but {who} can send {host} there"
+                ),
+                note: false,
+            });
+        }
+    }
+    out
+}
+
+/// What `host`'s VirtualService lacks for `clusters`; `None` when it has none.
+fn route_problems(
+    host: &str,
+    clusters: &[&str],
+    routing: &Routing<'_>,
+) -> Option<Vec<CrossProblem>> {
+    let (header, services) = (routing.header, routing.services);
+    let rule = routing.rules.get(host).and_then(|r| r.first());
     let push = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
         out.push(CrossProblem {
             doc,
@@ -451,62 +548,19 @@ fn check_host(
         })
     };
     let who = "the filter";
-    let at = wp.plugin().map_or("spec", |(_, at)| at);
-    let list = clusters.join(", ");
-    // Subsets by cluster.
-    let rule = rules.get(host).and_then(|r| r.first());
-    match rule {
-        None => push(
-            out,
-            wp.id,
-            format!(
-                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
-            ),
-        ),
-        Some(r) => {
-            for c in clusters {
-                let (name, has) = if routing.pinned {
-                    (
-                        routing::only_subset(c),
-                        r.subsets.values().any(|v| v.as_deref() == Some(*c)),
-                    )
-                } else {
-                    let name = routing::prefer_subset(c);
-                    let has = r.subsets.contains_key(&name);
-                    (name, has)
-                };
-                if !has {
-                    let what = if routing.pinned {
-                        format!("labels {{{CLUSTER_LABEL}: {c}}}")
-                    } else {
-                        format!(
-                            "no cluster label, failoverPriority [{}], outlier detection with maxEjectionPercent {}",
-                            routing::failover_priority(c),
-                            routing::MAX_EJECTION_PERCENT
-                        )
-                    };
-                    push(
-                        out,
-                        r.doc.id,
-                        format!(
-                            "spec.subsets: no subset {name:?} for cluster {c:?} ({what}), but {who} can send {host} there"
-                        ),
-                    );
-                }
+    let vs = services.get(host).and_then(|v| v.first())?;
+    let mut problems = Vec::new();
+    let out = &mut problems;
+    let http = http_routes(&vs.value);
+    // The first route matching `header: {exact: <cluster>}`, by cluster.
+    let mut first_route: HashMap<&str, usize> = HashMap::new();
+    for (k, r) in http.iter().enumerate() {
+        for m in r["match"].as_array().into_iter().flatten() {
+            if let Some(c) = m["headers"][header]["exact"].as_str() {
+                first_route.entry(c).or_insert(k);
             }
         }
     }
-    let Some(vs) = services.get(host).and_then(|v| v.first()) else {
-        push(
-            out,
-            wp.id,
-            format!(
-                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
-            ),
-        );
-        return;
-    };
-    let http = http_routes(&vs.value);
     let first_default = http.iter().position(|r| {
         r["match"].as_array().is_none_or(|m| {
             m.is_empty() || m.iter().any(|m| m.as_object().is_none_or(|o| o.is_empty()))
@@ -514,13 +568,9 @@ fn check_host(
     });
     for c in clusters {
         // A route matching `header: {exact: c}` before any catch-all route...
-        let found = http.iter().enumerate().find(|(_, r)| {
-            r["match"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|m| m["headers"][header]["exact"].as_str() == Some(*c))
-        });
+        let found = first_route
+            .get(*c)
+            .and_then(|&k| http.get(k).map(|r| (k, r)));
         match found {
             None => push(
                 out,
@@ -595,6 +645,7 @@ fn check_host(
         ),
         Some(_) => {}
     }
+    Some(problems)
 }
 
 fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {

@@ -279,6 +279,23 @@ impl MeshDescription {
                 "empty, expected the mesh's clusters".into(),
             );
         }
+        // The filter's own limit (its parser says the same), checked here so
+        // that a description far over it is refused before anything is
+        // rendered for each of its clusters.
+        let max = hybridmesh_filter_core::config::MAX_CLUSTERS;
+        if self.clusters.len() > max {
+            p(
+                "clusters".into(),
+                format!(
+                    "{} clusters, at most {max} are supported",
+                    self.clusters.len()
+                ),
+            );
+        }
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for c in &self.clusters {
+            *seen.entry(c.name.as_str()).or_insert(0) += 1;
+        }
         for (i, c) in self.clusters.iter().enumerate() {
             if !hybridmesh_filter_core::config::is_cluster_name(&c.name) {
                 p(
@@ -286,7 +303,7 @@ impl MeshDescription {
                     format!("{:?} is not a cluster name", c.name),
                 );
             }
-            if self.clusters.iter().filter(|o| o.name == c.name).count() > 1 {
+            if seen.get(c.name.as_str()).is_some_and(|&n| n > 1) {
                 p(
                     format!("clusters[{i}].name"),
                     format!("duplicate cluster {:?}", c.name),
@@ -296,6 +313,7 @@ impl MeshDescription {
                 p(format!("clusters[{i}].region"), "empty".into());
             }
         }
+        let mut hosts_seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let (name, ns) = s.name_namespace();
             if name.is_empty() || !s.host.contains(".svc.") {
@@ -333,7 +351,7 @@ impl MeshDescription {
                     );
                 }
             }
-            if self.services[..i].iter().any(|o| o.host == s.host) {
+            if !hosts_seen.insert(s.host.as_str()) {
                 p(
                     format!("services[{i}].host"),
                     format!("{:?} is listed twice", s.host),

@@ -100,62 +100,54 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
         }
     }
     // 3. Istio's schemas and CEL rules, and the cross-checks.
-    let mut docs: Vec<(String, checks::Doc)> = Vec::new();
-    for c in &mesh.clusters {
-        for node in render::cluster_documents(mesh, &c.name) {
-            let value = node.to_json();
-            let kind = value["kind"].as_str().unwrap_or_default().to_string();
-            let name = format!(
-                "{}/{}",
-                value["metadata"]["namespace"].as_str().unwrap_or("default"),
-                value["metadata"]["name"].as_str().unwrap_or_default()
-            );
-            // The same DestinationRule/VirtualService is rendered for every cluster.
-            let plugin = kind == "WasmPlugin" || kind == "TrafficExtension";
-            if !plugin && docs.iter().any(|(_, d)| d.value == value) {
-                continue;
+    // The DestinationRules and VirtualServices are the same in every cluster
+    // (render::rules takes no cluster): rendered and checked once; the
+    // plugins once per cluster.
+    let (drs, vss, _) = render::rules(mesh, &[]);
+    let nodes = drs.into_iter().chain(vss).chain(
+        mesh.clusters
+            .iter()
+            .flat_map(|c| render::wasm_plugins(mesh, &c.name)),
+    );
+    let mut names: Vec<String> = Vec::new();
+    let mut docs: Vec<checks::Doc> = Vec::new();
+    for node in nodes {
+        let value = node.to_json();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let name = format!(
+            "{}/{}",
+            value["metadata"]["namespace"].as_str().unwrap_or("default"),
+            value["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        if let Some(s) = schema::schema_for_version(&kind, mesh.istio_version()) {
+            for p in schema::check(s, &value) {
+                let (path, message) =
+                    manifest_problem(mesh, &kind, &name, &value, &p.path, &p.message);
+                add(&mut out, path, message);
             }
-            if let Some(s) = schema::schema_for_version(&kind, mesh.istio_version()) {
-                for p in schema::check(s, &value) {
-                    let (path, message) =
-                        manifest_problem(mesh, &kind, &name, &value, &p.path, &p.message);
-                    add(&mut out, path, message);
-                }
-            }
-            let config = match kind.as_str() {
-                "WasmPlugin" => Some(&value["spec"]["pluginConfig"]),
-                "TrafficExtension" => Some(&value["spec"]["wasm"]["pluginConfig"]),
-                _ => None,
-            }
-            .and_then(|c| {
-                let bytes = serde_json::to_vec(c).unwrap_or_default();
-                hybridmesh_filter_core::parse_json(&bytes).ok()
-            });
-            docs.push((
-                name,
-                checks::Doc {
-                    id: docs.len(),
-                    kind,
-                    value,
-                    config,
-                },
-            ));
         }
+        let config = match kind.as_str() {
+            "WasmPlugin" => Some(&value["spec"]["pluginConfig"]),
+            "TrafficExtension" => Some(&value["spec"]["wasm"]["pluginConfig"]),
+            _ => None,
+        }
+        .and_then(|c| {
+            let bytes = serde_json::to_vec(c).unwrap_or_default();
+            hybridmesh_filter_core::parse_json(&bytes).ok()
+        });
+        docs.push(checks::Doc {
+            id: docs.len(),
+            kind,
+            value,
+            config,
+        });
+        names.push(name);
     }
-    let plain: Vec<checks::Doc> = docs
-        .iter()
-        .map(|(_, d)| checks::Doc {
-            id: d.id,
-            kind: d.kind.clone(),
-            value: d.value.clone(),
-            config: d.config.clone(),
-        })
-        .collect();
-    for p in checks::cross_check(&plain, None) {
+    for p in checks::cross_check(&docs, None) {
         if p.note {
             continue;
         }
-        let Some((name, d)) = docs.get(p.doc) else {
+        let (Some(name), Some(d)) = (names.get(p.doc), docs.get(p.doc)) else {
             continue;
         };
         let (field, message) = match p.message.split_once(": ") {
@@ -356,6 +348,68 @@ mod tests {
                         "rendered into WasmPlugin istio-system/hybridmesh-client spec.url"
                     )
                     && m.ends_with(&format!("(line {url_line})"))),
+            "{p:#?}"
+        );
+    }
+
+    /// A description of `clusters` clusters and `services` services, each
+    /// with the failover policy.
+    fn mesh(clusters: usize, services: usize) -> String {
+        let mut t = format!(
+            "image:\n  url: oci://example.com/hm/filter:0.1.0\n  sha256: {}\nclusters:\n",
+            "a".repeat(64)
+        );
+        for i in 0..clusters {
+            t += &format!(
+                "  - {{name: c{i}, network: net{}, region: region{}}}\n",
+                i % 5,
+                i % 10
+            );
+        }
+        t += "services:\n";
+        for j in 0..services {
+            t += &format!(
+                "  - {{host: svc{j}.ns{}.svc.cluster.local, policy: failover}}\n",
+                j % 7
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn a_mesh_over_the_filters_cluster_limit_is_refused_by_the_description_rules_alone() {
+        // One problem, the limit (the filter's own message), at the line of
+        // `clusters:`; nothing rendered for each cluster repeats it.
+        assert_eq!(
+            problems(&mesh(65, 2)),
+            vec!["clusters: 65 clusters, at most 64 are supported (line 4)".to_string()]
+        );
+        assert_eq!(problems(&mesh(64, 2)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_large_mesh_with_duplicates_names_each_duplicate() {
+        let text = mesh(3, 4)
+            .replace("svc3.ns3", "svc1.ns1")
+            .replace("name: c2", "name: c0");
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("clusters[2].name: duplicate cluster \"c0\"")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("clusters[0].name: duplicate cluster \"c0\"")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|m| m
+                .starts_with("services[3].host: \"svc1.ns1.svc.cluster.local\" is listed twice")),
+            "{p:#?}"
+        );
+        assert!(
+            !p.iter().any(|m| m.starts_with("services[1].host")),
             "{p:#?}"
         );
     }
