@@ -341,27 +341,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         "---\nkind: ConfigMap\n".repeat(50_000),
     );
     let huge = write(dir, "huge.yaml", vec![b'#'; 65 << 20]);
-    let mesh_of = |clusters: usize, services: usize| {
-        let mut t = format!(
-            "image:\n  url: oci://example.com/hm/filter:0.1.0\n  sha256: {}\nclusters:\n",
-            "a".repeat(64)
-        );
-        for i in 0..clusters {
-            t += &format!(
-                "  - {{name: c{i}, network: net{}, region: region{}}}\n",
-                i % 5,
-                i % 10
-            );
-        }
-        t += "services:\n";
-        for j in 0..services {
-            t += &format!(
-                "  - {{host: svc{j}.ns{}.svc.cluster.local, policy: failover}}\n",
-                j % 7
-            );
-        }
-        t
-    };
+    let mesh_of = hybridmesh_ops::deploy::mesh::synthetic_description;
     let mesh_50x200 = write(dir, "mesh-50x200.yaml", mesh_of(50, 200));
     let mesh_1000 = write(dir, "mesh-1000.yaml", mesh_of(1000, 10));
     write(

@@ -431,3 +431,28 @@ impl MeshDescription {
         self.clusters.iter().find(|c| c.name == name)
     }
 }
+
+/// A mesh description of `clusters` clusters (networks and regions in
+/// turn) and `services` services with the failover policy: the input the
+/// scale bounds and benchmarks use (RELIABILITY.md).
+pub fn synthetic_description(clusters: usize, services: usize) -> String {
+    let mut t = format!(
+        "image:\n  url: oci://example.com/hm/filter:0.1.0\n  sha256: {}\nclusters:\n",
+        "a".repeat(64)
+    );
+    for i in 0..clusters {
+        t += &format!(
+            "  - {{name: c{i}, network: net{}, region: region{}}}\n",
+            i % 5,
+            i % 10
+        );
+    }
+    t += "services:\n";
+    for j in 0..services {
+        t += &format!(
+            "  - {{host: svc{j}.ns{}.svc.cluster.local, policy: failover}}\n",
+            j % 7
+        );
+    }
+    t
+}

@@ -352,28 +352,8 @@ mod tests {
         );
     }
 
-    /// A description of `clusters` clusters and `services` services, each
-    /// with the failover policy.
     fn mesh(clusters: usize, services: usize) -> String {
-        let mut t = format!(
-            "image:\n  url: oci://example.com/hm/filter:0.1.0\n  sha256: {}\nclusters:\n",
-            "a".repeat(64)
-        );
-        for i in 0..clusters {
-            t += &format!(
-                "  - {{name: c{i}, network: net{}, region: region{}}}\n",
-                i % 5,
-                i % 10
-            );
-        }
-        t += "services:\n";
-        for j in 0..services {
-            t += &format!(
-                "  - {{host: svc{j}.ns{}.svc.cluster.local, policy: failover}}\n",
-                j % 7
-            );
-        }
-        t
+        crate::deploy::mesh::synthetic_description(clusters, services)
     }
 
     #[test]
