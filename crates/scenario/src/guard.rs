@@ -73,6 +73,9 @@ pub fn yaml(text: &str) -> Result<(), TooDeep> {
             }
         }
         let mut token_start = true;
+        // The last token was a quoted scalar: a `:` right after it is a
+        // JSON-like key's indicator (`{"a":"b"}`).
+        let mut after_quote = false;
         while i < bytes.len() {
             let b = bytes[i];
             if let Some(q) = quote {
@@ -82,6 +85,10 @@ pub fn yaml(text: &str) -> Result<(), TooDeep> {
                         continue;
                     }
                     quote = None;
+                    after_quote = true;
+                    i += 1;
+                    token_start = false;
+                    continue;
                 } else if b == b'\\' && q == b'"' {
                     i += 1;
                 }
@@ -113,7 +120,17 @@ pub fn yaml(text: &str) -> Result<(), TooDeep> {
                 }
                 _ => {}
             }
-            token_start = matches!(b, b' ' | b'\t' | b'[' | b'{' | b',' | b':');
+            // A `:` starts a token only as an indicator: followed by a space
+            // or the line's end, or after a quoted key. `a:'x` is one plain
+            // scalar, whose quote opens nothing.
+            token_start = match b {
+                b' ' | b'\t' | b'[' | b'{' | b',' => true,
+                b':' => after_quote || matches!(bytes.get(i + 1), Some(b' ' | b'\t') | None),
+                _ => false,
+            };
+            if !matches!(b, b' ' | b'\t') {
+                after_quote = false;
+            }
             i += 1;
         }
     }
@@ -132,6 +149,8 @@ mod tests {
             "k: \"[[[[[\"\nl: '{{{'\n# [[[[\n",
             "script: |\n  [[[[[[\n  {{{{\nnext: 1\n",
             "it's: fine [a\n",
+            "{\"a\":\"]]]\",\"b\":[1]}\n",
+            "k: a:'x\nl: y\n",
         ] {
             assert_eq!(yaml(text), Ok(()), "{text}");
         }
@@ -157,5 +176,18 @@ mod tests {
         );
         let lines = format!("a:\n{}", "[\n".repeat(250));
         assert_eq!(yaml(&lines).map_err(|e| e.line), Err(202));
+        // A quote inside a plain scalar opens nothing: the brackets after it
+        // are counted (issue #25: 100,000 of them took 27 s to parse).
+        let plain_quote = format!("k: a:'x\n{}", "[".repeat(100_000));
+        assert_eq!(
+            yaml(&plain_quote),
+            Err(TooDeep {
+                line: 2,
+                column: 201
+            })
+        );
+        // JSON's compact keys still open a string: `"a":"[[["` is no nesting.
+        let json = format!("{{\"a\":\"{}\"}}", "[".repeat(300));
+        assert_eq!(yaml(&json), Ok(()));
     }
 }
