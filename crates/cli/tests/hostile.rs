@@ -496,6 +496,27 @@ fn cases(dir: &Path) -> Vec<Case> {
         "advance.scenario.yaml",
         scenario("  - advance: 100000h\n"),
     );
+    let nan_share = write(
+        dir,
+        "nan-share.scenario.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n    repeat: 10\n    expect: {share: {gke: [.nan, .nan]}}\n"),
+    );
+    let zero_repeat = write(
+        dir,
+        "zero-repeat.scenario.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n    repeat: 0\n"),
+    );
+    let huge_status = write(
+        dir,
+        "huge-status.scenario.yaml",
+        scenario("  - fail: {cluster: gke, status: 4294967295}\n"),
+    );
+    let unknown_configs = write(
+        dir,
+        "unknown-configs.scenario.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n")
+            .replace("\nfrom: gke", "\nconfigs: {gkee: {routes: []}}\nfrom: gke"),
+    );
     let deep_scenario = write(
         dir,
         "deep.scenario.yaml",
@@ -972,6 +993,39 @@ fn cases(dir: &Path) -> Vec<Case> {
             1,
             Stdout,
             "steps[0].repeat: 4000000000 requests, at most 100000 per step",
+        )
+        .within(5.0, 100),
+        // Expectations that could not fail (issue #25): each is refused.
+        case(
+            "test_a_share_of_nan",
+            &["test", &nan_share],
+            1,
+            Stdout,
+            "steps[0].expect.share.gke: [NaN, NaN] is not a share range",
+        )
+        .within(5.0, 100),
+        case(
+            "test_a_repeat_of_0",
+            &["test", &zero_repeat],
+            1,
+            Stdout,
+            "steps[0].repeat: 0 requests, expected at least 1",
+        )
+        .within(5.0, 100),
+        case(
+            "test_a_fail_status_of_4294967295",
+            &["test", &huge_status],
+            1,
+            Stdout,
+            "steps[0].fail.status: 4294967295 is not an HTTP status, expected 100 to 599",
+        )
+        .within(5.0, 100),
+        case(
+            "test_configs_for_an_unknown_cluster",
+            &["test", &unknown_configs],
+            1,
+            Stdout,
+            "configs.gkee: no cluster \"gkee\" in the mesh (clusters: anthos, gke)",
         )
         .within(5.0, 100),
         case(

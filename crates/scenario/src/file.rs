@@ -405,6 +405,20 @@ impl Scenario {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        // Expectations that cannot fail are refused: a config for a cluster
+        // the mesh does not have would be ignored.
+        if !self.configs.is_empty() {
+            let mesh = self.mesh()?;
+            for name in self.configs.keys() {
+                if !mesh.clusters.contains_key(name) {
+                    bail!(
+                        "{}: configs.{name}: no cluster {name:?} in the mesh (clusters: {})",
+                        self.path.display(),
+                        mesh.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+        }
         for (i, step) in self.steps.iter().enumerate() {
             let actions = [
                 step.request.is_some(),
@@ -427,6 +441,12 @@ impl Scenario {
                 bail!("{}: steps[{i}]: nothing to do: give an action (request, drain, restore, fail, advance, reconfigure) or expect", self.path.display());
             }
             if let Some(n) = step.repeat {
+                if n == 0 {
+                    bail!(
+                        "{}: steps[{i}].repeat: 0 requests, expected at least 1 (without repeat: one request)",
+                        self.path.display()
+                    );
+                }
                 if n > MAX_REPEAT {
                     bail!(
                         "{}: steps[{i}].repeat: {n} requests, at most {MAX_REPEAT} per step (a share is measured well within that)",
@@ -451,7 +471,29 @@ impl Scenario {
                     self.path.display()
                 );
             }
+            if let Some(f) = &step.fail {
+                if !(100..=599).contains(&f.status) {
+                    bail!(
+                        "{}: steps[{i}].fail.status: {} is not an HTTP status, expected 100 to 599",
+                        self.path.display(),
+                        f.status
+                    );
+                }
+            }
             if let Some(e) = &step.expect {
+                for (cluster, [min, max]) in &e.share {
+                    if !(min.is_finite()
+                        && max.is_finite()
+                        && 0.0 <= *min
+                        && min <= max
+                        && *max <= 1.0)
+                    {
+                        bail!(
+                            "{}: steps[{i}].expect.share.{cluster}: [{min}, {max}] is not a share range, expected [min, max] with 0 <= min <= max <= 1",
+                            self.path.display()
+                        );
+                    }
+                }
                 if (!e.share.is_empty() || e.consistent) && step.repeat.is_none() {
                     bail!(
                         "{}: steps[{i}].expect: share and consistent need repeat",
