@@ -486,30 +486,25 @@ fn cases(dir: &Path) -> Vec<Case> {
             hop_line(2)
         ),
     );
-    let huge_repeat = write(
-        dir,
-        "repeat.scenario.yaml",
-        scenario("  - request: {authority: echo-svc.default}\n    repeat: 4000000000\n"),
+    // One scenario file per hostile step list.
+    let steps_file =
+        |name: &str, steps: &str| write(dir, &format!("{name}.scenario.yaml"), scenario(steps));
+    let huge_repeat = steps_file(
+        "repeat",
+        "  - request: {authority: echo-svc.default}\n    repeat: 4000000000\n",
     );
-    let huge_advance = write(
-        dir,
-        "advance.scenario.yaml",
-        scenario("  - advance: 100000h\n"),
+    let huge_advance = steps_file("advance", "  - advance: 100000h\n");
+    let nan_share = steps_file(
+        "nan-share",
+        "  - request: {authority: echo-svc.default}\n    repeat: 10\n    expect: {share: {gke: [.nan, .nan]}}\n",
     );
-    let nan_share = write(
-        dir,
-        "nan-share.scenario.yaml",
-        scenario("  - request: {authority: echo-svc.default}\n    repeat: 10\n    expect: {share: {gke: [.nan, .nan]}}\n"),
+    let zero_repeat = steps_file(
+        "zero-repeat",
+        "  - request: {authority: echo-svc.default}\n    repeat: 0\n",
     );
-    let zero_repeat = write(
-        dir,
-        "zero-repeat.scenario.yaml",
-        scenario("  - request: {authority: echo-svc.default}\n    repeat: 0\n"),
-    );
-    let huge_status = write(
-        dir,
-        "huge-status.scenario.yaml",
-        scenario("  - fail: {cluster: gke, status: 4294967295}\n"),
+    let huge_status = steps_file(
+        "huge-status",
+        "  - fail: {cluster: gke, status: 4294967295}\n",
     );
     let unknown_configs = write(
         dir,
