@@ -1256,7 +1256,10 @@ fn test_a_module_that_traps_in_on_request_headers_fails_its_steps_with_503() {
     r.code(1)
         .stderr_empty()
         .stdout_line("  FAIL one request answered 200")
-        .stdout_has("status 503, expected 200");
+        .stdout_has("status 503, expected 200")
+        // the trap's reason, not wasmtime's bare "error while executing at
+        // wasm backtrace:" (issue #25)
+        .stdout_has("trapped in proxy_on_request_headers (worker 0): wasm trap: wasm `unreachable` instruction executed (innermost frame 0:");
     assert_eq!(r.last_line(), "0 passed, 1 failed", "{r}");
 
     // The same guest without the trap passes: the 503 is the trap's.

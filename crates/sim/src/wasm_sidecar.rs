@@ -156,10 +156,11 @@ impl Sidecar for WasmSidecar {
             .failures()
             .into_iter()
             .map(|f| {
-                let first = f.message.lines().next().unwrap_or_default().to_string();
                 format!(
-                    "the module trapped in {} (worker {}): {first}",
-                    f.callback, f.worker
+                    "the module trapped in {} (worker {}): {}",
+                    f.callback,
+                    f.worker,
+                    trap_summary(&f.message)
                 )
             })
             .collect()
@@ -175,5 +176,44 @@ impl Sidecar for WasmSidecar {
             .into_iter()
             .map(|l| (format!("{:?}", l.level).to_ascii_lowercase(), l.message))
             .collect()
+    }
+}
+
+/// One line for a trap: its reason (the last message of wasmtime's error
+/// chain, e.g. "wasm trap: wasm `unreachable` instruction executed"), and
+/// the innermost guest frame when there is one. The chain's first message,
+/// "error while executing at wasm backtrace:", says nothing by itself.
+fn trap_summary(message: &str) -> String {
+    let reason = message
+        .lines()
+        .rfind(|l| {
+            !l.starts_with(char::is_whitespace)
+                && !l.trim().is_empty()
+                && l.trim_end() != "error while executing at wasm backtrace:"
+        })
+        .unwrap_or_else(|| message.lines().next().unwrap_or_default())
+        .trim();
+    let frame = message.lines().map(str::trim).find(|l| {
+        l.split_once(':')
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    });
+    match frame {
+        Some(f) => format!("{reason} (innermost frame {f})"),
+        None => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod trap_tests {
+    use super::trap_summary;
+
+    #[test]
+    fn a_trap_is_summed_up_by_its_reason_and_innermost_frame() {
+        let chain = "error while executing at wasm backtrace:\n    0:   0x4d - <unknown>!proxy_on_request_headers\n    1:   0x60 - <unknown>!other\nwasm trap: wasm `unreachable` instruction executed";
+        assert_eq!(
+            trap_summary(chain),
+            "wasm trap: wasm `unreachable` instruction executed (innermost frame 0:   0x4d - <unknown>!proxy_on_request_headers)"
+        );
+        assert_eq!(trap_summary("out of fuel"), "out of fuel");
     }
 }
