@@ -1118,7 +1118,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["inspect", &truncated],
             2,
             Stderr,
-            "truncated.wasm",
+            "truncated.wasm is not a valid WebAssembly module: failed to parse WebAssembly module: unexpected end-of-file (at offset 0xd)",
         ),
         case(
             "inspect_output_junit_is_not_offered",

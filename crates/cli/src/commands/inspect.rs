@@ -125,7 +125,12 @@ pub fn inspect(path: &std::path::Path) -> anyhow::Result<Inspection> {
     super::check_module_bytes(path, &bytes)?;
     let engine = wasmtime::Engine::default();
     let module = wasmtime::Module::new(&engine, &bytes).map_err(|e| {
-        anyhow::anyhow!("{} is not a valid WebAssembly module: {e}", path.display())
+        // the whole chain: wasmtime's top message ("failed to parse WebAssembly
+        // module") has no reason or offset; its cause has both
+        anyhow::anyhow!(
+            "{} is not a valid WebAssembly module: {e:#}",
+            path.display()
+        )
     })?;
     let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
     let imports: Vec<String> = module
