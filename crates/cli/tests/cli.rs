@@ -1262,6 +1262,18 @@ fn test_a_module_that_traps_in_on_request_headers_fails_its_steps_with_503() {
         .stdout_has("trapped in proxy_on_request_headers (worker 0): wasm trap: wasm `unreachable` instruction executed (innermost frame 0:");
     assert_eq!(r.last_line(), "0 passed, 1 failed", "{r}");
 
+    // An action code Envoy does not know stops iteration: the request is
+    // held, and the report says so instead of an empty refusal.
+    let held = write(
+        dir.path(),
+        "unknown-action.wat",
+        &wat_guest("i32.const 1", "i32.const 7"),
+    );
+    let r = run(&["test", &scenario, "--wasm", &held]);
+    r.code(1)
+        .stdout_has("no answer: the stream was held and never completed");
+    assert!(!r.stdout.contains("refused: \n"), "{r}");
+
     // The same guest without the trap passes: the 503 is the trap's.
     let fine = passthrough_guest(dir.path());
     let r = run(&["test", &scenario, "--wasm", &fine]);

@@ -256,7 +256,14 @@ fn check_outcome(o: &Outcome, e: &Expect, problems: &mut Vec<String>) {
             o.status
         )),
         (false, true) => {
-            problems.push(format!("the connection was refused: {}", o.body.trim_end()));
+            // A refusal carries its reason; no status and no reason is a
+            // stream that never completed (issue #25: "refused: " and nothing).
+            let why = o.body.trim_end();
+            problems.push(if why.is_empty() {
+                "no answer: the stream was held and never completed (a callback stopped iteration, e.g. returned an unknown action code, and nothing resumed it)".to_string()
+            } else {
+                format!("the connection was refused: {why}")
+            });
             return;
         }
         _ => {}
