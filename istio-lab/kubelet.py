@@ -169,9 +169,8 @@ def write(path, data, mode=0o644):
 
 
 def keys_of(obj, items, binary=False):
-    data = {k: v.encode() for k, v in obj.get("data", {}).items()}
-    if binary:  # a Secret's data is base64
-        data = {k: base64.b64decode(v) for k, v in obj.get("data", {}).items()}
+    decode = base64.b64decode if binary else str.encode  # a Secret's data is base64
+    data = {k: decode(v) for k, v in obj.get("data", {}).items()}
     data.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
     if items:
         return [(i["path"], data[i["key"]]) for i in items if i["key"] in data]
@@ -210,9 +209,7 @@ def mount(pod, ns, volume, into):
     elif "projected" in volume:
         for source in volume["projected"].get("sources", []):
             project(pod, ns, source, into)
-    elif "downwardAPI" in volume:
-        project(pod, ns, volume, into)
-    elif "configMap" in volume:
+    elif "downwardAPI" in volume or "configMap" in volume:
         project(pod, ns, volume, into)
     elif "secret" in volume:
         s = volume["secret"]

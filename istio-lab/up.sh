@@ -68,7 +68,7 @@ declare -A GCE_ZONE=([gke]=asia-northeast1-a [anthos]=)
   # the release, its binaries and the Envoy every pod of this run uses
   # (sidecar.sh and crates/lab read them)
   echo "LAB_ISTIO=$LAB_ISTIO"; echo "ISTIO_BIN=$ISTIO_BIN"; echo "ENVOY=$ENVOY"
-  for c in "${CLUSTERS[@]}"; do echo "NETWORK_$c=${NETWORK[$c]}"; echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done
+  for c in "${CLUSTERS[@]}"; do echo "NET_$c=${NET[$c]}"; echo "GCE_ZONE_$c=${GCE_ZONE[$c]}"; done
 } >"$RUN/topology.env"
 "$LAB/certs.sh" init "$RUN/ca" "${CLUSTERS[@]}"
 t0=$(date +%s.%N)

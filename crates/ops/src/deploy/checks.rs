@@ -439,10 +439,9 @@ struct Routing<'a> {
     services: &'a BTreeMap<String, Vec<&'a Doc>>,
 }
 
-/// A host's routing problems for (header, pinned, clusters): those of its
-/// DestinationRule's subsets, and those of its VirtualService's routes
-/// (`None`: it has none).
-/// The key: host, header, pinned, the clusters (joined).
+/// A host's routing problems, by (host, header, pinned, the clusters
+/// joined): those of its DestinationRule's subsets, and those of its
+/// VirtualService's routes (`None`: it has none).
 type RoutingCache =
     HashMap<(String, String, bool, String), (Vec<CrossProblem>, Option<Vec<CrossProblem>>)>;
 
