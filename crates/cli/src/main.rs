@@ -5,6 +5,7 @@
 //! failed, 2 for usage or I/O errors.
 
 mod commands;
+mod limits;
 
 use std::process::ExitCode;
 

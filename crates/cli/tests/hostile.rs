@@ -56,6 +56,8 @@ struct Case {
     close_stdout: bool,
     code: i32,
     messages: Vec<(Stream, String)>,
+    /// Text that must not appear (a raw escape sequence from the input).
+    absent: Vec<(Stream, String)>,
     seconds: f64,
     mib: u64,
 }
@@ -68,6 +70,7 @@ fn case(name: &'static str, args: &[&str], code: i32, stream: Stream, message: &
         close_stdout: false,
         code,
         messages: vec![(stream, message.to_string())],
+        absent: Vec::new(),
         seconds: 10.0,
         mib: 200,
     }
@@ -81,6 +84,10 @@ impl Case {
     }
     fn also(mut self, stream: Stream, message: &str) -> Case {
         self.messages.push((stream, message.to_string()));
+        self
+    }
+    fn lacks(mut self, stream: Stream, text: &str) -> Case {
+        self.absent.push((stream, text.to_string()));
         self
     }
     fn stdin(mut self, bytes: &[u8]) -> Case {
@@ -247,9 +254,6 @@ fn hop_line(i: usize) -> String {
 /// An OCI image layout whose one layer is a tar.gz holding a 512 MiB entry
 /// of zeros (about 500 KiB compressed).
 fn gzip_bomb(dir: &Path) -> String {
-    use hybridmesh_ops::deploy::image::{sha256_hex, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
-    let layout = dir.join("bomb");
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let size: u64 = 512 << 20;
     let mut header = tar::Header::new_ustar();
@@ -264,6 +268,38 @@ fn gzip_bomb(dir: &Path) -> String {
         gz.write_all(&zeros).unwrap();
     }
     let layer = gz.finish().unwrap();
+    oci_layout(dir, "bomb", &layer, 1)
+}
+
+/// A proxy-wasm module in WAT: an allocator, a context callback, and `body`.
+fn wat_module(imports: &str, body: &str) -> String {
+    format!(
+        r#"(module {imports}
+ (func (export "proxy_abi_version_0_2_1"))
+ (memory (export "memory") 2)
+ (global $heap (mut i32) (i32.const 65536))
+ (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+   global.get $heap local.set $p global.get $heap local.get $n i32.add global.set $heap local.get $p)
+ (func (export "proxy_on_context_create") (param i32 i32))
+ {body})"#
+    )
+}
+
+/// An OCI image layout whose manifest names one 8 MiB blob as each of its
+/// 10,000 layers.
+fn ten_thousand_layers(dir: &Path) -> String {
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    oci_layout(dir, "layers", &big, 10_000)
+}
+
+/// An OCI image layout `name` in `dir` whose manifest names `layer` (as a
+/// tar+gzip layer) `times` times.
+fn oci_layout(dir: &Path, name: &str, layer: &[u8], times: usize) -> String {
+    use hybridmesh_ops::deploy::image::{sha256_hex, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+    let layout = dir.join(name);
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     let blob = |bytes: &[u8], media: &str| {
         let hex = sha256_hex(bytes);
         std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
@@ -274,7 +310,7 @@ fn gzip_bomb(dir: &Path) -> String {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": blob(config, OCI_CONFIG),
-        "layers": [blob(&layer, OCI_LAYER_GZIP)],
+        "layers": vec![blob(layer, OCI_LAYER_GZIP); times],
     }))
     .unwrap();
     let m = blob(&manifest, OCI_MANIFEST);
@@ -288,7 +324,7 @@ fn gzip_bomb(dir: &Path) -> String {
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .unwrap();
-    "bomb".into()
+    name.into()
 }
 
 fn scenario(steps: &str) -> String {
@@ -352,7 +388,12 @@ fn cases(dir: &Path) -> Vec<Case> {
     write(
         dir,
         "noapi/kustomization.yaml",
-        "resources: [../k-target.yaml]\n",
+        "resources: [k-target.yaml]\n",
+    );
+    write(
+        dir,
+        "noapi/k-target.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
     );
     write(
         dir,
@@ -522,6 +563,240 @@ fn cases(dir: &Path) -> Vec<Case> {
             "]".repeat(50_000)
         ),
     );
+    // Files that are not what their name says (issue #25, item 4).
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).unwrap();
+    std::fs::File::create(dir.join("sparse.wasm"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    // Modules that never return, log without end, grow without end, tick
+    // every millisecond (item 6). Scenario files the limit rows run are named
+    // `*.yaml`, not `*.scenario.yaml`, so the demo row's folder walk skips them.
+    let configure_ok =
+        r#"(func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)"#;
+    let loop_headers = write(
+        dir,
+        "loop-headers.wat",
+        wat_module(
+            "",
+            &format!(
+                r#"{configure_ok} (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) i32.const 0)"#
+            ),
+        ),
+    );
+    let loop_configure = write(
+        dir,
+        "loop-configure.wat",
+        wat_module(
+            "",
+            r#"(func (export "proxy_on_configure") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 1)"#,
+        ),
+    );
+    let loop_initialize = write(
+        dir,
+        "loop-initialize.wat",
+        wat_module("", r#"(func (export "_initialize") (loop $l (br $l)))"#),
+    );
+    let loop_start = write(
+        dir,
+        "loop-start.wat",
+        wat_module("", r#"(func $s (loop $l (br $l))) (start $s)"#),
+    );
+    let many_logs = write(
+        dir,
+        "logs.wat",
+        wat_module(
+            r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+            &format!(
+                r#"{configure_ok} (data (i32.const 1000) "line")
+ (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $i i32)
+   (loop $again (drop (call $log (i32.const 2) (i32.const 1000) (i32.const 4)))
+     (local.set $i (i32.add (local.get $i) (i32.const 1)))
+     (br_if $again (i32.lt_u (local.get $i) (i32.const 20000000)))) i32.const 0)"#
+            ),
+        ),
+    );
+    let grow = write(
+        dir,
+        "grow.wat",
+        wat_module(
+            "",
+            &format!(
+                r#"{configure_ok} (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (drop (memory.grow (i32.const 65534))) i32.const 0)"#
+            ),
+        ),
+    );
+    let tick = write(
+        dir,
+        "tick.wat",
+        wat_module(
+            r#"(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))"#,
+            r#"(func (export "proxy_on_configure") (param i32 i32) (result i32) (drop (call $tick (i32.const 1))) i32.const 1)
+ (func (export "proxy_on_tick") (param i32))"#,
+        ),
+    );
+    let one_request = write(
+        dir,
+        "one-request.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n    expect: {status: 200}\n"),
+    );
+    let one_day = write(dir, "one-day.yaml", scenario("  - advance: 24h\n"));
+    let exports_nothing = write(dir, "exports-nothing.wat", "(module)");
+    // Totals (item 5): each step within its cap, the scenario not.
+    let many_requests = write(
+        dir,
+        "many-requests.yaml",
+        scenario(
+            &"  - request: {authority: echo-svc.default}\n    repeat: 100000\n".repeat(10_000),
+        ),
+    );
+    let many_days = write(
+        dir,
+        "many-days.yaml",
+        scenario(&"  - advance: 24h\n".repeat(5_000)),
+    );
+    let many_workers = write(
+        dir,
+        "many-workers.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n")
+            .replace("\nfrom: gke", "\nproxy: {workers: 100000000}\nfrom: gke"),
+    );
+    write(
+        dir,
+        "self-link/scenario.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n"),
+    );
+    std::os::unix::fs::symlink(".", dir.join("self-link/again")).unwrap();
+    write(
+        dir,
+        "two-self-links/scenario.yaml",
+        scenario("  - request: {authority: echo-svc.default}\n"),
+    );
+    std::os::unix::fs::symlink(".", dir.join("two-self-links/a")).unwrap();
+    std::os::unix::fs::symlink(".", dir.join("two-self-links/b")).unwrap();
+    // Kustomizations kustomize refuses (item 11).
+    let k = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n";
+    write(
+        dir,
+        "outside/kustomization.yaml",
+        format!("{k}resources: [../k-target.yaml]\n"),
+    );
+    write(
+        dir,
+        "absolute/kustomization.yaml",
+        format!("{k}resources: [{}]\n", dir.join("k-target.yaml").display()),
+    );
+    write(
+        dir,
+        "twice/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    );
+    write(
+        dir,
+        "twice/kustomization.yaml",
+        format!("{k}resources: [cm.yaml, cm.yaml]\n"),
+    );
+    write(
+        dir,
+        "map/kustomization.yaml",
+        format!("{k}resources: {{a: cm.yaml}}\n"),
+    );
+    // Rules Istio refuses, given to merge (item 8), and five misspelt fields (item 10).
+    let bad_rules = write(
+        dir,
+        "bad-rules.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo-svc, namespace: default}\nspec:\n  host: echo-svc.default.svc.cluster.local\n  exportTo: [42]\n  trafficPolicy:\n    loadBalancer: {simple: NOT_A_POLICY}\n  subsets:\n    - name: a subset\n      labels: {app: echo}\n",
+    );
+    let five_unknown = write(
+        dir,
+        "five-unknown.yaml",
+        "routes:\n  - hosts: [\"*\"]\n    policy: clusterLocal\n    polcy: x\n    wieght: 1\nclustrs: {}\nidentty: {}\ndomainSufix: x\n",
+    );
+    let five_unknown_mesh = write(
+        dir,
+        "five-unknown-mesh.yaml",
+        deploy_yaml()
+            .replacen("services:\n", "servics: []\nclustrs: {}\nservices:\n", 1)
+            .replacen(
+                "    policy: failover\n",
+                "    policy: failover\n    polcy: x\n    wieght: 1\n",
+                1,
+            )
+            + "imag: x\n",
+    );
+    // Modules and layouts large where it costs (item 3).
+    let big_module = {
+        // 20,000 functions of 50 (i32.const 1, drop) pairs: 3 MB of code.
+        let body = "i32.const 1 drop ".repeat(50);
+        let mut text = String::from("(module\n");
+        for _ in 0..20_000 {
+            text.push_str(&format!("(func {body})\n"));
+        }
+        text.push(')');
+        write(dir, "big.wasm", wat::parse_str(&text).unwrap())
+    };
+    let many_imports = {
+        let mut text = String::from("(module\n");
+        for i in 0..200_000 {
+            text.push_str(&format!("(import \"env\" \"f{i}\" (func))\n"));
+        }
+        text.push(')');
+        write(dir, "imports.wasm", wat::parse_str(&text).unwrap())
+    };
+    let layers = ten_thousand_layers(dir);
+    // Names and fields that try to paint the terminal (item 9).
+    let paint = "\x1b[2K\r\x1b[32mok\x1b[0m all good";
+    let painted_manifest = write(
+        dir,
+        "painted.yaml",
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: \"x{}\\nok fake.yaml: all good\"\nspec:\n  host: 42\n",
+            paint.replace('\x1b', "\\e").replace('\r', "\\r")
+        ),
+    );
+    let painted_scenario = write(
+        dir,
+        "painted-scenario.yaml",
+        scenario(&format!(
+            "  - name: \"x{}\\nPASS fake\"\n    request: {{authority: echo-svc.default}}\n    expect: {{status: 418}}\n",
+            paint.replace('\x1b', "\\e").replace('\r', "\\r")
+        )),
+    );
+    let painted_log = write(
+        dir,
+        "painted.log",
+        format!(
+            "{}\n",
+            hop_line(1).replace(
+                "source_cluster\\\":\\\"gke",
+                "source_cluster\\\":\\\"gke\\\\u001b[2K\\\\r\\\\u001b[32mok"
+            )
+        ),
+    );
+    // 2,000 distinct clusters, and one request id repeated 100,000 times (item 2).
+    let many_clusters = write(
+        dir,
+        "many-clusters.log",
+        (0..4000)
+            .map(|i| {
+                hop_line(i).replace(
+                    "source_cluster\\\":\\\"gke",
+                    &format!("source_cluster\\\":\\\"c{}", i % 2000),
+                ) + "\n"
+            })
+            .collect::<String>(),
+    );
+    let one_id = {
+        let line = hop_line(7) + "\n";
+        let p = dir.join("one-id.log");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+        for _ in 0..100_000 {
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        "one-id.log".to_string()
+    };
     let stale = {
         // The seed's description pinning a digest this .wasm does not package to.
         write(
@@ -639,7 +914,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["validate", &huge],
             2,
             Stderr,
-            "huge.yaml: larger than 64 MiB, not read",
+            "huge.yaml: 65.0 MiB, larger than 64 MiB, the limit for a manifest, config, scenario or mesh description (not read: these are kilobytes)",
         )
         .within(5.0, 200),
         case(
@@ -655,7 +930,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["validate", "cycle"],
             2,
             Stderr,
-            "cannot read cycle",
+            "cycle: is a folder, not a regular file",
         )
         .within(5.0, 100),
         case(
@@ -837,7 +1112,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["package", "--verify", &bomb],
             1,
             Stdout,
-            "the layer inflates to more than 64 MiB",
+            "the layer inflates to more than 256 MiB, the largest module Istio's agent takes",
         )
         .within(10.0, 200),
         case(
@@ -1046,6 +1321,326 @@ fn cases(dir: &Path) -> Vec<Case> {
             Stdout,
             "steps[0].advance",
         ),
+        // Files that are not regular files, or too large (item 4): refused
+        // before a byte is read, by the one reader every command uses.
+        case(
+            "inspect_dev_zero",
+            &["inspect", "/dev/zero"],
+            2,
+            Stderr,
+            "/dev/zero: is a character device, not a regular file (not read; give a file, or - for standard input)",
+        )
+        .within(5.0, 100),
+        case(
+            "test_with_a_wasm_that_links_to_dev_zero",
+            &["test", &one_request, "--wasm", "zero.wasm"],
+            2,
+            Stderr,
+            "zero.wasm: is a character device, not a regular file",
+        )
+        .within(5.0, 100),
+        case(
+            "validate_a_link_to_dev_zero",
+            &["validate", "zero.yaml"],
+            2,
+            Stderr,
+            "zero.yaml: is a character device, not a regular file",
+        )
+        .within(5.0, 100),
+        case(
+            "test_a_scenario_that_is_dev_zero",
+            &["test", "zero.yaml"],
+            1,
+            Stdout,
+            "zero.yaml: is a character device, not a regular file",
+        )
+        .within(5.0, 100),
+        case(
+            "package_verify_dev_zero",
+            &["package", "--verify", "/dev/zero"],
+            2,
+            Stderr,
+            "/dev/zero: is a character device, not a regular file",
+        )
+        .within(5.0, 100),
+        case(
+            "inspect_a_3_gib_sparse_module",
+            &["inspect", "sparse.wasm"],
+            2,
+            Stderr,
+            "sparse.wasm: 3072.0 MiB, larger than 256 MiB, the limit for a Wasm module (not read: Istio's agent refuses a module over 256 MiB (ISTIO_WASM_MAX_BINARY_SIZE_BYTES))",
+        )
+        .within(5.0, 100),
+        // A module under test that never returns, logs or grows without end,
+        // or ticks every millisecond (item 6): each stopped by its limit.
+        case(
+            "test_a_module_looping_in_on_request_headers",
+            &["test", &one_request, "--wasm", &loop_headers, "--time-per-call", "1s"],
+            1,
+            Stdout,
+            "gke.client: the module trapped in proxy_on_request_headers (worker 0): ran longer than 1s, the harness's limit per call (an endless loop?; raise it with --time-per-call)",
+        )
+        .within(10.0, 200),
+        case(
+            "test_a_module_looping_with_the_default_limit",
+            &["test", &one_request, "--wasm", &loop_headers],
+            1,
+            Stdout,
+            "ran longer than 10s, the harness's limit per call",
+        )
+        .within(25.0, 200),
+        case(
+            "test_a_module_looping_in_on_configure",
+            &["test", &one_request, "--wasm", &loop_configure, "--time-per-call", "1s"],
+            1,
+            Stdout,
+            "gke.client: plugin config rejected (the module trapped in proxy_on_configure (worker 2): ran longer than 1s, the harness's limit per call",
+        )
+        .also(Stdout, "status 500, expected 200")
+        .within(15.0, 200),
+        case(
+            "test_a_module_looping_in_initialize",
+            &["test", &one_request, "--wasm", &loop_initialize, "--time-per-call", "1s"],
+            1,
+            Stdout,
+            "the module trapped in _initialize (worker 2): ran longer than 1s",
+        )
+        .within(15.0, 200),
+        case(
+            "test_a_module_looping_in_its_start_function",
+            &["test", &one_request, "--wasm", &loop_start, "--time-per-call", "1s"],
+            1,
+            Stdout,
+            "failed to instantiate VM 2: its start function ran longer than 1s, the harness's limit per call",
+        )
+        .within(10.0, 200),
+        case(
+            "test_a_module_logging_20_million_lines_on_one_request",
+            &["test", &one_request, "--wasm", &many_logs, "--time-per-call", "60s"],
+            0,
+            Stdout,
+            "1 passed, 0 failed",
+        )
+        .within(60.0, 100),
+        case(
+            "test_a_module_growing_its_memory_to_4_gib",
+            &["test", &one_request, "--wasm", &grow],
+            1,
+            Stdout,
+            "the module grew its linear memory to 4294967296 bytes, past the harness's memory limit of 512 MiB per VM (raise it with --memory-per-vm)",
+        )
+        .within(10.0, 200),
+        case(
+            "test_a_module_that_exports_nothing",
+            &["test", &one_request, "--wasm", &exports_nothing],
+            2,
+            Stderr,
+            "exports-nothing.wat: exports no proxy_abi_version_0_1_0, _0_2_0 or _0_2_1 marker: Envoy refuses to load it (\"Missing or unknown Proxy-Wasm ABI version\", proxy-wasm-cpp-host src/wasm.cc)",
+        )
+        .within(10.0, 200),
+        case(
+            "test_a_module_ticking_every_millisecond_through_a_day",
+            &["test", &one_day, "--wasm", &tick],
+            1,
+            Stdout,
+            "the module's ticks: 1000000 fired, the harness's limit per plugin",
+        )
+        .also(Stdout, "(raise it with --ticks-per-plugin)")
+        .within(30.0, 200),
+        // Scenario totals (item 5).
+        case(
+            "test_10000_steps_of_100000_requests",
+            &["test", &many_requests],
+            1,
+            Stdout,
+            "the steps send 1000000000 requests in all, past the limit of 100000 per scenario (raise it with --requests-per-scenario)",
+        )
+        .within(10.0, 300),
+        case(
+            "test_5000_advances_of_24_hours",
+            &["test", &many_days],
+            1,
+            Stdout,
+            "the steps advance the clocks by 120000.0h in all, past the limit of 24.0h per scenario (raise it with --simulated-time-per-scenario)",
+        )
+        .within(10.0, 200),
+        case(
+            "test_100_million_workers",
+            &["test", &many_workers],
+            1,
+            Stdout,
+            "proxy.workers: 100000000 worker VMs, at most 256 per sidecar",
+        )
+        .within(10.0, 200),
+        case(
+            "test_a_folder_that_links_to_itself",
+            &["test", "self-link"],
+            0,
+            Stdout,
+            "1 scenario(s), 0 failed",
+        )
+        .within(30.0, 400),
+        case(
+            "test_a_folder_with_two_links_to_itself",
+            &["test", "two-self-links"],
+            0,
+            Stdout,
+            "1 scenario(s), 0 failed",
+        )
+        .within(30.0, 400),
+        // kustomize's rules (item 11).
+        case(
+            "validate_kustomization_with_a_file_outside_its_folder",
+            &["validate", "outside/kustomization.yaml"],
+            1,
+            Stdout,
+            "resources: ../k-target.yaml: a file outside the kustomization's folder: kustomize refuses it",
+        ),
+        case(
+            "validate_kustomization_with_an_absolute_path",
+            &["validate", "absolute/kustomization.yaml"],
+            1,
+            Stdout,
+            "k-target.yaml: a file outside the kustomization's folder",
+        ),
+        case(
+            "validate_kustomization_with_a_resource_listed_twice",
+            &["validate", "twice/kustomization.yaml"],
+            1,
+            Stdout,
+            "resources: cm.yaml: listed twice: kustomize refuses it",
+        ),
+        case(
+            "validate_kustomization_with_resources_as_a_map",
+            &["validate", "map/kustomization.yaml"],
+            1,
+            Stdout,
+            "resources: a map: expected a list of paths",
+        ),
+        // Rules merged only if Istio would take them (item 8).
+        case(
+            "render_existing_rules_istio_refuses",
+            &["render", &deploy, "--existing", &bad_rules, "--out", &out],
+            1,
+            Stdout,
+            "existing rule problem(s), nothing merged",
+        )
+        .also(Stdout, "NOT_A_POLICY")
+        .also(Stdout, "spec.exportTo[0]")
+        .also(Stdout, "nothing rendered"),
+        // Every unknown field (item 10).
+        case(
+            "validate_a_plugin_config_with_five_unknown_fields",
+            &["validate", &five_unknown],
+            1,
+            Stdout,
+            "routes[0]: unknown field `polcy`",
+        )
+        .also(Stdout, "routes[0]: unknown field `wieght`")
+        .also(Stdout, "unknown field `clustrs`")
+        .also(Stdout, "unknown field `identty`")
+        .also(Stdout, "unknown field `domainSufix`"),
+        case(
+            "validate_a_mesh_description_with_five_unknown_fields",
+            &["validate", &five_unknown_mesh],
+            1,
+            Stdout,
+            "unknown field `servics`",
+        )
+        .also(Stdout, "unknown field `clustrs`")
+        .also(Stdout, "unknown field `polcy`")
+        .also(Stdout, "unknown field `wieght`")
+        .also(Stdout, "unknown field `imag`"),
+        // Large where it costs (item 3).
+        case(
+            "inspect_a_3_mb_module",
+            &["inspect", &big_module],
+            1,
+            Stdout,
+            "no proxy_abi_version_* export",
+        )
+        .within(5.0, 100),
+        case(
+            "inspect_a_module_of_200000_imports",
+            &["inspect", &many_imports],
+            1,
+            Stdout,
+            "imports (200000):",
+        )
+        .also(Stdout, "  env.f199999  not in Envoy")
+        .within(10.0, 200),
+        case(
+            "package_verify_10000_layers_naming_one_8_mib_blob",
+            &["package", "--verify", &layers],
+            1,
+            Stdout,
+            "FAIL layers",
+        )
+        .also(Stdout, "number of layers must be 2 but got 10000")
+        .within(10.0, 300),
+        case(
+            "package_a_tag_with_a_newline_and_a_quote",
+            &["package", "--out", &out, "--tag", "a\nb\"c"],
+            2,
+            Stderr,
+            r#"tag "a\nb\"c": not a tag (the OCI distribution spec allows [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})"#,
+        ),
+        // Input that tries to paint the terminal (item 9): printed escaped.
+        case(
+            "validate_a_name_that_paints_a_fake_line",
+            &["validate", &painted_manifest],
+            1,
+            Stdout,
+            r"\x1b[2K\r\x1b[32mok\x1b[0m all good\nok fake.yaml: all good",
+        )
+        .lacks(Stdout, "\x1b")
+        .lacks(Stdout, "\nok fake.yaml")
+        .within(10.0, 200),
+        case(
+            "test_a_step_name_that_paints_a_fake_line",
+            &["test", &painted_scenario],
+            1,
+            Stdout,
+            r"FAIL x\x1b[2K\r\x1b[32mok\x1b[0m all good\nPASS fake",
+        )
+        .lacks(Stdout, "\x1b")
+        .lacks(Stdout, "\nPASS fake")
+        .within(30.0, 400),
+        case(
+            "test_junit_with_control_characters",
+            &["test", "--output", "junit", &painted_scenario],
+            1,
+            Stdout,
+            r#"<testcase name="x\x1b[2K&#13;\x1b[32mok\x1b[0m all good&#10;PASS fake""#,
+        )
+        .lacks(Stdout, "\x1b")
+        .within(30.0, 400),
+        case(
+            "trace_a_log_field_that_paints_a_fake_line",
+            &["trace", &painted_log, "--request-id", "r-1"],
+            0,
+            Stdout,
+            r"gke\x1b[2K\r\x1b[32mok -> anthos",
+        )
+        .lacks(Stdout, "\x1b")
+        .within(10.0, 200),
+        // A log is read in bounded memory whatever it holds (item 2).
+        case(
+            "trace_2000_distinct_clusters",
+            &["trace", &many_clusters],
+            0,
+            Stdout,
+            "3874 of them to or from clusters past the first 64 the log names, counted as (other)",
+        )
+        .within(10.0, 60),
+        case(
+            "trace_one_request_id_100000_times",
+            &["trace", &one_id, "--request-id", "r-7"],
+            0,
+            Stdout,
+            "99000 more record(s) of this request not kept: at most 1000 are",
+        )
+        .within(30.0, 40),
         // simulate
         case(
             "simulate_20_million_requests",
@@ -1118,7 +1713,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["inspect", &truncated],
             2,
             Stderr,
-            "truncated.wasm is not a valid WebAssembly module: failed to parse WebAssembly module: unexpected end-of-file (at offset 0xd)",
+            "truncated.wasm is not a valid WebAssembly module: unexpected end-of-file (at offset 0xd)",
         ),
         case(
             "inspect_output_junit_is_not_offered",
@@ -1189,6 +1784,15 @@ fn hostile_inputs_every_command() {
             };
             if !text.contains(m.as_str()) {
                 problems.push(format!("{stream:?} lacks {m:?}"));
+            }
+        }
+        for (stream, m) in &c.absent {
+            let text = match stream {
+                Stream::Stdout => &r.stdout,
+                Stream::Stderr => &r.stderr,
+            };
+            if text.contains(m.as_str()) {
+                problems.push(format!("{stream:?} holds {m:?}"));
             }
         }
         if r.stderr.contains("panicked") {

@@ -115,7 +115,7 @@ fn every_example_agrees_on_istiod_config_the_hand_shaped_replica_and_the_harness
             .to_string_lossy()
             .to_string();
         let harness =
-            hybridmesh_sim::run::run(&s, &hybridmesh_sim::run::Engine::Wasm(module.clone()));
+            hybridmesh_sim::run::run(&s, &hybridmesh_sim::run::Engine::wasm(module.clone()));
         let mut o =
             hybridmesh_replica::backend::options(&s, &root, &format!("lab-diff-{name}")).unwrap();
         o.envoy = envoy.clone();

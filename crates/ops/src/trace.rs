@@ -482,10 +482,23 @@ pub struct Matrix {
     /// Serving cluster -> the east-west gateways its cross-network requests
     /// went through (at most [`MAX_GATEWAYS`] each).
     pub gateways: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Clusters named one by one (at most [`MAX_CLUSTERS`]).
+    #[serde(skip)]
+    named: std::collections::BTreeSet<String>,
+    /// Hops whose source or serving cluster was counted under [`OTHER`].
+    pub folded: u64,
 }
 
 /// Gateway addresses kept per cluster.
 pub const MAX_GATEWAYS: usize = 4;
+
+/// Clusters the matrix names one by one, in the order the log names them: a
+/// mesh has at most 64 (the filter's own limit). Later ones are counted
+/// together as [`OTHER`], so memory and the table stay bounded whatever the
+/// log holds (was: 2,000 distinct clusters in 1 MB of log printed 144 MB).
+pub const MAX_CLUSTERS: usize = 64;
+/// The row and column of the clusters past [`MAX_CLUSTERS`].
+pub const OTHER: &str = "(other)";
 
 impl Matrix {
     pub fn of<'a>(hops: impl Iterator<Item = &'a Hop>) -> Matrix {
@@ -496,31 +509,51 @@ impl Matrix {
         m
     }
 
+    /// `cluster` if it is (or can still be) named one by one, else [`OTHER`].
+    fn name(&mut self, cluster: &str) -> Option<String> {
+        if self.named.contains(cluster) {
+            return Some(cluster.to_owned());
+        }
+        if self.named.len() < MAX_CLUSTERS {
+            self.named.insert(cluster.to_owned());
+            return Some(cluster.to_owned());
+        }
+        None
+    }
+
     /// Counts one more hop.
     pub fn add(&mut self, h: &Hop) {
+        let from = self.name(&h.source_cluster);
+        let served = match &h.served_by {
+            Some(c) => self.name(c).map(Some),
+            None => Some(None),
+        };
+        if from.is_none() || served.is_none() {
+            self.folded += 1;
+        }
+        let from = from.unwrap_or_else(|| OTHER.to_owned());
+        let served = served.unwrap_or_else(|| Some(OTHER.to_owned()));
         let m = self;
-        if let (Some(c), Some(g)) = (&h.served_by, &h.gateway) {
+        if let (Some(c), Some(g)) = (&served, &h.gateway) {
             let set = m.gateways.entry(c.clone()).or_default();
             if set.len() < MAX_GATEWAYS {
                 set.insert(g.clone());
             }
         }
-        {
-            let to = h.served_by.clone().unwrap_or_else(|| "none".into());
-            *m.flows
-                .entry((h.source_cluster.clone(), to.clone()))
-                .or_insert(0) += 1;
-            if h.cross_network {
-                *m.cross
-                    .entry((h.source_cluster.clone(), to.clone()))
-                    .or_insert(0) += 1;
-                m.cross_network += 1;
-            }
-            m.total += 1;
+        let to = served.clone().unwrap_or_else(|| "none".into());
+        *m.flows.entry((from.clone(), to.clone())).or_insert(0) += 1;
+        if h.cross_network {
+            *m.cross.entry((from.clone(), to)).or_insert(0) += 1;
+            m.cross_network += 1;
+        }
+        m.total += 1;
+        if from != OTHER {
             m.networks
-                .entry(h.source_cluster.clone())
+                .entry(from)
                 .or_insert_with(|| h.source_network.clone());
-            if let (Some(c), Some(n)) = (&h.served_by, &h.served_network) {
+        }
+        if let (Some(c), Some(n)) = (&served, &h.served_network) {
+            if c != OTHER {
                 m.networks.entry(c.clone()).or_insert_with(|| n.clone());
             }
         }
@@ -553,11 +586,11 @@ impl Matrix {
         let mut s = String::new();
         let _ = write!(s, "{:<16}", "source \\ served");
         for c in &cols {
-            let _ = write!(s, "{c:>18}");
+            let _ = write!(s, "{:>18}", hybridmesh_input::printable(c));
         }
         s.push('\n');
         for r in &rows {
-            let _ = write!(s, "{r:<16}");
+            let _ = write!(s, "{:<16}", hybridmesh_input::printable(r));
             let row_total: u64 = cols.iter().map(|c| self.count(r, c)).sum();
             for c in &cols {
                 let n = self.count(r, c);
@@ -580,6 +613,13 @@ impl Matrix {
             "{} requests, {} crossed networks ({cross:.1}%)",
             self.total, self.cross_network
         );
+        if self.folded > 0 {
+            let _ = write!(
+                s,
+                "\n{} of them to or from clusters past the first {MAX_CLUSTERS} the log names, counted as {OTHER}",
+                self.folded
+            );
+        }
         s
     }
 
@@ -612,7 +652,8 @@ pub fn describe(h: &Hop) -> String {
         ""
     };
     let lp = if h.looped { " LOOP" } else { "" };
-    format!(
+    // Every field is the log's: printed escaped.
+    let line = format!(
         "{} -> {}  served by {to}{via}{cross}{lp}  status {}  {} ms  {}  [{}]",
         h.source_cluster,
         h.target_cluster.as_deref().unwrap_or("(Envoy's choice)"),
@@ -620,7 +661,8 @@ pub fn describe(h: &Hop) -> String {
         h.latency_ms,
         h.reason,
         h.service
-    )
+    );
+    hybridmesh_input::printable(&line).into_owned()
 }
 
 #[cfg(test)]

@@ -353,9 +353,7 @@ pub struct LogExpect {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        crate::guard::yaml(&text).with_context(|| path.display().to_string())?;
+        let text = crate::guard::read_yaml("scenario", path)?;
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let mut s: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let inner = e.inner();
@@ -387,9 +385,7 @@ impl Scenario {
             MeshRef::Inline(m) => Ok(m.clone()),
             MeshRef::Path(p) => {
                 let path = self.dir().join(p);
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read mesh {}", path.display()))?;
-                crate::guard::yaml(&text).with_context(|| format!("mesh {}", path.display()))?;
+                let text = crate::guard::read_yaml("mesh", &path)?;
                 serde_yaml_ng::from_str(&text)
                     .with_context(|| format!("invalid mesh {}", path.display()))
             }
@@ -404,7 +400,45 @@ impl Scenario {
         }
     }
 
+    /// Refuses a scenario whose steps, all together, send more requests or
+    /// advance the clocks further than `totals` allow.
+    pub fn check_totals(&self, totals: &Totals) -> anyhow::Result<()> {
+        let mut requests: u64 = 0;
+        let mut simulated = std::time::Duration::ZERO;
+        for step in &self.steps {
+            if step.request.is_some() {
+                requests += u64::from(step.repeat.unwrap_or(1).max(1));
+            }
+            if let Some(a) = &step.advance {
+                simulated += duration(a).unwrap_or_default();
+            }
+        }
+        if requests > totals.requests {
+            bail!(
+                "{}: the steps send {requests} requests in all, past the limit of {} per scenario (raise it with --requests-per-scenario)",
+                self.path.display(),
+                totals.requests
+            );
+        }
+        if simulated > totals.simulated {
+            bail!(
+                "{}: the steps advance the clocks by {} in all, past the limit of {} per scenario (raise it with --simulated-time-per-scenario)",
+                self.path.display(),
+                hours(simulated),
+                hours(totals.simulated)
+            );
+        }
+        Ok(())
+    }
+
     fn check(&self) -> anyhow::Result<()> {
+        if self.proxy.workers > MAX_WORKERS {
+            bail!(
+                "{}: proxy.workers: {} worker VMs, at most {MAX_WORKERS} per sidecar",
+                self.path.display(),
+                self.proxy.workers
+            );
+        }
         // Expectations that cannot fail are refused: a config for a cluster
         // the mesh does not have would be ignored.
         if !self.configs.is_empty() {
@@ -516,9 +550,7 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
         ConfigRef::Inline(v) => serde_json::to_value(v).context("inline config")?,
         ConfigRef::Path(p) => {
             let path = dir.join(p);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            crate::guard::yaml(&text).with_context(|| format!("config {}", path.display()))?;
+            let text = crate::guard::read_yaml("config", &path)?;
             if path.extension().is_some_and(|e| e == "json") {
                 // Passed through untouched: the filter reports its own errors.
                 return Ok(text.into_bytes());
@@ -533,8 +565,43 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
 
 /// Requests one step may repeat.
 pub const MAX_REPEAT: u32 = 100_000;
+/// Worker VMs per sidecar (`proxy.workers`): the harness's own limit per plugin
+/// (`proxy_wasm_host::limits::MAX_WORKERS`; a sim test keeps the two equal).
+pub const MAX_WORKERS: usize = 256;
+
+/// What one scenario may ask for in all, whatever each step asks: each step is
+/// capped ([`MAX_REPEAT`], [`MAX_ADVANCE`]), but 10,000 steps of 100,000 requests
+/// would run for days. `hybridmesh test` raises these with its options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests sent by all steps (default 100,000).
+    pub requests: u64,
+    /// Simulated time all `advance` steps move the clocks by (default 24 h).
+    pub simulated: std::time::Duration,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            requests: 100_000,
+            simulated: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
 /// The longest `advance` (each sidecar's clock ticks through it).
 pub const MAX_ADVANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `d` in hours, minutes or seconds, whichever reads best.
+fn hours(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 3600.0 {
+        format!("{:.1}h", s / 3600.0)
+    } else if s >= 60.0 {
+        format!("{:.1}m", s / 60.0)
+    } else {
+        format!("{s:.3}s")
+    }
+}
 
 /// Parses a duration like the filter config does (`30s`, `1m`, `500ms`).
 pub fn duration(text: &str) -> anyhow::Result<std::time::Duration> {

@@ -8,6 +8,19 @@
 //! anything past [`MAX_DEPTH`] first, with the line where it happens.
 
 use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Reads a YAML (or JSON) input through the one bounded reader
+/// ([`hybridmesh_input::TEXT`]) and refuses it if it nests too deep; every
+/// error names the path (and `what` the file is, for the nesting).
+pub fn read_yaml(what: &str, path: &Path) -> anyhow::Result<String> {
+    // The reader's errors name the path already.
+    let text = hybridmesh_input::read_text(path, hybridmesh_input::TEXT)?;
+    yaml(&text).with_context(|| format!("{what} {}", hybridmesh_input::display(path)))?;
+    Ok(text)
+}
 
 /// Deeper than this is refused before parsing (the deserializer's own limit is 128).
 pub const MAX_DEPTH: usize = 200;

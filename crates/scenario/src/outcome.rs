@@ -24,6 +24,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// What a share or consistency check needs, and no more: from, status,
+    /// served_by, target and route; body and headers dropped. The runner keeps
+    /// whole outcomes for a scenario's first requests only
+    /// ([`crate::runner::KEPT_OUTCOMES`]), these after.
+    pub fn slim(self) -> Outcome {
+        Outcome {
+            body: String::new(),
+            upstream_headers: None,
+            response_headers: Vec::new(),
+            ..self
+        }
+    }
+
     /// A connection the server's sidecar refused before any HTTP (a client
     /// certificate it does not accept): no status, no headers; `why` as the
     /// backend saw it.

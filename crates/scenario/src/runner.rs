@@ -59,6 +59,11 @@ pub struct ScenarioReport {
     pub seconds: f64,
 }
 
+/// Whole outcomes (headers and body, up to ~20 KB each) kept per scenario;
+/// later ones are kept [`Outcome::slim`] (a few dozen bytes), so memory stays
+/// bounded by the request total (`file::Totals`).
+pub const KEPT_OUTCOMES: usize = 10_000;
+
 /// Plays the scenario's steps against any backend.
 pub fn run_on(s: &Scenario, backend: &mut dyn Backend) -> ScenarioReport {
     let report = ScenarioReport {
@@ -83,8 +88,9 @@ pub fn run_with(
         .clone()
         .or_else(|| backend.cluster_names().first().cloned())
         .unwrap_or_default();
+    let mut kept = 0usize;
     for (i, step) in s.steps.iter().enumerate() {
-        let r = run_step(s, backend, step, i, &default_from);
+        let r = run_step(s, backend, step, i, &default_from, &mut kept);
         report.ok &= r.ok;
         report.steps.push(r);
     }
@@ -131,6 +137,7 @@ fn run_step(
     step: &Step,
     i: usize,
     default_from: &str,
+    kept: &mut usize,
 ) -> StepReport {
     let mut r = StepReport {
         name: step_name(step, i, default_from),
@@ -140,7 +147,7 @@ fn run_step(
         outcomes: Vec::new(),
     };
     let traps_before = sim.failure_counts();
-    if let Err(e) = play(s, sim, step, default_from, &mut r) {
+    if let Err(e) = play(s, sim, step, default_from, &mut r, kept) {
         r.problems.push(format!("{e:#}"));
     }
     // A trap in the module is the first thing its author needs to see.
@@ -165,6 +172,7 @@ fn play(
     step: &Step,
     default_from: &str,
     r: &mut StepReport,
+    kept: &mut usize,
 ) -> anyhow::Result<()> {
     if let Some(req) = &step.request {
         // What an operator would find in the proxy's log: the config was rejected.
@@ -194,7 +202,12 @@ fn play(
                     r.problems.push(problem);
                 }
             }
-            r.outcomes.push((o, random));
+            if *kept < KEPT_OUTCOMES {
+                *kept += 1;
+                r.outcomes.push((o, random));
+            } else {
+                r.outcomes.push((o.slim(), random));
+            }
         }
         if hidden > 0 {
             r.problems

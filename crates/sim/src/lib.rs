@@ -24,3 +24,14 @@ pub use mesh::{Sim, SERVICE_NAMESPACE};
 pub use native_sidecar::NativeSidecar;
 pub use sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 pub use wasm_sidecar::WasmSidecar;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_scenario_may_ask_for_as_many_workers_as_the_harness_runs() {
+        assert_eq!(
+            hybridmesh_scenario::MAX_WORKERS,
+            proxy_wasm_host::limits::MAX_WORKERS
+        );
+    }
+}

@@ -197,8 +197,15 @@ impl Sim {
         self.all_sidecars()
             .into_iter()
             .filter(|(_, s)| s.config_rejected())
-            .map(|(name, _)| {
-                format!("{name}: plugin config rejected; without one Envoy answers every request there 500 (NFCF)")
+            .map(|(name, s)| {
+                // Why, when the module trapped while it started (a trap, or a
+                // call past the harness's time limit, in the configuration canary).
+                let why = s
+                    .failures()
+                    .first()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default();
+                format!("{name}: plugin config rejected{why}; without one Envoy answers every request there 500 (NFCF)")
             })
             .collect()
     }

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use hybridmesh_scenario::runner::{run_with, verdict, Backend, ScenarioReport};
-use hybridmesh_scenario::{Outcome, RequestSpec, Scenario};
-use proxy_wasm_host::Module;
+use hybridmesh_scenario::{Outcome, RequestSpec, Scenario, Totals};
+use proxy_wasm_host::{Limits, Module};
 
 use crate::{NativeSidecar, Sidecar, SidecarSpec, Sim, WasmSidecar};
 
@@ -54,16 +54,28 @@ impl Backend for Sim {
 /// What runs in the sidecars.
 #[derive(Clone)]
 pub enum Engine {
-    /// A compiled proxy-wasm module in the harness.
-    Wasm(Module),
+    /// A compiled proxy-wasm module in the harness, held to the limits.
+    Wasm(Module, Limits),
     /// The filter's decision code, natively (for parity checks).
     Native,
 }
 
-/// Loads `path` and runs it.
+impl Engine {
+    /// `module` in the harness with the default limits.
+    pub fn wasm(module: Module) -> Engine {
+        Engine::Wasm(module, Limits::default())
+    }
+}
+
+/// Loads `path` and runs it, within the default [`Totals`].
 pub fn run_file(path: &std::path::Path, engine: &Engine) -> ScenarioReport {
+    run_file_within(path, engine, &Totals::default())
+}
+
+/// Loads `path` and runs it, if its steps stay within `totals`.
+pub fn run_file_within(path: &std::path::Path, engine: &Engine, totals: &Totals) -> ScenarioReport {
     let started = Instant::now();
-    match Scenario::load(path) {
+    match Scenario::load(path).and_then(|s| s.check_totals(totals).map(|()| s)) {
         Ok(s) => run(&s, engine),
         Err(e) => {
             let mut error = format!("{e:#}");
@@ -93,7 +105,7 @@ pub fn build_sim(s: &Scenario, engine: &Engine) -> anyhow::Result<Sim> {
     let config_for = |cluster: &str| s.config_for(cluster);
     let mut make = |spec: &SidecarSpec| -> anyhow::Result<Box<dyn Sidecar>> {
         Ok(match engine {
-            Engine::Wasm(m) => Box::new(WasmSidecar::new(m, spec)?),
+            Engine::Wasm(m, limits) => Box::new(WasmSidecar::with_limits(m, *limits, spec)?),
             Engine::Native => Box::new(NativeSidecar::new(spec)),
         })
     };
@@ -140,7 +152,7 @@ pub struct Parity {
 /// whose outcome does not depend on a random pick.
 pub fn parity(path: &std::path::Path, module: &Module) -> anyhow::Result<Parity> {
     let s = Scenario::load(path)?;
-    let wasm = run(&s, &Engine::Wasm(module.clone()));
+    let wasm = run(&s, &Engine::wasm(module.clone()));
     let native = run(&s, &Engine::Native);
     if let Some(e) = wasm.error.or(native.error) {
         anyhow::bail!("{}: {e}", path.display());

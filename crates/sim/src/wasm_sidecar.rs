@@ -10,6 +10,7 @@ use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream
 use hybridmesh_scenario::{Fail, NodeMetadata, Pairs};
 use proxy_wasm_host::envoy::{Connection, NodeMetadataStyle, Proxy, Upstream};
 use proxy_wasm_host::plugin::{FailStrategy, Module, Plugin};
+use proxy_wasm_host::Limits;
 
 pub struct WasmSidecar {
     plugin: Plugin,
@@ -18,6 +19,15 @@ pub struct WasmSidecar {
 
 impl WasmSidecar {
     pub fn new(module: &Module, spec: &SidecarSpec) -> anyhow::Result<WasmSidecar> {
+        WasmSidecar::with_limits(module, Limits::default(), spec)
+    }
+
+    /// [`WasmSidecar::new`], the module held to `limits` (time per call, memory, logs).
+    pub fn with_limits(
+        module: &Module,
+        limits: Limits,
+        spec: &SidecarSpec,
+    ) -> anyhow::Result<WasmSidecar> {
         let loc = Locality::parse(spec.locality).unwrap_or_default();
         let proxy = Proxy::istio(spec.cluster)
             .network(spec.network)
@@ -38,6 +48,7 @@ impl WasmSidecar {
                 Fail::FailReload => FailStrategy::FailReload,
             })
             .seed(spec.options.seed)
+            .limits(limits)
             .build()
             .with_context(|| {
                 format!(

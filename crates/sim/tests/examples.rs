@@ -46,7 +46,7 @@ fn assert_passes(engine: &Engine) {
 
 #[test]
 fn every_example_passes_through_the_wasm() {
-    assert_passes(&Engine::Wasm(filter_support::module()));
+    assert_passes(&Engine::wasm(filter_support::module()));
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn assert_ok(path: &Path, engine: &Engine) -> Vec<String> {
 
 #[test]
 fn no_config_null_and_raw_strings_reach_the_module_as_envoy_gives_them() {
-    let engine = Engine::Wasm(config_probe());
+    let engine = Engine::wasm(config_probe());
     let expect = |text: &str| {
         format!(
             "proxy: {{serverSidecars: false}}\nsteps:\n  - expect:\n      logs:\n        - {{proxy: gke.client, contains: {text:?}}}\n"
@@ -98,7 +98,7 @@ fn a_bad_first_config_answers_500_and_the_report_says_it_was_rejected() {
                 "config: {{routes: not a list}}\nproxy: {{failStrategy: {fail}, serverSidecars: false}}\nsteps:\n  - request: {{authority: echo-svc.default}}\n    expect: {{status: 500, servedBy: none, body: \"\"}}\n"
             ),
         );
-        for engine in [Engine::Wasm(module.clone()), Engine::Native] {
+        for engine in [Engine::wasm(module.clone()), Engine::Native] {
             let lines = assert_ok(&path, &engine);
             assert!(
                 lines.contains(

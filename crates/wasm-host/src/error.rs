@@ -13,12 +13,13 @@ use std::path::PathBuf;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The module file could not be read.
+    /// The module file could not be read: missing, not a regular file, or
+    /// over [`hybridmesh_input::MODULE`]'s limit.
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: hybridmesh_input::Error,
     },
     /// The bytes are neither a WebAssembly binary nor valid WAT text.
     Compile {
@@ -59,14 +60,15 @@ pub enum Error {
     /// A host-side failure (the wasmtime engine, a guest call made with
     /// [`Plugin::call_export`](crate::Plugin::call_export) that trapped).
     Host(String),
+    /// The module went past one of the plugin's [`Limits`](crate::Limits) in a way
+    /// that stops the run rather than one call (e.g. more ticks than allowed).
+    Limit(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Read { path, source } => {
-                write!(f, "failed to read {}: {source}", path.display())
-            }
+            Error::Read { source, .. } => write!(f, "{source}"),
             Error::Compile { module, message } => {
                 write!(f, "failed to compile {module}: {message}")
             }
@@ -95,19 +97,16 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Usage(message) | Error::Host(message) => f.write_str(message),
+            Error::Usage(message) | Error::Host(message) | Error::Limit(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Read { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// Every message is whole (a read error's includes the reader's), so no
+/// `source` is given: a chain printer would repeat it.
+impl std::error::Error for Error {}
 
 /// `Result` with the harness's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

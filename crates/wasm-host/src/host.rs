@@ -13,6 +13,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 use crate::envoy::{
     Connection, HeaderMap, MatchedRoute, PluginIdentity, Proxy, RouteTable, StreamFacts, Upstream,
 };
+use crate::limits::{Limits, MemoryLimit};
 use crate::state::{self, Level, LocalReply, RouteRematch, Shared};
 
 /// Read-only facts about a plugin, shared by its VMs.
@@ -28,6 +29,14 @@ pub(crate) struct PluginEnv {
     pub trace: bool,
     pub vm_config: Vec<u8>,
     pub seed: u64,
+    pub limits: Limits,
+}
+
+/// Log entries kept and not kept, against [`Limits::logs`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LogCount {
+    pub kept: usize,
+    pub dropped: usize,
 }
 
 /// The harness clock: a fixed start plus time the test advanced; read by
@@ -168,6 +177,8 @@ pub(crate) struct StreamState {
     pub finished: bool,
     /// `false` once the filter is out of the way (fail-open), or never was.
     pub filtered: bool,
+    /// Log entries of this request, against [`Limits::logs`].
+    pub logs: LogCount,
 }
 
 impl StreamState {
@@ -218,6 +229,7 @@ impl StreamState {
             done_called: false,
             finished: false,
             filtered,
+            logs: LogCount::default(),
         }
     }
 
@@ -284,6 +296,10 @@ pub(crate) struct HostState {
     pub detail: String,
     /// Exported functions by name (for `Plugin::call_export`).
     pub instance_exports: HashMap<String, wasmtime::Func>,
+    /// The VM's linear memory limit, as the store's limiter.
+    pub memory_limit: MemoryLimit,
+    /// Log entries of the running guest call in a root context.
+    pub call_logs: LogCount,
 }
 
 impl HostState {
@@ -297,7 +313,6 @@ impl HostState {
         HostState {
             wasi,
             shared,
-            env,
             clock,
             worker,
             memory: None,
@@ -311,6 +326,11 @@ impl HostState {
             next_context_id: 1,
             detail: String::new(),
             instance_exports: HashMap::new(),
+            memory_limit: MemoryLimit {
+                bytes: env.limits.memory,
+            },
+            call_logs: LogCount::default(),
+            env,
         }
     }
 

@@ -97,6 +97,7 @@ pub mod envoy;
 pub mod error;
 mod hcm;
 mod host;
+pub mod limits;
 pub mod plugin;
 pub mod state;
 
@@ -106,6 +107,7 @@ pub use envoy::{
     NodeMetadataStyle, Proxy, Route, StructValue, Upstream,
 };
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use plugin::{Action, ConfigDelivery, FailStrategy, Module, Plugin, PluginBuilder, Stream};
 pub use state::{
     Failure, GrpcCallout, HostCall, HttpCallout, Level, LocalReply, LogEntry, Metric, MetricKind,

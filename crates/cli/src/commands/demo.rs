@@ -74,7 +74,7 @@ impl DemoCommand {
     fn harness(self) -> anyhow::Result<Outcome> {
         let dir = self.examples.unwrap_or_else(default_examples);
         let files = super::test::scenario_files(&[dir])?;
-        let engine = Engine::Wasm(load_module(self.wasm.as_ref())?);
+        let engine = Engine::wasm(load_module(self.wasm.as_ref())?);
         let p = Paint::stdout();
         let mut ok = true;
         for f in &files {

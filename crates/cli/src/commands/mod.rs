@@ -14,7 +14,6 @@ pub mod validate;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::ValueEnum;
 
 /// Output format of every command but `test`.
@@ -109,10 +108,11 @@ pub fn workspace_root() -> PathBuf {
     }
 }
 
-/// Loads `--wasm`, or the repository's filter with a message saying how to build it.
-pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<proxy_wasm_host::Module> {
-    let path = match wasm {
-        Some(p) => p.clone(),
+/// `--wasm`, or the repository's filter if it is built (else a message saying how
+/// to build it).
+pub fn module_path(wasm: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    match wasm {
+        Some(p) => Ok(p.clone()),
         None => {
             let p = default_wasm();
             if !p.exists() {
@@ -121,13 +121,45 @@ pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<proxy_wasm_host::Mo
                     p.display()
                 );
             }
-            p
+            Ok(p)
         }
-    };
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    check_module_bytes(&path, &bytes)?;
+    }
+}
+
+/// Loads `--wasm`, or the repository's filter with a message saying how to build it.
+pub fn load_module(wasm: Option<&PathBuf>) -> anyhow::Result<proxy_wasm_host::Module> {
+    let path = module_path(wasm)?;
+    let bytes = read_module(&path)?;
+    // What Envoy refuses to load is not run here either.
+    let found = inspect::parse(&path, &bytes)?;
+    if !found
+        .abi_versions
+        .iter()
+        .any(|v| inspect::ENVOY_ABI_VERSIONS.contains(&v.as_str()))
+    {
+        anyhow::bail!(
+            "{}: exports no proxy_abi_version_0_1_0, _0_2_0 or _0_2_1 marker: Envoy refuses to load it (\"Missing or unknown Proxy-Wasm ABI version\", proxy-wasm-cpp-host src/wasm.cc){}",
+            path.display(),
+            if found.abi_versions.is_empty() {
+                String::new()
+            } else {
+                format!("; it exports ABI {}", found.abi_versions.join(", "))
+            }
+        );
+    }
     // The harness's error names the module and what is wrong with it.
-    Ok(proxy_wasm_host::Module::from_file(&path)?)
+    Ok(proxy_wasm_host::Module::from_named_bytes(
+        &path.display().to_string(),
+        &bytes,
+    )?)
+}
+
+/// A module file's bytes, through the one bounded reader (a regular file of at
+/// most 256 MiB, [`hybridmesh_input::MODULE`]), checked to be WebAssembly or WAT.
+pub fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = hybridmesh_input::read(path, hybridmesh_input::MODULE)?;
+    check_module_bytes(path, &bytes)?;
+    Ok(bytes)
 }
 
 /// A module is binary WebAssembly (`\0asm`) or WAT text; anything else gets

@@ -103,6 +103,9 @@ impl PackageCommand {
         let (path, verified) = match &self.verify {
             Some(layout) => match image::verify(layout, self.tag.as_deref()) {
                 Ok(v) => (layout.clone(), v),
+                // A file that cannot be read (not a regular file, too large, no
+                // permission) is an I/O error (exit 2), not a layout that fails.
+                Err(e) if is_io_error(&e) => return Err(e),
                 Err(e) => {
                     if self.output == Output::Json {
                         println!(
@@ -123,14 +126,8 @@ impl PackageCommand {
                 }
             },
             None => {
-                let wasm_path = self.wasm.clone().unwrap_or_else(super::default_wasm);
-                let wasm = std::fs::read(&wasm_path).with_context(|| {
-                    format!(
-                        "cannot read {}\n  build it with: scripts/build-wasm",
-                        wasm_path.display()
-                    )
-                })?;
-                super::check_module_bytes(&wasm_path, &wasm)?;
+                let wasm_path = super::module_path(self.wasm.as_ref())?;
+                let wasm = super::read_module(&wasm_path)?;
                 let variant = match self.format {
                     Format::Compat => Variant::Compat,
                     Format::Oci => Variant::Oci,
@@ -189,9 +186,9 @@ impl PackageCommand {
                 println!(
                     "{} {action} {} ({} variant, tag {}): Istio's image fetcher accepts it",
                     p.green("ok"),
-                    report.path,
+                    hybridmesh_input::printable(&report.path),
                     v.variant,
-                    v.tag.as_deref().unwrap_or("-")
+                    hybridmesh_input::printable(v.tag.as_deref().unwrap_or("-"))
                 );
                 println!("  module   {} bytes, sha256 {}", v.wasm_size, v.wasm_sha256);
                 println!(
@@ -284,4 +281,20 @@ impl PackageCommand {
         push::push(img, target, &credentials, ca.as_deref())
             .with_context(|| format!("cannot push to {}", target.url()))
     }
+}
+
+/// Whether `e` is about reading files rather than what they hold: the bounded
+/// reader's refusals and the file system's errors (a layer that inflates too
+/// far or ends early is content, not I/O).
+fn is_io_error(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    e.chain().any(|c| {
+        c.downcast_ref::<hybridmesh_input::Error>().is_some()
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                !matches!(
+                    io.kind(),
+                    ErrorKind::Other | ErrorKind::InvalidData | ErrorKind::UnexpectedEof
+                )
+            })
+    })
 }

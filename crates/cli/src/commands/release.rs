@@ -49,14 +49,8 @@ pub struct ReleaseCommand {
 impl ReleaseCommand {
     pub fn execute(self) -> anyhow::Result<Outcome> {
         let p = Paint::stdout();
-        let wasm_path = self.wasm.clone().unwrap_or_else(super::default_wasm);
-        let wasm = std::fs::read(&wasm_path).with_context(|| {
-            format!(
-                "cannot read {}\n  build it with: scripts/build-wasm (scripts/release does)",
-                wasm_path.display()
-            )
-        })?;
-        super::check_module_bytes(&wasm_path, &wasm)?;
+        let wasm_path = super::module_path(self.wasm.as_ref())?;
+        let wasm = super::read_module(&wasm_path)?;
         let bytes = validate::read_input(&self.mesh)?;
         let text = String::from_utf8(bytes)
             .with_context(|| format!("{}: not UTF-8 text", self.mesh.display()))?;

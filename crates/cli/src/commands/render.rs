@@ -110,7 +110,11 @@ impl RenderCommand {
                 Ok(r) => rules.extend(r),
                 Err(existing::ReadError::Io(e)) => return Err(e),
                 Err(existing::ReadError::Content(message)) => {
-                    println!("{} --existing {message}", p.red("FAIL"));
+                    println!(
+                        "{} --existing {}",
+                        p.red("FAIL"),
+                        hybridmesh_input::printable_lines(&message)
+                    );
                     println!("nothing rendered");
                     return Ok(Outcome::Failed);
                 }

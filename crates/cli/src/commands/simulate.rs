@@ -62,6 +62,8 @@ pub struct SimulateCommand {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    limits: crate::limits::ModuleLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -174,7 +176,7 @@ impl SimulateCommand {
                 problems.join("\n  ")
             );
         }
-        let mut sim = build_sim(&scenario, &Engine::Wasm(module))?;
+        let mut sim = build_sim(&scenario, &Engine::Wasm(module, self.limits.limits()))?;
         let step = Duration::from_secs_f64(1.0 / f64::from(self.rate));
         let total = step * self.requests;
         for w in &windows {

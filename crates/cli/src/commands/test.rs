@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use hybridmesh_scenario::runner::ScenarioReport;
-use hybridmesh_sim::run::{run_file, Engine};
+use hybridmesh_sim::run::{run_file_within, Engine};
+
+use hybridmesh_input::{printable, printable_lines, xml};
 
 use super::{load_module, Paint, TestOutput as Output};
+use crate::limits::{ModuleLimits, ScenarioTotals};
 use crate::Outcome;
 
 /// Run scenario files and check their expectations.
@@ -33,16 +36,24 @@ pub struct TestCommand {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    limits: ModuleLimits,
+    #[command(flatten)]
+    totals: ScenarioTotals,
 }
 
-/// Scenario files under `paths`, sorted.
+/// Scenario files under `paths`, sorted; each folder and file once, however many
+/// links lead to it (a folder linking to itself or an ancestor is not entered again).
 pub fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = Seen::default();
     for p in paths {
         if p.is_dir() {
-            collect(p, &mut out)?;
+            collect(p, &mut out, &mut seen)?;
         } else if p.exists() {
-            out.push(p.clone());
+            if seen.first(p) {
+                out.push(p.clone());
+            }
         } else {
             anyhow::bail!("{}: no such file or directory", p.display());
         }
@@ -60,7 +71,25 @@ pub fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+/// Folders and files already taken, by device and inode (what a link leads to).
+#[derive(Default)]
+struct Seen(std::collections::HashSet<(u64, u64)>);
+
+impl Seen {
+    /// Whether `path` is met for the first time (unreadable: taken, its read reports it).
+    fn first(&mut self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(path) {
+            Ok(m) => self.0.insert((m.dev(), m.ino())),
+            Err(_) => true,
+        }
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut Seen) -> anyhow::Result<()> {
+    if !seen.first(dir) {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -68,11 +97,12 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            collect(&p, out)?;
+            collect(&p, out, seen)?;
         } else if p
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n == "scenario.yaml" || n.ends_with(".scenario.yaml"))
+            && seen.first(&p)
         {
             out.push(p);
         }
@@ -86,12 +116,13 @@ impl TestCommand {
         let engine = if self.native {
             Engine::Native
         } else {
-            Engine::Wasm(load_module(self.wasm.as_ref())?)
+            Engine::Wasm(load_module(self.wasm.as_ref())?, self.limits.limits())
         };
         let p = Paint::stdout();
+        let totals = self.totals.totals();
         let mut reports = Vec::new();
         for f in &files {
-            let r = run_file(f, &engine);
+            let r = run_file_within(f, &engine, &totals);
             if self.output == Output::Text {
                 print_report(&p, &r);
             }
@@ -122,33 +153,31 @@ impl TestCommand {
     }
 }
 
+/// Names and paths come from the scenario files and are printed escaped
+/// ([`printable`]); errors and problems are ours but quote input, so each of
+/// their lines is escaped and indented under its step.
 fn print_report(p: &Paint, r: &ScenarioReport) {
     let head = if r.ok { p.green("PASS") } else { p.red("FAIL") };
     println!(
         "{head} {} {}",
-        p.bold(&r.name),
-        p.dim(&format!("({}, {:.2}s)", r.path, r.seconds))
+        p.bold(&printable(&r.name)),
+        p.dim(&format!("({}, {:.2}s)", printable(&r.path), r.seconds))
     );
     if let Some(e) = &r.error {
-        println!("  {} {e}", p.red("error:"));
+        println!("  {} {}", p.red("error:"), printable_lines(e));
     }
     for s in &r.steps {
         if s.ok {
-            println!("  {} {}", p.green("ok"), s.name);
+            println!("  {} {}", p.green("ok"), printable(&s.name));
         } else {
-            println!("  {} {}", p.red("FAIL"), s.name);
+            println!("  {} {}", p.red("FAIL"), printable(&s.name));
             for problem in &s.problems {
-                println!("      {problem}");
+                for line in problem.split('\n') {
+                    println!("      {}", printable(line));
+                }
             }
         }
     }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// JUnit XML: a suite per scenario, a case per step.
@@ -191,4 +220,39 @@ pub fn junit(reports: &[ScenarioReport]) -> String {
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use hybridmesh_scenario::runner::{ScenarioReport, StepReport};
+
+    #[test]
+    fn junit_is_well_formed_xml_whatever_the_names_hold() {
+        let evil = "x\u{1b}[2K\r\u{0}\u{ffff}<&\"'\nPASS";
+        let report = ScenarioReport {
+            name: evil.to_owned(),
+            path: evil.to_owned(),
+            ok: false,
+            error: Some(evil.to_owned()),
+            steps: vec![StepReport {
+                name: evil.to_owned(),
+                ok: false,
+                problems: vec![evil.to_owned()],
+                lines: Vec::new(),
+                outcomes: Vec::new(),
+            }],
+            seconds: 0.0,
+        };
+        let xml = super::junit(&[report]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") != Some("load"))
+            .unwrap();
+        // What an XML reader gets back: the name, its controls shown as escapes.
+        assert_eq!(
+            case.attribute("name"),
+            Some("x\\x1b[2K\r\\x00\\u{ffff}<&\"'\nPASS")
+        );
+    }
 }

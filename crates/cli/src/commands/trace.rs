@@ -1,5 +1,6 @@
 //! `hybridmesh trace`: read hop records back and answer where traffic went and why.
 
+use hybridmesh_input::printable;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -52,6 +53,11 @@ pub struct TraceCommand {
     output: Output,
 }
 
+/// Records of one request (`--request-id`) kept; the rest are counted. A
+/// request crosses a few proxies; a log repeating one id millions of times
+/// (1.36 GB held for 2 million, issue #25) is not a request path.
+const MAX_KEPT: usize = 1000;
+
 impl TraceCommand {
     fn filter(&self) -> Filter {
         Filter {
@@ -72,6 +78,7 @@ impl TraceCommand {
         // Only one request's records are kept (--request-id); everything else
         // is counted as it streams by.
         let mut kept = Vec::new();
+        let mut not_kept: u64 = 0;
         let mut total = LogStats::default();
         for f in &self.logs {
             let reader: Box<dyn std::io::BufRead> = if f.as_os_str() == "-" {
@@ -80,22 +87,25 @@ impl TraceCommand {
                     std::io::stdin(),
                 ))
             } else {
-                let file = std::fs::File::open(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?;
+                let (file, _) = hybridmesh_input::open(f)?;
                 Box::new(std::io::BufReader::with_capacity(64 << 10, file))
             };
             let stats = try_read_log(reader, |h| {
                 if filter.matches(&h) {
                     matrix.add(&h);
                     if self.request_id.is_some() {
-                        kept.push(h);
+                        if kept.len() < MAX_KEPT {
+                            kept.push(h);
+                        } else {
+                            not_kept += 1;
+                        }
                     }
                 }
             })
             .map_err(|(_, e)| e)
             .with_context(|| format!("cannot read {}", f.display()))?;
             for (line, why) in &stats.malformed {
-                eprintln!("{}:{line}: skipped: {why}", f.display());
+                eprintln!("{}:{line}: skipped: {}", f.display(), printable(why));
             }
             if stats.malformed_count > stats.malformed.len() as u64 {
                 eprintln!(
@@ -188,6 +198,8 @@ impl TraceCommand {
                     "cross_network": matrix.cross_network,
                     "flows": flows,
                     "hops": if self.request_id.is_some() { serde_json::to_value(&kept)? } else { serde_json::Value::Null },
+                    "hops_not_kept": not_kept,
+                    "clusters_past_the_first_64": matrix.folded,
                     "skipped_lines": problems,
                     "lines": total.lines,
                     "lines_without_hop": total.lines - total.hops - problems,
@@ -198,10 +210,15 @@ impl TraceCommand {
                 if let Some(id) = &self.request_id {
                     let p_hops = path(&kept, id);
                     if p_hops.is_empty() {
-                        println!("no hop record for request {id}");
+                        println!("no hop record for request {}", printable(id));
                     }
                     for (i, h) in p_hops.iter().enumerate() {
                         println!("{}. {}", i + 1, describe(h));
+                    }
+                    if not_kept > 0 {
+                        println!(
+                            "{not_kept} more record(s) of this request not kept: at most {MAX_KEPT} are (a request crosses a few proxies)"
+                        );
                     }
                 } else {
                     println!(
@@ -239,12 +256,7 @@ impl TraceCommand {
         let mut numbers = vec![0u64; self.logs.len()];
         loop {
             for (i, f) in self.logs.iter().enumerate() {
-                let mut file = std::fs::File::open(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?;
-                let len = file
-                    .metadata()
-                    .with_context(|| format!("cannot read {}", f.display()))?
-                    .len();
+                let (mut file, len) = hybridmesh_input::open(f)?;
                 if len < offsets[i] {
                     offsets[i] = 0; // rotated or truncated
                     numbers[i] = 0;
@@ -267,11 +279,11 @@ impl TraceCommand {
                     let mut stats = LogStats::default();
                     classify(&line, numbers[i], &mut stats, &mut |h| {
                         if filter.matches(&h) {
-                            println!("{} {}", h.request_id, describe(&h));
+                            println!("{} {}", printable(&h.request_id), describe(&h));
                         }
                     });
                     for (n, why) in &stats.malformed {
-                        eprintln!("{}:{n}: skipped: {why}", f.display());
+                        eprintln!("{}:{n}: skipped: {}", f.display(), printable(why));
                     }
                 }
                 if pending[i].len() > hybridmesh_ops::trace::MAX_LINE {

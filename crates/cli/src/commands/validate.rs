@@ -5,6 +5,7 @@
 //! (`hybridmesh_ops::deploy::checks`): every cluster the filter can choose has a
 //! subset and a route, and `sha256` is the packaged module's.
 
+use hybridmesh_input::{printable, printable_lines};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -63,8 +64,7 @@ impl ValidateCommand {
                     .with_context(|| format!("--image {}", layout.display()))?,
             )),
             (None, Some(wasm)) => {
-                let bytes = std::fs::read(wasm)
-                    .with_context(|| format!("cannot read {}", wasm.display()))?;
+                let bytes = hybridmesh_input::read(wasm, hybridmesh_input::MODULE)?;
                 Some(
                     checks::Module::from_wasm(&bytes)
                         .with_context(|| format!("--wasm {}", wasm.display()))?,
@@ -93,16 +93,21 @@ impl ValidateCommand {
                     } else {
                         String::new()
                     };
+                    // File names and what a document is called are the input's:
+                    // printed escaped, as is every line of an error or note.
+                    let (file, what) = (printable(&f.file), printable(&f.what));
                     if f.ok {
-                        println!("{} {}{doc}: {}", p.green("ok"), f.file, f.what);
+                        println!("{} {file}{doc}: {what}", p.green("ok"));
                     } else {
-                        println!("{} {}{doc}: {}", p.red("FAIL"), f.file, f.what);
+                        println!("{} {file}{doc}: {what}", p.red("FAIL"));
                         for e in &f.errors {
-                            println!("    {e}");
+                            for line in e.split('\n') {
+                                println!("    {}", printable(line));
+                            }
                         }
                     }
                     for n in &f.notes {
-                        println!("    {} {n}", p.dim("note:"));
+                        println!("    {} {}", p.dim("note:"), printable_lines(n));
                     }
                 }
                 if findings.is_empty() {

@@ -131,6 +131,7 @@ pub fn read(path: &Path) -> Result<Vec<Rule>, ReadError> {
     hybridmesh_scenario::guard::yaml(&text)
         .map_err(|e| ReadError::Content(format!("{file}: {e}")))?;
     let mut rules = Vec::new();
+    let mut problems = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| {
             ReadError::Content(format!("{file}: document {} is not valid YAML: {e}", i + 1))
@@ -140,14 +141,62 @@ pub fn read(path: &Path) -> Result<Vec<Rule>, ReadError> {
             Some("List") => {
                 if let Some(Value::Sequence(items)) = value.get("items") {
                     for (j, item) in items.iter().enumerate() {
-                        rules.extend(rule(item, format!("{source}, item {}", j + 1)));
+                        let source = format!("{source}, item {}", j + 1);
+                        problems.extend(check(item, &source));
+                        rules.extend(rule(item, source));
                     }
                 }
             }
-            _ => rules.extend(rule(&value, source)),
+            _ => {
+                problems.extend(check(&value, &source));
+                rules.extend(rule(&value, source));
+            }
         }
     }
+    // A rule Istio would refuse is not merged into what `render` writes (was:
+    // merged, so `validate` refused the output): every problem is named.
+    if !problems.is_empty() {
+        return Err(ReadError::Content(format!(
+            "{} existing rule problem(s), nothing merged:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )));
+    }
     Ok(rules)
+}
+
+/// What Istio's schema refuses in a DestinationRule or VirtualService (the
+/// same check `validate` makes), each as `source: path: message`.
+fn check(v: &Value, source: &str) -> Vec<String> {
+    let (Some(api), Some(kind)) = (
+        v.get("apiVersion").and_then(Value::as_str),
+        v.get("kind").and_then(Value::as_str),
+    ) else {
+        return Vec::new();
+    };
+    if !api.starts_with("networking.istio.io/")
+        || !matches!(kind, "DestinationRule" | "VirtualService")
+    {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    let name = v
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
+    if name.is_none_or(str::is_empty) {
+        problems.push(format!(
+            "{source}: metadata.name: missing, a {kind} needs one"
+        ));
+    }
+    if let (Some(schema), Ok(json)) = (super::schema::schema_for(kind), serde_json::to_value(v)) {
+        problems.extend(
+            super::schema::check(schema, &json)
+                .into_iter()
+                .map(|p| format!("{source}: {p}")),
+        );
+    }
+    problems
 }
 
 fn rule(v: &Value, source: String) -> Option<Rule> {

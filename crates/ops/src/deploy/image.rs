@@ -130,8 +130,33 @@ fn compat_layer(wasm: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     Ok((tar_bytes, gzipped))
 }
 
+/// Refuses a tag the OCI distribution spec does not allow
+/// (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`): a registry would refuse it too, and
+/// it is printed into the push commands `package` suggests.
+pub fn check_tag(tag: &str) -> anyhow::Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-'))
+        });
+    anyhow::ensure!(
+        ok,
+        "tag {}: not a tag (the OCI distribution spec allows [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}})",
+        hybridmesh_input::printable(&format!("{:?}", truncate(tag, 80)))
+    );
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 /// Builds the image for `wasm`.
 pub fn build(wasm: &[u8], variant: Variant, tag: &str) -> anyhow::Result<Image> {
+    check_tag(tag)?;
     anyhow::ensure!(
         is_valid_wasm(wasm),
         "not a WebAssembly module (Istio wants at least 8 bytes starting with \\0asm)"
@@ -271,6 +296,10 @@ pub struct Verified {
 /// A layout read into memory (from a folder or a tar).
 struct Layout {
     files: BTreeMap<String, Vec<u8>>,
+    /// Blobs whose digest was checked: each is hashed once, however many
+    /// descriptors name it (was: once per reference; 10,000 layers naming
+    /// one 8 MiB blob took 57 s).
+    hashed: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Layout {
@@ -278,37 +307,49 @@ impl Layout {
         let mut files = BTreeMap::new();
         if path.is_dir() {
             for name in ["oci-layout", "index.json"] {
-                let p = path.join(name);
-                if let Ok(bytes) = std::fs::read(&p) {
-                    files.insert(name.to_string(), bytes);
+                match hybridmesh_input::read(&path.join(name), hybridmesh_input::TEXT) {
+                    Ok(bytes) => {
+                        files.insert(name.to_string(), bytes);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             let blobs = path.join("blobs/sha256");
             let mut total: u64 = 0;
-            if let Ok(entries) = std::fs::read_dir(&blobs) {
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let mut bytes = Vec::new();
-                    std::fs::File::open(e.path())
-                        .and_then(|f| f.take(MAX_LAYOUT + 1 - total).read_to_end(&mut bytes))
-                        .with_context(|| format!("cannot read {}", e.path().display()))?;
-                    total += bytes.len() as u64;
-                    anyhow::ensure!(
-                        total <= MAX_LAYOUT,
-                        "{}: the blobs hold more than {} MiB: not an image of a Wasm filter",
-                        path.display(),
-                        MAX_LAYOUT >> 20
-                    );
-                    files.insert(format!("blobs/sha256/{name}"), bytes);
+            let entries = match std::fs::read_dir(&blobs) {
+                Ok(entries) => Some(entries),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read {}", blobs.display()))
                 }
+            };
+            for e in entries.into_iter().flatten() {
+                let e = e.with_context(|| format!("cannot read {}", blobs.display()))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let mut bytes = Vec::new();
+                let (file, _) = hybridmesh_input::open(&e.path())?;
+                file.take(MAX_LAYOUT + 1 - total)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("cannot read {}", e.path().display()))?;
+                total += bytes.len() as u64;
+                anyhow::ensure!(
+                    total <= MAX_LAYOUT,
+                    "{}: the blobs hold more than {} MiB: not an image of a Wasm filter",
+                    path.display(),
+                    MAX_LAYOUT >> 20
+                );
+                files.insert(format!("blobs/sha256/{name}"), bytes);
             }
         } else {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let (f, _) = hybridmesh_input::open(path)?;
             let mut archive = tar::Archive::new(Bounded {
                 inner: f,
                 left: MAX_LAYOUT,
-                what: "the tar holds more than 256 MiB: not an image of a Wasm filter",
+                what: format!(
+                    "the tar holds more than {} MiB: not an image of a Wasm filter",
+                    MAX_LAYOUT >> 20
+                ),
             });
             for entry in archive.entries().with_context(|| {
                 format!("{} is not a tar of an OCI image layout", path.display())
@@ -332,7 +373,10 @@ impl Layout {
                 files.insert(name, bytes);
             }
         }
-        Ok(Layout { files })
+        Ok(Layout {
+            files,
+            hashed: Default::default(),
+        })
     }
 
     /// A blob by `sha256:<hex>` digest, checked against the digest and size.
@@ -347,17 +391,29 @@ impl Layout {
             .files
             .get(&format!("blobs/sha256/{hex}"))
             .with_context(|| format!("{what}: blob {digest} is missing from blobs/sha256/"))?;
-        let actual = sha256_hex(bytes);
-        anyhow::ensure!(
-            actual == hex,
-            "{what}: blob {digest} has sha256 {actual}: the layout is corrupt"
-        );
-        if let Some(size) = desc["size"].as_u64() {
+        if !self.hashed.borrow().contains(hex) {
+            let actual = sha256_hex(bytes);
             anyhow::ensure!(
-                size as usize == bytes.len(),
-                "{what}: descriptor says {size} bytes, the blob has {}",
-                bytes.len()
+                actual == hex,
+                "{what}: blob {digest} has sha256 {actual}: the layout is corrupt"
             );
+            self.hashed.borrow_mut().insert(hex.to_owned());
+        }
+        match &desc["size"] {
+            serde_json::Value::Null => {}
+            // Go decodes a descriptor's size into an int64: a string, a
+            // fraction or a number past 2^63 fails the whole manifest there.
+            serde_json::Value::Number(n) if n.as_i64().is_some() => {
+                let size = n.as_i64().unwrap_or_default();
+                anyhow::ensure!(
+                    u64::try_from(size).ok() == Some(bytes.len() as u64),
+                    "{what}: descriptor says {size} bytes, the blob has {}",
+                    bytes.len()
+                );
+            }
+            other => anyhow::bail!(
+                "{what}: descriptor size {other} is not an integer: Istio's fetcher (Go, an int64 field) cannot read this manifest"
+            ),
         }
         Ok(bytes)
     }
@@ -382,6 +438,7 @@ pub fn verify_image(img: &Image) -> anyhow::Result<Verified> {
             .into_iter()
             .map(|(name, bytes)| (name, bytes.to_vec()))
             .collect(),
+        hashed: Default::default(),
     };
     verify_layout(&layout, Path::new("(in memory)"), None)
 }
@@ -528,24 +585,25 @@ fn verify_layout(layout: &Layout, path: &Path, tag: Option<&str>) -> anyhow::Res
     })
 }
 
-/// A layer inflates to at most this (a Wasm filter is a few MiB; this one
-/// is 0.4 MiB): a crafted layer of a few KiB can inflate to gigabytes.
-pub const MAX_INFLATED: u64 = 64 << 20;
+/// A layer inflates to at most this, the largest module Istio's agent takes
+/// ([`hybridmesh_input::MODULE`]): a crafted layer of a few KiB can inflate to gigabytes.
+pub const MAX_INFLATED: u64 = hybridmesh_input::MODULE.bytes;
 /// A layout (folder or tar) holds at most this much: blobs are read into memory.
-pub const MAX_LAYOUT: u64 = 256 << 20;
+/// One largest module, stored (incompressible), with its manifests and tar headers.
+pub const MAX_LAYOUT: u64 = MAX_INFLATED + (16 << 20);
 
 /// A reader that fails, instead of ending, past `left` bytes.
 struct Bounded<R> {
     inner: R,
     left: u64,
-    what: &'static str,
+    what: String,
 }
 
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
-            return Err(std::io::Error::other(self.what));
+            return Err(std::io::Error::other(self.what.clone()));
         }
         self.left -= n as u64;
         Ok(n)
@@ -555,10 +613,13 @@ impl<R: Read> Read for Bounded<R> {
 /// The first entry whose base name is `plugin.wasm`, as Istio looks for it.
 fn plugin_wasm_from_targz(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let gz = Bounded {
-        inner: flate2::read::GzDecoder::new(bytes),
+        // Every gzip member, as Go's gzip.Reader reads them (multistream is its default).
+        inner: flate2::read::MultiGzDecoder::new(bytes),
         left: MAX_INFLATED,
-        what:
-            "the layer inflates to more than 64 MiB (a Wasm filter is a few MiB): not read further",
+        what: format!(
+            "the layer inflates to more than {} MiB, the largest module Istio's agent takes: not read further",
+            MAX_INFLATED >> 20
+        ),
     };
     let mut archive = tar::Archive::new(gz);
     let entries = archive.entries().context("the layer is not a tar.gz")?;
@@ -622,6 +683,70 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_layer_of_two_gzip_members_is_read_as_go_reads_it() {
+        // The tar in two gzip members (pigz -i, concatenated archives): Go's
+        // gzip.Reader reads on into the second member.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(TINY.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "plugin.wasm", TINY).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let (first, second) = tar.split_at(300);
+        let mut layer = Vec::new();
+        for part in [first, second] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, part).unwrap();
+            layer.extend(gz.finish().unwrap());
+        }
+        assert_eq!(plugin_wasm_from_targz(&layer).unwrap(), TINY);
+    }
+
+    #[test]
+    fn a_descriptor_size_go_cannot_decode_is_refused() {
+        let layout = Layout {
+            files: [(format!("blobs/sha256/{}", sha256_hex(TINY)), TINY.to_vec())]
+                .into_iter()
+                .collect(),
+            hashed: Default::default(),
+        };
+        let digest = format!("sha256:{}", sha256_hex(TINY));
+        assert!(layout
+            .blob(&serde_json::json!({"digest": digest, "size": 8}), "config")
+            .is_ok());
+        for size in [
+            serde_json::json!("8"),
+            serde_json::json!(8.5),
+            serde_json::json!(1e30),
+            serde_json::json!(u64::MAX),
+        ] {
+            let e = layout
+                .blob(
+                    &serde_json::json!({"digest": digest, "size": size}),
+                    "config",
+                )
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("is not an integer: Istio's fetcher (Go, an int64 field) cannot read this manifest"),
+                "{size}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_spec() {
+        for good in ["0.1.0", "v1", "_x", "a-b.c_D"] {
+            check_tag(good).unwrap();
+        }
+        for bad in ["", ".x", "-x", "a\nb", "a\"b", "a:b", &"x".repeat(129)] {
+            assert!(check_tag(bad).is_err(), "{bad:?}");
+        }
+        assert!(build(TINY, Variant::Oci, "a\nb").is_err());
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

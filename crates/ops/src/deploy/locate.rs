@@ -11,14 +11,14 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// `a.b[2].c` -> [Key a, Key b, Index 2, Key c]. Keys holding dots cannot be
 /// written this way; their line is the nearest one that can.
-fn segments(path: &str) -> Vec<Seg> {
+pub(crate) fn segments(path: &str) -> Vec<Seg> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let mut rest = part;

@@ -227,8 +227,7 @@ impl MeshDescription {
     /// Reads and checks a description: every problem
     /// ([`super::mesh_check::check`]) with its field and line.
     pub fn load(path: &Path) -> anyhow::Result<MeshDescription> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = hybridmesh_input::read_text(path, hybridmesh_input::TEXT)?;
         Self::parse(&text)
             .with_context(|| format!("{} is not a valid mesh description", path.display()))
     }
@@ -256,15 +255,34 @@ impl MeshDescription {
                 line: Some(e.line),
             }]);
         }
+        use hybridmesh_filter_core::config::{clean_message, error_path};
         let de = serde_yaml_ng::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let message = hybridmesh_filter_core::config::clean_message(&e.inner().to_string());
-            let path = hybridmesh_filter_core::config::error_path(&e.path().to_string(), &message);
-            vec![Problem {
+            let message = clean_message(&e.inner().to_string());
+            let path = error_path(&e.path().to_string(), &message);
+            // Every other unknown field, read the same way.
+            let mut more = Vec::new();
+            if let Ok(value) = serde_yaml_ng::from_str::<serde_json::Value>(text) {
+                more = super::unknown::others(&value, "", text, (&path, &message), |v| {
+                    serde_path_to_error::deserialize::<_, MeshDescription>(v)
+                        .err()
+                        .map(|e| {
+                            let message = clean_message(&e.inner().to_string());
+                            (error_path(&e.path().to_string(), &message), message)
+                        })
+                });
+            }
+            let mut problems = vec![Problem {
                 path,
                 message,
                 line: e.inner().location().map(|l| l.line()),
-            }]
+            }];
+            problems.extend(more.into_iter().map(|u| Problem {
+                path: u.path,
+                message: u.message,
+                line: u.line,
+            }));
+            problems
         })
     }
 

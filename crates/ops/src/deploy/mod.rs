@@ -15,6 +15,7 @@ pub mod push;
 pub mod release;
 pub mod render;
 pub mod schema;
+pub mod unknown;
 pub mod validate;
 pub mod yaml;
 

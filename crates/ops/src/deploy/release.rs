@@ -16,9 +16,11 @@ use super::render::{self, RenderedFile, Which};
 use super::{checks, mesh_check, validate};
 
 /// `text` with `image.sha256` set to `digest`: the value on its line is
-/// replaced (comments and layout kept); without one, a `sha256:` line is
-/// added under `image.url`.
+/// replaced, with the lines of a value written over several (a block scalar
+/// `|`/`>`, a folded plain or quoted scalar); comments, layout and line endings
+/// (LF or CRLF) kept. Without one, a `sha256:` line is added under `image.url`.
 pub fn pin_sha256(text: &str, digest: &str) -> anyhow::Result<String> {
+    let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let found = |path: &str| {
         line_of(text, path).filter(|n| {
@@ -30,13 +32,30 @@ pub fn pin_sha256(text: &str, digest: &str) -> anyhow::Result<String> {
     };
     if let Some(n) = found("image.sha256") {
         let line = &lines[n - 1];
-        let indent = &line[..line.len() - line.trim_start().len()];
+        let indent = line[..line.len() - line.trim_start().len()].to_string();
         // Keep a trailing comment.
         let comment = line
             .split_once(" #")
             .map(|(_, c)| format!(" #{c}"))
             .unwrap_or_default();
         lines[n - 1] = format!("{indent}sha256: {digest}{comment}");
+        // The value's other lines: every following line more indented than
+        // the key (blank ones inside it too).
+        let mut end = n;
+        while end < lines.len() {
+            let next = &lines[end];
+            let deeper = next.len() - next.trim_start().len() > indent.len();
+            if next.trim().is_empty() || deeper {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        // Blank lines after the value are the file's, not the value's.
+        while end > n && lines[end - 1].trim().is_empty() {
+            end -= 1;
+        }
+        lines.drain(n..end);
     } else if let Some(n) = found("image.url") {
         let line = &lines[n - 1];
         let indent = line[..line.len() - line.trim_start().len()].to_string();
@@ -44,9 +63,9 @@ pub fn pin_sha256(text: &str, digest: &str) -> anyhow::Result<String> {
     } else {
         anyhow::bail!("no image.url to pin a digest under (a flow-style image: {{...}} is not edited; write it as a block)");
     }
-    let mut out = lines.join("\n");
+    let mut out = lines.join(newline);
     if text.ends_with('\n') {
-        out.push('\n');
+        out.push_str(newline);
     }
     Ok(out)
 }
@@ -156,5 +175,28 @@ mod tests {
             "image:\n  url: oci://x/y:1\n  sha256: def\nclusters: []\n"
         );
         assert!(pin_sha256("image: {url: oci://x}\n", "d").is_err());
+    }
+
+    #[test]
+    fn a_value_over_several_lines_is_replaced_whole() {
+        // A block scalar, as `validate` accepts it (was: its lines left behind,
+        // and the edited description refused).
+        for value in ["|\n    abc\n", ">-\n    abc\n\n    def\n", "\n    abc\n"] {
+            let text = format!("image:\n  url: oci://x/y:1\n  sha256: {value}  pullPolicy: Always\n\nclusters: []\n");
+            assert_eq!(
+                pin_sha256(&text, "def").unwrap(),
+                "image:\n  url: oci://x/y:1\n  sha256: def\n  pullPolicy: Always\n\nclusters: []\n",
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_line_endings_are_kept() {
+        let text = "image:\r\n  url: oci://x/y:1\r\n  sha256: abc\r\nclusters: []\r\n";
+        assert_eq!(
+            pin_sha256(text, "def").unwrap(),
+            "image:\r\n  url: oci://x/y:1\r\n  sha256: def\r\nclusters: []\r\n"
+        );
     }
 }

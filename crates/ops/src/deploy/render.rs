@@ -828,7 +828,7 @@ pub fn differences(out: &Path, files: &[RenderedFile]) -> Vec<String> {
     let mut diffs = Vec::new();
     for f in files {
         let path = out.join(&f.path);
-        match std::fs::read_to_string(&path) {
+        match hybridmesh_input::read_text(&path, hybridmesh_input::TEXT) {
             Ok(text) if text == f.text => {}
             Ok(text) => {
                 let line = text
@@ -842,7 +842,8 @@ pub fn differences(out: &Path, files: &[RenderedFile]) -> Vec<String> {
                     path.display()
                 ));
             }
-            Err(_) => diffs.push(format!("{} is missing", path.display())),
+            Err(e) if e.is_not_found() => diffs.push(format!("{} is missing", path.display())),
+            Err(e) => diffs.push(format!("{e}")),
         }
     }
     diffs

@@ -10,14 +10,13 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use hybridmesh_filter_core::config::{clean_message, error_path, parse_with, ConfigError, Raw};
 
 use super::istio::IstioVersion;
 use super::mesh::MeshDescription;
-use super::{checks, mesh_check, schema};
+use super::{checks, mesh_check, schema, unknown};
 
 /// One problem or note about one document.
 #[derive(Debug, Serialize)]
@@ -92,6 +91,32 @@ fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
         .collect()
 }
 
+/// The unknown fields of a document after its first error, read as `T`
+/// ([`unknown::after_the_first`]); lines are the document's plus `offset`.
+fn more_unknown<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    doc_text: &str,
+    offset: usize,
+    first: &[ConfigError],
+) -> Vec<ConfigError> {
+    let Some(first) = first.first() else {
+        return Vec::new();
+    };
+    unknown::others(value, "", doc_text, (&first.path, &first.message), |v| {
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
+            let message = clean_message(&e.inner().to_string());
+            (error_path(&e.path().to_string(), &message), message)
+        })
+    })
+    .into_iter()
+    .map(|u| ConfigError {
+        path: u.path,
+        message: u.message,
+        position: u.line.map(|l| (l + offset, 0)),
+    })
+    .collect()
+}
+
 fn yaml_position(e: &serde_yaml_ng::Error) -> Option<(usize, usize)> {
     e.location().map(|l| (l.line(), l.column()))
 }
@@ -123,39 +148,14 @@ pub struct Include {
     pub finding: usize,
 }
 
-/// Larger inputs are refused unread: manifests and configs are kilobytes.
-pub const MAX_INPUT_BYTES: u64 = 64 << 20;
-
-/// Reads `path` (`-`: standard input), at most [`MAX_INPUT_BYTES`]. I/O
-/// errors name the path.
+/// Reads `path` (`-`: standard input) through the one bounded reader
+/// ([`hybridmesh_input::TEXT`]): a regular file, at most 64 MiB.
 pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(MAX_INPUT_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?;
-    } else {
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
-            .with_context(|| format!("cannot read {}", path.display()))?;
-    }
-    anyhow::ensure!(
-        bytes.len() as u64 <= MAX_INPUT_BYTES,
-        "{}: larger than {} MiB, not read (a manifest or config is kilobytes)",
-        display(path),
-        MAX_INPUT_BYTES >> 20
-    );
-    Ok(bytes)
+    Ok(hybridmesh_input::read(path, hybridmesh_input::TEXT)?)
 }
 
 fn display(path: &Path) -> String {
-    if path.as_os_str() == "-" {
-        "(stdin)".to_string()
-    } else {
-        path.display().to_string()
-    }
+    hybridmesh_input::display(path)
 }
 
 /// Whether `path` is a kustomization by its name (kustomize's three names).
@@ -226,7 +226,13 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
     if path.extension().is_some_and(|e| e == "json") {
         let errors = match hybridmesh_filter_core::parse_json(text.as_bytes()) {
             Ok(_) => Vec::new(),
-            Err(e) => format_errors("", &e.0),
+            Err(e) => {
+                let mut more = Vec::new();
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+                    more = more_unknown::<Raw>(&value, &text, 0, &e.0);
+                }
+                format_errors("", &[e.0, more].concat())
+            }
         };
         out.push(Finding {
             file,
@@ -319,7 +325,11 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
                 let errors = match parse_with(de, position).and_then(Raw::validate) {
                     Ok(_) => Vec::new(),
-                    Err(e) => format_errors("", &e.0),
+                    Err(e) => {
+                        let json = serde_json::to_value(&value).unwrap_or_default();
+                        let more = more_unknown::<Raw>(&json, &doc_text, offset, &e.0);
+                        format_errors("", &[e.0, more].concat())
+                    }
                 };
                 ("plugin config".to_string(), errors)
             }
@@ -379,7 +389,16 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                                 message,
                                 position: position(inner),
                             };
-                            errors.extend(format_errors("", &[err]));
+                            let first = [err];
+                            let more = match kind {
+                                "WasmPlugin" => {
+                                    more_unknown::<WasmPluginDoc>(&json, &doc_text, offset, &first)
+                                }
+                                _ => more_unknown::<TrafficExtensionDoc>(
+                                    &json, &doc_text, offset, &first,
+                                ),
+                            };
+                            errors.extend(format_errors("", &[first.to_vec(), more].concat()));
                         }
                     }
                 }
@@ -403,11 +422,39 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                         finding,
                     })
                 };
+                // kustomize's own rules: `resources` is a list; each entry once;
+                // a file in or below the kustomization's folder (its default
+                // load restrictor, docs/FAQ.md "security: file 'foo' is not in
+                // or below 'bar'"); a folder anywhere.
+                match &json["resources"] {
+                    serde_json::Value::Null | serde_json::Value::Array(_) => {}
+                    other => errors.push(format!(
+                        "resources: {}: expected a list of paths (kustomize cannot read anything else)",
+                        match other {
+                            serde_json::Value::Object(_) => "a map",
+                            serde_json::Value::String(_) => "a string",
+                            _ => "a scalar",
+                        }
+                    )),
+                }
+                let root = std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                })
+                .ok();
+                let mut listed = BTreeSet::new();
                 for r in json["resources"].as_array().into_iter().flatten() {
                     let Some(r) = r.as_str() else {
                         errors.push(format!("resources: {r}: expected a path"));
                         continue;
                     };
+                    if !listed.insert(r.to_owned()) {
+                        errors.push(format!(
+                            "resources: {r}: listed twice: kustomize refuses it (may not add resource with an already registered id)"
+                        ));
+                        continue;
+                    }
                     if is_remote(r) {
                         notes.push(format!(
                             "resources: {r}: remote, not fetched here (not checked): run `kubectl kustomize DIR | hybridmesh validate -` to check what kustomize builds"
@@ -427,7 +474,17 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                             )),
                         }
                     } else if p.exists() {
-                        include(p, r);
+                        let inside = match (&root, std::fs::canonicalize(&p)) {
+                            (Some(root), Ok(file)) => file.starts_with(root),
+                            _ => true,
+                        };
+                        if inside {
+                            include(p, r);
+                        } else {
+                            errors.push(format!(
+                                "resources: {r}: a file outside the kustomization's folder: kustomize refuses it (security: file is not in or below the kustomization's root); list a folder with its own kustomization.yaml instead"
+                            ));
+                        }
                     } else {
                         errors.push(format!("resources: {r}: no such file or folder"));
                     }

@@ -26,6 +26,16 @@ fn proxy_log(caller: &mut Caller<'_, HostState>, level: i32, data: i32, size: i3
 pub(crate) fn record(state: &mut HostState, level: Level, message: String) {
     state.note(|| format!("{level}: {message}"));
     if level >= state.env.log_level {
+        let limit = state.env.limits.logs;
+        let count = match state.streams.get_mut(&state.active_context) {
+            Some(stream) => &mut stream.logs,
+            None => &mut state.call_logs,
+        };
+        if count.kept >= limit {
+            count.dropped += 1;
+            return;
+        }
+        count.kept += 1;
         let entry = LogEntry {
             worker: state.worker,
             context_id: state.active_context,
@@ -34,6 +44,30 @@ pub(crate) fn record(state: &mut HostState, level: Level, message: String) {
         };
         state.shared().logs.push(entry);
     }
+}
+
+/// After a guest call: one warning entry for the log entries the call made past
+/// [`crate::Limits::logs`], which were counted and not kept.
+pub(crate) fn report_dropped(state: &mut HostState) {
+    let context = state.active_context;
+    let (dropped, per) = match state.streams.get_mut(&context) {
+        Some(stream) => (std::mem::take(&mut stream.logs.dropped), "request"),
+        None => (std::mem::take(&mut state.call_logs.dropped), "call"),
+    };
+    if dropped == 0 {
+        return;
+    }
+    let message = format!(
+        "{dropped} more log entries not kept: the harness keeps at most {} per {per} (raise it with --logs-per-request)",
+        state.env.limits.logs
+    );
+    let entry = LogEntry {
+        worker: state.worker,
+        context_id: context,
+        level: Level::Warn,
+        message,
+    };
+    state.shared().logs.push(entry);
 }
 
 /// `proxy_get_log_level` (spec "Logging"): the plugin's log level.

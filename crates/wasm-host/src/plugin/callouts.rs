@@ -213,15 +213,13 @@ impl Plugin {
                 s.route_snapshot = s.route.clone();
             }
             vm.store.data_mut().active_context = context_id;
+            vm.arm(&p.env.limits);
             let outcome = func.call(&mut vm.store, &params, &mut results);
+            vm.disarm();
             if let Err(error) = outcome {
                 vm.failed = true;
                 vm.failed_at = p.clock.elapsed();
-                let message = error
-                    .chain()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let message = crate::limits::trap_message(&error, &p.env.limits);
                 p.shared().failures.push(Failure {
                     worker,
                     callback: name.to_owned(),

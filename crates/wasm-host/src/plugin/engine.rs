@@ -37,6 +37,8 @@ pub(crate) fn engine() -> Result<&'static Engine> {
     }
     // Wasm backtraces are on by default: a trap is reported with its guest frames.
     let mut config = Config::new();
+    // Every guest call runs under an epoch deadline (crate::limits).
+    config.epoch_interruption(true);
     if pooling() {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(1000)
@@ -46,7 +48,9 @@ pub(crate) fn engine() -> Result<&'static Engine> {
     }
     let engine = Engine::new(&config)
         .map_err(|e| host_error("failed to create the wasmtime engine", abi::to_anyhow(e)))?;
-    Ok(ENGINE.get_or_init(|| engine))
+    let engine = ENGINE.get_or_init(|| engine);
+    crate::limits::start_ticker(engine);
+    Ok(engine)
 }
 
 fn linker() -> Result<&'static Linker<HostState>> {
@@ -80,13 +84,16 @@ impl std::fmt::Debug for Module {
 }
 
 impl Module {
-    /// Loads a `.wasm` (or `.wat`) file. The same path with the same content is compiled
-    /// once per process.
+    /// Loads a `.wasm` (or `.wat`) file: a regular file of at most 256 MiB, the
+    /// largest module Istio's agent takes ([`hybridmesh_input::MODULE`]). The same
+    /// path with the same content is compiled once per process.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Module> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
+        let bytes = hybridmesh_input::read(path, hybridmesh_input::MODULE).map_err(|source| {
+            Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         Module::load(path.display().to_string(), &bytes)
     }
@@ -94,6 +101,11 @@ impl Module {
     /// Loads a module from bytes (binary or WAT text), compiled once per process per content.
     pub fn from_bytes(bytes: &[u8]) -> Result<Module> {
         Module::load("<bytes>".to_owned(), bytes)
+    }
+
+    /// [`Module::from_bytes`], named `name` in errors (e.g. the path the bytes came from).
+    pub fn from_named_bytes(name: &str, bytes: &[u8]) -> Result<Module> {
+        Module::load(name.to_owned(), bytes)
     }
 
     /// Where the module came from (a path or `<bytes>`).
@@ -169,6 +181,7 @@ fn scratch_state() -> HostState {
         trace: false,
         vm_config: Vec::new(),
         seed: 0,
+        limits: crate::Limits::default(),
     });
     let clock = Clock::new(Duration::ZERO);
     let wasi = WasiCtxBuilder::new().build_p1();

@@ -60,6 +60,7 @@ pub use stream::Stream;
 use crate::envoy::{PluginIdentity, Proxy, Route, RouteTable};
 use crate::error::{usage, Error, Result};
 use crate::host::{Clock, PluginEnv, StreamState};
+use crate::limits::{Limits, MAX_WORKERS};
 use crate::state::{
     self, Failure, GrpcCallout, HostCall, HttpCallout, Level, LogEntry, Metric, Shared,
 };
@@ -142,6 +143,7 @@ pub struct PluginBuilder<'m> {
     log_level: Level,
     identity: PluginIdentity,
     start_time: SystemTime,
+    limits: Limits,
 }
 
 impl<'m> PluginBuilder<'m> {
@@ -162,7 +164,15 @@ impl<'m> PluginBuilder<'m> {
         self.vm_config = config.to_vec();
         self
     }
-    /// Number of worker VMs (default 1); Envoy's `--concurrency`.
+    /// What the module may use: time per guest call, memory per VM, log entries kept
+    /// per request (default: [`Limits::default`]). A call past its time or a VM past
+    /// its memory traps, and the failure names the limit.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Number of worker VMs (default 1, at most [`MAX_WORKERS`]); Envoy's `--concurrency`.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
@@ -250,6 +260,12 @@ impl<'m> PluginBuilder<'m> {
         if self.workers == 0 {
             return Err(usage("a plugin needs at least one worker"));
         }
+        if self.workers > MAX_WORKERS {
+            return Err(usage(format!(
+                "{} workers: a plugin runs at most {MAX_WORKERS} worker VMs",
+                self.workers
+            )));
+        }
         let start = self
             .start_time
             .duration_since(UNIX_EPOCH)
@@ -269,6 +285,7 @@ impl<'m> PluginBuilder<'m> {
             trace: self.trace,
             vm_config: self.vm_config,
             seed: self.seed,
+            limits: self.limits,
         });
         let mut plugin = Plugin {
             module: self.module.clone(),
@@ -287,6 +304,7 @@ impl<'m> PluginBuilder<'m> {
             orphans: HashMap::new(),
             generations: 0,
             request_ids: 0,
+            ticks: 0,
         };
         let config = plugin.plugin_config.clone();
         let logs_before = plugin.log_count();
@@ -329,6 +347,8 @@ pub struct Plugin {
     orphans: HashMap<(usize, u32, u64), StreamState>,
     generations: u64,
     request_ids: u64,
+    /// `proxy_on_tick` calls fired so far, against [`Limits::ticks`].
+    ticks: u64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -362,6 +382,7 @@ impl Plugin {
             log_level: Level::Trace,
             identity: PluginIdentity::default(),
             start_time: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            limits: Limits::default(),
         }
     }
 

@@ -59,6 +59,20 @@ pub(super) struct Vm {
     pub(super) generation: u64,
 }
 
+impl Vm {
+    /// Before a guest call: a fresh deadline and a fresh log count for a root
+    /// context's call.
+    pub(super) fn arm(&mut self, limits: &crate::Limits) {
+        self.store.set_epoch_deadline(limits.deadline_ticks());
+        self.store.data_mut().call_logs = Default::default();
+    }
+
+    /// After a guest call: says how many log entries it made that were not kept.
+    pub(super) fn disarm(&mut self) {
+        crate::abi::log::report_dropped(self.store.data_mut());
+    }
+}
+
 fn deterministic_bytes(seed: u64, len: usize) -> Vec<u8> {
     // splitmix64
     let mut state = seed;
@@ -102,6 +116,9 @@ impl Plugin {
             worker,
         );
         let mut store = Store::new(engine, host);
+        store.limiter(|host| &mut host.memory_limit);
+        // The start function runs under the same deadline as any call.
+        store.set_epoch_deadline(self.env.limits.deadline_ticks());
         let instance =
             self.module
                 .inner
@@ -109,7 +126,14 @@ impl Plugin {
                 .instantiate(&mut store)
                 .map_err(|e| Error::Instantiate {
                     module: self.module.name().to_owned(),
-                    message: format!("failed to instantiate VM {worker}: {:#}", to_anyhow(e)),
+                    message: match crate::limits::time_limit_hit(&e, &self.env.limits) {
+                        Some(line) => {
+                            format!("failed to instantiate VM {worker}: its start function {line}")
+                        }
+                        None => {
+                            format!("failed to instantiate VM {worker}: {:#}", to_anyhow(e))
+                        }
+                    },
                 })?;
         macro_rules! export {
             ($name:literal) => {
@@ -312,17 +336,15 @@ impl Plugin {
             return Called::Trapped;
         }
         vm.store.data_mut().active_context = context;
+        vm.arm(&self.env.limits);
         let result = func.call(&mut vm.store, params);
+        vm.disarm();
         match result {
             Ok(value) => Called::Returned(value),
             Err(error) => {
                 vm.failed = true;
                 vm.failed_at = self.clock.elapsed();
-                let message = error
-                    .chain()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let message = crate::limits::trap_message(&error, &self.env.limits);
                 state::lock(&self.shared).failures.push(Failure {
                     worker,
                     callback: name.to_owned(),
@@ -439,6 +461,14 @@ impl Plugin {
             let Some((at, worker, root)) = due else {
                 break;
             };
+            if self.ticks >= self.env.limits.ticks {
+                return Err(Error::Limit(format!(
+                    "the module's ticks: {} fired, the harness's limit per plugin, with {:?} of this advance left (raise it with --ticks-per-plugin)",
+                    self.ticks,
+                    target.saturating_sub(at)
+                )));
+            }
+            self.ticks += 1;
             self.clock.set_elapsed(at);
             self.with_vm(worker, |p, vm| {
                 if let Some(r) = vm.store.data_mut().roots.get_mut(&root) {
