@@ -20,7 +20,7 @@ pub struct Doc {
     pub kind: String,
     pub value: Value,
     /// A WasmPlugin's pluginConfig, when it parsed.
-    pub config: Option<Config>,
+    pub config: Option<std::sync::Arc<Config>>,
 }
 
 impl Doc {

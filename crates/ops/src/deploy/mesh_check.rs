@@ -14,11 +14,13 @@
 //! `services[0]`); one that maps nowhere names the rendered document.
 
 use std::fmt;
+use std::sync::Arc;
 
-use hybridmesh_filter_core::config::ConfigError;
+use hybridmesh_filter_core::config::{Config, ConfigError, ConfigErrors};
 
 use super::locate::line_of;
 use super::mesh::MeshDescription;
+use super::yaml::Node;
 use super::{checks, render, schema};
 
 /// One problem in a mesh description.
@@ -86,14 +88,14 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
         // Rendering what breaks the rules would only repeat them.
         return out;
     }
-    // 2. The filter's own parser, on what each sidecar will be given.
+    // 2. The filter's own parser, on what each sidecar will be given: each
+    // distinct config once (most clusters are given the same one).
+    let mut parsed = Parsed::default();
     for c in &mesh.clusters {
         for direction in ["outbound", "inbound"] {
-            let json = render::plugin_config(mesh, &c.name, direction).to_json();
-            let bytes = serde_json::to_vec(&json).unwrap_or_default();
-            if let Err(errors) = hybridmesh_filter_core::parse_json(&bytes) {
-                for e in errors.0 {
-                    let (path, message) = config_error(mesh, &c.name, &e);
+            if let Err(errors) = parsed.parse(render::plugin_config(mesh, &c.name, direction)) {
+                for e in &errors.0 {
+                    let (path, message) = config_error(mesh, &c.name, e);
                     add(&mut out, path, message);
                 }
             }
@@ -111,7 +113,11 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
     );
     let mut names: Vec<String> = Vec::new();
     let mut docs: Vec<checks::Doc> = Vec::new();
-    for node in nodes {
+    for mut node in nodes {
+        // The plugin config is parsed (and cached) apart: the schemas say only
+        // that it is an object (x-kubernetes-preserve-unknown-fields), so the
+        // document is checked with an empty one instead of a copy per cluster.
+        let config = take_plugin_config(&mut node).map(|c| parsed.parse(c).ok());
         let value = node.to_json();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         let name = format!(
@@ -126,20 +132,11 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
                 add(&mut out, path, message);
             }
         }
-        let config = match kind.as_str() {
-            "WasmPlugin" => Some(&value["spec"]["pluginConfig"]),
-            "TrafficExtension" => Some(&value["spec"]["wasm"]["pluginConfig"]),
-            _ => None,
-        }
-        .and_then(|c| {
-            let bytes = serde_json::to_vec(c).unwrap_or_default();
-            hybridmesh_filter_core::parse_json(&bytes).ok()
-        });
         docs.push(checks::Doc {
             id: docs.len(),
             kind,
             value,
-            config,
+            config: config.flatten(),
         });
         names.push(name);
     }
@@ -160,6 +157,41 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
         add(&mut out, path, message);
     }
     out
+}
+
+/// Plugin configs parsed by the filter's parser, each distinct one once.
+#[derive(Default)]
+struct Parsed {
+    seen: Vec<(Node, Result<Arc<Config>, ConfigErrors>)>,
+}
+
+impl Parsed {
+    fn parse(&mut self, config: Node) -> Result<Arc<Config>, ConfigErrors> {
+        if let Some((_, r)) = self.seen.iter().find(|(n, _)| *n == config) {
+            return r.clone();
+        }
+        let bytes = serde_json::to_vec(&config.to_json()).unwrap_or_default();
+        let r = hybridmesh_filter_core::parse_json(&bytes).map(Arc::new);
+        self.seen.push((config, r.clone()));
+        r
+    }
+}
+
+/// A rendered WasmPlugin's `spec.pluginConfig` (a TrafficExtension's
+/// `spec.wasm.pluginConfig`), taken out and left as an empty object.
+fn take_plugin_config(node: &mut Node) -> Option<Node> {
+    let kind = match node.get("kind") {
+        Some(Node::Str(k)) => k.clone(),
+        _ => return None,
+    };
+    let spec = node.get_mut("spec")?;
+    let holder = match kind.as_str() {
+        "WasmPlugin" => spec,
+        "TrafficExtension" => spec.get_mut("wasm")?,
+        _ => return None,
+    };
+    let config = holder.get_mut("pluginConfig")?;
+    Some(std::mem::replace(config, Node::Map(Vec::new())))
 }
 
 /// A filter parser error on a rendered plugin config -> the description's field.

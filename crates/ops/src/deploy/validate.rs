@@ -377,7 +377,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                             notes.push(format!("no {at}: the filter needs at least its routes"))
                         }
                         Ok(Some(raw)) => match raw.validate() {
-                            Ok(c) => config = Some(c),
+                            Ok(c) => config = Some(std::sync::Arc::new(c)),
                             Err(e) => errors.extend(format_errors(at, &e.0)),
                         },
                         Err(e) => {
