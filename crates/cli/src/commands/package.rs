@@ -143,6 +143,9 @@ impl PackageCommand {
                 };
                 let img = image::build(&wasm, variant, &tag)
                     .with_context(|| format!("cannot package {}", wasm_path.display()))?;
+                // Checked in memory first: a layout Istio would refuse is never
+                // written (was: written, then refused, and left behind).
+                let in_memory = image::verify_image(&img)?;
                 let v = match &self.out {
                     Some(out) => {
                         image::write(&img, out)?;
@@ -150,7 +153,7 @@ impl PackageCommand {
                         image::verify(out, None)
                             .with_context(|| format!("{} does not verify", out.display()))?
                     }
-                    None => image::verify_image(&img)?,
+                    None => in_memory,
                 };
                 anyhow::ensure!(
                     v.manifest_digest == img.manifest_digest,

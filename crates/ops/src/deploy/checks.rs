@@ -294,6 +294,10 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
     // plugin of a rendered mesh asks the same (one per cluster), so each
     // answer is computed once.
     let mut cache = RoutingCache::new();
+    // Plugins given the very same parsed config (one Arc: a rendered mesh
+    // gives most clusters one config per direction) have the same problems:
+    // found once, repeated for each.
+    let mut by_config: HashMap<(*const Config, &str), Vec<CrossProblem>> = HashMap::new();
 
     // Every subset a VirtualService names exists.
     for d in docs.iter().filter(|d| d.kind == "VirtualService") {
@@ -346,6 +350,15 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
         if cfg.direction == DirectionSetting::Inbound {
             continue;
         }
+        let key = (std::sync::Arc::as_ptr(cfg), at);
+        if let Some(found) = by_config.get(&key) {
+            out.extend(found.iter().map(|p| CrossProblem {
+                doc: d.id,
+                ..p.clone()
+            }));
+            continue;
+        }
+        let start = out.len();
         let mut said_unchecked = false;
         for (i, route) in cfg.routes.iter().enumerate() {
             if matches!(route.policy, Policy::None) {
@@ -422,6 +435,7 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                 check_host(d, i, &host, &clusters, &routing, &mut cache, &mut out);
             }
         }
+        by_config.insert(key, out[start..].to_vec());
     }
     out
 }

@@ -242,32 +242,17 @@ pub fn write(img: &Image, out: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let f = std::fs::File::create(out)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        let mut b = tar::Builder::new(f);
-        for dir in ["blobs/", "blobs/sha256/"] {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(dir)?;
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append(&h, std::io::empty())?;
+        // Written beside and renamed into place: a failed write (a full disk)
+        // leaves no half tar under the name asked for.
+        let partial = out.with_extension(format!("tar.partial-{}", std::process::id()));
+        let written = write_tar(&files, &partial).and_then(|()| {
+            std::fs::rename(&partial, out)
+                .with_context(|| format!("cannot write {}", out.display()))
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
         }
-        for (name, bytes) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(&name)?;
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            b.append(&h, bytes)?;
-        }
-        b.finish()
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        return Ok(());
+        return written;
     }
     std::fs::create_dir_all(out.join("blobs/sha256"))
         .with_context(|| format!("cannot create {}", out.display()))?;
@@ -275,6 +260,36 @@ pub fn write(img: &Image, out: &Path) -> anyhow::Result<()> {
         let p = out.join(&name);
         std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
     }
+    Ok(())
+}
+
+/// The layout as a tar at `out`.
+fn write_tar(files: &[(String, &[u8])], out: &Path) -> anyhow::Result<()> {
+    let f =
+        std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut b = tar::Builder::new(f);
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(dir)?;
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, std::io::empty())?;
+    }
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name)?;
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *bytes)?;
+    }
+    b.finish()
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
 

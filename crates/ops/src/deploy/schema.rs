@@ -274,7 +274,14 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
             at: "apiVersion".into(),
         });
     }
-    for e in schema.validator.iter_errors(doc) {
+    // Most documents are valid: `is_valid` stops early and builds no error,
+    // the errors are collected only for a document that has some.
+    let errors = if schema.validator.is_valid(doc) {
+        None
+    } else {
+        Some(schema.validator.iter_errors(doc))
+    };
+    for e in errors.into_iter().flatten() {
         // Unknown fields are reported by `cel` with the fields expected there.
         if matches!(
             e.kind(),
