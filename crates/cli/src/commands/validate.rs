@@ -118,7 +118,13 @@ impl ValidateCommand {
                             .iter()
                             .filter(|f| f.what.starts_with("Kustomization"))
                             .count();
-                    let mut summary = if resources == 0 {
+                    let descriptions = findings.iter().all(|f| f.what == "mesh description");
+                    let mut summary = if descriptions {
+                        format!(
+                            "{} mesh description(s) checked, {failed} with errors",
+                            findings.len()
+                        )
+                    } else if resources == 0 {
                         format!(
                             "{} plugin config(s) checked, {failed} with errors",
                             findings.len() - unchecked
