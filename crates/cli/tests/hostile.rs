@@ -1394,7 +1394,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["test", &one_request, "--wasm", &loop_configure, "--time-per-call", "1s"],
             1,
             Stdout,
-            "gke.client: plugin config rejected (the module trapped in proxy_on_configure (worker 2): ran longer than 1s, the harness's limit per call",
+            "gke.client: plugin config rejected (the module trapped in proxy_on_configure (the configuration canary): ran longer than 1s, the harness's limit per call",
         )
         .also(Stdout, "status 500, expected 200")
         .within(15.0, 200),
@@ -1403,7 +1403,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["test", &one_request, "--wasm", &loop_initialize, "--time-per-call", "1s"],
             1,
             Stdout,
-            "the module trapped in _initialize (worker 2): ran longer than 1s",
+            "the module trapped in _initialize (the configuration canary): ran longer than 1s",
         )
         .within(15.0, 200),
         case(
@@ -1411,7 +1411,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["test", &one_request, "--wasm", &loop_start, "--time-per-call", "1s"],
             1,
             Stdout,
-            "failed to instantiate VM 2: its start function ran longer than 1s, the harness's limit per call",
+            "failed to instantiate the configuration canary: its start function ran longer than 1s, the harness's limit per call",
         )
         .within(10.0, 200),
         case(

@@ -167,10 +167,10 @@ impl Sidecar for WasmSidecar {
             .failures()
             .into_iter()
             .map(|f| {
+                let vm = self.plugin.vm_name(f.worker);
                 format!(
-                    "the module trapped in {} (worker {}): {}",
+                    "the module trapped in {} ({vm}): {}",
                     f.callback,
-                    f.worker,
                     trap_summary(&f.message)
                 )
             })

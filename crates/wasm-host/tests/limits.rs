@@ -58,7 +58,7 @@ fn a_start_function_that_never_returns_fails_the_build_within_the_limit() {
     )
     .unwrap();
     let start = Instant::now();
-    // VM 2: the configuration canary (worker 0, the main thread, then the canary).
+    // The configuration canary is the first VM to start.
     let e = Plugin::builder(&module)
         .limits(limits())
         .build()
@@ -66,7 +66,7 @@ fn a_start_function_that_never_returns_fails_the_build_within_the_limit() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(
         e.to_string().contains(
-            "failed to instantiate VM 2: its start function ran longer than 200ms, the harness's limit per call (an endless loop?; raise it with --time-per-call)"
+            "failed to instantiate the configuration canary: its start function ran longer than 200ms, the harness's limit per call (an endless loop?; raise it with --time-per-call)"
         ),
         "{e}"
     );

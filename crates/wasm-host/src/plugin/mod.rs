@@ -398,6 +398,18 @@ impl Plugin {
         self.workers
     }
 
+    /// VM `worker` as a person reads it: `worker N`, `the main thread's VM` or
+    /// `the configuration canary`.
+    pub fn vm_name(&self, worker: usize) -> String {
+        if worker == self.canary_vm() {
+            "the configuration canary".to_owned()
+        } else if worker == self.main_vm() {
+            "the main thread's VM".to_owned()
+        } else {
+            format!("worker {worker}")
+        }
+    }
+
     /// The number the configuration canaries go by in the records (= `workers + 1`).
     /// Each configuration gets a fresh canary VM, dropped after `proxy_on_configure`
     /// without `proxy_on_done`/`proxy_on_delete`, as in Envoy.

@@ -128,10 +128,17 @@ impl Plugin {
                     module: self.module.name().to_owned(),
                     message: match crate::limits::time_limit_hit(&e, &self.env.limits) {
                         Some(line) => {
-                            format!("failed to instantiate VM {worker}: its start function {line}")
+                            format!(
+                                "failed to instantiate {}: its start function {line}",
+                                self.vm_name(worker)
+                            )
                         }
                         None => {
-                            format!("failed to instantiate VM {worker}: {:#}", to_anyhow(e))
+                            format!(
+                                "failed to instantiate {}: {:#}",
+                                self.vm_name(worker),
+                                to_anyhow(e)
+                            )
                         }
                     },
                 })?;
