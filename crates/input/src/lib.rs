@@ -102,7 +102,8 @@ pub fn display(path: &Path) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
+/// A limit as a person reads it: `64 MiB` when whole MiB, else bytes.
+pub fn limit_text(bytes: u64) -> String {
     if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
@@ -127,7 +128,7 @@ impl fmt::Display for Error {
                     f,
                     "{}: {size}larger than {}, the limit for {} (not read: {})",
                     display(path),
-                    mib(limit.bytes),
+                    limit_text(limit.bytes),
                     limit.what,
                     limit.why
                 )

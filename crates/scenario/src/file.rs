@@ -565,6 +565,8 @@ pub fn config_json(dir: &Path, c: &ConfigRef) -> anyhow::Result<Vec<u8>> {
 
 /// Requests one step may repeat.
 pub const MAX_REPEAT: u32 = 100_000;
+/// The longest `advance` (each sidecar's clock ticks through it).
+pub const MAX_ADVANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Worker VMs per sidecar (`proxy.workers`): the harness's own limit per plugin
 /// (`proxy_wasm_host::limits::MAX_WORKERS`; a sim test keeps the two equal).
 pub const MAX_WORKERS: usize = 256;
@@ -588,8 +590,6 @@ impl Default for Totals {
         }
     }
 }
-/// The longest `advance` (each sidecar's clock ticks through it).
-pub const MAX_ADVANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `d` in hours, minutes or seconds, whichever reads best.
 fn hours(d: std::time::Duration) -> String {

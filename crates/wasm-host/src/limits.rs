@@ -99,7 +99,7 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
                 "{} {} bytes, past the harness's memory limit of {} per VM (raise it with --memory-per-vm)",
                 MEMORY_GROWTH,
                 desired,
-                size(self.bytes)
+                hybridmesh_input::limit_text(self.bytes)
             );
         }
         Ok(true)
@@ -117,15 +117,6 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
 
 /// How a memory-limit trap starts.
 pub(crate) const MEMORY_GROWTH: &str = "the module grew its linear memory to";
-
-/// `bytes` as MiB when whole, else bytes.
-pub fn size(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
 
 /// What a call that trapped on its deadline ran past, as one line.
 pub(crate) fn time_limit_hit(error: &wasmtime::Error, limits: &Limits) -> Option<String> {

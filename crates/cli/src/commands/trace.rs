@@ -1,6 +1,5 @@
 //! `hybridmesh trace`: read hop records back and answer where traffic went and why.
 
-use hybridmesh_input::printable;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 
+use hybridmesh_input::printable;
 use hybridmesh_ops::trace::{
     classify, describe, path, svg, try_read_log, Filter, LogStats, Matrix,
 };

@@ -5,12 +5,12 @@
 //! (`hybridmesh_ops::deploy::checks`): every cluster the filter can choose has a
 //! subset and a route, and `sha256` is the packaged module's.
 
-use hybridmesh_input::{printable, printable_lines};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
 
+use hybridmesh_input::{printable, printable_lines};
 use hybridmesh_ops::deploy::istio::IstioVersion;
 use hybridmesh_ops::deploy::validate::{validate_paths, Report};
 use hybridmesh_ops::deploy::{checks, image};

@@ -414,21 +414,20 @@ impl Layout {
             );
             self.hashed.borrow_mut().insert(hex.to_owned());
         }
-        match &desc["size"] {
-            serde_json::Value::Null => {}
-            // Go decodes a descriptor's size into an int64: a string, a
-            // fraction or a number past 2^63 fails the whole manifest there.
-            serde_json::Value::Number(n) if n.as_i64().is_some() => {
-                let size = n.as_i64().unwrap_or_default();
-                anyhow::ensure!(
-                    u64::try_from(size).ok() == Some(bytes.len() as u64),
-                    "{what}: descriptor says {size} bytes, the blob has {}",
-                    bytes.len()
+        // Go decodes a descriptor's size into an int64: a string, a fraction
+        // or a number past 2^63 fails the whole manifest there.
+        let size = &desc["size"];
+        if !size.is_null() {
+            let Some(size) = size.as_i64() else {
+                anyhow::bail!(
+                    "{what}: descriptor size {size} is not an integer: Istio's fetcher (Go, an int64 field) cannot read this manifest"
                 );
-            }
-            other => anyhow::bail!(
-                "{what}: descriptor size {other} is not an integer: Istio's fetcher (Go, an int64 field) cannot read this manifest"
-            ),
+            };
+            anyhow::ensure!(
+                u64::try_from(size).ok() == Some(bytes.len() as u64),
+                "{what}: descriptor says {size} bytes, the blob has {}",
+                bytes.len()
+            );
         }
         Ok(bytes)
     }

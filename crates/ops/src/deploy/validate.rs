@@ -92,7 +92,7 @@ fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
 }
 
 /// The unknown fields of a document after its first error, read as `T`
-/// ([`unknown::after_the_first`]); lines are the document's plus `offset`.
+/// ([`unknown::others`]); lines are the document's plus `offset`.
 fn more_unknown<T: serde::de::DeserializeOwned>(
     value: &serde_json::Value,
     doc_text: &str,
