@@ -4,5 +4,6 @@
 //! recorded ([`trace`]: hop records from access logs).
 
 pub mod deploy;
+pub mod par;
 pub mod support;
 pub mod trace;

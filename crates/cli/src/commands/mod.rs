@@ -73,6 +73,16 @@ impl Paint {
     }
 }
 
+/// A failed write to standard output, said as `main` says a failed `print!`
+/// (a reader that closed the pipe is not a bug).
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::anyhow!("cannot write to standard output: the reader closed it (broken pipe)")
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
+}
+
 /// The filter this repository builds (`cargo build --profile wasm --target
 /// wasm32-wasip1 -p hybridmesh-filter`): under `CARGO_TARGET_DIR`, else under
 /// `./target` when run from a checkout, else the checkout this binary was built in.

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -96,7 +98,7 @@ impl RenderCommand {
         }
         // Render refuses what validate refuses: the same checks, on the
         // description's own lines.
-        let problems = mesh_check::check(&mesh, &text);
+        let (problems, checked) = mesh_check::check_and_render(&mesh, &text);
         if !problems.is_empty() {
             return refuse(&problems);
         }
@@ -120,7 +122,12 @@ impl RenderCommand {
                 }
             }
         }
-        let (files, merged) = render::render_merged(&mesh, &which, &source, &rules)?;
+        // The rules the check rendered are the output, unless existing ones
+        // are merged into them.
+        let (rules_text, merged) = match checked {
+            Some(t) if rules.is_empty() => (t, render::RulesText::unmerged(&mesh)),
+            _ => render::RulesText::render(&mesh, &rules),
+        };
         // Notes go where the manifests do not: stderr when they are printed.
         for note in &merged.notes {
             if self.out.is_some() {
@@ -137,17 +144,27 @@ impl RenderCommand {
             return Ok(Outcome::Failed);
         }
         let Some(out) = &self.out else {
-            let clusters: Vec<String> = match &which {
-                Which::Cluster(c) => vec![c.clone()],
-                Which::All => mesh.clusters.iter().map(|c| c.name.clone()).collect(),
-            };
+            let clusters = which.clusters(&mesh)?;
+            // What `kubectl apply -k overlays/<cluster>` applies: the rules
+            // (the same in every cluster, written once), then its plugins.
+            let mut stdout = std::io::stdout().lock();
             for c in clusters {
-                println!("# kubectl apply -k wasmplugin/overlays/{c}  (cluster {c})");
-                let (docs, _) = render::cluster_documents_merged(&mesh, &c, &rules);
-                print!("{}", yaml::documents(&docs));
+                let plugins = yaml::documents(&render::wasm_plugins(&mesh, c));
+                let head = format!("# kubectl apply -k wasmplugin/overlays/{c}  (cluster {c})\n");
+                let rules = rules_text
+                    .destination_rules
+                    .iter()
+                    .chain(&rules_text.virtual_services);
+                for part in std::iter::once(&head).chain(rules).chain([&plugins]) {
+                    stdout
+                        .write_all(part.as_bytes())
+                        .map_err(super::stdout_error)?;
+                }
             }
+            stdout.flush().map_err(super::stdout_error)?;
             return Ok(Outcome::Passed);
         };
+        let files = render::render_files(&mesh, &which, &source, rules_text)?;
         if self.check {
             let diffs = render::differences(out, &files);
             if diffs.is_empty() {

@@ -3,7 +3,8 @@
 //! DestinationRule subset and a VirtualService route; VirtualService subsets
 //! exist; the WasmPlugin's `sha256` is the packaged module's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 
 use serde_json::Value;
 
@@ -115,16 +116,17 @@ const CLUSTER_LABEL: &str = routing::CLUSTER_LABEL;
 struct Rule<'a> {
     doc: &'a Doc,
     /// subset name -> the cluster its labels select (if they select by cluster).
-    subsets: BTreeMap<String, Option<String>>,
+    subsets: BTreeMap<&'a str, Option<&'a str>>,
+    /// Where each subset name is first (`spec.subsets[k]`).
+    first: HashMap<&'a str, usize>,
+    /// The clusters the subsets select by label.
+    labelled: HashSet<&'a str>,
 }
 
 impl Rule<'_> {
     fn subset(&self, name: &str) -> Option<(usize, &Value)> {
-        self.doc.value["spec"]["subsets"]
-            .as_array()?
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s["name"].as_str() == Some(name))
+        let k = *self.first.get(name)?;
+        Some((k, self.doc.value["spec"]["subsets"].get(k)?))
     }
 
     /// What is wrong with `subset` as the preference subset of cluster `c`
@@ -133,7 +135,7 @@ impl Rule<'_> {
         let Some((k, s)) = self.subset(subset) else {
             return Vec::new();
         };
-        let at = format!("spec.subsets[{k}]");
+        let at = Field("spec.subsets", k, None);
         let mut out = Vec::new();
         if let Some(sc) = s["labels"][CLUSTER_LABEL].as_str() {
             out.push(format!(
@@ -149,8 +151,13 @@ impl Rule<'_> {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        let want = routing::failover_priority(c);
-        if priority.first().copied() != Some(want.as_str()) {
+        let first_is_c = priority.first().is_some_and(|p| {
+            p.strip_prefix(CLUSTER_LABEL)
+                .and_then(|p| p.strip_prefix('='))
+                == Some(c)
+        });
+        if !first_is_c {
+            let want = routing::failover_priority(c);
             out.push(format!(
                 "{at}.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: {priority:?}, expected [{want:?}] first: the endpoints of cluster {c} in priority 0, every other in priority 1"
             ));
@@ -191,10 +198,25 @@ impl Rule<'_> {
     }
 }
 
+/// A field of a list item (`spec.subsets[3]`, `spec.http[2].route[0].destination`),
+/// written out only for a problem.
+#[derive(Clone, Copy)]
+struct Field<'a>(&'a str, usize, Option<(&'a str, usize, &'a str)>);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)?;
+        if let Some((list, j, rest)) = self.2 {
+            write!(f, ".{list}[{j}]{rest}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What is wrong with a preference route's retries (the request must get
 /// a third attempt, which Envoy's `previous_priorities` sends to the next
 /// priority, on the failures a dead cluster causes).
-fn retry_problems(route: &Value, at: &str, c: &str) -> Vec<String> {
+fn retry_problems(route: &Value, at: Field<'_>, c: &str) -> Vec<String> {
     let r = &route["retries"];
     let mut out = Vec::new();
     if !r.is_object() {
@@ -242,7 +264,20 @@ fn retry_problems(route: &Value, at: &str, c: &str) -> Vec<String> {
     out
 }
 
-pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
+/// Every cross-check over `docs`.
+pub fn cross_check(docs: &[&Doc], module: Option<&Module>) -> Vec<CrossProblem> {
+    cross_check_routes(docs, module, 0..usize::MAX)
+}
+
+/// [`cross_check`], with only the client-side routes (`pluginConfig.routes[i]`)
+/// whose index is in `routes` checked against the DestinationRules and
+/// VirtualServices: a caller that holds a large mesh's rules a part at a time
+/// checks each part's routes with it.
+pub fn cross_check_routes(
+    docs: &[&Doc],
+    module: Option<&Module>,
+    routes: Range<usize>,
+) -> Vec<CrossProblem> {
     let mut out = Vec::new();
     let err = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
         out.push(CrossProblem {
@@ -266,25 +301,34 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             continue;
         };
         let mut subsets = BTreeMap::new();
-        for s in d.value["spec"]["subsets"].as_array().into_iter().flatten() {
+        let mut first = HashMap::new();
+        for (k, s) in d.value["spec"]["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             if let Some(name) = s["name"].as_str() {
-                subsets.insert(
-                    name.to_string(),
-                    s["labels"][CLUSTER_LABEL].as_str().map(str::to_string),
-                );
+                first.entry(name).or_insert(k);
+                subsets.insert(name, s["labels"][CLUSTER_LABEL].as_str());
             }
         }
         rules
             .entry(fqdn(host, d.namespace()))
             .or_default()
-            .push(Rule { doc: d, subsets });
+            .push(Rule {
+                doc: d,
+                labelled: subsets.values().flatten().copied().collect(),
+                subsets,
+                first,
+            });
     }
     // VirtualServices by host.
     let mut services: BTreeMap<String, Vec<&Doc>> = BTreeMap::new();
     for d in docs.iter().filter(|d| d.kind == "VirtualService") {
         for h in d.value["spec"]["hosts"].as_array().into_iter().flatten() {
             if let Some(h) = h.as_str() {
-                services.entry(fqdn(h, d.namespace())).or_default().push(d);
+                services.entry(fqdn(h, d.namespace())).or_default().push(*d);
             }
         }
     }
@@ -297,10 +341,15 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
     // Plugins given the very same parsed config (one Arc: a rendered mesh
     // gives most clusters one config per direction) have the same problems:
     // found once, repeated for each.
-    let mut by_config: HashMap<(*const Config, &str), Vec<CrossProblem>> = HashMap::new();
+    // Each is kept with the plugin it was found for: a problem of that
+    // plugin is the next one's, one of a DestinationRule or VirtualService
+    // stays theirs.
+    let mut by_config: HashMap<(*const Config, &str), (usize, Vec<CrossProblem>)> = HashMap::new();
 
     // Every subset a VirtualService names exists.
     for d in docs.iter().filter(|d| d.kind == "VirtualService") {
+        // Most routes name the same host: its FQDN is made once.
+        let mut last: Option<(&str, String)> = None;
         for (i, r) in http_routes(&d.value).iter().enumerate() {
             for (j, dest) in r["route"].as_array().into_iter().flatten().enumerate() {
                 let (Some(host), Some(subset)) = (
@@ -309,7 +358,14 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                 ) else {
                     continue;
                 };
-                let host = fqdn(host, d.namespace());
+                let host = match &last {
+                    Some((raw, full)) if *raw == host => full.clone(),
+                    _ => {
+                        let full = fqdn(host, d.namespace());
+                        last = Some((host, full.clone()));
+                        full
+                    }
+                };
                 if let Some(rs) = rules.get(&host) {
                     if !rs.iter().any(|r| r.subsets.contains_key(subset)) {
                         err(
@@ -351,16 +407,22 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             continue;
         }
         let key = (std::sync::Arc::as_ptr(cfg), at);
-        if let Some(found) = by_config.get(&key) {
+        if let Some((first, found)) = by_config.get(&key) {
             out.extend(found.iter().map(|p| CrossProblem {
-                doc: d.id,
+                doc: if p.doc == *first { d.id } else { p.doc },
                 ..p.clone()
             }));
             continue;
         }
         let start = out.len();
         let mut said_unchecked = false;
-        for (i, route) in cfg.routes.iter().enumerate() {
+        let last = routes.end.min(cfg.routes.len());
+        let first = routes.start.min(last);
+        for (i, route) in cfg.routes[first..last]
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (k + first, r))
+        {
             if matches!(route.policy, Policy::None) {
                 continue;
             }
@@ -392,10 +454,10 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             }
             // The hosts this route decides for: its exact hosts, and every host
             // with routing here that it is the most specific rule for.
-            let mut hosts: Vec<String> = Vec::new();
+            let mut hosts: Vec<&str> = Vec::new();
             for p in &route.hosts {
                 match p {
-                    HostPattern::Exact(h) => hosts.push(h.clone()),
+                    HostPattern::Exact(h) => hosts.push(h),
                     pattern => {
                         let covered: Vec<&String> = rules
                             .keys()
@@ -411,8 +473,8 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
                             ),
                         );
                         for h in covered {
-                            if !hosts.contains(h) {
-                                hosts.push(h.clone());
+                            if !hosts.contains(&h.as_str()) {
+                                hosts.push(h);
                             }
                         }
                     }
@@ -421,21 +483,21 @@ pub fn cross_check(docs: &[Doc], module: Option<&Module>) -> Vec<CrossProblem> {
             // A pinned decision routes on its own header to the cluster's
             // subset alone; a preference to a failover subset.
             let header = if route.pinned {
-                cfg.headers.pinned_cluster.clone()
+                &cfg.headers.pinned_cluster
             } else {
-                cfg.headers.target_cluster.clone()
+                &cfg.headers.target_cluster
             };
             for host in hosts {
                 let routing = Routing {
-                    header: &header,
+                    header,
                     pinned: route.pinned,
                     rules: &rules,
                     services: &services,
                 };
-                check_host(d, i, &host, &clusters, &routing, &mut cache, &mut out);
+                check_host(d, i, host, &clusters, &routing, &mut cache, &mut out);
             }
         }
-        by_config.insert(key, out[start..].to_vec());
+        by_config.insert(key, (d.id, out[start..].to_vec()));
     }
     out
 }
@@ -453,11 +515,19 @@ struct Routing<'a> {
     services: &'a BTreeMap<String, Vec<&'a Doc>>,
 }
 
-/// A host's routing problems, by (host, header, pinned, the clusters
-/// joined): those of its DestinationRule's subsets, and those of its
+/// A host's routing problems, by host, then by (header, pinned, clusters).
+type RoutingCache = HashMap<String, Vec<Answer>>;
+
+/// What a host's routing lacks for one (header, pinned, clusters): the
+/// problems of its DestinationRule's subsets, and those of its
 /// VirtualService's routes (`None`: it has none).
-type RoutingCache =
-    HashMap<(String, String, bool, String), (Vec<CrossProblem>, Option<Vec<CrossProblem>>)>;
+struct Answer {
+    header: String,
+    pinned: bool,
+    clusters: Vec<String>,
+    subsets: Vec<CrossProblem>,
+    routes: Option<Vec<CrossProblem>>,
+}
 
 fn check_host(
     wp: &Doc,
@@ -469,25 +539,43 @@ fn check_host(
     out: &mut Vec<CrossProblem>,
 ) {
     let at = wp.plugin().map_or("spec", |(_, at)| at);
-    let list = clusters.join(", ");
     let header = routing.header;
-    let key = (
-        host.to_string(),
-        header.to_string(),
-        routing.pinned,
-        list.clone(),
-    );
-    let (subsets, routes) = cache.entry(key).or_insert_with(|| {
-        (
-            subset_problems(host, clusters, routing),
-            route_problems(host, clusters, routing),
-        )
+    // Looked up without making a key: every client-side plugin asks again.
+    if !cache.contains_key(host) {
+        cache.insert(host.to_string(), Vec::new());
+    }
+    let Some(answers) = cache.get_mut(host) else {
+        return;
+    };
+    let found = answers.iter().position(|a| {
+        a.header == header
+            && a.pinned == routing.pinned
+            && a.clusters.len() == clusters.len()
+            && a.clusters.iter().zip(clusters).all(|(a, b)| a == b)
     });
+    let k = match found {
+        Some(k) => k,
+        None => {
+            answers.push(Answer {
+                header: header.to_string(),
+                pinned: routing.pinned,
+                clusters: clusters.iter().map(|c| c.to_string()).collect(),
+                subsets: subset_problems(host, clusters, routing),
+                routes: route_problems(host, clusters, routing),
+            });
+            answers.len() - 1
+        }
+    };
+    let Answer {
+        subsets, routes, ..
+    } = &answers[k];
+    let list = || clusters.join(", ");
     if routing.rules.get(host).and_then(|r| r.first()).is_none() {
         out.push(CrossProblem {
             doc: wp.id,
             message: format!(
-                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)"
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)",
+                list()
             ),
             note: false,
         });
@@ -498,7 +586,8 @@ fn check_host(
         None => out.push(CrossProblem {
             doc: wp.id,
             message: format!(
-                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {list}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)"
+                "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)",
+                list()
             ),
             note: false,
         }),
@@ -514,13 +603,10 @@ fn subset_problems(host: &str, clusters: &[&str], routing: &Routing<'_>) -> Vec<
     };
     for c in clusters {
         let (name, has) = if routing.pinned {
-            (
-                routing::only_subset(c),
-                r.subsets.values().any(|v| v.as_deref() == Some(*c)),
-            )
+            (routing::only_subset(c), r.labelled.contains(*c))
         } else {
             let name = routing::prefer_subset(c);
-            let has = r.subsets.contains_key(&name);
+            let has = r.subsets.contains_key(name.as_str());
             (name, has)
         };
         if !has {
@@ -604,10 +690,13 @@ fn route_problems(
                 // ...whose destinations are subsets of this host that select cluster c.
                 for (j, dest) in r["route"].as_array().into_iter().flatten().enumerate() {
                     let d = &dest["destination"];
-                    let dhost = d["host"].as_str().map(|h| fqdn(h, vs.namespace()));
+                    // The host as written is usually the FQDN already.
+                    let same_host = d["host"]
+                        .as_str()
+                        .is_some_and(|h| h == host || fqdn(h, vs.namespace()) == host);
                     let subset = d["subset"].as_str();
-                    let at = format!("spec.http[{k}].route[{j}].destination");
-                    if dhost.as_deref() != Some(host) {
+                    let at = Field("spec.http", k, Some(("route", j, ".destination")));
+                    if !same_host {
                         push(out, vs.id, format!("{at}.host: {:?}, expected {host}", d["host"].as_str().unwrap_or_default()));
                         continue;
                     }
@@ -638,7 +727,7 @@ fn route_problems(
                     }
                 }
                 if !routing.pinned {
-                    for p in retry_problems(r, &format!("spec.http[{k}]"), c) {
+                    for p in retry_problems(r, Field("spec.http", k, None), c) {
                         push(out, vs.id, p);
                     }
                 }

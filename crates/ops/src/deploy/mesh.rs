@@ -360,11 +360,7 @@ impl MeshDescription {
                         format!("services[{i}].clusters"),
                         format!(
                             "unknown cluster {n:?}, expected one of {}",
-                            self.clusters
-                                .iter()
-                                .map(|c| c.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            self.cluster_list()
                         ),
                     );
                 }
@@ -447,6 +443,15 @@ impl MeshDescription {
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The clusters' names, `gke, anthos` (for a message about an unknown one).
+    pub fn cluster_list(&self) -> String {
+        self.clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -20,7 +20,7 @@ use hybridmesh_filter_core::config::{Config, ConfigError, ConfigErrors};
 
 use super::locate::line_of;
 use super::mesh::MeshDescription;
-use super::yaml::Node;
+use super::yaml::{self, Node};
 use super::{checks, render, schema};
 
 /// One problem in a mesh description.
@@ -64,9 +64,32 @@ pub fn looks_like_description(value: &serde_yaml_ng::Value) -> bool {
 
 /// Everything wrong with `mesh`, read from `text` (for the lines).
 pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
+    check_emitting(mesh, text, false).0
+}
+
+/// [`check`], and the DestinationRules and VirtualServices it checked, as
+/// the text `render` writes of them ([`render::RulesText::render`] with no
+/// existing rules): `render` renders them once. `None` when the
+/// description's own rules fail (nothing is rendered).
+pub fn check_and_render(
+    mesh: &MeshDescription,
+    text: &str,
+) -> (Vec<Problem>, Option<render::RulesText>) {
+    check_emitting(mesh, text, true)
+}
+
+fn check_emitting(
+    mesh: &MeshDescription,
+    text: &str,
+    emit: bool,
+) -> (Vec<Problem>, Option<render::RulesText>) {
     let mut out: Vec<Problem> = Vec::new();
-    let add = |out: &mut Vec<Problem>, path: String, message: String| {
-        if !out.iter().any(|p| p.path == path && p.message == message) {
+    // Each problem once (a plugin's is found again by every batch), found in
+    // a set: a mesh with a problem in each of its 2,000 services is not
+    // compared pair by pair.
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |out: &mut Vec<Problem>, path: String, message: String| {
+        if seen.insert((path.clone(), message.clone())) {
             let line = if path.is_empty() {
                 None
             } else {
@@ -86,65 +109,140 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
     }
     if rules_failed {
         // Rendering what breaks the rules would only repeat them.
-        return out;
+        return (out, None);
     }
     // 2. The filter's own parser, on what each sidecar will be given: each
     // distinct config once (most clusters are given the same one).
     let mut parsed = Parsed::default();
+    // What each (cluster, direction) parsed to, for the plugins below.
+    let mut given: Vec<[Option<Arc<Config>>; 2]> = Vec::new();
+    const DIRECTIONS: [&str; 2] = ["outbound", "inbound"];
     for c in &mesh.clusters {
-        for direction in ["outbound", "inbound"] {
-            if let Err(errors) = parsed.parse(render::plugin_config(mesh, &c.name, direction)) {
-                for e in &errors.0 {
-                    let (path, message) = config_error(mesh, &c.name, e);
-                    add(&mut out, path, message);
+        let results = DIRECTIONS.map(|direction| {
+            match parsed.parse(render::plugin_config(mesh, &c.name, direction)) {
+                Ok(config) => Some(config),
+                Err(errors) => {
+                    for e in &errors.0 {
+                        let (path, message) = config_error(mesh, &c.name, e);
+                        add(&mut out, path, message);
+                    }
+                    None
                 }
             }
-        }
+        });
+        given.push(results);
     }
-    // 3. Istio's schemas and CEL rules, and the cross-checks.
-    // The DestinationRules and VirtualServices are the same in every cluster
-    // (render::rules takes no cluster): rendered and checked once; the
-    // plugins once per cluster.
-    let (drs, vss, _) = render::rules(mesh, &[]);
-    let nodes = drs.into_iter().chain(vss).chain(
-        mesh.clusters
-            .iter()
-            .flat_map(|c| render::wasm_plugins(mesh, &c.name)),
-    );
-    let mut names: Vec<String> = Vec::new();
-    let mut docs: Vec<checks::Doc> = Vec::new();
-    for mut node in nodes {
-        // The plugin config is parsed (and cached) apart: the schemas say only
-        // that it is an object (x-kubernetes-preserve-unknown-fields), so the
-        // document is checked with an empty one instead of a copy per cluster.
-        let config = take_plugin_config(&mut node).map(|c| parsed.parse(c).ok());
-        let value = node.to_json();
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        let name = format!(
-            "{}/{}",
-            value["metadata"]["namespace"].as_str().unwrap_or("default"),
-            value["metadata"]["name"].as_str().unwrap_or_default()
-        );
-        if let Some(s) = schema::schema_for_version(&kind, mesh.istio_version()) {
-            for p in schema::check(s, &value) {
-                let (path, message) =
-                    manifest_problem(mesh, &kind, &name, &value, &p.path, &p.message);
+    // 3. Istio's schemas and CEL rules, and the cross-checks. The plugins
+    // are rendered once per cluster and kept; the DestinationRules and
+    // VirtualServices (the same in every cluster: render::rules takes no
+    // cluster) are rendered, checked against the plugins and dropped a batch
+    // of services at a time, the batches spread over the cores: a mesh's
+    // rules are never all held at once (64 clusters x 2,000 services render
+    // 113 MB of them).
+    let mut plugins: Vec<checks::Doc> = Vec::new();
+    for (c, given) in mesh.clusters.iter().zip(&given) {
+        // The plugin config is parsed apart: the schemas say only that it is
+        // an object (x-kubernetes-preserve-unknown-fields), so the document
+        // is checked with its direction there instead of a copy of the
+        // config, and given the config parsed above (rendered again only
+        // for a direction not parsed there).
+        let nodes = render::wasm_plugins_with(mesh, &c.name, |d| Node::Str(d.to_string()));
+        for mut node in nodes {
+            let config = match take_plugin_config(&mut node) {
+                Some(Node::Str(d)) => match DIRECTIONS.iter().position(|x| *x == d) {
+                    Some(k) => given[k].clone(),
+                    None => parsed.parse(render::plugin_config(mesh, &c.name, &d)).ok(),
+                },
+                _ => None,
+            };
+            let doc = document(node, plugins.len(), config);
+            for (path, message) in schema_problems(mesh, &doc) {
                 add(&mut out, path, message);
             }
+            plugins.push(doc);
         }
-        docs.push(checks::Doc {
-            id: docs.len(),
-            kind,
-            value,
-            config: config.flatten(),
-        });
-        names.push(name);
     }
-    for p in checks::cross_check(&docs, None) {
+    let batches = check_services(mesh, &plugins, emit);
+    let mut rules = render::RulesText::default();
+    for batch in batches {
+        for (path, message) in batch.problems {
+            add(&mut out, path, message);
+        }
+        // Kept in the batches' parts: render writes them one after another.
+        rules.destination_rules.push(batch.destination_rules);
+        rules.virtual_services.push(batch.virtual_services);
+    }
+    (out, emit.then_some(rules))
+}
+
+/// What a batch of services found, and (when asked) their rules' text.
+#[derive(Default)]
+struct Batch {
+    problems: Vec<(String, String)>,
+    destination_rules: String,
+    virtual_services: String,
+}
+
+/// Services whose DestinationRules and VirtualServices are checked together.
+const BATCH: usize = 16;
+
+/// Every service's DestinationRule and VirtualService: each against Istio's
+/// schemas, and all with the plugins through the cross-checks (each batch
+/// with the client-side routes of its own services; the last also with those
+/// past them, `otherHosts`). The batches in the services' order.
+fn check_services(mesh: &MeshDescription, plugins: &[checks::Doc], emit: bool) -> Vec<Batch> {
+    let n = mesh.services.len();
+    let batches: Vec<std::ops::Range<usize>> = if n == 0 {
+        // No service: one empty batch, for the plugins' other routes.
+        std::iter::once(0..0).collect()
+    } else {
+        (0..n)
+            .step_by(BATCH)
+            .map(|a| a..(a + BATCH).min(n))
+            .collect()
+    };
+    crate::par::map(&batches, |range| {
+        check_batch(mesh, plugins, range.clone(), emit)
+    })
+}
+
+/// The services in `range`: see [`check_services`].
+fn check_batch(
+    mesh: &MeshDescription,
+    plugins: &[checks::Doc],
+    range: std::ops::Range<usize>,
+    emit: bool,
+) -> Batch {
+    let mut out = Vec::new();
+    let (mut drs, mut vss) = (String::new(), String::new());
+    let mut docs: Vec<checks::Doc> = Vec::new();
+    for svc in &mesh.services[range.clone()] {
+        let nodes = [
+            (render::destination_rule(mesh, svc), &mut drs),
+            (render::virtual_service(mesh, svc), &mut vss),
+        ];
+        for (node, into) in nodes {
+            let Some(node) = node else { continue };
+            if emit {
+                into.push_str("---\n");
+                yaml::write_document(into, &node);
+            }
+            let doc = document(node, plugins.len() + docs.len(), None);
+            out.extend(schema_problems(mesh, &doc));
+            docs.push(doc);
+        }
+    }
+    let all: Vec<&checks::Doc> = plugins.iter().chain(&docs).collect();
+    let routes = if range.end == mesh.services.len() {
+        range.start..usize::MAX
+    } else {
+        range
+    };
+    for p in checks::cross_check_routes(&all, None, routes) {
         if p.note {
             continue;
         }
-        let (Some(name), Some(d)) = (names.get(p.doc), docs.get(p.doc)) else {
+        let Some(d) = all.get(p.doc) else {
             continue;
         };
         let (field, message) = match p.message.split_once(": ") {
@@ -153,10 +251,52 @@ pub fn check(mesh: &MeshDescription, text: &str) -> Vec<Problem> {
             }
             _ => (String::new(), p.message.clone()),
         };
-        let (path, message) = manifest_problem(mesh, &d.kind, name, &d.value, &field, &message);
-        add(&mut out, path, message);
+        out.push(manifest_problem(
+            mesh,
+            &d.kind,
+            &doc_name(&d.value),
+            &d.value,
+            &field,
+            &message,
+        ));
     }
-    out
+    Batch {
+        problems: out,
+        destination_rules: drs,
+        virtual_services: vss,
+    }
+}
+
+/// A rendered document as the checks read it.
+fn document(node: Node, id: usize, config: Option<Arc<Config>>) -> checks::Doc {
+    let value = node.into_json();
+    checks::Doc {
+        id,
+        kind: value["kind"].as_str().unwrap_or_default().to_string(),
+        value,
+        config,
+    }
+}
+
+/// `namespace/name`.
+fn doc_name(value: &serde_json::Value) -> String {
+    format!(
+        "{}/{}",
+        value["metadata"]["namespace"].as_str().unwrap_or("default"),
+        value["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// A rendered document's problems against the schema of its kind.
+fn schema_problems(mesh: &MeshDescription, doc: &checks::Doc) -> Vec<(String, String)> {
+    let Some(s) = schema::schema_for_version(&doc.kind, mesh.istio_version()) else {
+        return Vec::new();
+    };
+    let name = doc_name(&doc.value);
+    schema::check(s, &doc.value)
+        .into_iter()
+        .map(|p| manifest_problem(mesh, &doc.kind, &name, &doc.value, &p.path, &p.message))
+        .collect()
 }
 
 /// Plugin configs parsed by the filter's parser, each distinct one once.
@@ -397,6 +537,29 @@ mod tests {
             vec!["clusters: 65 clusters, at most 64 are supported (line 4)".to_string()]
         );
         assert_eq!(problems(&mesh(64, 2)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_routing_problem_in_a_later_batch_is_told_at_its_service() {
+        // 40 services are checked in three batches; the subsets of the 38th
+        // eject at most half the hosts. Each cluster's subset says so, at
+        // the service (was: a plugin given the same config as the first was
+        // told the DestinationRule's problems as its own).
+        let text = mesh(3, 40).replace(
+            "svc37.ns2.svc.cluster.local, policy: failover}",
+            "svc37.ns2.svc.cluster.local, policy: failover, outlierDetection: {maxEjectionPercent: 50}}",
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 3, "{p:#?}");
+        for (k, c) in ["c0", "c1", "c2"].iter().enumerate() {
+            assert!(
+                p[k].starts_with(
+                    "services[37]: outlierDetection.maxEjectionPercent is 50, expected 100"
+                ) && p[k].contains(&format!("x-hybridmesh-target-cluster: {c} routes to"))
+                    && p[k].contains("rendered into DestinationRule ns2/svc37"),
+                "{p:#?}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,37 @@ use hybridmesh_filter_core::routing;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedFile {
     pub path: PathBuf,
-    pub text: String,
+    /// Its text, in the parts it was made in, one after another: a large
+    /// mesh's rules stay in the batches that rendered them, never joined
+    /// into one 100 MB string.
+    pub parts: Vec<String>,
+}
+
+impl RenderedFile {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(String::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its text, joined.
+    pub fn text(&self) -> String {
+        self.parts.concat()
+    }
+
+    /// Whether `bytes` are its text.
+    fn is(&self, mut bytes: &[u8]) -> bool {
+        for p in &self.parts {
+            match bytes.strip_prefix(p.as_bytes()) {
+                Some(rest) => bytes = rest,
+                None => return false,
+            }
+        }
+        bytes.is_empty()
+    }
 }
 
 /// Which clusters to render.
@@ -190,6 +220,20 @@ fn json_to_node(v: &serde_json::Value) -> Node {
 /// 1.16 (no `match`) one plugin finds its side from the listener; before 1.14
 /// (no WasmPlugin on outbound listeners) there is only the server side.
 pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
+    wasm_plugins_with(mesh, cluster, |direction| {
+        plugin_config(mesh, cluster, direction)
+    })
+}
+
+/// [`wasm_plugins`], each `pluginConfig` made by `config` from the plugin's
+/// direction (`outbound`, `inbound`, `auto`): the check, which has parsed
+/// the configs already, has the direction put there instead of rendering a
+/// mesh's routes again for every plugin.
+pub fn wasm_plugins_with(
+    mesh: &MeshDescription,
+    cluster: &str,
+    config: impl Fn(&str) -> Node,
+) -> Vec<Node> {
     let p = &mesh.plugin;
     let version = mesh.istio_version();
     let sides: Vec<(&str, Option<&str>, &str, _)> = if version.plugin_match() {
@@ -232,7 +276,7 @@ pub fn wasm_plugins(mesh: &MeshDescription, cluster: &str) -> Vec<Node> {
             if let Some(mode) = mode {
                 spec.set("match", seq([map([("mode", s(mode))])]));
             }
-            spec.set("pluginConfig", plugin_config(mesh, cluster, direction));
+            spec.set("pluginConfig", config(direction));
             if version.traffic_extension() {
                 spec = traffic_extension_spec(spec);
             }
@@ -691,10 +735,9 @@ pub fn rules(
     mesh: &MeshDescription,
     existing: &[existing::Rule],
 ) -> (Vec<Node>, Vec<Node>, existing::Merged) {
-    let mut merged = existing::Merged::default();
+    let mut merged = RulesText::unmerged(mesh);
     let mut drs = Vec::new();
     let mut vss = Vec::new();
-    merged.notes.extend(version_notes(mesh));
     for svc in &mesh.services {
         if let Some(mut dr) = destination_rule(mesh, svc) {
             existing::merge_destination_rule(&mut dr, &svc.host, existing, &mut merged);
@@ -708,6 +751,56 @@ pub fn rules(
     (drs, vss, merged)
 }
 
+impl Which {
+    /// The clusters it names, or why one is unknown.
+    pub fn clusters<'a>(&'a self, mesh: &'a MeshDescription) -> anyhow::Result<Vec<&'a str>> {
+        Ok(match self {
+            Which::All => mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
+            Which::Cluster(name) => {
+                anyhow::ensure!(
+                    mesh.cluster(name).is_some(),
+                    "unknown cluster {name:?}, expected one of {}",
+                    mesh.cluster_list()
+                );
+                vec![name.as_str()]
+            }
+        })
+    }
+}
+
+/// The DestinationRules and VirtualServices as YAML documents, each
+/// introduced by `---` (what [`yaml::documents`] writes of them), in parts
+/// to be written one after another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesText {
+    pub destination_rules: Vec<String>,
+    pub virtual_services: Vec<String>,
+}
+
+impl RulesText {
+    /// The text of [`rules`], with what was merged.
+    pub fn render(
+        mesh: &MeshDescription,
+        existing: &[existing::Rule],
+    ) -> (RulesText, existing::Merged) {
+        let (drs, vss, merged) = rules(mesh, existing);
+        let text = RulesText {
+            destination_rules: vec![yaml::documents(&drs)],
+            virtual_services: vec![yaml::documents(&vss)],
+        };
+        (text, merged)
+    }
+
+    /// What comes with the rules when no existing rule is merged: the notes
+    /// on what the target Istio version leaves out.
+    pub fn unmerged(mesh: &MeshDescription) -> existing::Merged {
+        existing::Merged {
+            notes: version_notes(mesh),
+            problems: Vec::new(),
+        }
+    }
+}
+
 /// [`render`] with the rules already in the cluster merged in; what was merged, and
 /// what could not be, is in the second value (with problems, write nothing).
 pub fn render_merged(
@@ -716,21 +809,20 @@ pub fn render_merged(
     source: &str,
     existing: &[existing::Rule],
 ) -> anyhow::Result<(Vec<RenderedFile>, existing::Merged)> {
-    let clusters: Vec<&str> = match which {
-        Which::All => mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
-        Which::Cluster(name) => {
-            anyhow::ensure!(
-                mesh.cluster(name).is_some(),
-                "unknown cluster {name:?}, expected one of {}",
-                mesh.clusters
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            vec![name.as_str()]
-        }
-    };
+    let (text, merged) = RulesText::render(mesh, existing);
+    Ok((render_files(mesh, which, source, text)?, merged))
+}
+
+/// Every generated file for `which`, with the DestinationRules and
+/// VirtualServices already written (by [`RulesText::render`], or by the
+/// check that rendered them: `mesh_check::check_and_render`).
+pub fn render_files(
+    mesh: &MeshDescription,
+    which: &Which,
+    source: &str,
+    rules: RulesText,
+) -> anyhow::Result<Vec<RenderedFile>> {
+    let clusters = which.clusters(mesh)?;
     let mut files = Vec::new();
     let version = mesh.istio_version();
     let for_version = match version.minor {
@@ -739,25 +831,35 @@ pub fn render_merged(
         }
         None => String::new(),
     };
-    let file = |path: &str, what: &str, docs: &[Node]| RenderedFile {
-        path: PathBuf::from(path),
-        text: header(source, what) + &for_version + &yaml::documents(docs),
+    // The header, then the documents' text as it was made.
+    let text_file = |path: &str, what: &str, docs: Vec<String>| {
+        let mut parts = vec![header(source, what) + &for_version];
+        parts.extend(docs.into_iter().filter(|d| !d.is_empty()));
+        RenderedFile {
+            path: PathBuf::from(path),
+            parts,
+        }
     };
-    let (drs, vss, merged) = rules(mesh, existing);
+    let file =
+        |path: &str, what: &str, docs: &[Node]| text_file(path, what, vec![yaml::documents(docs)]);
     let mut base = Vec::new();
-    if !drs.is_empty() {
-        files.push(file(
+    let has = (
+        rules.destination_rules.iter().any(|t| !t.is_empty()),
+        rules.virtual_services.iter().any(|t| !t.is_empty()),
+    );
+    if has.0 {
+        files.push(text_file(
             "base/destinationrules.yaml",
             "Per cluster, for every service the filter steers: prefer-<cluster> (every endpoint, that\n# cluster's first by failoverPriority: Envoy fails over) and only-<cluster> (that cluster alone).",
-            &drs,
+            rules.destination_rules,
         ));
         base.push("destinationrules.yaml");
     }
-    if !vss.is_empty() {
-        files.push(file(
+    if has.1 {
+        files.push(text_file(
             "base/virtualservices.yaml",
             "The filter's decision headers -> the subsets: target-cluster -> prefer-<cluster> with the retries\n# that carry a failover; pinned-cluster -> only-<cluster>; other traffic on the default route.",
-            &vss,
+            rules.virtual_services,
         ));
         base.push("virtualservices.yaml");
     }
@@ -766,24 +868,30 @@ pub fn render_merged(
         "Routing for the services the filter steers: the same in every cluster.",
         &[kustomization(&base)],
     ));
-    for c in clusters {
-        files.push(file(
-            &format!("overlays/{c}/wasmplugins.yaml"),
-            &if version.plugin_match() {
-                format!("The filter in cluster {c}: client side (outbound) and server side (inbound).")
-            } else if version.client_side() {
-                format!("The filter in cluster {c}: one plugin on both sides (it reads the listener's direction).")
-            } else {
-                format!("The filter in cluster {c}: the server side (inbound) alone.")
-            },
-            &wasm_plugins(mesh, c),
-        ));
-        files.push(file(
-            &format!("overlays/{c}/kustomization.yaml"),
-            &format!("kubectl apply -k wasmplugin/overlays/{c}   (on cluster {c})"),
-            &[kustomization(&["../../base", "wasmplugins.yaml"])],
-        ));
-    }
+    // Each cluster's overlay (its plugins carry a config as long as its
+    // routes), rendered on all cores.
+    let overlays = crate::par::map(&clusters, |c| {
+        let c = *c;
+        [
+            file(
+                &format!("overlays/{c}/wasmplugins.yaml"),
+                &if version.plugin_match() {
+                    format!("The filter in cluster {c}: client side (outbound) and server side (inbound).")
+                } else if version.client_side() {
+                    format!("The filter in cluster {c}: one plugin on both sides (it reads the listener's direction).")
+                } else {
+                    format!("The filter in cluster {c}: the server side (inbound) alone.")
+                },
+                &wasm_plugins(mesh, c),
+            ),
+            file(
+                &format!("overlays/{c}/kustomization.yaml"),
+                &format!("kubectl apply -k wasmplugin/overlays/{c}   (on cluster {c})"),
+                &[kustomization(&["../../base", "wasmplugins.yaml"])],
+            ),
+        ]
+    });
+    files.extend(overlays.into_iter().flatten());
     files.push(file(
         "meshconfig-stats.yaml",
         "Prometheus labels for the filter's counters: an install-time overlay\n# (asmcli install --custom_overlay / istioctl install -f), not part of apply -k.\n# Proxies pick it up when they restart. extraStatTags makes Envoy extract\n# `<label>=.=<value>;.;` from the metric names, one entry per label (Istio's\n# bootstrap extracts no other); proxyStatsMatcher keeps the counters in\n# Envoy's stats.",
@@ -806,21 +914,39 @@ pub fn render_merged(
         "Access logs with the hop record for every sidecar: kubectl apply -f this file\n# in each cluster, after meshconfig-access-log.yaml is installed. Then:\n# kubectl logs POD -c istio-proxy | hybridmesh trace -",
         &[telemetry_access_log(mesh)],
     ));
-    Ok((files, merged))
+    Ok(files)
 }
 
-/// Writes the files under `out`.
+/// Writes the files under `out`; the first failure is the error. Each file
+/// is made, then its parts are written at their offsets on every core: a
+/// large mesh's rules are 100 MB in two files.
 pub fn write(out: &Path, files: &[RenderedFile]) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut opened = Vec::with_capacity(files.len());
     for f in files {
         let path = out.join(&f.path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        std::fs::write(&path, &f.text)
+        let file = std::fs::File::create(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
+        opened.push((file, path));
     }
-    Ok(())
+    let mut parts = Vec::new();
+    for (f, (file, path)) in files.iter().zip(&opened) {
+        let mut offset = 0u64;
+        for p in &f.parts {
+            parts.push((file, path, offset, p.as_bytes()));
+            offset += p.len() as u64;
+        }
+    }
+    crate::par::map(&parts, |(file, path, offset, bytes)| {
+        file.write_all_at(bytes, *offset)
+            .with_context(|| format!("cannot write {}", path.display()))
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The files under `out` that differ from `files` (missing ones included).
@@ -828,21 +954,36 @@ pub fn differences(out: &Path, files: &[RenderedFile]) -> Vec<String> {
     let mut diffs = Vec::new();
     for f in files {
         let path = out.join(&f.path);
-        match hybridmesh_input::read_text(&path, hybridmesh_input::TEXT) {
-            Ok(text) if text == f.text => {}
+        // A rendered file may be larger than a hand-written one (64 clusters x
+        // 2,000 services: 68 MiB of VirtualServices); one larger than the
+        // render output differs from it, and is not read.
+        let limit = hybridmesh_input::Limit {
+            bytes: hybridmesh_input::TEXT.bytes.max(f.len() as u64),
+            what: "a rendered file",
+            why: "no larger than the render output",
+        };
+        match hybridmesh_input::read_text(&path, limit) {
+            Ok(text) if f.is(text.as_bytes()) => {}
             Ok(text) => {
+                let ours = f.text();
                 let line = text
                     .lines()
-                    .zip(f.text.lines())
+                    .zip(ours.lines())
                     .position(|(a, b)| a != b)
                     .map(|i| i + 1)
-                    .unwrap_or_else(|| text.lines().count().min(f.text.lines().count()) + 1);
+                    .unwrap_or_else(|| text.lines().count().min(ours.lines().count()) + 1);
                 diffs.push(format!(
                     "{} differs from the render output from line {line}",
                     path.display()
                 ));
             }
             Err(e) if e.is_not_found() => diffs.push(format!("{} is missing", path.display())),
+            Err(hybridmesh_input::Error::TooLarge { size, .. }) => diffs.push(format!(
+                "{} differs from the render output: {}, the render output is {} bytes",
+                path.display(),
+                size.map_or_else(|| "larger".to_string(), |n| format!("{n} bytes")),
+                f.len()
+            )),
             Err(e) => diffs.push(format!("{e}")),
         }
     }

@@ -134,9 +134,10 @@ pub struct Schema {
     pub from: &'static str,
     /// As shipped (with the CEL rules).
     pub raw: Value,
-    /// `raw` with `apiVersion`, `kind` and `metadata` described, as the CEL walk
-    /// reads it: made once (was: cloned for every document checked).
-    walked: Value,
+    /// `raw` with `apiVersion`, `kind` and `metadata` described, as the CEL
+    /// walk reads it: compiled once into a tree (each object's fields sorted,
+    /// each rule resolved to its implementation).
+    walk: Walk,
     validator: jsonschema::Validator,
 }
 
@@ -172,7 +173,7 @@ pub fn schemas() -> &'static [Schema] {
                     api_versions: versions,
                     from,
                     raw,
-                    walked,
+                    walk: Walk::new(&walked),
                     validator,
                 })
             })
@@ -299,7 +300,7 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
     if !doc.is_object() {
         return problems;
     }
-    cel(&schema.walked, doc, "", &mut problems);
+    cel(&schema.walk, doc, &At::Root, &mut problems);
     if schema.from != CURRENT {
         for p in &mut problems {
             p.message = format!("{} (Istio {}'s {})", p.message, schema.from, schema.kind);
@@ -308,65 +309,142 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
     problems
 }
 
-/// Walks the instance with the schema and runs each `x-kubernetes-validations` rule.
-fn cel(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
-    if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
-        for r in rules {
-            let rule = r["rule"].as_str().unwrap_or_default();
-            let message = r["message"].as_str().unwrap_or(rule);
-            match run_rule(rule, value) {
-                Some(true) => {}
-                Some(false) => out.push(Problem {
-                    path: path.to_string(),
-                    message: rule_message(rule, message, value),
-                    at: path.to_string(),
-                }),
-                None => out.push(Problem {
-                    path: path.to_string(),
-                    message: format!("CEL rule not implemented by hybridmesh, not checked: {rule}"),
-                    at: path.to_string(),
-                }),
-            }
+/// A schema node as the CEL walk reads it.
+#[derive(Default)]
+struct Walk {
+    /// `x-kubernetes-validations`: (the rule, its message, its implementation).
+    rules: Vec<(String, String, Option<Rule>)>,
+    /// `properties`, sorted by name (as the unknown-field message lists them).
+    properties: Vec<(String, Walk)>,
+    /// `properties` without `additionalProperties` or
+    /// `x-kubernetes-preserve-unknown-fields: true`: other fields are unknown.
+    closed: bool,
+    additional: Option<Box<Walk>>,
+    items: Option<Box<Walk>>,
+}
+
+impl Walk {
+    fn new(schema: &Value) -> Walk {
+        let rules = schema["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let rule = r["rule"].as_str().unwrap_or_default();
+                let message = r["message"].as_str().unwrap_or(rule);
+                (rule.to_string(), message.to_string(), Rule::of(rule))
+            })
+            .collect();
+        let mut properties: Vec<(String, Walk)> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), Walk::new(v)))
+            .collect();
+        properties.sort_by(|a, b| a.0.cmp(&b.0));
+        let has_properties = schema["properties"].is_object();
+        Walk {
+            rules,
+            properties,
+            closed: has_properties
+                && schema.get("additionalProperties").is_none()
+                && schema["x-kubernetes-preserve-unknown-fields"].as_bool() != Some(true),
+            additional: schema["additionalProperties"]
+                .is_object()
+                .then(|| Box::new(Walk::new(&schema["additionalProperties"]))),
+            items: (!schema["items"].is_null()).then(|| Box::new(Walk::new(&schema["items"]))),
         }
+    }
+
+    fn property(&self, name: &str) -> Option<&Walk> {
+        // Most objects have a few fields: compared by length first.
+        if self.properties.len() <= 16 {
+            return self
+                .properties
+                .iter()
+                .find(|(k, _)| k.len() == name.len() && k == name)
+                .map(|(_, w)| w);
+        }
+        self.properties
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.properties[i].1)
+    }
+}
+
+/// Where the walk is: made into a path (`spec.http[0].route`) only for a
+/// problem.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root,
+    Key(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl At<'_> {
+    fn path(&self) -> String {
+        match self {
+            At::Root => String::new(),
+            At::Key(parent, k) => {
+                let p = parent.path();
+                if p.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{p}.{k}")
+                }
+            }
+            At::Index(parent, i) => format!("{}[{i}]", parent.path()),
+        }
+    }
+}
+
+/// Walks the instance with the schema and runs each `x-kubernetes-validations` rule.
+fn cel(schema: &Walk, value: &Value, at: &At<'_>, out: &mut Vec<Problem>) {
+    for (rule, message, implemented) in &schema.rules {
+        let message = match implemented.map(|r| r.run(value)) {
+            Some(true) => continue,
+            Some(false) => rule_message(rule, message, value),
+            None => format!("CEL rule not implemented by hybridmesh, not checked: {rule}"),
+        };
+        let path = at.path();
+        out.push(Problem {
+            at: path.clone(),
+            path,
+            message,
+        });
     }
     match value {
         Value::Object(o) => {
-            let closed = schema["properties"].is_object()
-                && schema.get("additionalProperties").is_none()
-                && schema["x-kubernetes-preserve-unknown-fields"].as_bool() != Some(true);
-            if closed {
-                let known: Vec<&String> = schema["properties"]
-                    .as_object()
-                    .map(|p| p.keys().collect())
-                    .unwrap_or_default();
-                for k in o.keys().filter(|k| !known.contains(k)) {
-                    let names: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+            if schema.closed {
+                for k in o.keys().filter(|k| schema.property(k).is_none()) {
+                    let names: Vec<&str> =
+                        schema.properties.iter().map(|(n, _)| n.as_str()).collect();
+                    let path = at.path();
                     out.push(Problem {
-                        path: path.to_string(),
                         message: format!(
                             "unknown field `{k}` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of {}",
                             names.join(", ")
                         ),
                         at: if path.is_empty() { k.clone() } else { format!("{path}.{k}") },
+                        path,
                     });
                 }
             }
             for (k, v) in o {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                if let Some(s) = schema["properties"].get(k) {
+                let child = At::Key(at, k);
+                if let Some(s) = schema.property(k) {
                     cel(s, v, &child, out);
-                } else if schema["additionalProperties"].is_object() {
-                    cel(&schema["additionalProperties"], v, &child, out);
+                } else if let Some(s) = &schema.additional {
+                    cel(s, v, &child, out);
                 }
             }
         }
         Value::Array(a) => {
             for (i, v) in a.iter().enumerate() {
-                cel(&schema["items"], v, &format!("{path}[{i}]"), out);
+                match &schema.items {
+                    Some(s) => cel(s, v, &At::Index(at, i), out),
+                    None => cel(&Walk::default(), v, &At::Index(at, i), out),
+                }
             }
         }
         _ => {}
@@ -396,36 +474,44 @@ fn rule_message(rule: &str, message: &str, value: &Value) -> String {
     message.to_string()
 }
 
-/// `Some(ok)` for a rule this module implements, `None` otherwise.
-fn run_rule(rule: &str, v: &Value) -> Option<bool> {
-    let has = |k: &str| v.get(k).is_some();
-    Some(match rule {
-        r if r == KNOWN_RULES[0] || r == KNOWN_RULES[8] => {
-            [has("selector"), has("targetRef"), has("targetRefs")]
-                .iter()
-                .filter(|b| **b)
-                .count()
-                <= 1
+/// A rule this module implements: which of [`KNOWN_RULES`].
+#[derive(Clone, Copy)]
+struct Rule(usize);
+
+impl Rule {
+    fn of(rule: &str) -> Option<Rule> {
+        KNOWN_RULES.iter().position(|r| *r == rule).map(Rule)
+    }
+
+    /// Whether `v` keeps the rule.
+    fn run(self, v: &Value) -> bool {
+        let has = |k: &str| v.get(k).is_some();
+        match self.0 {
+            0 | 8 => {
+                [has("selector"), has("targetRef"), has("targetRefs")]
+                    .iter()
+                    .filter(|b| **b)
+                    .count()
+                    <= 1
+            }
+            1 => v
+                .as_object()
+                .is_none_or(|o| o.keys().all(|k| !k.contains('*'))),
+            2 => v
+                .as_object()
+                .is_none_or(|o| o.keys().all(|k| !k.is_empty())),
+            3 => v.as_str().is_none_or(|s| !s.contains('*')),
+            4 => v.as_str().is_none_or(str::is_empty),
+            5 | 10 => v.as_str().is_none_or(url_scheme_ok),
+            9 => has("wasm") != has("lua"),
+            6 => v.get("valueFrom").and_then(Value::as_str) != Some("HOST") || !has("value"),
+            // 7, the last: `duration(self) >= duration('1ms')`.
+            _ => v
+                .as_str()
+                .and_then(go_duration_ns)
+                .is_some_and(|ns| ns >= 1_000_000),
         }
-        r if r == KNOWN_RULES[1] => v
-            .as_object()
-            .is_none_or(|o| o.keys().all(|k| !k.contains('*'))),
-        r if r == KNOWN_RULES[2] => v
-            .as_object()
-            .is_none_or(|o| o.keys().all(|k| !k.is_empty())),
-        r if r == KNOWN_RULES[3] => v.as_str().is_none_or(|s| !s.contains('*')),
-        r if r == KNOWN_RULES[4] => v.as_str().is_none_or(str::is_empty),
-        r if r == KNOWN_RULES[5] || r == KNOWN_RULES[10] => v.as_str().is_none_or(url_scheme_ok),
-        r if r == KNOWN_RULES[9] => has("wasm") != has("lua"),
-        r if r == KNOWN_RULES[6] => {
-            v.get("valueFrom").and_then(Value::as_str) != Some("HOST") || !has("value")
-        }
-        r if r == KNOWN_RULES[7] => v
-            .as_str()
-            .and_then(go_duration_ns)
-            .is_some_and(|ns| ns >= 1_000_000),
-        _ => return None,
-    })
+    }
 }
 
 /// The url rule: a scheme among "", http, https, oci, file; a url without a

@@ -580,7 +580,8 @@ pub fn apply_cross_checks(
     docs: &[checks::Doc],
     module: Option<&checks::Module>,
 ) {
-    for p in checks::cross_check(docs, module) {
+    let docs: Vec<&checks::Doc> = docs.iter().collect();
+    for p in checks::cross_check(&docs, module) {
         if let Some(f) = findings.get_mut(p.doc) {
             if f.errors.contains(&p.message) || f.notes.contains(&p.message) {
                 continue;
