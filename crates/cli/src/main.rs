@@ -21,7 +21,7 @@ offline host that plays Envoy's part, so configs and scenarios are checked befor
 Start with `hybridmesh demo`, then `hybridmesh validate your-config.yaml` and `hybridmesh test examples/`.",
     after_help = "Exit codes: 0 ok, 1 checks failed, 2 usage or I/O error."
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +38,8 @@ enum Command {
     Release(commands::release::ReleaseCommand),
     Trace(commands::trace::TraceCommand),
     Bench(commands::bench::BenchCommand),
+    Completions(commands::completions::CompletionsCommand),
+    Man(commands::man::ManCommand),
 }
 
 /// What a command found.
@@ -111,6 +113,8 @@ fn run() -> ExitCode {
         Command::Release(c) => c.execute(),
         Command::Trace(c) => c.execute(),
         Command::Bench(c) => c.execute(),
+        Command::Completions(c) => c.execute(),
+        Command::Man(c) => c.execute(),
     };
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,

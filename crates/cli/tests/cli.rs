@@ -469,6 +469,82 @@ fn every_subcommand_has_help_that_says_what_it_does() {
     }
 }
 
+/// Every command `--help` lists (the lines under `Commands:`).
+fn commands() -> Vec<String> {
+    let r = run(&["--help"]);
+    r.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A command's line; its description's next lines are indented more.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_completes_every_command_from_its_first_letters() {
+    let r = run(&["completions", "bash"]);
+    r.code(0).stderr_empty().stdout_has("_hybridmesh()");
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(dir.path(), "hybridmesh.bash", &r.stdout);
+    let commands = commands();
+    assert!(commands.len() >= 12, "{commands:?}");
+    for command in &commands {
+        // What bash offers after `hybridmesh <three letters><TAB>`.
+        let typed: String = command.chars().take(3).collect();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {script} && COMP_WORDS=(hybridmesh {typed}) && COMP_CWORD=1 && _hybridmesh hybridmesh {typed} hybridmesh && printf '%s\\n' \"${{COMPREPLY[@]}}\""
+            ))
+            .output()
+            .unwrap();
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            offered.lines().any(|l| l == command),
+            "`hybridmesh {typed}<TAB>` offers {offered:?}, not {command}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        run(&["completions", shell])
+            .code(0)
+            .stdout_has("hybridmesh")
+            .stdout_has("validate");
+    }
+    run(&["completions", "tcsh"])
+        .code(2)
+        .stderr_has("possible values: bash, elvish, fish, powershell, zsh");
+}
+
+#[test]
+fn man_pages_describe_every_command() {
+    let r = run(&["man"]);
+    r.code(0)
+        .stderr_empty()
+        .stdout_has(".TH hybridmesh 1")
+        .stdout_has(".SH NAME");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let r = run(&["man", "--out", &out.display().to_string()]);
+    r.code(0);
+    for command in commands() {
+        let page = out.join(format!("hybridmesh-{command}.1"));
+        r.stdout_has(&format!("wrote {}", page.display()));
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(
+            text.contains(&format!(".TH hybridmesh-{command} 1")) && text.contains(".SH SYNOPSIS"),
+            "{}:\n{text}",
+            page.display()
+        );
+    }
+    assert!(out.join("hybridmesh.1").exists());
+}
+
 #[test]
 fn version_prints_the_package_version() {
     run(&["--version"])

@@ -1,8 +1,10 @@
 //! One file per command: `XCommand` (clap) with `execute(self)`.
 
 pub mod bench;
+pub mod completions;
 pub mod demo;
 pub mod inspect;
+pub mod man;
 pub mod package;
 pub mod release;
 pub mod render;
