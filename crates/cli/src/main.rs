@@ -7,6 +7,7 @@
 mod commands;
 mod limits;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -78,10 +79,7 @@ fn main() -> ExitCode {
         Err(payload) => match closed_output(payload.as_ref()) {
             Some("standard output") => {
                 // stderr may still be open: say why we stopped.
-                let _ = std::io::Write::write_all(
-                    &mut std::io::stderr(),
-                    b"error: cannot write to standard output: the reader closed it (broken pipe)\n",
-                );
+                let _ = writeln!(std::io::stderr(), "error: {}", commands::CLOSED_STDOUT);
                 ExitCode::from(2)
             }
             Some(_) => ExitCode::from(2),

@@ -75,11 +75,15 @@ impl Paint {
     }
 }
 
-/// A failed write to standard output, said as `main` says a failed `print!`
-/// (a reader that closed the pipe is not a bug).
+/// What a command says when the reader of its standard output went away
+/// (`hybridmesh trace big.log | head`): not a bug.
+pub const CLOSED_STDOUT: &str =
+    "cannot write to standard output: the reader closed it (broken pipe)";
+
+/// A failed write to standard output, said as `main` says a failed `print!`.
 pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        anyhow::anyhow!("cannot write to standard output: the reader closed it (broken pipe)")
+        anyhow::anyhow!(CLOSED_STDOUT)
     } else {
         anyhow::Error::new(e).context("cannot write to standard output")
     }

@@ -1,9 +1,8 @@
 //! `hybridmesh render`: the manifests of `wasmplugin/` from one mesh
 //! description (`examples/deploy.yaml`): for one cluster or all.
 
-use std::path::PathBuf;
-
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;

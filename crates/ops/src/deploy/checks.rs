@@ -151,13 +151,8 @@ impl Rule<'_> {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        let first_is_c = priority.first().is_some_and(|p| {
-            p.strip_prefix(CLUSTER_LABEL)
-                .and_then(|p| p.strip_prefix('='))
-                == Some(c)
-        });
-        if !first_is_c {
-            let want = routing::failover_priority(c);
+        let want = routing::failover_priority(c);
+        if priority.first().copied() != Some(want.as_str()) {
             out.push(format!(
                 "{at}.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: {priority:?}, expected [{want:?}] first: the endpoints of cluster {c} in priority 0, every other in priority 1"
             ));
@@ -358,15 +353,13 @@ pub fn cross_check_routes(
                 ) else {
                     continue;
                 };
-                let host = match &last {
-                    Some((raw, full)) if *raw == host => full.clone(),
-                    _ => {
-                        let full = fqdn(host, d.namespace());
-                        last = Some((host, full.clone()));
-                        full
-                    }
+                if last.as_ref().map(|(raw, _)| *raw) != Some(host) {
+                    last = Some((host, fqdn(host, d.namespace())));
+                }
+                let Some((_, host)) = &last else {
+                    continue;
                 };
-                if let Some(rs) = rules.get(&host) {
+                if let Some(rs) = rules.get(host) {
                     if !rs.iter().any(|r| r.subsets.contains_key(subset)) {
                         err(
                             &mut out,

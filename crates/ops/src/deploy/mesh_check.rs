@@ -176,7 +176,6 @@ fn check_emitting(
 }
 
 /// What a batch of services found, and (when asked) their rules' text.
-#[derive(Default)]
 struct Batch {
     problems: Vec<(String, String)>,
     destination_rules: String,

@@ -34,18 +34,7 @@ pub fn seq(items: impl IntoIterator<Item = Node>) -> Node {
 impl Node {
     /// The same value as JSON (what Istio hands the filter as `pluginConfig`).
     pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Node::Str(t) => serde_json::Value::String(t.clone()),
-            Node::Int(i) => serde_json::Value::from(*i),
-            Node::Bool(b) => serde_json::Value::Bool(*b),
-            Node::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
-            Node::Map(entries) => serde_json::Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
-            ),
-        }
+        self.clone().into_json()
     }
 
     /// [`Node::to_json`], taking the strings rather than copying them.
