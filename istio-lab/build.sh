@@ -81,7 +81,7 @@ start=$(date +%s)
 echo "istio-lab: downloading modules"
 # Istio tags its releases without a "v", so go.mod names the release-1.31
 # commit by its pseudo-version (the module proxy serves a few such commits
-# only: see README.md, A).
+# only: see docs/src/verification/lab-internals.md, A).
 nice -n 15 go mod download
 echo "istio-lab: building kube kubectl istiod pilot-agent labctl labnet lab-iptables istio-install into $BIN (GOFLAGS=$GOFLAGS)"
 # one go build for all four: shared packages are compiled once

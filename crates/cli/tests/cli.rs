@@ -8,6 +8,10 @@
 //! `scripts/build-wasm`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::root;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,16 +22,6 @@ use predicates::prelude::*;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The repository root (where `examples/` is).
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The filter's `.wasm`.
 fn filter_wasm() -> String {
@@ -471,18 +465,7 @@ fn every_subcommand_has_help_that_says_what_it_does() {
 
 /// Every command `--help` lists (the lines under `Commands:`).
 fn commands() -> Vec<String> {
-    let r = run(&["--help"]);
-    r.stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        // A command's line; its description's next lines are indented more.
-        .filter(|l| !l.starts_with("   "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .map(str::to_string)
-        .collect()
+    common::commands(&run(&["--help"]).stdout)
 }
 
 #[test]

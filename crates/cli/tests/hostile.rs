@@ -1,7 +1,7 @@
 //! Hostile inputs, every command: each row of the table runs the real binary
 //! on one input built to hurt it and asserts what a user sees (exit code and
 //! message) and what it cost: wall time and peak memory (the child's maximum
-//! RSS, from `wait4`). RELIABILITY.md lists the same table; a test keeps
+//! RSS, from `wait4`). docs/src/reliability.md lists the same table; a test keeps
 //! every row named there.
 //!
 //! Bounds are for a debug build on a loaded 2-core machine: generous against
@@ -9,21 +9,16 @@
 //! parser took minutes, an unbounded inflate gigabytes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::root;
+
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn filter_wasm() -> String {
     let path = match std::env::var_os("HYBRIDMESH_WASM") {
@@ -1794,12 +1789,15 @@ fn hostile_inputs_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let cases = cases(dir.path());
     assert!(cases.len() >= 40, "{} rows", cases.len());
-    let reliability = std::fs::read_to_string(root().join("RELIABILITY.md")).unwrap();
+    let reliability = std::fs::read_to_string(root().join("docs/src/reliability.md")).unwrap();
     let mut failures = Vec::new();
     let mut table = String::new();
     for c in &cases {
         if !reliability.contains(&format!("`{}`", c.name)) {
-            failures.push(format!("{}: not in RELIABILITY.md's table", c.name));
+            failures.push(format!(
+                "{}: not in docs/src/reliability.md's table",
+                c.name
+            ));
         }
         let r = run(c, dir.path());
         table.push_str(&format!(

@@ -9,6 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::root;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
@@ -16,14 +20,6 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use hybridmesh_ops::deploy::image;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 fn filter_wasm() -> PathBuf {
     let path = std::env::var_os("HYBRIDMESH_WASM")

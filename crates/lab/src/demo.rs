@@ -126,7 +126,7 @@ pub struct Walk {
 /// The article's DestinationRule as it is, on Istio 1.31, without its node
 /// labelling (on 1.31 the sleep sidecar and Anthos's pods share the empty
 /// locality, so Anthos comes first without it; labelling nodes while the
-/// proxies are connected is worse, see istio-lab/README.md).
+/// proxies are connected is worse, see docs/src/verification/lab.md).
 pub const ARTICLE: Walk = Walk {
     label_nodes: false,
     min_health_percent: None,

@@ -3,7 +3,7 @@
 //! while the registry is down, the pull secret is missing, the digest is
 //! wrong or the image is one the agent refuses; what istio-agent's fetch
 //! counter and the proxy show; and how long until the filter is back.
-//! RELIABILITY.md's delivery table is these numbers.
+//! docs/src/reliability.md's delivery table is these numbers.
 //!
 //! The shipped plugins: the client side FAIL_OPEN, the server side
 //! FAIL_CLOSE. echo-svc's two gke pods run the server side; gke's sleep pod

@@ -1,7 +1,7 @@
 //! What hybridmesh is verified on: the Istio releases and Envoy versions of
 //! `versions.tsv`, what each test run verified on them (the tests record
 //! each check that passed in `target/support/results.tsv`), and the support
-//! matrix the README shows, made from those records (`hybridmesh-support`).
+//! matrix the docs show (`docs/src/support.md`), made from those records (`hybridmesh-support`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -247,9 +247,9 @@ pub fn cell_tier(rows: &[Row], row: &Row, check: &str) -> Tier {
     }
 }
 
-/// The matrix as the README shows it, from `versions.tsv` and a run's
+/// The matrix as the docs show it, from `versions.tsv` and a run's
 /// records. A cell only `scripts/test --matrix` verifies ([`cell_tier`])
-/// that this run did not play keeps what `previous` (the README's block)
+/// that this run did not play keeps what `previous` (the page's block)
 /// shows for it.
 pub fn matrix(rows: &[Row], results: &Results, previous: &str) -> String {
     let mut out = String::new();
@@ -268,7 +268,7 @@ pub fn matrix(rows: &[Row], results: &Results, previous: &str) -> String {
             Subject::Envoy(_) => "-".to_string(),
         };
         let prefix = format!("| {istio} | {} |", r.envoy);
-        // The README's cells for this row, in CHECKS order.
+        // The page's cells for this row, in CHECKS order.
         let before: Vec<String> = previous
             .lines()
             .find(|l| l.starts_with(&prefix))
@@ -317,26 +317,29 @@ pub fn matrix(rows: &[Row], results: &Results, previous: &str) -> String {
     out
 }
 
-/// The README's lines between the markers.
+/// The page of the docs that holds the matrix, between [`BEGIN`] and [`END`].
+pub const PAGE: &str = "docs/src/support.md";
+
+/// The page's lines between the markers.
 pub const BEGIN: &str = "<!-- support-matrix: made by `cargo run -p hybridmesh-ops --bin hybridmesh-support -- --write` from the last test run; do not edit -->";
 pub const END: &str = "<!-- /support-matrix -->";
 
-/// The block between [`BEGIN`] and [`END`] in `readme`.
-pub fn block(readme: &str) -> Option<&str> {
-    let start = readme.find(BEGIN)? + BEGIN.len();
-    let end = readme[start..].find(END)? + start;
-    Some(readme[start..end].trim_matches('\n'))
+/// The block between [`BEGIN`] and [`END`] in `page`.
+pub fn block(page: &str) -> Option<&str> {
+    let start = page.find(BEGIN)? + BEGIN.len();
+    let end = page[start..].find(END)? + start;
+    Some(page[start..end].trim_matches('\n'))
 }
 
-/// `readme` with the block between the markers replaced by `matrix`.
-pub fn with_block(readme: &str, matrix: &str) -> Option<String> {
-    let start = readme.find(BEGIN)? + BEGIN.len();
-    let end = readme[start..].find(END)? + start;
+/// `page` with the block between the markers replaced by `matrix`.
+pub fn with_block(page: &str, matrix: &str) -> Option<String> {
+    let start = page.find(BEGIN)? + BEGIN.len();
+    let end = page[start..].find(END)? + start;
     Some(format!(
         "{}\n{}\n{}",
-        &readme[..start],
+        &page[..start],
         matrix.trim_end(),
-        &readme[end..]
+        &page[end..]
     ))
 }
 
@@ -384,7 +387,7 @@ mod tests {
              envoy\t1.40.0\t1.40.0\tgo-sdk-corpus\t14\n\
              envoy\t1.37.0\t1.37.0\twalk-through\t29\n",
         );
-        // The README as a --matrix run left it: 1.30's row and 1.37's faults.
+        // The page as a --matrix run left it: 1.30's row and 1.37's faults.
         let previous =
             "| 1.30 | 1.38.2 | pass | pass | - | pass | pass | - | `scripts/test --matrix` |\n\
                         | - | 1.37.0 | - | pass | pass | - | - | pass | x |\n";
@@ -407,7 +410,7 @@ mod tests {
             lines[5],
             "| - | 1.39.3 | - | not run | not run | - | - | not run | every `scripts/test` |"
         );
-        // 1.37.0's faults: only --matrix plays them; kept from the README.
+        // 1.37.0's faults: only --matrix plays them; kept from the page.
         assert_eq!(
             lines[6],
             "| - | 1.37.0 | - | pass | pass | - | - | not run | every `scripts/test` (failover-no-loss: `--matrix`) |"

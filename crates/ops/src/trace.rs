@@ -162,7 +162,7 @@ impl LogStats {
     pub fn no_hop_advice(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.text_access_log > 0 || self.without_hop_field > 0 {
-            out.push("the access log format must carry the hop record: apply wasmplugin/meshconfig-access-log.yaml (install time) and wasmplugin/telemetry-access-log.yaml, see the README's \"Metrics, logs and the hop record\"");
+            out.push("the access log format must carry the hop record: apply wasmplugin/meshconfig-access-log.yaml (install time) and wasmplugin/telemetry-access-log.yaml, see docs/src/operator/observability.md, \"Access logs with the hop record\"");
         }
         if self.not_json > 0 && self.text_access_log == 0 && self.without_hop_field == 0 {
             out.push("no access log line at all: access logging may be off (Telemetry accessLogging, or meshConfig.accessLogFile)");

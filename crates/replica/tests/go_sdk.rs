@@ -18,8 +18,8 @@
 //! left out on Envoy's side.
 //!
 //! Every difference must be in [`EXPLAINED`] with its measured cause (some only on older
-//! Envoys), and every entry there that applies must still be a difference; the table this prints is the README's ("The Go SDK
-//! corpus"), and the test fails when the README's copy is stale.
+//! Envoys), and every entry there that applies must still be a difference; the table this prints is the docs' (`docs/src/verification/go-sdk-corpus.md`),
+//! and the test fails when the docs' copy is stale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -841,7 +841,7 @@ fn go_sdk_filters_behave_in_the_harness_as_in_envoy() {
         table.push_str(&format!("- `{case}`, {what}{only}: {why}\n"));
     }
     println!("{table}");
-    // The README shows the table of the replica's default Envoy (the first
+    // The docs show the table of the replica's default Envoy (the first
     // envoy row of versions.tsv); on the others it is written beside it.
     let default = hybridmesh_ops::support::versions()
         .into_iter()
@@ -878,7 +878,8 @@ fn go_sdk_filters_behave_in_the_harness_as_in_envoy() {
         support::record("go-sdk-corpus", &detail);
         return;
     }
-    let readme = std::fs::read_to_string(support::workspace().join("README.md")).unwrap();
+    let page = "docs/src/verification/go-sdk-corpus.md";
+    let readme = std::fs::read_to_string(support::workspace().join(page)).unwrap();
     let start = "<!-- go-sdk-corpus: made by crates/replica/tests/go_sdk.rs -->\n";
     let shown = readme
         .split_once(start)
@@ -887,7 +888,7 @@ fn go_sdk_filters_behave_in_the_harness_as_in_envoy() {
     assert_eq!(
         shown,
         Some(table.as_str()),
-        "README.md's Go SDK corpus table is stale: replace what stands between its markers \
+        "{page}'s Go SDK corpus table is stale: replace what stands between its markers \
          with {}",
         out.display()
     );

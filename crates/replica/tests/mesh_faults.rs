@@ -535,7 +535,7 @@ fn sticky_users_move_during_a_fault_and_return_after() {
 
 /// The same faults with Envoy's own failover (the seed's DestinationRule on
 /// the default route, filter policy `none`) and Istio's default retries, for
-/// comparison (RELIABILITY.md): since Istio 1.24 a 503 is not retried by
+/// comparison (docs/src/reliability.md): since Istio 1.24 a 503 is not retried by
 /// default, so what a dead application's sidecar answers reaches the client
 /// until outlier detection ejects the pods; connection failures and EDS
 /// changes lose nothing.
@@ -647,7 +647,7 @@ fn a_soak_loses_no_request_and_memory_stays_flat() {
     }
 }
 
-/// The README's rollout, played in the replica under load: a new module (the
+/// The book's rollout (`docs/src/operator/rollout.md`), played in the replica under load: a new module (the
 /// filter with one more custom section: another sha256, as a new image tag)
 /// goes to one workload (gke's sleep client), then to gke's sidecars, then to
 /// every sidecar, and is rolled back to the old module everywhere. At each

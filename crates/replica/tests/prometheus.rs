@@ -9,7 +9,7 @@
 //! - every panel of `dashboards/hybridmesh.json` returns the series the walk
 //!   made (both directions, the failover, the refusals, the ejection, each
 //!   sidecar's memory);
-//! - the README's queries are the dashboard's.
+//! - the docs' queries (`docs/src/operator/observability.md`) are the dashboard's.
 //!
 //! Needs Envoy (`scripts/setup-envoy`), Prometheus and the filter's `.wasm`;
 //! without them this FAILS with what to run.
@@ -521,13 +521,14 @@ fn prometheus_scrapes_the_walk_through_and_every_dashboard_panel_shows_it() {
         "{memory:?}"
     );
 
-    // The README's queries are the dashboard's (`5m` for `$__rate_interval`).
-    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    // The docs' queries are the dashboard's (`5m` for `$__rate_interval`).
+    let readme =
+        std::fs::read_to_string(workspace().join("docs/src/operator/observability.md")).unwrap();
     let block = readme
         .split("```promql\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
-        .expect("a ```promql block in the README");
+        .expect("a ```promql block in docs/src/operator/observability.md");
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(workspace().join("dashboards/hybridmesh.json")).unwrap(),
     )
@@ -547,5 +548,8 @@ fn prometheus_scrapes_the_walk_through_and_every_dashboard_panel_shows_it() {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .collect();
-    assert_eq!(queries, exprs, "README vs dashboards/hybridmesh.json");
+    assert_eq!(
+        queries, exprs,
+        "docs/src/operator/observability.md vs dashboards/hybridmesh.json"
+    );
 }

@@ -1,6 +1,6 @@
 //! Scenario files: a mesh, a plugin config, and steps with expectations.
 //!
-//! The format is YAML (see the README's "Scenario files"). It describes what a
+//! The format is YAML (see `docs/src/reference/scenarios.md`). It describes what a
 //! person would do in the seed article (curl a service from a cluster, drain a
 //! cluster's endpoints, wait, change the config) and what they would see, so the
 //! same files can drive the harness and, later, real proxies.

@@ -1,4 +1,4 @@
-//! The attack table (README, "Security: the attack table"): each row is a test
+//! The attack table (`docs/src/security.md`): each row is a test
 //! that plays the attack against the filter's real release `.wasm` in the
 //! harness — through the seed's simulated mesh where the path matters (client
 //! sidecar, east-west gateway, server sidecar, application), or through one

@@ -82,7 +82,7 @@
 //! configuration is size 0; the connection manager's `:scheme`, `x-forwarded-proto`,
 //! `x-request-id`, `x-envoy-upstream-service-time`, `date`, `server`; a rejected
 //! configuration (ECDS: 500 NFCF; static: [`Error::ConfigRejected`]); traps per
-//! [`FailStrategy`]. The repository README ("Writing a test against the harness") lists
+//! [`FailStrategy`]. The repository's book (`docs/src/verification/harness.md`) lists
 //! what is modelled and what is not.
 //!
 //! Layout, bottom up: [`abi`] holds the host functions, one module per ABI area;

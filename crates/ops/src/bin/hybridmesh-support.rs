@@ -1,8 +1,9 @@
-//! The README's support matrix, from the last test run's records
-//! (`target/support/results.tsv`, which `scripts/test` empties first).
+//! The docs' support matrix (`docs/src/support.md`), from the last test
+//! run's records (`target/support/results.tsv`, which `scripts/test` empties
+//! first).
 //!
-//!   hybridmesh-support --check   # exit 1 if the README differs from what the run verified
-//!   hybridmesh-support --write   # rewrite the README's block from it
+//!   hybridmesh-support --check   # exit 1 if the page differs from what the run verified
+//!   hybridmesh-support --write   # rewrite the page's block from it
 //!   hybridmesh-support           # print the matrix
 
 use std::path::Path;
@@ -21,11 +22,12 @@ fn run() -> anyhow::Result<()> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.ancestors().nth(2).unwrap_or(manifest);
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let readme_path = root.join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).context("README.md")?;
-    let previous = support::block(&readme).with_context(|| {
+    let page_path = root.join(support::PAGE);
+    let page = std::fs::read_to_string(&page_path).context(support::PAGE)?;
+    let previous = support::block(&page).with_context(|| {
         format!(
-            "README.md has no support-matrix block ({} ... {})",
+            "{} has no support-matrix block ({} ... {})",
+            support::PAGE,
             support::BEGIN,
             support::END
         )
@@ -40,23 +42,29 @@ fn run() -> anyhow::Result<()> {
     match mode.as_str() {
         "" => print!("{made}"),
         "--write" => {
-            let updated = support::with_block(&readme, &made).context("README.md's block")?;
-            std::fs::write(&readme_path, updated)?;
+            let updated = support::with_block(&page, &made)
+                .with_context(|| format!("{}'s block", support::PAGE))?;
+            std::fs::write(&page_path, updated)?;
             println!(
-                "README.md: support matrix written from {}",
+                "{}: support matrix written from {}",
+                support::PAGE,
                 results_path.display()
             );
         }
         "--check" => {
             if previous != made.trim_end() {
                 bail!(
-                    "README.md's support matrix is not what this run verified:\n\
-                     README:\n{previous}\n\nthis run:\n{made}\n\
-                     a check failed (see above) or the README is stale: \
-                     cargo run -p hybridmesh-ops --bin hybridmesh-support -- --write"
+                    "{page}'s support matrix is not what this run verified:\n\
+                     {page}:\n{previous}\n\nthis run:\n{made}\n\
+                     a check failed (see above) or the page is stale: \
+                     cargo run -p hybridmesh-ops --bin hybridmesh-support -- --write",
+                    page = support::PAGE
                 );
             }
-            println!("README.md's support matrix is what this run verified");
+            println!(
+                "{}'s support matrix is what this run verified",
+                support::PAGE
+            );
         }
         m => bail!("unknown argument {m:?}: expected --check or --write"),
     }

@@ -457,7 +457,7 @@ impl MeshDescription {
 
 /// A mesh description of `clusters` clusters (networks and regions in
 /// turn) and `services` services with the failover policy: the input the
-/// scale bounds and benchmarks use (RELIABILITY.md).
+/// scale bounds and benchmarks use (docs/src/reliability.md).
 pub fn synthetic_description(clusters: usize, services: usize) -> String {
     let mut t = format!(
         "image:\n  url: oci://example.com/hm/filter:0.1.0\n  sha256: {}\nclusters:\n",

@@ -900,7 +900,7 @@ pub fn render_files(
     if let Some(doc) = meshconfig_cluster_local(mesh) {
         files.push(file(
             "meshconfig-cluster-local.yaml",
-            "Istio's own clusterLocal for the services the filter keeps in their cluster: an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f) in\n# every cluster. istiod then sends no proxy another cluster's endpoints for\n# them, so they stay local even while the filter is not running (a fetch\n# failure leaves the client side allowing everything: README, When delivery fails).",
+            "Istio's own clusterLocal for the services the filter keeps in their cluster: an\n# install-time overlay (asmcli install --custom_overlay / istioctl install -f) in\n# every cluster. istiod then sends no proxy another cluster's endpoints for\n# them, so they stay local even while the filter is not running (a fetch\n# failure leaves the client side allowing everything: docs/src/operator/troubleshooting.md).",
             &[doc],
         ));
     }
