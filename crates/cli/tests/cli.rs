@@ -463,6 +463,44 @@ fn every_subcommand_has_help_that_says_what_it_does() {
     }
 }
 
+#[test]
+fn version_names_the_pinned_filter_image_and_the_tested_versions() {
+    let r = run(&["--version"]);
+    r.code(0);
+    let deploy = std::fs::read_to_string(root().join("examples/deploy.yaml")).unwrap();
+    let pinned = deploy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sha256: "))
+        .unwrap();
+    assert!(
+        r.stdout
+            .starts_with(&format!("hybridmesh {}\n", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        r.stdout
+    );
+    r.stdout_has(&format!("sha256: {pinned}"));
+    let versions = std::fs::read_to_string(root().join("versions.tsv")).unwrap();
+    for row in versions.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = row.split('\t').collect();
+        match f[0] {
+            "istio" => {
+                r.stdout_has(&format!("Istio {} with Envoy {}", f[1], f[2]));
+            }
+            "envoy" => {
+                r.stdout_has(f[1]);
+            }
+            _ => {}
+        }
+    }
+    // -V is the short form: one line.
+    let short = run(&["-V"]);
+    short.code(0);
+    assert_eq!(
+        short.stdout,
+        format!("hybridmesh {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 /// Every command `--help` lists (the lines under `Commands:`).
 fn commands() -> Vec<String> {
     common::commands(&run(&["--help"]).stdout)
@@ -583,7 +621,7 @@ fn an_unknown_output_format_is_a_usage_error() {
     .code(2)
     .stdout_empty()
     .stderr_has("invalid value 'xml' for '--output <OUTPUT>'")
-    .stderr_has("possible values: text, json");
+    .stderr_has("possible values: text, json, yaml");
     // junit is listed only where it is accepted: `test`.
     run(&[
         "validate",
@@ -597,7 +635,7 @@ fn an_unknown_output_format_is_a_usage_error() {
     run(&["test", "examples/01-default-spread", "--output", "xml"])
         .code(2)
         .stdout_empty()
-        .stderr_has("possible values: text, json, junit");
+        .stderr_has("possible values: text, json, yaml, junit");
 }
 
 #[test]
@@ -645,8 +683,63 @@ fn validate_names_the_field_of_weights_that_do_not_sum_to_100() {
         .code(1)
         .stderr_empty()
         .stdout_line("FAIL examples/07-bad-config/bad-weights.yaml: plugin config")
-        .stdout_line("    routes[0].distribute[0].to: weights sum to 90, expected 100")
+        .stdout_line("    [HM0101] routes[0].distribute[0].to: weights sum to 90, expected 100")
         .stdout_line("1 plugin config(s) checked, 1 with errors");
+}
+
+/// A WasmPlugin with two kinds of finding: the filter refuses its config
+/// (HM0101) and Istio's schema refuses a field (HM0201).
+const TWO_KINDS_OF_FINDING: &str = "\
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: hybridmesh, namespace: istio-system}
+spec:
+  url: oci://registry.example/hybridmesh:0.1.0
+  failStratgy: FAIL_OPEN
+  pluginConfig:
+    clusters:
+      - {name: gke, network: n, locality: r}
+      - {name: anthos, network: m, locality: s}
+    routes:
+      - hosts: [\"*\"]
+        policy: weighted
+        distribute:
+          - {from: \"*\", to: {gke: 50, anthos: 40}}
+";
+
+#[test]
+fn validate_allows_findings_by_code_and_still_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "plugin.yaml", TWO_KINDS_OF_FINDING);
+    // Without --allow: both fail, each with its code.
+    let r = run(&["validate", &file]);
+    r.code(1)
+        .stdout_has("    [HM0101] spec.pluginConfig.routes[0].distribute[0].to: weights sum to 90")
+        .stdout_has("    [HM0201] spec: unknown field `failStratgy`");
+    // One code allowed: the other still fails; the allowed one is shown as such.
+    let r = run(&["validate", &file, "--allow", "hm0101"]);
+    r.code(1)
+        .stdout_line(&format!("FAIL {file}: WasmPlugin istio-system/hybridmesh"))
+        .stdout_has("    allowed: [HM0101] spec.pluginConfig.routes[0].distribute[0].to")
+        .stdout_has("    [HM0201] spec: unknown field `failStratgy`");
+    // Both: the run passes, and says what it let through.
+    let r = run(&["validate", &file, "--allow", "HM0101,HM0201"]);
+    r.code(0)
+        .stdout_line(&format!("ok {file}: WasmPlugin istio-system/hybridmesh"))
+        .stdout_has("    allowed: [HM0201] spec: unknown field `failStratgy`");
+    assert_eq!(r.last_line(), "1 document(s) checked, 0 with errors", "{r}");
+    // The same as data: failing errors and allowed ones apart, each with its code.
+    let r = run(&["validate", &file, "--allow", "HM0201", "-o", "yaml"]);
+    r.code(1).stderr_empty();
+    let findings: serde_json::Value = serde_yaml_ng::from_str(&r.stdout).unwrap();
+    assert_eq!(findings[0]["ok"], false, "{r}");
+    assert_eq!(findings[0]["errors"][0]["code"], "HM0101", "{r}");
+    assert_eq!(findings[0]["allowed"][0]["code"], "HM0201", "{r}");
+    // A code that does not exist is a usage error naming the codes.
+    run(&["validate", &file, "--allow", "IST0109"])
+        .code(2)
+        .stdout_empty()
+        .stderr_has("no finding code \"IST0109\": expected one of HM0001, HM0101");
 }
 
 #[test]
@@ -685,7 +778,7 @@ fn validate_reports_an_unknown_yaml_field_once_at_the_object_that_holds_it() {
         .find(|l| l.contains("`polcy`"))
         .unwrap_or_else(|| panic!("no line names `polcy`{r}"));
     assert!(
-        error.starts_with("    routes[0]: unknown field `polcy`, expected one of"),
+        error.starts_with("    [HM0101] routes[0]: unknown field `polcy`, expected one of"),
         "expected `routes[0]: unknown field `polcy`, expected one of ...`, got {error:?}{r}"
     );
 }
@@ -703,7 +796,7 @@ fn validate_checks_json_configs() {
     run(&["validate", &weights])
         .code(1)
         .stdout_line(&format!("FAIL {weights}: plugin config"))
-        .stdout_line("    routes[0].distribute[0].to: weights sum to 50, expected 100");
+        .stdout_line("    [HM0101] routes[0].distribute[0].to: weights sum to 50, expected 100");
 
     let typo = write(
         dir.path(),
@@ -716,7 +809,7 @@ fn validate_checks_json_configs() {
     r.code(1);
     assert!(
         r.stdout.lines().any(|l| l
-            .starts_with("    routes[0]: unknown field `polcy`, expected one of")
+            .starts_with("    [HM0101] routes[0]: unknown field `polcy`, expected one of")
             && l.ends_with("(line 2)")),
         "the JSON error names the object, the field and line 2{r}"
     );
@@ -764,15 +857,15 @@ fn validate_checks_a_wasmplugin_and_names_other_documents_as_not_checked() {
         .stderr_empty()
         .stdout_line(&format!("FAIL {file}: WasmPlugin istio-system/hybridmesh"))
         .stdout_line(
-            "    spec.pluginConfig.routes[0].distribute[0].to: weights sum to 90, expected 100",
+            "    [HM0101] spec.pluginConfig.routes[0].distribute[0].to: weights sum to 90, expected 100",
         )
         .stdout_line(&format!(
             "ok {file} (document 2): DestinationRule default/echo-svc"
         ));
     for line in r.stdout.lines().filter(|l| l.starts_with("    ")) {
         assert!(
-            line.trim_start().starts_with("spec.pluginConfig."),
-            "every error is under spec.pluginConfig: {line:?}{r}"
+            line.trim_start().starts_with("[HM0101] spec.pluginConfig."),
+            "every error is the filter's, under spec.pluginConfig: {line:?}{r}"
         );
     }
     assert_eq!(r.last_line(), "2 document(s) checked, 1 with errors", "{r}");
@@ -813,7 +906,12 @@ fn validate_gives_file_line_numbers_in_a_later_document() {
         .lines()
         .find(|l| l.contains("unknown field `polcy`"))
         .unwrap_or_else(|| panic!("no line names `polcy`{r}"));
-    assert!(error.trim_start().starts_with("spec.pluginConfig."), "{r}");
+    assert!(
+        error
+            .trim_start()
+            .starts_with("[HM0101] spec.pluginConfig."),
+        "{r}"
+    );
     assert!(error.ends_with(&format!("(line {line})")), "{r}");
 }
 
@@ -831,7 +929,7 @@ fn validate_reports_an_unknown_field_in_a_wasmplugin_once() {
         .find(|l| l.contains("`polcy`"))
         .unwrap_or_else(|| panic!("no line names `polcy`{r}"));
     assert!(
-        error.starts_with("    spec.pluginConfig.routes[0]: unknown field `polcy`, expected one of"),
+        error.starts_with("    [HM0101] spec.pluginConfig.routes[0]: unknown field `polcy`, expected one of"),
         "expected `spec.pluginConfig.routes[0]: unknown field `polcy`, expected one of ...`, got {error:?}{r}"
     );
 }
@@ -899,16 +997,20 @@ fn validate_json_output_lists_the_findings() {
     assert_eq!(f["ok"], false);
     assert_eq!(
         f["errors"],
-        serde_json::json!(["routes[0].distribute[0].to: weights sum to 90, expected 100"])
+        serde_json::json!([{
+            "code": "HM0101",
+            "message": "routes[0].distribute[0].to: weights sum to 90, expected 100"
+        }])
     );
     let f = &findings[2];
     assert_eq!(f["file"], file.as_str());
     assert_eq!(f["what"], "WasmPlugin istio-system/hybridmesh");
     assert_eq!(f["ok"], false);
     assert!(
-        f["errors"][0]
+        f["errors"][0]["message"]
             .as_str()
-            .is_some_and(|e| e.starts_with("spec.pluginConfig.")),
+            .is_some_and(|e| e.starts_with("spec.pluginConfig."))
+            && f["errors"][0]["code"] == "HM0101",
         "{r}"
     );
     let f = &findings[3];

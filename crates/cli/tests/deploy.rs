@@ -314,8 +314,8 @@ fn a_missing_subset_is_caught() {
         ),
         "{r}"
     );
-    assert!(has_line(&r, "    spec.subsets: no subset \"prefer-anthos\" for cluster \"anthos\" (no cluster label, failoverPriority [topology.istio.io/cluster=anthos], outlier detection with maxEjectionPercent 100), but the filter can send echo-svc.default.svc.cluster.local there"), "{r}");
-    assert!(has_line(&r, "    spec.http[3].route[0].destination.subset: subset \"prefer-anthos\" is not defined in DestinationRule default/echo-svc"), "{r}");
+    assert!(has_line(&r, "    [HM0301] spec.subsets: no subset \"prefer-anthos\" for cluster \"anthos\" (no cluster label, failoverPriority [topology.istio.io/cluster=anthos], outlier detection with maxEjectionPercent 100), but the filter can send echo-svc.default.svc.cluster.local there"), "{r}");
+    assert!(has_line(&r, "    [HM0301] spec.http[3].route[0].destination.subset: subset \"prefer-anthos\" is not defined in DestinationRule default/echo-svc"), "{r}");
 }
 
 #[test]
@@ -333,8 +333,8 @@ fn a_missing_route_and_a_missing_default_route_are_caught() {
     );
     let r = b.validate(&[]);
     assert_eq!(r.code, Some(1), "{r}");
-    assert!(has_line(&r, "    spec.http: no route for x-hybridmesh-target-cluster: anthos -> the anthos subset of echo-svc.default.svc.cluster.local"), "{r}");
-    assert!(has_line(&r, "    spec.http: no default route (one without match) for requests without a decision: Envoy answers them 404"), "{r}");
+    assert!(has_line(&r, "    [HM0302] spec.http: no route for x-hybridmesh-target-cluster: anthos -> the anthos subset of echo-svc.default.svc.cluster.local"), "{r}");
+    assert!(has_line(&r, "    [HM0302] spec.http: no default route (one without match) for requests without a decision: Envoy answers them 404"), "{r}");
 }
 
 #[test]
@@ -349,9 +349,9 @@ fn selector_with_target_refs_an_unknown_field_and_a_bad_url_scheme_are_caught() 
     let r = b.validate(&[]);
     assert_eq!(r.code, Some(1), "{r}");
     assert!(has_line(&r, "FAIL wasmplugin/overlays/gke/wasmplugins.yaml: WasmPlugin istio-system/hybridmesh-client"), "{r}");
-    assert!(has_line(&r, "    spec: only one of targetRefs or selector can be set: selector and targetRefs are set"), "{r}");
-    assert!(has_line(&r, "    spec: unknown field `failStratgy` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of failStrategy,"), "{r}");
-    assert!(has_line(&r, "    spec.url: url must have schema one of [http, https, file, oci]: \"s3://asia-northeast1-docker.pkg.dev/kuchima-demo/hybridmesh/hybridmesh-filter:0.1.0\" has scheme \"s3\""), "{r}");
+    assert!(has_line(&r, "    [HM0202] spec: only one of targetRefs or selector can be set: selector and targetRefs are set"), "{r}");
+    assert!(has_line(&r, "    [HM0201] spec: unknown field `failStratgy` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of failStrategy,"), "{r}");
+    assert!(has_line(&r, "    [HM0202] spec.url: url must have schema one of [http, https, file, oci]: \"s3://asia-northeast1-docker.pkg.dev/kuchima-demo/hybridmesh/hybridmesh-filter:0.1.0\" has scheme \"s3\""), "{r}");
     // Line numbers point at the field in the file.
     let text = std::fs::read_to_string(
         b.dir
@@ -386,14 +386,17 @@ fn schema_errors_name_the_field_and_what_was_expected() {
     let r = b.validate(&[]);
     assert_eq!(r.code, Some(1), "{r}");
     assert!(
-        has_line(&r, "    spec.phase: \"BEFORE_ROUTER\" is not one of"),
+        has_line(
+            &r,
+            "    [HM0201] spec.phase: \"BEFORE_ROUTER\" is not one of"
+        ),
         "{r}"
     );
     assert!(
-        has_line(&r, "    spec.priority: \"high\" is not of type"),
+        has_line(&r, "    [HM0201] spec.priority: \"high\" is not of type"),
         "{r}"
     );
-    assert!(has_line(&r, "    spec.subsets[0].trafficPolicy.outlierDetection.interval: must be a valid duration greater than 1ms: \"0s\""), "{r}");
+    assert!(has_line(&r, "    [HM0202] spec.subsets[0].trafficPolicy.outlierDetection.interval: must be a valid duration greater than 1ms: \"0s\""), "{r}");
 }
 
 #[test]
@@ -406,7 +409,7 @@ fn a_bad_plugin_config_inside_the_overlay_is_caught() {
     );
     let r = b.validate(&[]);
     assert_eq!(r.code, Some(1), "{r}");
-    assert!(has_line(&r, "    spec.pluginConfig.routes[0].failover[0].to: no cluster of this route is in region \"europe-west1\""), "{r}");
+    assert!(has_line(&r, "    [HM0101] spec.pluginConfig.routes[0].failover[0].to: no cluster of this route is in region \"europe-west1\""), "{r}");
 }
 
 // ---------------------------------------------------------------------------
@@ -483,7 +486,7 @@ fn package_writes_images_istio_accepts_and_validate_checks_the_sha256() {
     ]);
     assert_eq!(r.code, Some(1), "{r}");
     assert!(
-        has_line(&r, &format!("    spec.sha256: {digest} does not match the packaged module: for an oci url Istio compares the image manifest digest, expected ")),
+        has_line(&r, &format!("    [HM0401] spec.sha256: {digest} does not match the packaged module: for an oci url Istio compares the image manifest digest, expected ")),
         "{r}"
     );
 

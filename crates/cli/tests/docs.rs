@@ -151,6 +151,35 @@ fn variable_names_are_whole_words() {
     );
 }
 
+/// The table of finding codes, as `docs/src/reference/codes.md` shows it.
+fn codes_table() -> String {
+    use hybridmesh_ops::deploy::codes::Code;
+    let mut out = String::from("| code | what it finds |\n|---|---|\n");
+    for c in Code::ALL {
+        out.push_str(&format!("| `{}` | {} |\n", c.id(), c.summary()));
+    }
+    out
+}
+
+#[test]
+fn the_books_finding_codes_are_the_codes_validate_gives() {
+    let page = std::fs::read_to_string(root().join("docs/src/reference/codes.md")).unwrap();
+    let (begin, end) = (
+        "<!-- codes: made by crates/cli/tests/docs.rs -->\n",
+        "<!-- /codes -->",
+    );
+    let shown = page
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(table, _)| table);
+    let made = codes_table();
+    assert_eq!(
+        shown,
+        Some(made.as_str()),
+        "docs/src/reference/codes.md: the table between its markers must be:\n{made}"
+    );
+}
+
 #[test]
 fn the_readme_fits_on_a_page() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();

@@ -1045,7 +1045,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             Stderr,
             "invalid value 'junit' for '--output <OUTPUT>'",
         )
-        .also(Stderr, "possible values: text, json"),
+        .also(Stderr, "possible values: text, json, yaml"),
         case(
             "validate_into_a_closed_pipe",
             &["validate", &deploy],
@@ -1162,7 +1162,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["package", "--out", &out, "--output", "junit"],
             2,
             Stderr,
-            "possible values: text, json",
+            "possible values: text, json, yaml",
         ),
         // release
         case(
@@ -1748,7 +1748,7 @@ fn cases(dir: &Path) -> Vec<Case> {
             &["inspect", &wasm, "--output", "junit"],
             2,
             Stderr,
-            "possible values: text, json",
+            "possible values: text, json, yaml",
         ),
         // demo and bench
         case(

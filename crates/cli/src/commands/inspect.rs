@@ -23,7 +23,7 @@ pub struct InspectCommand {
     #[arg(value_name = "MODULE.wasm")]
     module: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
@@ -186,7 +186,7 @@ impl InspectCommand {
         let i = inspect(&self.module)?;
         let ok = i.missing_in_envoy.is_empty() && !i.abi_versions.is_empty();
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&i)?),
+            Output::Json | Output::Yaml => super::print_data(self.output == Output::Json, &i)?,
             Output::Text => {
                 let p = Paint::stdout();
                 println!("{} ({} bytes)", p.bold(&i.module), i.bytes);

@@ -23,6 +23,7 @@ use clap::ValueEnum;
 pub enum Output {
     Text,
     Json,
+    Yaml,
 }
 
 /// Output format of `test`: also JUnit XML.
@@ -30,8 +31,20 @@ pub enum Output {
 pub enum TestOutput {
     Text,
     Json,
+    Yaml,
     /// JUnit XML.
     Junit,
+}
+
+/// `value` as JSON or YAML on standard output (`Text` prints nothing: each
+/// command writes its own text).
+pub fn print_data<T: serde::Serialize>(json: bool, value: &T) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", serde_yaml_ng::to_string(value)?);
+    }
+    Ok(())
 }
 
 /// Colours only on a terminal (and never with NO_COLOR set).

@@ -73,7 +73,7 @@ pub struct PackageCommand {
     #[arg(long, value_name = "LAYOUT", conflicts_with_all = ["out", "wasm"])]
     verify: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
@@ -107,15 +107,15 @@ impl PackageCommand {
                 // permission) is an I/O error (exit 2), not a layout that fails.
                 Err(e) if is_io_error(&e) => return Err(e),
                 Err(e) => {
-                    if self.output == Output::Json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&serde_json::json!({
+                    if self.output != Output::Text {
+                        super::print_data(
+                            self.output == Output::Json,
+                            &serde_json::json!({
                                 "path": layout.display().to_string(),
                                 "ok": false,
                                 "error": format!("{e:#}"),
-                            }))?
-                        );
+                            }),
+                        )?;
                     } else {
                         println!("{} {}", p.red("FAIL"), layout.display());
                         for line in format!("{e:#}").lines() {
@@ -178,7 +178,7 @@ impl PackageCommand {
             image: verified,
         };
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Output::Json | Output::Yaml => super::print_data(self.output == Output::Json, &report)?,
             _ => {
                 let v = &report.image;
                 let action = if self.verify.is_some() {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 
+use hybridmesh_ops::deploy::codes::Code;
 use hybridmesh_ops::deploy::istio::IstioVersion;
 use hybridmesh_ops::deploy::render::{self, Which};
 use hybridmesh_ops::deploy::{existing, image, mesh_check, validate, yaml, MeshDescription};
@@ -74,6 +75,7 @@ impl RenderCommand {
             Ok(t) => t,
             Err(e) => {
                 return refuse(&[mesh_check::Problem {
+                    code: Code::Syntax,
                     path: String::new(),
                     message: format!(
                         "not UTF-8 text (byte offset {})",

@@ -60,7 +60,7 @@ pub struct SimulateCommand {
     #[arg(long, value_name = "FILE")]
     hops: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
     limits: crate::limits::ModuleLimits,
@@ -168,6 +168,7 @@ impl SimulateCommand {
         let problems: Vec<String> = hybridmesh_ops::deploy::validate::validate_file(&self.config)?
             .into_iter()
             .flat_map(|f| f.errors)
+            .map(|e| e.to_string())
             .collect();
         if !problems.is_empty() {
             anyhow::bail!(
@@ -371,8 +372,8 @@ impl SimulateCommand {
             w.flush()?;
         }
         match self.output {
-            Output::Json => {
-                println!("{}", serde_json::to_string_pretty(&summary)?)
+            Output::Json | Output::Yaml => {
+                super::print_data(self.output == Output::Json, &summary)?
             }
             Output::Text => print_summary(&summary, bucket),
         }

@@ -34,7 +34,7 @@ pub struct TestCommand {
     #[arg(long, conflicts_with = "wasm")]
     native: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
     limits: ModuleLimits,
@@ -142,7 +142,9 @@ impl TestCommand {
                 println!("{} scenario(s), {} failed", reports.len(), bad);
                 println!("{} passed, {} failed", steps - failed, failed);
             }
-            Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+            Output::Json | Output::Yaml => {
+                super::print_data(self.output == Output::Json, &reports)?
+            }
             Output::Junit => print!("{}", junit(&reports)),
         }
         Ok(if failed == 0 {

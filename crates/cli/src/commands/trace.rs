@@ -49,7 +49,7 @@ pub struct TraceCommand {
     #[arg(long, value_name = "DURATION", requires = "watch")]
     watch_for: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
@@ -186,7 +186,7 @@ impl TraceCommand {
                 .with_context(|| format!("cannot write {}", file.display()))?;
         }
         match self.output {
-            Output::Json => {
+            Output::Json | Output::Yaml => {
                 let flows: Vec<serde_json::Value> = matrix
                     .flows
                     .iter()
@@ -204,7 +204,7 @@ impl TraceCommand {
                     "lines": total.lines,
                     "lines_without_hop": total.lines - total.hops - problems,
                 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                super::print_data(self.output == Output::Json, &out)?;
             }
             Output::Text => {
                 if let Some(id) = &self.request_id {

@@ -11,8 +11,9 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use hybridmesh_input::{printable, printable_lines};
+use hybridmesh_ops::deploy::codes::{Code, Issue};
 use hybridmesh_ops::deploy::istio::IstioVersion;
-use hybridmesh_ops::deploy::validate::{validate_paths, Report};
+use hybridmesh_ops::deploy::validate::{allow, validate_paths, Report};
 use hybridmesh_ops::deploy::{checks, image};
 
 use super::{Output, Paint};
@@ -37,7 +38,7 @@ pub struct ValidateCommand {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Check each WasmPlugin's sha256 against this packaged image (an OCI
     /// image layout folder or tar, as `hybridmesh package` writes it).
@@ -52,6 +53,11 @@ pub struct ValidateCommand {
     /// default: current Istio.
     #[arg(long, value_name = "1.MINOR", value_parser = IstioVersion::parse)]
     istio: Option<IstioVersion>,
+    /// Findings with this code do not fail the run: they are printed as
+    /// allowed (repeatable, or comma-separated: `--allow HM0304,HM0401`).
+    /// The codes: docs/src/reference/codes.md.
+    #[arg(long, value_name = "CODE", value_delimiter = ',', value_parser = Code::parse)]
+    allow: Vec<Code>,
 }
 
 impl ValidateCommand {
@@ -78,13 +84,17 @@ impl ValidateCommand {
             docs,
             unreadable,
         } = validate_paths(&self.files, module.as_ref(), istio);
+        let mut findings = findings;
+        allow(&mut findings, &self.allow);
         let failed = findings.iter().filter(|f| !f.ok).count();
         let unchecked = findings
             .iter()
             .filter(|f| f.what.contains("not checked"))
             .count();
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+            Output::Json | Output::Yaml => {
+                super::print_data(self.output == Output::Json, &findings)?
+            }
             Output::Text => {
                 let p = Paint::stdout();
                 for f in &findings {
@@ -101,10 +111,11 @@ impl ValidateCommand {
                     } else {
                         println!("{} {file}{doc}: {what}", p.red("FAIL"));
                         for e in &f.errors {
-                            for line in e.split('\n') {
-                                println!("    {}", printable(line));
-                            }
+                            print_issue("", e);
                         }
+                    }
+                    for e in &f.allowed {
+                        print_issue(&format!("{} ", p.dim("allowed:")), e);
                     }
                     for n in &f.notes {
                         println!("    {} {}", p.dim("note:"), printable_lines(n));
@@ -150,5 +161,16 @@ impl ValidateCommand {
         } else {
             Outcome::Failed
         })
+    }
+}
+
+/// `    [HM0101] path: message`, each further line of the message indented
+/// alike; `label` before the code (`allowed: `).
+fn print_issue(label: &str, e: &Issue) {
+    let mut lines = e.message.split('\n');
+    let first = lines.next().unwrap_or_default();
+    println!("    {label}[{}] {}", e.code, printable(first));
+    for line in lines {
+        println!("    {}", printable(line));
     }
 }

@@ -12,6 +12,7 @@ use hybridmesh_filter_core::config::{Config, DirectionSetting, Policy};
 use hybridmesh_filter_core::hosts::HostPattern;
 use hybridmesh_filter_core::routing;
 
+use super::codes::Code;
 use super::image;
 
 /// One Kubernetes document, as the cross-checks see it.
@@ -57,6 +58,7 @@ impl Doc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrossProblem {
     pub doc: usize,
+    pub code: Code,
     pub message: String,
     /// A note: worth reading, not a failure.
     pub note: bool,
@@ -274,16 +276,18 @@ pub fn cross_check_routes(
     routes: Range<usize>,
 ) -> Vec<CrossProblem> {
     let mut out = Vec::new();
-    let err = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+    let err = |out: &mut Vec<CrossProblem>, doc: usize, code: Code, message: String| {
         out.push(CrossProblem {
             doc,
+            code,
             message,
             note: false,
         })
     };
-    let note = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+    let note = |out: &mut Vec<CrossProblem>, doc: usize, code: Code, message: String| {
         out.push(CrossProblem {
             doc,
+            code,
             message,
             note: true,
         })
@@ -364,6 +368,7 @@ pub fn cross_check_routes(
                         err(
                             &mut out,
                             d.id,
+                            Code::NoSubset,
                             format!(
                                 "spec.http[{i}].route[{j}].destination.subset: subset {subset:?} is not defined in DestinationRule {} for {host} (Envoy answers 503 with no cluster)",
                                 rs[0].doc.name()
@@ -387,6 +392,7 @@ pub fn cross_check_routes(
                 err(
                     &mut out,
                     d.id,
+                    Code::Digest,
                     format!("{at}.sha256: {sha} differs from the digest the url is pinned to (sha256:{pinned}): Istio fetches the pinned image and then refuses it"),
                 );
             }
@@ -428,6 +434,7 @@ pub fn cross_check_routes(
                 note(
                     &mut out,
                     d.id,
+                    Code::NoRoute,
                     format!(
                         "{at}.pluginConfig.routes[{i}]: no clusters listed, so the subsets and routes it needs cannot be checked"
                     ),
@@ -439,6 +446,7 @@ pub fn cross_check_routes(
                     note(
                         &mut out,
                         d.id,
+                        Code::NoRoute,
                         "routing not cross-checked: give the DestinationRules and VirtualServices too (e.g. the whole overlay)".to_string(),
                     );
                     said_unchecked = true;
@@ -460,6 +468,7 @@ pub fn cross_check_routes(
                         note(
                             &mut out,
                             d.id,
+                            Code::NoRoute,
                             format!(
                                 "{at}.pluginConfig.routes[{i}] covers {pattern}: {} host(s) with routing here are checked; any other host it matches needs its own DestinationRule and VirtualService, or the decision has no effect on the client side",
                                 covered.len()
@@ -566,6 +575,7 @@ fn check_host(
     if routing.rules.get(host).and_then(|r| r.first()).is_none() {
         out.push(CrossProblem {
             doc: wp.id,
+            code: Code::NoSubset,
             message: format!(
                 "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {}, but no DestinationRule for {host} is among these manifests (one subset per cluster, labels {CLUSTER_LABEL}: <cluster>)",
                 list()
@@ -578,6 +588,7 @@ fn check_host(
         Some(routes) => out.extend(routes.iter().cloned()),
         None => out.push(CrossProblem {
             doc: wp.id,
+            code: Code::NoRoute,
             message: format!(
                 "{at}.pluginConfig.routes[{i}]: the filter can send {host} to {}, but no VirtualService for {host} is among these manifests (a route per cluster on {header}, then a default route)",
                 list()
@@ -614,6 +625,7 @@ fn subset_problems(host: &str, clusters: &[&str], routing: &Routing<'_>) -> Vec<
             };
             out.push(CrossProblem {
                 doc: r.doc.id,
+                code: Code::NoSubset,
                 message: format!(
                     "spec.subsets: no subset {name:?} for cluster {c:?} ({what}), but {who} can send {host} there"
                 ),
@@ -632,9 +644,10 @@ fn route_problems(
 ) -> Option<Vec<CrossProblem>> {
     let (header, services) = (routing.header, routing.services);
     let rule = routing.rules.get(host).and_then(|r| r.first());
-    let push = |out: &mut Vec<CrossProblem>, doc: usize, message: String| {
+    let push = |out: &mut Vec<CrossProblem>, doc: usize, code: Code, message: String| {
         out.push(CrossProblem {
             doc,
+            code,
             message,
             note: false,
         })
@@ -667,6 +680,7 @@ fn route_problems(
             None => push(
                 out,
                 vs.id,
+                Code::NoRoute,
                 format!(
                     "spec.http: no route for {header}: {c} -> the {c} subset of {host}, but {who} can choose cluster {c}: its requests would take the default route"
                 ),
@@ -674,6 +688,7 @@ fn route_problems(
             Some((k, _)) if first_default.is_some_and(|f| f < k) => push(
                 out,
                 vs.id,
+                Code::NoRoute,
                 format!(
                     "spec.http[{k}]: the route for {header}: {c} comes after the catch-all route spec.http[{}], so it never matches",
                     first_default.unwrap_or_default()
@@ -690,11 +705,11 @@ fn route_problems(
                     let subset = d["subset"].as_str();
                     let at = Field("spec.http", k, Some(("route", j, ".destination")));
                     if !same_host {
-                        push(out, vs.id, format!("{at}.host: {:?}, expected {host}", d["host"].as_str().unwrap_or_default()));
+                        push(out, vs.id, Code::NoRoute, format!("{at}.host: {:?}, expected {host}", d["host"].as_str().unwrap_or_default()));
                         continue;
                     }
                     let Some(subset) = subset else {
-                        push(out, vs.id, format!("{at}: no subset: the request for cluster {c} goes to any cluster"));
+                        push(out, vs.id, Code::NoRoute, format!("{at}: no subset: the request for cluster {c} goes to any cluster"));
                         continue;
                     };
                     if let Some(r) = rule {
@@ -703,16 +718,18 @@ fn route_problems(
                             (true, Some(Some(sc))) => push(
                                 out,
                                 vs.id,
+                                Code::NoRoute,
                                 format!("{at}.subset: {subset:?} selects cluster {sc:?}, but this route is for {header}: {c}"),
                             ),
                             (true, Some(None)) => push(
                                 out,
                                 vs.id,
+                                Code::NoRoute,
                                 format!("{at}.subset: {subset:?} has no {CLUSTER_LABEL} label, so it does not keep the request in cluster {c}"),
                             ),
                             (false, Some(_)) => {
                                 for p in r.preference_problems(subset, c) {
-                                    push(out, r.doc.id, format!("{p} (the subset {header}: {c} routes to)"));
+                                    push(out, r.doc.id, Code::NoFailover, format!("{p} (the subset {header}: {c} routes to)"));
                                 }
                             }
                             (_, None) => {} // reported above (subset not defined)
@@ -721,7 +738,7 @@ fn route_problems(
                 }
                 if !routing.pinned {
                     for p in retry_problems(r, Field("spec.http", k, None), c) {
-                        push(out, vs.id, p);
+                        push(out, vs.id, Code::Retries, p);
                     }
                 }
             }
@@ -731,11 +748,13 @@ fn route_problems(
         None => push(
             out,
             vs.id,
+            Code::NoRoute,
             "spec.http: no default route (one without match) for requests without a decision: Envoy answers them 404".to_string(),
         ),
         Some(k) if k + 1 != http.len() => push(
             out,
             vs.id,
+            Code::NoRoute,
             format!("spec.http[{k}]: a catch-all route before the last route hides the routes after it"),
         ),
         Some(_) => {}
@@ -758,6 +777,7 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
     let push = |out: &mut Vec<CrossProblem>, message: String, note: bool| {
         out.push(CrossProblem {
             doc: d.id,
+            code: Code::Digest,
             message,
             note,
         })
@@ -811,8 +831,9 @@ fn check_sha256(d: &Doc, m: &Module, out: &mut Vec<CrossProblem>) {
     if sha.is_empty() && url_digest.is_none() {
         push(
             out,
-            "{at}.sha256: not set: Istio runs whatever the url points to when it fetches it"
-                .to_string(),
+            format!(
+                "{at}.sha256: not set: Istio runs whatever the url points to when it fetches it"
+            ),
             true,
         );
     }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub use super::mesh_check::Problem;
 
+use super::codes::Code;
 use super::istio::IstioVersion;
 
 /// The whole description.
@@ -250,6 +251,7 @@ impl MeshDescription {
     pub fn from_yaml(text: &str) -> Result<MeshDescription, Vec<Problem>> {
         if let Err(e) = hybridmesh_scenario::guard::yaml(text) {
             return Err(vec![Problem {
+                code: Code::Syntax,
                 path: String::new(),
                 message: e.to_string(),
                 line: Some(e.line),
@@ -273,11 +275,13 @@ impl MeshDescription {
                 });
             }
             let mut problems = vec![Problem {
+                code: Code::Description,
                 path,
                 message,
                 line: e.inner().location().map(|l| l.line()),
             }];
             problems.extend(more.into_iter().map(|u| Problem {
+                code: Code::Description,
                 path: u.path,
                 message: u.message,
                 line: u.line,

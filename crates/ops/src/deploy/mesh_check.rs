@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use hybridmesh_filter_core::config::{Config, ConfigError, ConfigErrors};
 
+use super::codes::Code;
 use super::locate::line_of;
 use super::mesh::MeshDescription;
 use super::yaml::{self, Node};
@@ -26,6 +27,7 @@ use super::{checks, render, schema};
 /// One problem in a mesh description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    pub code: Code,
     /// The description's field (`services[0].distribute[0].to`); empty for the whole file.
     pub path: String,
     pub message: String,
@@ -33,17 +35,24 @@ pub struct Problem {
     pub line: Option<usize>,
 }
 
+impl Problem {
+    /// `path: message (line N)`, without the code.
+    pub fn text(&self) -> String {
+        let mut out = if self.path.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.path, self.message)
+        };
+        if let Some(l) = self.line {
+            out.push_str(&format!(" (line {l})"));
+        }
+        out
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)?;
-        } else {
-            write!(f, "{}: {}", self.path, self.message)?;
-        }
-        if let Some(l) = self.line {
-            write!(f, " (line {l})")?;
-        }
-        Ok(())
+        write!(f, "[{}] {}", self.code, self.text())
     }
 }
 
@@ -88,7 +97,7 @@ fn check_emitting(
     // a set: a mesh with a problem in each of its 2,000 services is not
     // compared pair by pair.
     let mut seen = std::collections::HashSet::new();
-    let mut add = |out: &mut Vec<Problem>, path: String, message: String| {
+    let mut add = |out: &mut Vec<Problem>, code: Code, path: String, message: String| {
         if seen.insert((path.clone(), message.clone())) {
             let line = if path.is_empty() {
                 None
@@ -96,6 +105,7 @@ fn check_emitting(
                 line_of(text, &path)
             };
             out.push(Problem {
+                code,
                 path,
                 message,
                 line,
@@ -105,7 +115,7 @@ fn check_emitting(
     let rules = mesh.rule_problems();
     let rules_failed = !rules.is_empty();
     for (path, message) in rules {
-        add(&mut out, path, message);
+        add(&mut out, Code::Description, path, message);
     }
     if rules_failed {
         // Rendering what breaks the rules would only repeat them.
@@ -124,7 +134,7 @@ fn check_emitting(
                 Err(errors) => {
                     for e in &errors.0 {
                         let (path, message) = config_error(mesh, &c.name, e);
-                        add(&mut out, path, message);
+                        add(&mut out, Code::PluginConfig, path, message);
                     }
                     None
                 }
@@ -156,8 +166,8 @@ fn check_emitting(
                 _ => None,
             };
             let doc = document(node, plugins.len(), config);
-            for (path, message) in schema_problems(mesh, &doc) {
-                add(&mut out, path, message);
+            for (code, path, message) in schema_problems(mesh, &doc) {
+                add(&mut out, code, path, message);
             }
             plugins.push(doc);
         }
@@ -165,8 +175,8 @@ fn check_emitting(
     let batches = check_services(mesh, &plugins, emit);
     let mut rules = render::RulesText::default();
     for batch in batches {
-        for (path, message) in batch.problems {
-            add(&mut out, path, message);
+        for (code, path, message) in batch.problems {
+            add(&mut out, code, path, message);
         }
         // Kept in the batches' parts: render writes them one after another.
         rules.destination_rules.push(batch.destination_rules);
@@ -177,7 +187,8 @@ fn check_emitting(
 
 /// What a batch of services found, and (when asked) their rules' text.
 struct Batch {
-    problems: Vec<(String, String)>,
+    /// (code, the description's field, message)
+    problems: Vec<(Code, String, String)>,
     destination_rules: String,
     virtual_services: String,
 }
@@ -250,14 +261,15 @@ fn check_batch(
             }
             _ => (String::new(), p.message.clone()),
         };
-        out.push(manifest_problem(
+        let (path, message) = manifest_problem(
             mesh,
             &d.kind,
             &doc_name(&d.value),
             &d.value,
             &field,
             &message,
-        ));
+        );
+        out.push((p.code, path, message));
     }
     Batch {
         problems: out,
@@ -287,14 +299,18 @@ fn doc_name(value: &serde_json::Value) -> String {
 }
 
 /// A rendered document's problems against the schema of its kind.
-fn schema_problems(mesh: &MeshDescription, doc: &checks::Doc) -> Vec<(String, String)> {
+fn schema_problems(mesh: &MeshDescription, doc: &checks::Doc) -> Vec<(Code, String, String)> {
     let Some(s) = schema::schema_for_version(&doc.kind, mesh.istio_version()) else {
         return Vec::new();
     };
     let name = doc_name(&doc.value);
     schema::check(s, &doc.value)
         .into_iter()
-        .map(|p| manifest_problem(mesh, &doc.kind, &name, &doc.value, &p.path, &p.message))
+        .map(|p| {
+            let (path, message) =
+                manifest_problem(mesh, &doc.kind, &name, &doc.value, &p.path, &p.message);
+            (p.code, path, message)
+        })
         .collect()
 }
 
@@ -496,7 +512,7 @@ mod tests {
             + 1;
         assert!(
             p.iter().any(|m| m.starts_with(
-                "services[0].outlierDetection.baseEjectionTime: \"60\" is not a duration"
+                "[HM0101] services[0].outlierDetection.baseEjectionTime: \"60\" is not a duration"
             ) && m.ends_with(&format!("(line {line})"))),
             "{p:#?}"
         );
@@ -506,19 +522,20 @@ mod tests {
         );
         let p = problems(&bad);
         assert!(
-            p.iter().any(|m| m.starts_with("services[0].failover[0].to: no cluster of this route is in region \"europe-west1\"")),
+            p.iter().any(|m| m.starts_with("[HM0101] services[0].failover[0].to: no cluster of this route is in region \"europe-west1\"")),
             "{p:#?}"
         );
         let bad = GOOD.replace("url: oci://", "url: s3://");
         let url_line = bad.lines().position(|l| l.contains("url: s3://")).unwrap() + 1;
         let p = problems(&bad);
         assert!(
-            p.iter()
-                .any(|m| m.starts_with("image.url: url must have schema one of")
+            p.iter().any(
+                |m| m.starts_with("[HM0202] image.url: url must have schema one of")
                     && m.contains(
                         "rendered into WasmPlugin istio-system/hybridmesh-client spec.url"
                     )
-                    && m.ends_with(&format!("(line {url_line})"))),
+                    && m.ends_with(&format!("(line {url_line})"))
+            ),
             "{p:#?}"
         );
     }
@@ -533,7 +550,7 @@ mod tests {
         // `clusters:`; nothing rendered for each cluster repeats it.
         assert_eq!(
             problems(&mesh(65, 2)),
-            vec!["clusters: 65 clusters, at most 64 are supported (line 4)".to_string()]
+            vec!["[HM0601] clusters: 65 clusters, at most 64 are supported (line 4)".to_string()]
         );
         assert_eq!(problems(&mesh(64, 2)), Vec::<String>::new());
     }
@@ -553,7 +570,7 @@ mod tests {
         for (k, c) in ["c0", "c1", "c2"].iter().enumerate() {
             assert!(
                 p[k].starts_with(
-                    "services[37]: outlierDetection.maxEjectionPercent is 50, expected 100"
+                    "[HM0303] services[37]: outlierDetection.maxEjectionPercent is 50, expected 100"
                 ) && p[k].contains(&format!("x-hybridmesh-target-cluster: {c} routes to"))
                     && p[k].contains("rendered into DestinationRule ns2/svc37"),
                 "{p:#?}"
@@ -569,21 +586,22 @@ mod tests {
         let p = problems(&text);
         assert!(
             p.iter()
-                .any(|m| m.starts_with("clusters[2].name: duplicate cluster \"c0\"")),
+                .any(|m| m.starts_with("[HM0601] clusters[2].name: duplicate cluster \"c0\"")),
             "{p:#?}"
         );
         assert!(
             p.iter()
-                .any(|m| m.starts_with("clusters[0].name: duplicate cluster \"c0\"")),
+                .any(|m| m.starts_with("[HM0601] clusters[0].name: duplicate cluster \"c0\"")),
             "{p:#?}"
         );
         assert!(
-            p.iter().any(|m| m
-                .starts_with("services[3].host: \"svc1.ns1.svc.cluster.local\" is listed twice")),
+            p.iter().any(|m| m.starts_with(
+                "[HM0601] services[3].host: \"svc1.ns1.svc.cluster.local\" is listed twice"
+            )),
             "{p:#?}"
         );
         assert!(
-            !p.iter().any(|m| m.starts_with("services[1].host")),
+            !p.iter().any(|m| m.contains("] services[1].host")),
             "{p:#?}"
         );
     }

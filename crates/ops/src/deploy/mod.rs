@@ -5,6 +5,7 @@
 //! WasmPlugins, DestinationRules and VirtualServices ([`checks`]).
 
 pub mod checks;
+pub mod codes;
 pub mod existing;
 pub mod image;
 pub mod istio;

@@ -6,11 +6,14 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::codes::Code;
 use super::istio::IstioVersion;
 
 /// One problem: the field path (`spec.match[0].mode`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// [`Code::Schema`] or [`Code::CelRule`].
+    pub code: Code,
     pub path: String,
     pub message: String,
     /// The field to find the line of (the unknown key itself, for an unknown field).
@@ -266,6 +269,7 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
     let api = doc["apiVersion"].as_str().unwrap_or_default();
     if !schema.api_versions.contains(&api) {
         problems.push(Problem {
+            code: Code::Schema,
             path: "apiVersion".into(),
             message: format!(
                 "{api:?} is not an apiVersion of {}, expected {}",
@@ -292,6 +296,7 @@ pub fn check(schema: &Schema, doc: &Value) -> Vec<Problem> {
         }
         let path = pointer_to_path(e.instance_path().as_str());
         problems.push(Problem {
+            code: Code::Schema,
             at: path.clone(),
             path,
             message: e.to_string(),
@@ -408,6 +413,7 @@ fn cel(schema: &Walk, value: &Value, at: &At<'_>, out: &mut Vec<Problem>) {
         };
         let path = at.path();
         out.push(Problem {
+            code: Code::CelRule,
             at: path.clone(),
             path,
             message,
@@ -421,6 +427,7 @@ fn cel(schema: &Walk, value: &Value, at: &At<'_>, out: &mut Vec<Problem>) {
                         schema.properties.iter().map(|(n, _)| n.as_str()).collect();
                     let path = at.path();
                     out.push(Problem {
+                        code: Code::Schema,
                         message: format!(
                             "unknown field `{k}` (the API server drops it, kubectl apply --validate=strict rejects it), expected one of {}",
                             names.join(", ")

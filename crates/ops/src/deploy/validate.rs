@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use hybridmesh_filter_core::config::{clean_message, error_path, parse_with, ConfigError, Raw};
 
+use super::codes::{Code, Issue};
 use super::istio::IstioVersion;
 use super::mesh::MeshDescription;
 use super::{checks, mesh_check, schema, unknown};
@@ -27,7 +28,11 @@ pub struct Finding {
     /// What the document is (`plugin config`, `WasmPlugin echo/hybridmesh`, ...).
     pub what: String,
     pub ok: bool,
-    pub errors: Vec<String>,
+    /// What fails, each with its code.
+    pub errors: Vec<Issue>,
+    /// What would fail but was allowed by its code ([`allow`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<Issue>,
     /// Worth reading, not failures (e.g. what the cross-checks could not check).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -69,7 +74,7 @@ struct TrafficExtensionSpec {
     wasm: Option<WasmPluginSpec>,
 }
 
-fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
+fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<Issue> {
     errors
         .iter()
         .map(|e| {
@@ -82,11 +87,12 @@ fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<String> {
                 .position
                 .map(|(l, _)| format!(" (line {l})"))
                 .unwrap_or_default();
-            if path.is_empty() {
+            let message = if path.is_empty() {
                 format!("{}{line}", e.message)
             } else {
                 format!("{path}: {}{line}", e.message)
-            }
+            };
+            Issue::new(Code::PluginConfig, message)
         })
         .collect()
 }
@@ -175,7 +181,7 @@ fn is_remote(resource: &str) -> bool {
         || resource.contains("?ref=")
 }
 
-fn one(file: String, what: &str, errors: Vec<String>) -> Checked {
+fn one(file: String, what: &str, errors: Vec<Issue>) -> Checked {
     Checked {
         findings: vec![Finding {
             file,
@@ -184,6 +190,7 @@ fn one(file: String, what: &str, errors: Vec<String>) -> Checked {
             ok: errors.is_empty(),
             errors,
             notes: Vec::new(),
+            allowed: Vec::new(),
         }],
         docs: Vec::new(),
         includes: Vec::new(),
@@ -209,15 +216,22 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             return Ok(one(
                 file,
                 "text",
-                vec![format!(
-                    "not UTF-8 text: byte 0x{:02x} at line {line} (offset {at})",
-                    bytes.get(at).copied().unwrap_or(0)
+                vec![Issue::new(
+                    Code::Syntax,
+                    format!(
+                        "not UTF-8 text: byte 0x{:02x} at line {line} (offset {at})",
+                        bytes.get(at).copied().unwrap_or(0)
+                    ),
                 )],
             ));
         }
     };
     if let Err(e) = hybridmesh_scenario::guard::yaml(&text) {
-        return Ok(one(file, "YAML", vec![e.to_string()]));
+        return Ok(one(
+            file,
+            "YAML",
+            vec![Issue::new(Code::Syntax, e.to_string())],
+        ));
     }
     let mut out = Vec::new();
     let mut docs = Vec::new();
@@ -241,6 +255,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             ok: errors.is_empty(),
             errors,
             notes: Vec::new(),
+            allowed: Vec::new(),
         });
         return Ok(Checked {
             findings: out,
@@ -263,8 +278,12 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                     document: i + 1,
                     what: "YAML".into(),
                     ok: false,
-                    errors: vec![format!("not valid YAML: {msg}{line}")],
+                    errors: vec![Issue::new(
+                        Code::Syntax,
+                        format!("not valid YAML: {msg}{line}"),
+                    )],
                     notes: Vec::new(),
+                    allowed: Vec::new(),
                 });
                 // A broken document ends the stream.
                 break;
@@ -318,7 +337,10 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 }
                 (
                     "mesh description".to_string(),
-                    errors.iter().map(ToString::to_string).collect(),
+                    errors
+                        .iter()
+                        .map(|e| Issue::new(e.code, e.text()))
+                        .collect(),
                 )
             }
             (None, false) => {
@@ -341,17 +363,20 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 _,
             ) => {
                 let json = serde_json::to_value(&value).unwrap_or_default();
-                let mut errors: Vec<String> = match schema::schema_for_version(kind, istio) {
+                let mut errors: Vec<Issue> = match schema::schema_for_version(kind, istio) {
                     Some(s) => schema::check(s, &json)
                         .into_iter()
-                        .map(|p| with_line(&p.to_string(), &p.at, &doc_text, offset))
+                        .map(|p| {
+                            let text = with_line(&p.to_string(), &p.at, &doc_text, offset);
+                            Issue::new(p.code, text)
+                        })
                         .collect(),
                     None => Vec::new(),
                 };
                 if kind == "TrafficExtension" && istio.minor.is_some_and(|m| m < 30) {
                     errors.insert(
                         0,
-                        format!("kind: TrafficExtension is served from Istio 1.30; {istio} has no such resource (render for it writes WasmPlugins)"),
+                        Issue::new(Code::NotServed, format!("kind: TrafficExtension is served from Istio 1.30; {istio} has no such resource (render for it writes WasmPlugins)")),
                     );
                 }
                 let mut config = None;
@@ -413,7 +438,8 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             (Some("Kustomization"), _) => {
                 let json = serde_json::to_value(&value).unwrap_or_default();
                 let dir = path.parent().unwrap_or(Path::new("."));
-                let mut errors = Vec::new();
+                let mut errors: Vec<Issue> = Vec::new();
+                let kustomize = |message: String| Issue::new(Code::Kustomization, message);
                 let finding = out.len();
                 let mut include = |p: PathBuf, r: &str| {
                     includes.push(Include {
@@ -428,14 +454,14 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 // or below 'bar'"); a folder anywhere.
                 match &json["resources"] {
                     serde_json::Value::Null | serde_json::Value::Array(_) => {}
-                    other => errors.push(format!(
+                    other => errors.push(kustomize(format!(
                         "resources: {}: expected a list of paths (kustomize cannot read anything else)",
                         match other {
                             serde_json::Value::Object(_) => "a map",
                             serde_json::Value::String(_) => "a string",
                             _ => "a scalar",
                         }
-                    )),
+                    ))),
                 }
                 let root = std::fs::canonicalize(if dir.as_os_str().is_empty() {
                     Path::new(".")
@@ -446,13 +472,13 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 let mut listed = BTreeSet::new();
                 for r in json["resources"].as_array().into_iter().flatten() {
                     let Some(r) = r.as_str() else {
-                        errors.push(format!("resources: {r}: expected a path"));
+                        errors.push(kustomize(format!("resources: {r}: expected a path")));
                         continue;
                     };
                     if !listed.insert(r.to_owned()) {
-                        errors.push(format!(
+                        errors.push(kustomize(format!(
                             "resources: {r}: listed twice: kustomize refuses it (may not add resource with an already registered id)"
-                        ));
+                        )));
                         continue;
                     }
                     if is_remote(r) {
@@ -469,9 +495,9 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                             .find(|k| k.exists())
                         {
                             Some(k) => include(k, r),
-                            None => errors.push(format!(
+                            None => errors.push(kustomize(format!(
                                 "resources: {r}: a folder without a kustomization.yaml"
-                            )),
+                            ))),
                         }
                     } else if p.exists() {
                         let inside = match (&root, std::fs::canonicalize(&p)) {
@@ -481,12 +507,12 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                         if inside {
                             include(p, r);
                         } else {
-                            errors.push(format!(
+                            errors.push(kustomize(format!(
                                 "resources: {r}: a file outside the kustomization's folder: kustomize refuses it (security: file is not in or below the kustomization's root); list a folder with its own kustomization.yaml instead"
-                            ));
+                            )));
                         }
                     } else {
-                        errors.push(format!("resources: {r}: no such file or folder"));
+                        errors.push(kustomize(format!("resources: {r}: no such file or folder")));
                     }
                 }
                 let transforms: Vec<&str> = json
@@ -520,12 +546,13 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                     ok: true,
                     errors: Vec::new(),
                     notes: Vec::new(),
+                    allowed: Vec::new(),
                 });
                 continue;
             }
             (None, true) => (
                 "document".to_string(),
-                vec!["has apiVersion but no kind".to_string()],
+                vec![Issue::new(Code::Schema, "has apiVersion but no kind")],
             ),
         };
         out.push(Finding {
@@ -535,6 +562,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             ok: errors.is_empty(),
             errors,
             notes,
+            allowed: Vec::new(),
         });
     }
     if out.is_empty() {
@@ -543,8 +571,9 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             document: 1,
             what: "empty file".into(),
             ok: false,
-            errors: vec!["no document to check".into()],
+            errors: vec![Issue::new(Code::Syntax, "no document to check")],
             notes: Vec::new(),
+            allowed: Vec::new(),
         });
     }
     Ok(Checked {
@@ -574,6 +603,22 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Moves the errors whose code is in `codes` to [`Finding::allowed`]: a
+/// finding left without errors passes (`validate --allow`).
+pub fn allow(findings: &mut [Finding], codes: &[Code]) {
+    if codes.is_empty() {
+        return;
+    }
+    for f in findings {
+        let (allowed, errors) = std::mem::take(&mut f.errors)
+            .into_iter()
+            .partition(|e| codes.contains(&e.code));
+        f.errors = errors;
+        f.allowed = allowed;
+        f.ok = f.errors.is_empty();
+    }
+}
+
 /// Adds the cross-check problems to the findings they are about.
 pub fn apply_cross_checks(
     findings: &mut [Finding],
@@ -583,13 +628,13 @@ pub fn apply_cross_checks(
     let docs: Vec<&checks::Doc> = docs.iter().collect();
     for p in checks::cross_check(&docs, module) {
         if let Some(f) = findings.get_mut(p.doc) {
-            if f.errors.contains(&p.message) || f.notes.contains(&p.message) {
+            if f.errors.iter().any(|e| e.message == p.message) || f.notes.contains(&p.message) {
                 continue;
             }
             if p.note {
                 f.notes.push(p.message);
             } else {
-                f.errors.push(p.message);
+                f.errors.push(Issue::new(p.code, p.message));
                 f.ok = false;
             }
         }
@@ -707,10 +752,13 @@ pub fn validate_paths(
                 names.push(key.display().to_string());
                 if let Some(finding) = findings.get_mut(offset + inc.finding) {
                     finding.ok = false;
-                    finding.errors.push(format!(
-                        "resources: {}: a cycle ({}): kustomize refuses it (\"cycle detected\")",
-                        inc.resource,
-                        names.join(" -> ")
+                    finding.errors.push(Issue::new(
+                        Code::Kustomization,
+                        format!(
+                            "resources: {}: a cycle ({}): kustomize refuses it (\"cycle detected\")",
+                            inc.resource,
+                            names.join(" -> ")
+                        ),
                     ));
                 }
                 continue;
