@@ -743,6 +743,22 @@ fn validate_allows_findings_by_code_and_still_shows_them() {
 }
 
 #[test]
+fn validate_notes_a_wasmplugin_that_pins_no_digest_by_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "plugin.yaml",
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: hybridmesh, namespace: istio-system}\nspec:\n  url: oci://registry.example/hybridmesh:0.1.0\n  pluginConfig: {routes: []}\n",
+    );
+    let wasm = filter_wasm();
+    run(&["validate", &file, "--wasm", &wasm])
+        .code(0)
+        .stdout_line(
+        "    note: spec.sha256: not set: Istio runs whatever the url points to when it fetches it",
+    );
+}
+
+#[test]
 fn validate_names_a_typo_with_its_line() {
     let file = root().join("examples/07-bad-config/typo.yaml");
     let line = line_of(&file, "polcy:");
