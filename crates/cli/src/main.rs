@@ -31,6 +31,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Validate(commands::validate::ValidateCommand),
+    Check(commands::check::CheckCommand),
     Test(commands::test::TestCommand),
     Simulate(commands::simulate::SimulateCommand),
     Inspect(commands::inspect::InspectCommand),
@@ -107,6 +108,7 @@ fn run() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate(c) => c.execute(),
+        Command::Check(c) => c.execute(),
         Command::Test(c) => c.execute(),
         Command::Simulate(c) => c.execute(),
         Command::Inspect(c) => c.execute(),

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::root;
+use common::{root, Run};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,22 +39,6 @@ fn filter_wasm() -> PathBuf {
 
 fn mesh() -> MeshDescription {
     MeshDescription::load(&root().join("examples/deploy.yaml")).unwrap()
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {

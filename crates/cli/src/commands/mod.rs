@@ -1,6 +1,7 @@
 //! One file per command: `XCommand` (clap) with `execute(self)`.
 
 pub mod bench;
+pub mod check;
 pub mod completions;
 pub mod demo;
 pub mod inspect;

@@ -1,7 +1,8 @@
 //! Stable codes for what `validate` finds, so that CI can allow a kind of
 //! finding by name (`hybridmesh validate --allow HM0304`), as istioctl
 //! analyze's IST codes do. A code names a class of problem, never one
-//! message: messages may be reworded, codes stay. The table is
+//! message: messages may be reworded, codes stay. `check` reports what it
+//! finds in a live cluster with codes too (HM07xx). The table is
 //! `docs/src/reference/codes.md`, held to [`Code::ALL`] by a test.
 
 use std::fmt;
@@ -33,6 +34,26 @@ pub enum Code {
     Kustomization,
     /// A mesh description breaks its own rules.
     Description,
+    /// `check`: a kubeconfig context cannot be read.
+    Unreachable,
+    /// `check`: the cluster has no Istio this project can read.
+    NoIstio,
+    /// `check`: the cluster's ID is not a cluster of the mesh description.
+    UnknownCluster,
+    /// `check`: the resource kind `render` writes is not served, or another is.
+    Kind,
+    /// `check`: the cluster's network label disagrees with the description.
+    Network,
+    /// `check`: no east-west gateway.
+    Gateway,
+    /// `check`: no remote secret for another cluster of the mesh.
+    RemoteSecret,
+    /// `check`: the image pull secret the plugins name is missing or wrong.
+    PullSecret,
+    /// `check`: mesh config does not carry the filter's stats.
+    Stats,
+    /// `check`: mesh config has no access log provider with the hop record.
+    AccessLog,
 }
 
 impl Code {
@@ -50,6 +71,16 @@ impl Code {
         Code::Digest,
         Code::Kustomization,
         Code::Description,
+        Code::Unreachable,
+        Code::NoIstio,
+        Code::UnknownCluster,
+        Code::Kind,
+        Code::Network,
+        Code::Gateway,
+        Code::RemoteSecret,
+        Code::PullSecret,
+        Code::Stats,
+        Code::AccessLog,
     ];
 
     /// `HM0101`.
@@ -67,6 +98,16 @@ impl Code {
             Code::Digest => "HM0401",
             Code::Kustomization => "HM0501",
             Code::Description => "HM0601",
+            Code::Unreachable => "HM0701",
+            Code::NoIstio => "HM0702",
+            Code::UnknownCluster => "HM0703",
+            Code::Kind => "HM0704",
+            Code::Network => "HM0705",
+            Code::Gateway => "HM0706",
+            Code::RemoteSecret => "HM0707",
+            Code::PullSecret => "HM0708",
+            Code::Stats => "HM0709",
+            Code::AccessLog => "HM0710",
         }
     }
 
@@ -85,6 +126,16 @@ impl Code {
             Code::Digest => "a plugin's sha256 is not what Istio will compare (the image manifest digest for oci://, the module's for http(s))",
             Code::Kustomization => "kustomize would refuse the kustomization (resources not a list, listed twice, outside its folder, missing, a cycle)",
             Code::Description => "the mesh description breaks its own rules (fields, names, weights, references)",
+            Code::Unreachable => "check: the kubeconfig context cannot be read (kubectl fails or times out)",
+            Code::NoIstio => "check: the cluster has no Istio control plane configuration in istio-system",
+            Code::UnknownCluster => "check: the cluster's Istio cluster ID is not a cluster of the mesh description",
+            Code::Kind => "check: the cluster does not serve the resource kind render writes for it (WasmPlugin or TrafficExtension)",
+            Code::Network => "check: the cluster's network (istio-system's topology.istio.io/network, Istio's values) disagrees with the mesh description",
+            Code::Gateway => "check: no east-west gateway (a Service with port 15443, or its Gateway for *.local) to reach this cluster from other networks",
+            Code::RemoteSecret => "check: no remote secret for another cluster of the mesh: istiod cannot see its endpoints",
+            Code::PullSecret => "check: the pull secret the plugins name is missing, of the wrong type, or has no credentials for the image's registry",
+            Code::Stats => "check: mesh config lacks the filter's extraStatTags or proxyStatsMatcher: its counters reach Prometheus without labels, or not at all",
+            Code::AccessLog => "check: mesh config has no access log provider carrying the hop record (what hybridmesh trace reads)",
         }
     }
 
