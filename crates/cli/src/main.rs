@@ -32,6 +32,7 @@ pub struct Cli {
 enum Command {
     Validate(commands::validate::ValidateCommand),
     Check(commands::check::CheckCommand),
+    Status(commands::status::StatusCommand),
     Test(commands::test::TestCommand),
     Simulate(commands::simulate::SimulateCommand),
     Inspect(commands::inspect::InspectCommand),
@@ -109,6 +110,7 @@ fn run() -> ExitCode {
     let result = match cli.command {
         Command::Validate(c) => c.execute(),
         Command::Check(c) => c.execute(),
+        Command::Status(c) => c.execute(),
         Command::Test(c) => c.execute(),
         Command::Simulate(c) => c.execute(),
         Command::Inspect(c) => c.execute(),

@@ -9,6 +9,10 @@
 //! - [`kubectl`]: running kubectl with a time bound, its errors kept.
 //! - [`check`]: the pre-flight checks of one context against the mesh
 //!   description, each finding with its code and the command that fixes it.
+//! - [`status`]: per sidecar, the filter's plugins as istiod gave them and
+//!   what the proxy did with them, from istiod's debug endpoints ([`http`]).
 
 pub mod check;
+pub mod http;
 pub mod kubectl;
+pub mod status;

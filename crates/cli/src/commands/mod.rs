@@ -10,6 +10,7 @@ pub mod package;
 pub mod release;
 pub mod render;
 pub mod simulate;
+pub mod status;
 pub mod test;
 pub mod trace;
 pub mod validate;
