@@ -181,6 +181,28 @@ fn the_books_finding_codes_are_the_codes_validate_gives() {
 }
 
 #[test]
+fn the_readmes_minimal_config_is_the_tested_example() {
+    // The README cannot include a file: its config is held to the example
+    // the scenarios play, value for value, and to the filter's parser.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a ```yaml block in the README");
+    let example =
+        std::fs::read_to_string(root().join("examples/02-locality-failover/config.yaml")).unwrap();
+    let shown: serde_json::Value = serde_yaml_ng::from_str(block).unwrap();
+    let tested: serde_json::Value = serde_yaml_ng::from_str(&example).unwrap();
+    assert_eq!(
+        shown, tested,
+        "README.md's minimal config must be examples/02-locality-failover/config.yaml"
+    );
+    hybridmesh_filter_core::parse_json(shown.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("README.md's config: {e:?}"));
+}
+
+#[test]
 fn the_readme_fits_on_a_page() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let lines = readme.lines().count();
