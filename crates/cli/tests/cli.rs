@@ -464,6 +464,31 @@ fn every_subcommand_has_help_that_says_what_it_does() {
 }
 
 #[test]
+fn check_without_kubectl_says_how_to_get_it() {
+    let args = ["check", "--context", "gke"];
+    let mut c = cmd(&args);
+    c.env("PATH", "/nonexistent")
+        .env_remove("HYBRIDMESH_KUBECTL");
+    run_cmd(c, &args)
+        .code(2)
+        .stdout_empty()
+        .stderr_has("kubectl is not on the PATH: install it")
+        .stderr_has("or name it with HYBRIDMESH_KUBECTL");
+}
+
+#[test]
+fn status_needs_an_istiod_and_names_one_that_does_not_answer() {
+    run(&["status"]).code(2).stderr_has("--istiod <URL>");
+    run(&["status", "--istiod", "http://127.0.0.1:9"])
+        .code(2)
+        .stdout_empty()
+        .stderr_has("http://127.0.0.1:9/debug/syncz: cannot connect");
+    run(&["status", "--istiod", "https://istiod.istio-system:15014"])
+        .code(2)
+        .stderr_has("only http:// urls");
+}
+
+#[test]
 fn version_names_the_pinned_filter_image_and_the_tested_versions() {
     let r = run(&["--version"]);
     r.code(0);
