@@ -124,6 +124,14 @@ impl Setup {
         self.kubectl(words[2], &words[3..], None);
     }
 
+    /// Deletes `kind name` in `namespace`, and gives it back as JSON to
+    /// [`Setup::restore`].
+    fn delete(&self, context: &str, namespace: &str, kind: &str, name: &str) -> String {
+        let saved = self.save(context, &[kind, "-n", namespace, name]);
+        self.kubectl(context, &["-n", namespace, "delete", kind, name], None);
+        saved
+    }
+
     /// The object as JSON, to put back later as it was.
     fn save(&self, context: &str, args: &[&str]) -> String {
         let mut all = vec!["get"];
@@ -235,12 +243,7 @@ fn check_finds_each_broken_set_up_in_the_lab_and_its_fix_repairs_it() {
         .has("2 context(s) checked, 0 with errors");
 
     // The pull secret deleted in gke.
-    let secret = s.save("gke", &["secret", "-n", "istio-system", "hybridmesh-pull"]);
-    s.kubectl(
-        "gke",
-        &["-n", "istio-system", "delete", "secret", "hybridmesh-pull"],
-        None,
-    );
+    let secret = s.delete("gke", "istio-system", "secret", "hybridmesh-pull");
     let r = s.check(&["--context", "gke"]);
     r.code(1)
         .has("FAIL context gke")
@@ -271,11 +274,7 @@ fn check_finds_each_broken_set_up_in_the_lab_and_its_fix_repairs_it() {
     s.check(&["--context", "gke"]).code(0);
 
     // The pull secret without credentials for the image's registry.
-    s.kubectl(
-        "gke",
-        &["-n", "istio-system", "delete", "secret", "hybridmesh-pull"],
-        None,
-    );
+    s.delete("gke", "istio-system", "secret", "hybridmesh-pull");
     s.kubectl(
         "gke",
         &[
@@ -294,11 +293,7 @@ fn check_finds_each_broken_set_up_in_the_lab_and_its_fix_repairs_it() {
     s.check(&["--context", "gke"]).code(1).has(
         "    [HM0708] Secret istio-system/hybridmesh-pull has no credentials for 127.60.0.1:5443",
     );
-    s.kubectl(
-        "gke",
-        &["-n", "istio-system", "delete", "secret", "hybridmesh-pull"],
-        None,
-    );
+    s.delete("gke", "istio-system", "secret", "hybridmesh-pull");
     s.restore("gke", &secret);
 
     // The wrong network label on anthos: found, and its fix puts it right.
@@ -326,20 +321,11 @@ fn check_finds_each_broken_set_up_in_the_lab_and_its_fix_repairs_it() {
     s.check(&["--context", "anthos"]).code(0);
 
     // The remote secret for gke gone from anthos.
-    let remote = s.save(
+    let remote = s.delete(
         "anthos",
-        &["secret", "-n", "istio-system", "istio-remote-secret-gke"],
-    );
-    s.kubectl(
-        "anthos",
-        &[
-            "-n",
-            "istio-system",
-            "delete",
-            "secret",
-            "istio-remote-secret-gke",
-        ],
-        None,
+        "istio-system",
+        "secret",
+        "istio-remote-secret-gke",
     );
     let r = s.check(&["--context", "anthos"]);
     r.code(1)
@@ -408,21 +394,7 @@ fn check_finds_each_broken_set_up_in_the_lab_and_its_fix_repairs_it() {
 
     // No east-west gateway in gke (last: the lab's controller gave it its
     // address, which a re-created Service lacks).
-    let gateway = s.save(
-        "gke",
-        &["service", "-n", "gateway", "istio-eastwestgateway"],
-    );
-    s.kubectl(
-        "gke",
-        &[
-            "-n",
-            "gateway",
-            "delete",
-            "service",
-            "istio-eastwestgateway",
-        ],
-        None,
-    );
+    let gateway = s.delete("gke", "gateway", "service", "istio-eastwestgateway");
     s.check(&["--context", "gke"])
         .code(1)
         .has("    [HM0706] no Service has port 15443: no east-west gateway");

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use hybridmesh_ops::deploy::codes::Code;
+use hybridmesh_ops::deploy::push::{credentials_from_docker_config, Credentials};
 use hybridmesh_ops::deploy::render::ACCESS_LOG_PROVIDER;
 use hybridmesh_ops::deploy::MeshDescription;
 
@@ -474,17 +475,14 @@ fn check_pull_secret(
     let Some(registry) = registry else {
         return Ok(());
     };
+    // Read as `package --push` reads a Docker config: auths by registry host.
     let config = secret["data"][".dockerconfigjson"]
         .as_str()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .unwrap_or(Value::Null);
-    let has = config["auths"].as_object().is_some_and(|auths| {
-        auths
-            .keys()
-            .any(|k| registry_host(k).as_deref() == Some(registry.as_str()))
-    });
-    if !has {
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default();
+    let found = credentials_from_docker_config(&config, &registry);
+    if !matches!(found, Ok(Credentials::Basic { .. })) {
         f.error(
             Code::PullSecret,
             format!("Secret {ns}/{name} has no credentials for {registry}, the registry of {mesh_path}'s image.url"),
@@ -494,14 +492,14 @@ fn check_pull_secret(
     Ok(())
 }
 
-/// `registry.example:5443` from `oci://registry.example:5443/repo:tag`, an
-/// `https://host/v2/` auth key, or a bare host.
+/// `registry.example:5443` from `oci://registry.example:5443/repo:tag` (no
+/// scheme means oci); `None` for http(s) and file urls, which Istio fetches
+/// without a pull secret.
 fn registry_host(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("oci://")
-        .or_else(|| url.strip_prefix("https://"))
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url);
+    let rest = url.strip_prefix("oci://").unwrap_or(url);
+    if rest.contains("://") {
+        return None;
+    }
     let host = rest.split('/').next()?;
     (!host.is_empty()).then(|| host.to_string())
 }
@@ -582,13 +580,10 @@ mod tests {
             Some("asia-northeast1-docker.pkg.dev")
         );
         assert_eq!(
-            registry_host("https://registry.example:5443/v2/").as_deref(),
+            registry_host("registry.example:5443/repo:0.1.0").as_deref(),
             Some("registry.example:5443")
         );
-        assert_eq!(
-            registry_host("registry.example").as_deref(),
-            Some("registry.example")
-        );
+        assert_eq!(registry_host("https://example.com/filter.wasm"), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use hybridmesh_ops::deploy::codes::{Code, Issue};
-use hybridmesh_ops::deploy::{render, MeshDescription};
+use hybridmesh_ops::deploy::codes::Issue;
+use hybridmesh_ops::deploy::{render, validate, MeshDescription};
 
 use crate::http;
 
@@ -152,18 +152,7 @@ fn plugin(config: &Value, ecds: &Value, mesh: &MeshDescription, cluster: &str) -
     };
     let problems = match hybridmesh_filter_core::parse_json(text.as_bytes()) {
         Ok(_) => Vec::new(),
-        Err(e) => {
-            e.0.iter()
-                .map(|e| {
-                    let message = if e.path.is_empty() {
-                        e.message.clone()
-                    } else {
-                        format!("{}: {}", e.path, e.message)
-                    };
-                    Issue::new(Code::PluginConfig, message)
-                })
-                .collect()
-        }
+        Err(e) => validate::config_issues("", &e.0),
     };
     Some(Plugin {
         name: name.to_string(),

@@ -119,7 +119,7 @@ fn describe(r: &Report) -> String {
 }
 
 fn print_finding(label: &str, f: &Finding) {
-    println!("    {label}[{}] {}", f.code, printable_lines(&f.message));
+    super::print_coded(label, f.code, &f.message);
     if let Some(fix) = &f.fix {
         println!("      fix: {}", printable_lines(fix));
     }

@@ -38,6 +38,18 @@ pub enum TestOutput {
     Junit,
 }
 
+/// A finding as `    [HM0101] message`, `label` before the code
+/// (`allowed: `), each further line of the message indented alike; what
+/// came from input escaped.
+pub fn print_coded(label: &str, code: hybridmesh_ops::deploy::codes::Code, message: &str) {
+    let mut lines = message.split('\n');
+    let first = lines.next().unwrap_or_default();
+    println!("    {label}[{code}] {}", hybridmesh_input::printable(first));
+    for line in lines {
+        println!("    {}", hybridmesh_input::printable(line));
+    }
+}
+
 /// `value` as JSON or YAML on standard output (`Text` prints nothing: each
 /// command writes its own text).
 pub fn print_data<T: serde::Serialize>(json: bool, value: &T) -> anyhow::Result<()> {

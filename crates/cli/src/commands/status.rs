@@ -146,7 +146,7 @@ fn print_table(sidecars: &[Sidecar], mesh: &str) {
                     printable_lines(pl.error.as_deref().unwrap_or_default())
                 );
                 for e in &pl.problems {
-                    println!("    [{}] {}", e.code, printable_lines(&e.message));
+                    super::print_coded("", e.code, &e.message);
                 }
                 if pl.problems.is_empty() {
                     println!("    the filter's parser accepts this config: the proxy's log says why (kubectl logs POD -c istio-proxy | grep hybridmesh)");

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use hybridmesh_input::{printable, printable_lines};
-use hybridmesh_ops::deploy::codes::{Code, Issue};
+use hybridmesh_ops::deploy::codes::Code;
 use hybridmesh_ops::deploy::istio::IstioVersion;
 use hybridmesh_ops::deploy::validate::{allow, validate_paths, Report};
 use hybridmesh_ops::deploy::{checks, image};
@@ -111,11 +111,11 @@ impl ValidateCommand {
                     } else {
                         println!("{} {file}{doc}: {what}", p.red("FAIL"));
                         for e in &f.errors {
-                            print_issue("", e);
+                            super::print_coded("", e.code, &e.message);
                         }
                     }
                     for e in &f.allowed {
-                        print_issue(&format!("{} ", p.dim("allowed:")), e);
+                        super::print_coded(&format!("{} ", p.dim("allowed:")), e.code, &e.message);
                     }
                     for n in &f.notes {
                         println!("    {} {}", p.dim("note:"), printable_lines(n));
@@ -161,16 +161,5 @@ impl ValidateCommand {
         } else {
             Outcome::Failed
         })
-    }
-}
-
-/// `    [HM0101] path: message`, each further line of the message indented
-/// alike; `label` before the code (`allowed: `).
-fn print_issue(label: &str, e: &Issue) {
-    let mut lines = e.message.split('\n');
-    let first = lines.next().unwrap_or_default();
-    println!("    {label}[{}] {}", e.code, printable(first));
-    for line in lines {
-        println!("    {}", printable(line));
     }
 }

@@ -74,7 +74,8 @@ struct TrafficExtensionSpec {
     wasm: Option<WasmPluginSpec>,
 }
 
-fn format_errors(prefix: &str, errors: &[ConfigError]) -> Vec<Issue> {
+/// The filter parser's errors as findings (HM0101): `prefix.path: message (line N)`.
+pub fn config_issues(prefix: &str, errors: &[ConfigError]) -> Vec<Issue> {
     errors
         .iter()
         .map(|e| {
@@ -245,7 +246,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
                     more = more_unknown::<Raw>(&value, &text, 0, &e.0);
                 }
-                format_errors("", &[e.0, more].concat())
+                config_issues("", &[e.0, more].concat())
             }
         };
         out.push(Finding {
@@ -350,7 +351,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                     Err(e) => {
                         let json = serde_json::to_value(&value).unwrap_or_default();
                         let more = more_unknown::<Raw>(&json, &doc_text, offset, &e.0);
-                        format_errors("", &[e.0, more].concat())
+                        config_issues("", &[e.0, more].concat())
                     }
                 };
                 ("plugin config".to_string(), errors)
@@ -403,7 +404,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                         }
                         Ok(Some(raw)) => match raw.validate() {
                             Ok(c) => config = Some(std::sync::Arc::new(c)),
-                            Err(e) => errors.extend(format_errors(at, &e.0)),
+                            Err(e) => errors.extend(config_issues(at, &e.0)),
                         },
                         Err(e) => {
                             let inner = e.inner();
@@ -423,7 +424,7 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                                     &json, &doc_text, offset, &first,
                                 ),
                             };
-                            errors.extend(format_errors("", &[first.to_vec(), more].concat()));
+                            errors.extend(config_issues("", &[first.to_vec(), more].concat()));
                         }
                     }
                 }
