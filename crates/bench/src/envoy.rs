@@ -127,6 +127,19 @@ impl Variant {
         }
     }
 
+    /// A variant running the hybridmesh filter (this build or the other).
+    pub fn is_ours(self) -> bool {
+        matches!(
+            self,
+            Variant::Tag
+                | Variant::Weighted
+                | Variant::Server
+                | Variant::TagBefore
+                | Variant::WeightedBefore
+                | Variant::ServerBefore
+        )
+    }
+
     pub fn is_wasm(self) -> bool {
         matches!(
             self,

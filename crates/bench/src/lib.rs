@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod harness;
 pub mod instructions;
 pub mod load;
+pub mod memory;
 pub mod report;
 pub mod scaling;
 
@@ -41,6 +42,8 @@ pub struct Options {
     pub latency_rate: u32,
     pub latency_duration: Duration,
     pub startup_runs: usize,
+    /// Only start-up and resident memory (no load, no callgrind).
+    pub startup_only: bool,
     /// Requests before the second linear-memory reading.
     pub memory_requests: u64,
     pub harness_requests: u64,
@@ -83,6 +86,7 @@ impl Options {
             latency_rate: 2000,
             latency_duration: Duration::from_secs(4),
             startup_runs: 3,
+            startup_only: false,
             memory_requests: 1_000_000,
             harness_requests: 100_000,
             quick: false,
@@ -161,6 +165,8 @@ pub struct Report {
     pub latency: BTreeMap<u8, Vec<Latency>>,
     /// Start-up to first response, milliseconds, per run.
     pub startup: BTreeMap<u8, Vec<f64>>,
+    /// Each start-up run's memory after 100 requests.
+    pub startup_memory: BTreeMap<u8, Vec<memory::Footprint>>,
     /// VmRSS after the throughput rounds (direct response), bytes.
     pub rss: BTreeMap<u8, u64>,
     pub memory: MemoryRun,
@@ -508,6 +514,13 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     if opts.instruction_requests > 0 {
         instructions::tools_present()?;
     }
+    if opts.startup_only {
+        let chosen = opts.instruction_variants.clone();
+        startup(&ctx, &chosen, &mut report, out)?;
+        report.load_after = loadavg();
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     if opts.instructions_only {
         (report.instructions, report.server_floor, report.probes) = count_instructions(&ctx, out)?;
         if opts.scaling {
@@ -658,34 +671,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     }
     drop(fleet);
 
-    // Start-up: from spawn to the first 200 on the listener.
-    for run in 0..opts.startup_runs {
-        let mut line = format!("start-up run {}/{}:", run + 1, opts.startup_runs);
-        for k in 0..variants.len() {
-            let v = variants[(k + run) % variants.len()];
-            let ip = envoy::address(3, v);
-            let t = Instant::now();
-            let e = ctx.spawn(ip, Mode::Direct, v, &format!("startup-{}", v.short()), 0)?;
-            let fleet = Fleet {
-                envoys: vec![e.clone()],
-            };
-            let ms = loop {
-                if let Ok(mut c) = load::Conn::open(envoy::listener(ip)) {
-                    if let Ok(200) = load::status(&mut c, envoy::SERVICE, &v.request_headers()) {
-                        break t.elapsed().as_secs_f64() * 1e3;
-                    }
-                }
-                if t.elapsed() > Duration::from_secs(60) {
-                    bail!("{} did not serve within 60 s: {}", v.name(), e.log_tail(10));
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            };
-            drop(fleet);
-            line.push_str(&format!(" {} {:.0}ms", v.short(), ms));
-            report.startup.entry(variant_key(v)).or_default().push(ms);
-        }
-        out.line(&line);
-    }
+    startup(&ctx, &variants, &mut report, out)?;
 
     // Linear memory: a fresh client-side Envoy, after 1k requests and after many.
     report.memory = memory_run(&ctx, out)?;
@@ -708,6 +694,57 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
     report.load_after = loadavg();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Start-up, from spawn to the first 200 on the listener, `startup_runs`
+/// times per variant (interleaved); then, in each run, the resident memory
+/// after 100 more requests (VmRSS: V8, the module's compiled code, the VMs'
+/// linear memory, and where it goes: [`memory::Footprint`]), into
+/// `report.startup` and `report.startup_memory`.
+fn startup(
+    ctx: &Ctx,
+    variants: &[Variant],
+    report: &mut Report,
+    out: &mut dyn Progress,
+) -> anyhow::Result<()> {
+    let opts = ctx.opts;
+    for run in 0..opts.startup_runs {
+        let mut line = format!("start-up run {}/{}:", run + 1, opts.startup_runs);
+        for k in 0..variants.len() {
+            let v = variants[(k + run) % variants.len()];
+            let ip = envoy::address(3, v);
+            let t = Instant::now();
+            let e = ctx.spawn(ip, Mode::Direct, v, &format!("startup-{}", v.short()), 0)?;
+            let fleet = Fleet {
+                envoys: vec![e.clone()],
+            };
+            let (ms, mut c) = loop {
+                if let Ok(mut c) = load::Conn::open(envoy::listener(ip)) {
+                    if let Ok(200) = load::status(&mut c, envoy::SERVICE, &v.request_headers()) {
+                        break (t.elapsed().as_secs_f64() * 1e3, c);
+                    }
+                }
+                if t.elapsed() > Duration::from_secs(60) {
+                    bail!("{} did not serve within 60 s: {}", v.name(), e.log_tail(10));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            for _ in 0..100 {
+                load::status(&mut c, envoy::SERVICE, &v.request_headers())?;
+            }
+            let m = memory::Footprint::of(&e, v.is_ours());
+            drop(fleet);
+            line.push_str(&format!(" {} {:.0}ms {}", v.short(), ms, m.line()));
+            report.startup.entry(variant_key(v)).or_default().push(ms);
+            report
+                .startup_memory
+                .entry(variant_key(v))
+                .or_default()
+                .push(m);
+        }
+        out.line(&line);
+    }
+    Ok(())
 }
 
 type Counts = BTreeMap<(u8, HeaderSet), instructions::Count>;
@@ -832,7 +869,7 @@ fn scaling_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<Vec<scaling:
     Ok(figures)
 }
 
-const GAUGE_STAT: &str = "wasmcustom.hybridmesh_vm_memory_bytes";
+const GAUGE_STAT: &str = memory::LINEAR_MEMORY_STAT;
 
 fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     let v = Variant::Weighted;

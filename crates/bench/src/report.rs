@@ -28,9 +28,11 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 
 /// The throughput target for the client side with a weighted decision.
 pub const TARGET_RATIO: f64 = 0.65;
-pub const TARGET_WASM_BYTES: u64 = 200_000;
-pub const TARGET_STARTUP_MS: f64 = 150.0;
-pub const TARGET_RSS_MIB: f64 = 20.0;
+/// The fleet-cost targets: the module's size, and what a sidecar pays at
+/// start beyond what the empty proxy-wasm Rust SDK module costs.
+pub const TARGET_WASM_BYTES: u64 = 150_000;
+pub const TARGET_STARTUP_OVER_SDK_MS: f64 = 80.0;
+pub const TARGET_RSS_OVER_SDK_MIB: f64 = 4.0;
 /// Header-heavy requests cost at most this much more than bare ones.
 pub const TARGET_HEAVY: f64 = 1.10;
 
@@ -159,7 +161,7 @@ impl Report {
         (p50, p99, a50, a99)
     }
 
-    fn startup_of(&self, v: Variant) -> f64 {
+    pub(crate) fn startup_of(&self, v: Variant) -> f64 {
         median(
             self.startup
                 .get(&variant_key(v))
@@ -175,11 +177,11 @@ impl Report {
         let k = |x: f64| format!("{:+.1}k", x / 1000.0);
         if let Some(lua) = lua {
             for (v, factor, what) in [
-                (Variant::Tag, 1.0, "tag only adds no more instructions per request than Lua"),
+                (Variant::Tag, 2.0, "tag only adds at most 2 × Lua's instructions per request"),
                 (
                     Variant::Weighted,
-                    2.0,
-                    "client side (weighted + sticky + hop record) adds at most 2 × Lua's instructions",
+                    2.6,
+                    "client side (weighted + sticky + hop record) adds at most 2.6 × Lua's instructions",
                 ),
                 (Variant::Server, 1.0, "server side adds no more instructions than Lua"),
             ] {
@@ -228,22 +230,26 @@ impl Report {
             format!("{:.1} KB", self.wasm_bytes as f64 / 1000.0),
             self.wasm_bytes <= TARGET_WASM_BYTES,
         ));
-        if !self.startup.is_empty() {
-            let added = self.startup_of(Variant::Weighted) - self.startup_of(Variant::None);
+        if self.startup.contains_key(&variant_key(Variant::SdkEmpty)) {
+            let over = self.startup_of(Variant::Weighted) - self.startup_of(Variant::SdkEmpty);
             out.push((
-                format!("added start-up ≤ {TARGET_STARTUP_MS:.0} ms"),
-                format!("{added:+.0} ms"),
-                added <= TARGET_STARTUP_MS,
+                format!("start-up at most {TARGET_STARTUP_OVER_SDK_MS:.0} ms over the empty SDK module's"),
+                format!("{over:+.0} ms"),
+                over <= TARGET_STARTUP_OVER_SDK_MS,
             ));
-        }
-        if !self.rss.is_empty() {
-            let mib =
-                |v: Variant| self.rss.get(&variant_key(v)).copied().unwrap_or(0) as f64 / 1048576.0;
-            let added = mib(Variant::Weighted) - mib(Variant::None);
+            let rss = |v: Variant| {
+                median(
+                    self.startup_memory
+                        .get(&variant_key(v))
+                        .map(|runs| runs.iter().map(|m| super::memory::mib(m.rss)).collect())
+                        .unwrap_or_default(),
+                )
+            };
+            let over = rss(Variant::Weighted) - rss(Variant::SdkEmpty);
             out.push((
-                format!("added RSS ≤ {TARGET_RSS_MIB:.0} MiB"),
-                format!("{added:+.1} MiB"),
-                added <= TARGET_RSS_MIB,
+                format!("RSS at most {TARGET_RSS_OVER_SDK_MIB:.0} MiB over the empty SDK module's"),
+                format!("{over:+.1} MiB"),
+                over <= TARGET_RSS_OVER_SDK_MIB,
             ));
         }
         if self.memory.requests > 0 {
@@ -589,14 +595,10 @@ impl Report {
         let _ = writeln!(
             s,
             "## Start-up\n\nFrom starting Envoy to the first 200 on the listener (with the filter, V8 \
-             compiles and configures the module first). Median of runs.\n"
+             compiles and configures the module first), and its memory after 100 more requests. \
+             One worker. Median of runs.\n"
         );
-        let _ = writeln!(s, "| variant | ms | added ms |\n|---|---|---|");
-        let floor = self.startup_of(Variant::None);
-        for v in self.variants.iter().copied() {
-            let ms = self.startup_of(v);
-            let _ = writeln!(s, "| {} | {ms:.0} | {:+.0} |", v.name(), ms - floor);
-        }
+        s.push_str(&startup_table(self));
         s.push('\n');
 
         let _ = writeln!(s, "## Memory\n");
@@ -690,4 +692,70 @@ impl Report {
         );
         s
     }
+}
+
+/// Start-up and memory of each variant, medians over the start-up runs,
+/// each beside no filter and beside the empty SDK module (the floor a Rust
+/// proxy-wasm filter cannot go under), when they were run; then where the
+/// memory goes. `--startup-only` prints it; BENCHMARKS.md's start-up section
+/// is it.
+pub fn startup_table(r: &Report) -> String {
+    use super::memory::{mib, Footprint};
+    let mut s = String::new();
+    let runs = |v: Variant| -> Vec<Footprint> {
+        r.startup_memory
+            .get(&variant_key(v))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let med = |v: Variant, f: &dyn Fn(&Footprint) -> u64| {
+        median(runs(v).iter().map(|m| mib(f(m))).collect())
+    };
+    let has = |v: Variant| r.startup.contains_key(&variant_key(v));
+    let diff = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:+.1}", a - b));
+    let rss = |v: Variant| med(v, &|m| m.rss);
+    let none = has(Variant::None).then(|| (r.startup_of(Variant::None), rss(Variant::None)));
+    let sdk =
+        has(Variant::SdkEmpty).then(|| (r.startup_of(Variant::SdkEmpty), rss(Variant::SdkEmpty)));
+    let _ = writeln!(
+        s,
+        "| variant | start-up ms | added ms | vs SDK floor ms | RSS MiB | added MiB | vs SDK floor MiB |\n|---|---|---|---|---|---|---|"
+    );
+    let shown: Vec<Variant> = r.variants.iter().copied().filter(|v| has(*v)).collect();
+    for &v in &shown {
+        let ms = r.startup_of(v);
+        let _ = writeln!(
+            s,
+            "| {} | {ms:.0} | {} | {} | {:.1} | {} | {} |",
+            v.name(),
+            diff(ms, none.map(|n| n.0)),
+            diff(ms, sdk.map(|n| n.0)),
+            rss(v),
+            diff(rss(v), none.map(|n| n.1)),
+            diff(rss(v), sdk.map(|n| n.1)),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nWhere it goes (MiB, medians): pages of files (Envoy's binary, V8's compiler among its code) and anonymous pages; of the anonymous, what Envoy's allocator (tcmalloc, the admin's `/memory`) has in use and what it keeps free without returning it; the Wasm VMs alive and the filter's linear memory per VM (its gauge).\n\n| variant | files | anonymous | in use | kept free | VMs | linear memory per VM |\n|---|---|---|---|---|---|---|"
+    );
+    for &v in &shown {
+        let vms = runs(v).first().map_or(0, |m| m.vms);
+        let linear = med(v, &|m| m.linear);
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {vms} | {} |",
+            v.name(),
+            med(v, &|m| m.files),
+            med(v, &|m| m.anonymous),
+            med(v, &|m| m.in_use),
+            med(v, &|m| m.kept_free),
+            if linear > 0.0 {
+                format!("{linear:.2}")
+            } else {
+                "-".to_string()
+            },
+        );
+    }
+    s
 }

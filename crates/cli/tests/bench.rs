@@ -192,3 +192,84 @@ fn instructions_per_request_stay_within_their_bounds() {
         }
     }
 }
+
+/// `bench --startup-only`: each variant started in a real Envoy, timed to
+/// its first 200, its memory read and taken apart, side by side with no
+/// filter and the empty SDK module. Start-up times and RSS move with the
+/// machine's load, so what is asserted is what holds on any machine: every
+/// row has its figures, a Wasm variant runs VMs and no-filter none, the
+/// parts do not exceed the whole, and the filter's gauge was read.
+#[test]
+fn startup_only_prints_start_up_and_memory_beside_the_floors() {
+    if let Err(e) = hybridmesh_replica::process::envoy_binary(&workspace()) {
+        panic!("the start-up run needs Envoy 1.40: {e:#}");
+    }
+    let run = Command::cargo_bin("hybridmesh")
+        .unwrap()
+        .current_dir(workspace())
+        .args([
+            "bench",
+            "--startup-only",
+            "--rounds",
+            "1",
+            "--variants",
+            "none,sdk-empty,weighted",
+            "--wasm",
+        ])
+        .arg(filter_support::wasm_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench --startup-only failed:\n{}{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cells = |name: &str, nth: usize| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {name} |")))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no row {nth} for {name:?}:\n{stdout}"))
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let num = |c: &str| -> f64 { c.parse().unwrap_or_else(|_| panic!("{c:?}:\n{stdout}")) };
+    let names = ["none", "sdk-empty", "weighted"].map(|s| {
+        hybridmesh_bench::envoy::Variant::CORE
+            .into_iter()
+            .find(|v| v.short() == s)
+            .unwrap()
+            .name()
+    });
+    for name in names {
+        let times = cells(name, 0);
+        assert!(num(&times[2]) > 0.0 && num(&times[5]) > 0.0, "{times:?}");
+        let parts = cells(name, 1);
+        let (files, anonymous, in_use, kept) = (
+            num(&parts[2]),
+            num(&parts[3]),
+            num(&parts[4]),
+            num(&parts[5]),
+        );
+        assert!(
+            files > 0.0 && anonymous > 0.0 && files + anonymous <= num(&times[5]) + 0.5,
+            "{parts:?} vs {times:?}"
+        );
+        assert!(
+            in_use > 0.0 && in_use + kept <= anonymous + 0.5,
+            "{parts:?}"
+        );
+        let vms: u64 = parts[6].parse().unwrap();
+        assert_eq!(vms == 0, name == names[0], "{name}: {vms} VMs");
+    }
+    // The SDK floor's row is the floor: 0 over itself.
+    assert_eq!(cells(names[1], 0)[4], "+0.0");
+    // At least the module's initial memory (17 pages: its stack and data).
+    let linear = num(&cells(names[2], 1)[7]);
+    assert!(
+        linear >= 1.0,
+        "the filter's linear memory per VM, {linear} MiB, is not read:\n{stdout}"
+    );
+}

@@ -360,6 +360,20 @@ fn cases(dir: &Path) -> Vec<Case> {
         "deep.json",
         format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)),
     );
+    // 20,000 routes, one a line (1.3 MB), the last one wrong: read to the
+    // end, the error's line counted once (counting per value was quadratic).
+    let big_json = write(
+        dir,
+        "big.json",
+        format!(
+            "{{\"routes\": [\n{}{{\"hosts\": [\"last.default.svc.cluster.local\"], \"policy\": \"weigthed\"}}]}}\n",
+            (0..20_000)
+                .map(|i| format!(
+                    "{{\"hosts\": [\"svc-{i}.default.svc.cluster.local\"], \"policy\": \"none\"}},\n"
+                ))
+                .collect::<String>()
+        ),
+    );
     let laughs = write(
         dir,
         "laughs.yaml",
@@ -852,6 +866,14 @@ fn cases(dir: &Path) -> Vec<Case> {
             "nests deeper than 200 levels at line 1",
         )
         .within(5.0, 100),
+        case(
+            "validate_big_json_config_wrong_at_the_end",
+            &["validate", &big_json],
+            1,
+            Stdout,
+            "routes[20000].policy: unknown variant `weigthed`, expected one of `none`, `clusterLocal`, `weighted`, `failover` (line 20002)",
+        )
+        .within(5.0, 200),
         case(
             "validate_billion_laughs",
             &["validate", &laughs],

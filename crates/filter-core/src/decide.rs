@@ -153,14 +153,14 @@ fn failover_order(
         .copied()
         .filter(|k| !order.contains(k))
         .collect();
-    rest.sort_by_key(|&k| {
-        std::cmp::Reverse(
-            clusters
-                .get(k)
-                .map(|c| shared_labels(c, me, priority))
-                .unwrap_or(0),
-        )
-    });
+    let shared = |k: &usize| {
+        clusters
+            .get(*k)
+            .map(|c| shared_labels(c, me, priority))
+            .unwrap_or(0)
+    };
+    // Most labels shared first (a config-time sort: the small one).
+    crate::config::sort::stable_sort_by(&mut rest, |a, b| shared(a) > shared(b));
     order.extend(rest);
     order
 }

@@ -8,7 +8,7 @@
 //!
 //! | module | what it decides |
 //! |---|---|
-//! | [`config`] | the plugin config: serde structs, then a validated model |
+//! | [`config`] | the plugin config: read, then a validated model (the `hybridmesh-config` crate, with [`json`], [`identity`] and [`hosts`]) |
 //! | [`identity`] | this proxy's cluster, network, locality |
 //! | [`hosts`] | the service a request is for; host patterns by specificity |
 //! | [`decide`] | the target cluster and why |
@@ -17,18 +17,18 @@
 //! | [`metrics`] | counter names with labels |
 //! | [`flow`] | a request's way through all of the above |
 
-pub mod config;
 pub mod decide;
 pub mod flow;
 pub mod health;
 pub mod hop;
-pub mod hosts;
-pub mod identity;
 pub mod metrics;
 pub mod proto;
 pub mod routing;
 pub mod text;
 pub mod wire;
 
-pub use config::{parse_json, Config, ConfigError, ConfigErrors};
 pub use flow::{Direction, Filter, Host};
+/// The plugin config (its own crate, built for size: read once per push).
+pub use hybridmesh_config as config;
+pub use hybridmesh_config::{hosts, identity, json};
+pub use hybridmesh_config::{parse_json, Config, ConfigError, ConfigErrors};

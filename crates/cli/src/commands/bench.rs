@@ -67,6 +67,11 @@ pub struct BenchCommand {
     #[arg(long, value_name = "FILE")]
     compare_wasm: Option<PathBuf>,
 
+    /// Only start-up and resident memory, per variant (`--variants`, default
+    /// all), `--rounds` start-ups each, printed side by side; BENCHMARKS.md is
+    /// not written.
+    #[arg(long, conflicts_with = "instructions_only")]
+    startup_only: bool,
     /// Skip the scaling curve (routes 1 to 10,000, clusters 2 to 64)
     #[arg(long)]
     no_scaling: bool,
@@ -136,7 +141,15 @@ impl BenchCommand {
                 })
                 .collect::<anyhow::Result<_>>()?;
         }
+        opts.startup_only = self.startup_only;
+        if self.startup_only {
+            opts.startup_runs = opts.rounds;
+        }
         let report = bench::run(&opts, &mut Lines)?;
+        if self.startup_only {
+            print!("{}", bench::report::startup_table(&report));
+            return Ok(Outcome::Passed);
+        }
         // The command as run (its options, not where it wrote), so the
         // report says how to reproduce it.
         let mut command = String::from("scripts/bench");

@@ -12,6 +12,7 @@ pub mod istio;
 pub mod locate;
 pub mod mesh;
 pub mod mesh_check;
+pub mod plugin_config;
 pub mod push;
 pub mod release;
 pub mod render;

@@ -1,7 +1,7 @@
 //! Every unknown field of a document, not only the first.
 //!
-//! The config format is defined once, by serde structs that deny unknown
-//! fields, and serde stops at the first one it meets: a config with five
+//! The config format is defined once, by the filter's reader, which denies
+//! unknown fields and stops at the first one it meets, as a parser does: a config with five
 //! misspelt fields was reported one at a time. To find the others with the
 //! same parser, the field is removed from a copy of the document and the copy
 //! read again, until the parser stops on something other than an unknown field
@@ -99,7 +99,8 @@ mod tests {
             "routes:\n  - hosts: [a]\n    polcy: x\n    wieght: 1\nclustrs: {}\nidentty: {}\n";
         let value: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
         let parse = |v: &serde_json::Value| {
-            hybridmesh_filter_core::config::parse_with(v, |_| None)
+            let tree = crate::deploy::plugin_config::core_value(v);
+            hybridmesh_filter_core::config::from_value(&tree)
                 .err()
                 .and_then(|e| e.0.into_iter().next())
                 .map(|e| (e.path, e.message))

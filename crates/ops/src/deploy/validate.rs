@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use hybridmesh_filter_core::config::{clean_message, error_path, parse_with, ConfigError, Raw};
+use hybridmesh_filter_core::config::ConfigError;
 
 use super::codes::{Code, Issue};
 use super::istio::IstioVersion;
 use super::mesh::MeshDescription;
-use super::{checks, mesh_check, schema, unknown};
+use super::{checks, mesh_check, plugin_config, schema};
 
 /// One problem or note about one document.
 #[derive(Debug, Serialize)]
@@ -52,28 +52,6 @@ struct Name {
     namespace: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct WasmPluginDoc {
-    spec: WasmPluginSpec,
-}
-
-#[derive(Deserialize)]
-struct WasmPluginSpec {
-    #[serde(rename = "pluginConfig")]
-    plugin_config: Option<Raw>,
-}
-
-/// A TrafficExtension (Istio 1.30+): the module's settings under `spec.wasm`.
-#[derive(Deserialize)]
-struct TrafficExtensionDoc {
-    spec: TrafficExtensionSpec,
-}
-
-#[derive(Deserialize)]
-struct TrafficExtensionSpec {
-    wasm: Option<WasmPluginSpec>,
-}
-
 /// The filter parser's errors as findings (HM0101): `prefix.path: message (line N)`.
 pub fn config_issues(prefix: &str, errors: &[ConfigError]) -> Vec<Issue> {
     errors
@@ -96,36 +74,6 @@ pub fn config_issues(prefix: &str, errors: &[ConfigError]) -> Vec<Issue> {
             Issue::new(Code::PluginConfig, message)
         })
         .collect()
-}
-
-/// The unknown fields of a document after its first error, read as `T`
-/// ([`unknown::others`]); lines are the document's plus `offset`.
-fn more_unknown<T: serde::de::DeserializeOwned>(
-    value: &serde_json::Value,
-    doc_text: &str,
-    offset: usize,
-    first: &[ConfigError],
-) -> Vec<ConfigError> {
-    let Some(first) = first.first() else {
-        return Vec::new();
-    };
-    unknown::others(value, "", doc_text, (&first.path, &first.message), |v| {
-        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
-            let message = clean_message(&e.inner().to_string());
-            (error_path(&e.path().to_string(), &message), message)
-        })
-    })
-    .into_iter()
-    .map(|u| ConfigError {
-        path: u.path,
-        message: u.message,
-        position: u.line.map(|l| (l + offset, 0)),
-    })
-    .collect()
-}
-
-fn yaml_position(e: &serde_yaml_ng::Error) -> Option<(usize, usize)> {
-    e.location().map(|l| (l.line(), l.column()))
 }
 
 /// Checks one file; every document in it gives one finding. Kubernetes
@@ -243,8 +191,11 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             Ok(_) => Vec::new(),
             Err(e) => {
                 let mut more = Vec::new();
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
-                    more = more_unknown::<Raw>(&value, &text, 0, &e.0);
+                if let (Ok(value), Some(first)) = (
+                    serde_json::from_str::<serde_json::Value>(&text),
+                    e.0.first(),
+                ) {
+                    more = plugin_config::more_unknown(&value, "", &text, 0, first);
                 }
                 config_issues("", &[e.0, more].concat())
             }
@@ -299,7 +250,6 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
             metadata: None,
         });
         let (offset, doc_text) = documents.get(i).cloned().unwrap_or_default();
-        let position = |e: &serde_yaml_ng::Error| yaml_position(e).map(|(l, c)| (l + offset, c));
         let name = meta
             .metadata
             .as_ref()
@@ -345,14 +295,13 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 )
             }
             (None, false) => {
-                let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
-                let errors = match parse_with(de, position).and_then(Raw::validate) {
-                    Ok(_) => Vec::new(),
-                    Err(e) => {
-                        let json = serde_json::to_value(&value).unwrap_or_default();
-                        let more = more_unknown::<Raw>(&json, &doc_text, offset, &e.0);
-                        config_issues("", &[e.0, more].concat())
-                    }
+                let json = serde_json::to_value(&value).unwrap_or_default();
+                let errors = match plugin_config::read(&json, "", &doc_text, offset) {
+                    Ok(raw) => match raw.validate() {
+                        Ok(_) => Vec::new(),
+                        Err(e) => config_issues("", &e.0),
+                    },
+                    Err(e) => config_issues("", &e),
                 };
                 ("plugin config".to_string(), errors)
             }
@@ -383,48 +332,24 @@ pub fn check_file_for(path: &Path, istio: IstioVersion) -> anyhow::Result<Checke
                 let mut config = None;
                 // The filter's config: a WasmPlugin's spec.pluginConfig, a
                 // TrafficExtension's spec.wasm.pluginConfig (a Lua one is not ours).
-                let de = serde_yaml_ng::Deserializer::from_str(&doc_text);
                 let plugin = match kind {
-                    "WasmPlugin" => Some((
-                        serde_path_to_error::deserialize::<_, WasmPluginDoc>(de)
-                            .map(|d| d.spec.plugin_config),
-                        "spec.pluginConfig",
-                    )),
+                    "WasmPlugin" => Some((&json["spec"]["pluginConfig"], "spec.pluginConfig")),
                     "TrafficExtension" if json["spec"].get("lua").is_none() => Some((
-                        serde_path_to_error::deserialize::<_, TrafficExtensionDoc>(de)
-                            .map(|d| d.spec.wasm.and_then(|w| w.plugin_config)),
+                        &json["spec"]["wasm"]["pluginConfig"],
                         "spec.wasm.pluginConfig",
                     )),
                     _ => None,
                 };
-                if let Some((parsed, at)) = plugin {
-                    match parsed {
-                        Ok(None) => {
-                            notes.push(format!("no {at}: the filter needs at least its routes"))
-                        }
-                        Ok(Some(raw)) => match raw.validate() {
-                            Ok(c) => config = Some(std::sync::Arc::new(c)),
-                            Err(e) => errors.extend(config_issues(at, &e.0)),
-                        },
-                        Err(e) => {
-                            let inner = e.inner();
-                            let message = clean_message(&inner.to_string());
-                            let path = error_path(&e.path().to_string(), &message);
-                            let err = ConfigError {
-                                path,
-                                message,
-                                position: position(inner),
-                            };
-                            let first = [err];
-                            let more = match kind {
-                                "WasmPlugin" => {
-                                    more_unknown::<WasmPluginDoc>(&json, &doc_text, offset, &first)
-                                }
-                                _ => more_unknown::<TrafficExtensionDoc>(
-                                    &json, &doc_text, offset, &first,
-                                ),
-                            };
-                            errors.extend(config_issues("", &[first.to_vec(), more].concat()));
+                if let Some((plugin, at)) = plugin {
+                    if plugin.is_null() {
+                        notes.push(format!("no {at}: the filter needs at least its routes"));
+                    } else {
+                        match plugin_config::read(plugin, at, &doc_text, offset) {
+                            Ok(raw) => match raw.validate() {
+                                Ok(c) => config = Some(std::sync::Arc::new(c)),
+                                Err(e) => errors.extend(config_issues(at, &e.0)),
+                            },
+                            Err(e) => errors.extend(config_issues(at, &e)),
                         }
                     }
                 }

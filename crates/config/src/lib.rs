@@ -1,21 +1,24 @@
-//! The plugin configuration: defined here once, parsed in two stages.
+//! The plugin configuration: defined here once, read in two stages.
 //!
-//! Stage one is serde (`Raw*` structs, camelCase, unknown fields rejected); a
-//! type or syntax error names its field path (for JSON from the error's position
-//! in the text, [`json_path_at`]; for other formats through
-//! `serde_path_to_error` in [`parse_with`]). Stage two
+//! Stage one ([`read`]) reads a JSON tree ([`crate::json`]) into the `Raw*`
+//! structs: field names, defaults, unknown fields rejected; a syntax or type
+//! error names its field path and where in the text it is. Stage two
 //! ([`Raw::validate`]) turns the raw structs into a [`Config`] that cannot hold an
 //! invalid state, collecting every problem with its path and what was expected
 //! (`routes[1].distribute[0].to: weights sum to 90, expected 100`).
 //!
-//! The `.wasm` parses JSON (Istio delivers `pluginConfig` as JSON); the
-//! `hybridmesh` tools feed YAML through [`parse_with`]: the same structs and the
-//! same validation.
+//! The `.wasm` reads JSON text ([`parse_json`]; Istio delivers `pluginConfig`
+//! as JSON); the `hybridmesh` tools build the same tree from YAML and call
+//! [`from_value`]: the same reader, the same messages, the same validation.
+
+pub mod hosts;
+pub mod identity;
+pub mod json;
+mod read;
+pub mod sort;
 
 use std::collections::BTreeMap;
 use std::fmt;
-
-use serde::Deserialize;
 
 use crate::hosts::{HostPattern, HostTable};
 use crate::identity::Locality;
@@ -75,38 +78,27 @@ impl std::error::Error for ConfigErrors {}
 // Stage one: what an operator writes.
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct Raw {
-    #[serde(default)]
     pub identity: RawIdentity,
-    #[serde(default)]
     pub direction: DirectionSetting,
     pub domain_suffix: Option<String>,
     pub header_prefix: Option<String>,
-    #[serde(default)]
     pub trust_source: TrustSource,
-    #[serde(default)]
     pub trust_domains: Vec<String>,
-    #[serde(default)]
     pub unknown_source: UnknownSource,
     pub deny_status: Option<u32>,
-    #[serde(default)]
     pub allow_debug: bool,
-    #[serde(default)]
     pub hop_log: HopLog,
     pub filter_state: Option<bool>,
     pub metrics_flush_interval: Option<String>,
     pub max_hops: Option<u32>,
-    #[serde(default)]
     pub clusters: Vec<RawCluster>,
     pub outlier_detection: Option<RawOutlier>,
-    #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct RawIdentity {
     pub cluster: Option<String>,
     pub network: Option<String>,
@@ -114,27 +106,21 @@ pub struct RawIdentity {
     pub namespace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RawCluster {
     pub name: String,
-    #[serde(default)]
     pub network: String,
-    #[serde(default)]
     pub locality: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct RawOutlier {
-    #[serde(rename = "consecutive5xxErrors")]
     pub consecutive_5xx_errors: Option<u32>,
     pub base_ejection_time: Option<String>,
     pub max_ejection_time: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RawRoute {
     pub hosts: Vec<String>,
     pub policy: PolicyKind,
@@ -147,8 +133,7 @@ pub struct RawRoute {
     pub pinned: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RawDistribute {
     pub from: String,
     pub to: BTreeMap<String, Weight>,
@@ -161,42 +146,9 @@ pub enum Weight {
     Invalid(String),
 }
 
-impl<'de> Deserialize<'de> for Weight {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Weight;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an integer weight")
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Weight, E> {
-                Ok(Weight::Int(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Weight, E> {
-                Ok(u64::try_from(v)
-                    .map(Weight::Int)
-                    .unwrap_or_else(|_| Weight::Invalid(v.to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Weight, E> {
-                Ok(Weight::Invalid(format_decimal(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Weight, E> {
-                Ok(Weight::Invalid(format!("{v:?}")))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Weight, E> {
-                Ok(Weight::Invalid(v.to_string()))
-            }
-            fn visit_unit<E>(self) -> Result<Weight, E> {
-                Ok(Weight::Invalid("null".to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `19.5` for 19.5, to six decimals, without pulling float formatting into the
 /// `.wasm` (it would add about 15 KB for one error message).
-fn format_decimal(v: f64) -> String {
+pub(crate) fn format_decimal(v: f64) -> String {
     if !v.is_finite() || v.abs() > 1e15 {
         return "a number out of range".to_string();
     }
@@ -210,16 +162,14 @@ fn format_decimal(v: f64) -> String {
     format!("{sign}{int}.{}", frac.trim_end_matches('0'))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RawFailover {
     pub from: String,
     pub to: String,
 }
 
 /// Which side of a request this filter runs on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum DirectionSetting {
     /// From the listener direction Istio sets (one property read per request).
     #[default]
@@ -229,8 +179,7 @@ pub enum DirectionSetting {
 }
 
 /// When the server side believes the source headers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum TrustSource {
     /// Only over mTLS from a mesh peer (and a listed trust domain, if any are listed).
     #[default]
@@ -240,8 +189,7 @@ pub enum TrustSource {
 }
 
 /// What the server side does with a cluster-local host when the source is unknown.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownSource {
     #[default]
     Allow,
@@ -249,8 +197,7 @@ pub enum UnknownSource {
 }
 
 /// Level of the per-request hop log line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HopLog {
     Off,
     Trace,
@@ -260,8 +207,7 @@ pub enum HopLog {
     Warn,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     None,
     ClusterLocal,
@@ -270,6 +216,7 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
+    #[inline] // per request: built with the request path, for speed
     pub fn as_str(self) -> &'static str {
         match self {
             PolicyKind::None => "none",
@@ -374,6 +321,7 @@ pub enum Policy {
 }
 
 impl Policy {
+    #[inline] // per request: built with the request path, for speed
     pub fn kind(&self) -> PolicyKind {
         match self {
             Policy::None => PolicyKind::None,
@@ -421,6 +369,7 @@ impl LocalityPattern {
         })
     }
 
+    #[inline] // per request: built with the request path, for speed
     pub fn matches(&self, locality: &Locality) -> bool {
         let parts = [
             locality.region.as_str(),
@@ -464,6 +413,7 @@ impl TopologyLabel {
         Self::ALL.iter().find(|(n, _)| *n == text).map(|(_, l)| *l)
     }
 
+    #[inline] // per request: built with the request path, for speed
     pub fn name(self) -> &'static str {
         Self::ALL
             .iter()
@@ -520,6 +470,7 @@ impl HeaderNames {
 
     /// True for every header the application must not set itself: anything under
     /// the prefix (`<prefix>-...`).
+    #[inline] // per request: built with the request path, for speed
     pub fn is_reserved(&self, name: &[u8]) -> bool {
         let p = self.prefix.as_bytes();
         name.len() > p.len() + 1 && name.starts_with(p) && name[p.len()] == b'-'
@@ -533,6 +484,7 @@ impl Default for HeaderNames {
 }
 
 impl Config {
+    #[inline] // per request: built with the request path, for speed
     pub fn cluster_index(&self, name: &str) -> Option<usize> {
         self.clusters.iter().position(|c| c.name == name)
     }
@@ -548,6 +500,7 @@ pub const DEFAULT_MAX_HOPS: usize = 8;
 // ---------------------------------------------------------------------------
 
 /// Parses a JSON plugin config (what Istio delivers). Empty input is the empty config.
+#[inline(never)] // kept in this crate, built for size
 pub fn parse_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Raw::default().validate();
@@ -558,25 +511,42 @@ pub fn parse_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
             "the plugin config must be a JSON object ({\"routes\": [...], ...})",
         )]));
     }
-    // Plain serde_json here (the .wasm stays small); the field path of a syntax
-    // or type error is recovered from the error's position in the text.
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let raw = match Raw::deserialize(&mut de).and_then(|raw| de.end().map(|()| raw)) {
-        Ok(raw) => raw,
+    let value = match crate::json::parse(bytes) {
+        Ok(v) => v,
         Err(e) => {
-            let message = strip_position(&e.to_string());
-            let mut path = json_path_at(bytes, e.line(), e.column());
-            if message.starts_with("unknown field") || message.starts_with("trailing") {
+            let (line, column) = e.at;
+            let mut path = json_path_at(bytes, line, column);
+            if e.message.starts_with("trailing") {
                 path = parent_path(&path);
             }
             return Err(ConfigErrors(vec![ConfigError {
                 path,
-                message,
-                position: Some((e.line(), e.column())).filter(|(l, _)| *l > 0),
+                message: e.message.to_string(),
+                position: Some(e.at).filter(|(l, _)| *l > 0),
             }]));
         }
     };
-    raw.validate()
+    read::raw(&value)
+        .map_err(|e| ConfigErrors(vec![at_line(e, Some(bytes))]))?
+        .validate()
+}
+
+/// A stage-one error's byte offset (see `read::error`) as a line and column
+/// of `text`, or no position without it.
+fn at_line(mut e: ConfigError, text: Option<&[u8]>) -> ConfigError {
+    e.position = match (e.position, text) {
+        (Some((0, at)), Some(text)) => Some(crate::json::position(text, at)),
+        _ => None,
+    };
+    e
+}
+
+/// Stage one on a JSON tree: the `.wasm` reads the text with
+/// [`crate::json::parse`], the tools build the tree from YAML. Stops at the
+/// first problem, as a parser does.
+#[inline(never)] // kept in this crate, built for size
+pub fn from_value(value: &crate::json::Value) -> Result<Raw, ConfigErrors> {
+    read::raw(value).map_err(|e| ConfigErrors(vec![at_line(e, None)]))
 }
 
 fn parent_path(path: &str) -> String {
@@ -588,7 +558,7 @@ fn parent_path(path: &str) -> String {
 }
 
 /// The field path (`routes[1].distribute[0].to`) at 1-based `line`/`column` of a
-/// JSON text: where serde_json stopped. At a closing `}` it is the object's own
+/// JSON text: where the reader stopped. At a closing `}` it is the object's own
 /// path (a missing field); elsewhere the key or index being read.
 pub fn json_path_at(text: &[u8], line: usize, column: usize) -> String {
     enum Frame {
@@ -681,28 +651,6 @@ pub fn json_path_at(text: &[u8], line: usize, column: usize) -> String {
     path
 }
 
-/// Stage one with any serde format: the CLI passes YAML through this too.
-/// `position` extracts line/column from the format's error, if it has one.
-pub fn parse_with<'de, D, F>(de: D, position: F) -> Result<Raw, ConfigErrors>
-where
-    D: serde::Deserializer<'de>,
-    D::Error: fmt::Display,
-    F: Fn(&D::Error) -> Option<(usize, usize)>,
-{
-    serde_path_to_error::deserialize::<_, Raw>(de).map_err(|e| {
-        let mut path = e.path().to_string();
-        let inner = e.inner();
-        let message = clean_message(&inner.to_string());
-        // An unknown field is reported at the object that holds it.
-        path = error_path(&path, &message);
-        ConfigErrors(vec![ConfigError {
-            path,
-            message,
-            position: position(inner),
-        }])
-    })
-}
-
 /// A parser's error message without its position and path (both are reported
 /// separately): `routes[0]: unknown field ... at line 5 column 5` ->
 /// `unknown field ...`.
@@ -764,6 +712,7 @@ impl Checker {
 }
 
 impl Raw {
+    #[inline(never)] // kept in this crate, built for size
     pub fn validate(self) -> Result<Config, ConfigErrors> {
         let mut c = Checker { errors: Vec::new() };
 
@@ -871,6 +820,7 @@ impl Raw {
     }
 }
 
+#[inline(never)] // one small function each: V8's compiler works per function
 fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
     let mut out = IdentityOverride::default();
     if let Some(cluster) = &raw.cluster {
@@ -918,6 +868,7 @@ fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
 /// Health and decisions keep one bit per cluster.
 pub const MAX_CLUSTERS: usize = 64;
 
+#[inline(never)] // one small function each: V8's compiler works per function
 fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> {
     if raw.len() > MAX_CLUSTERS {
         c.err(
@@ -976,6 +927,7 @@ fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> 
     out
 }
 
+#[inline(never)] // one small function each: V8's compiler works per function
 fn validate_outlier(
     c: &mut Checker,
     path: &str,
@@ -1032,6 +984,7 @@ fn validate_outlier(
     out
 }
 
+#[inline(never)] // one small function each: V8's compiler works per function
 fn validate_route(
     c: &mut Checker,
     i: usize,
@@ -1365,7 +1318,7 @@ fn validate_distribute(
     if c.errors.len() > before {
         return None;
     }
-    to.sort_by_key(|(k, _)| *k);
+    sort::stable_sort_by(&mut to, |a, b| a.0 < b.0);
     to.retain(|(_, w)| *w > 0);
     Some(Distribute { from: from?, to })
 }
@@ -1469,6 +1422,7 @@ fn is_region(s: &str) -> bool {
 }
 
 /// Cluster names as Istio accepts them (`values.global.multiCluster.clusterName`).
+#[inline] // per request: built with the request path, for speed
 pub fn is_cluster_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::is_dns_name;
+use crate::is_dns_name;
 
 /// One host pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,7 @@ impl HostPattern {
         ))
     }
 
+    #[inline] // per request: built with the request path, for speed
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h == host,
@@ -89,12 +90,12 @@ impl HostTable {
             }
         }
         // Stable sort keeps route order among equal lengths.
-        t.suffixes
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        crate::sort::stable_sort_by(&mut t.suffixes, |a, b| (b.0.len(), a.1) < (a.0.len(), b.1));
         t
     }
 
     /// The index of the route whose most specific pattern matches `host`.
+    #[inline] // per request: built with the request path, for speed
     pub fn lookup(&self, host: &str) -> Option<usize> {
         if let Some(&i) = self.exact.get(host) {
             return Some(i);
@@ -112,6 +113,7 @@ impl HostTable {
 }
 
 /// The FQDN in an Istio outbound cluster name `outbound|<port>|<subset>|<fqdn>`.
+#[inline] // per request: built with the request path, for speed
 pub fn service_from_cluster_name(name: &str) -> Option<&str> {
     let mut parts = name.splitn(4, '|');
     let direction = parts.next()?;
@@ -127,6 +129,7 @@ pub fn service_from_cluster_name(name: &str) -> Option<&str> {
 /// -> `... .svc.<suffix>`. Ports and a trailing dot are dropped; other names are
 /// kept as they are. `None` for an empty authority or an IP address (no name to
 /// match).
+#[inline] // per request: built with the request path, for speed
 pub fn service_from_authority(
     authority: &[u8],
     namespace: &str,
@@ -138,6 +141,7 @@ pub fn service_from_authority(
 
 /// [`service_from_authority`] written into `out` (cleared first); false when
 /// the authority names no service. Nothing is allocated once `out` has room.
+#[inline] // per request: built with the request path, for speed
 pub fn service_from_authority_into(
     authority: &[u8],
     namespace: &str,

@@ -1,7 +1,7 @@
 //! Every invalid config is rejected with the exact message an operator reads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hybridmesh_filter_core::parse_json;
+use hybridmesh_config::parse_json;
 
 const C: &str = r#""clusters": [{"name": "gke", "network": "kuchima-demo-vpc01", "locality": "asia-northeast1"}, {"name": "anthos", "network": "default", "locality": "tokyo-onprem"}]"#;
 
@@ -120,7 +120,7 @@ fn empty_input_is_the_empty_config() {
 
 #[test]
 fn durations_follow_istio() {
-    use hybridmesh_filter_core::config::parse_duration_ms;
+    use hybridmesh_config::parse_duration_ms;
     assert_eq!(parse_duration_ms("1m"), Some(60_000));
     assert_eq!(parse_duration_ms("1.5s"), Some(1_500));
     assert_eq!(parse_duration_ms("500ms"), Some(500));
