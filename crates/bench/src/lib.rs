@@ -869,8 +869,6 @@ fn scaling_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<Vec<scaling:
     Ok(figures)
 }
 
-const GAUGE_STAT: &str = memory::LINEAR_MEMORY_STAT;
-
 fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     let v = Variant::Weighted;
     let ip = envoy::address(4, v);
@@ -893,7 +891,7 @@ fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     }
     // The gauge is reported on the filter's 1 s tick.
     std::thread::sleep(Duration::from_millis(1300));
-    run.linear_after_1k = e.stat(GAUGE_STAT)?;
+    run.linear_after_1k = e.stat(memory::LINEAR_MEMORY_STAT)?;
     run.rss_after_1k = rss_bytes(e.pid);
     let rq = format!("http.{}.downstream_rq_total", envoy::STAT_PREFIX);
     loop {
@@ -918,11 +916,12 @@ fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     }
     std::thread::sleep(Duration::from_millis(1300));
     run.requests = e.stat(&rq)?;
-    run.linear_at_end = e.stat(GAUGE_STAT)?;
+    run.linear_at_end = e.stat(memory::LINEAR_MEMORY_STAT)?;
     run.rss_at_end = rss_bytes(e.pid);
     if run.linear_after_1k == 0 {
         bail!(
-            "the filter reported no linear memory ({GAUGE_STAT} is 0): see {}",
+            "the filter reported no linear memory ({} is 0): see {}",
+            memory::LINEAR_MEMORY_STAT,
             e.log.display()
         );
     }

