@@ -21,7 +21,8 @@
 # WASM (default: target/wasm32-wasip1/wasm/hybridmesh_filter.wasm), pushed to
 # the lab's registry and applied unless LAB_APPLY_PLUGINS=0 (HYBRIDMESH: the
 # command line that pushes, default cargo run -p hybridmesh),
-# LAB_ISTIOD_ENV (extra NAME=value for both istiods), LAB_PODS=sleep (only
+# LAB_ISTIOD_ENV (extra NAME=value for both istiods), LAB_CONCURRENCY (each
+# sidecar's worker threads, default 1; Istio's default is 2), LAB_PODS=sleep (only
 # gke's sleep pod), LAB_NO_ENVOY=1 (control planes only). Needs root.
 set -euo pipefail
 LAB="$(cd "$(dirname "$0")" && pwd)"
@@ -120,7 +121,7 @@ for c in "${CLUSTERS[@]}"; do
   # Istio's install as `istioctl install -f` renders it (the release's charts),
   # with the project's install-time overlays as shipped; the seed's east-west
   # gateway likewise
-  sed -e "s/@CLUSTER@/$c/g; s/@NETWORK@/${NETWORK[$c]}/g" "$LAB/manifests/istio-install.yaml.in" >"$d/istio-install.yaml"
+  sed -e "s/@CLUSTER@/$c/g; s/@NETWORK@/${NETWORK[$c]}/g; s/@CONCURRENCY@/${LAB_CONCURRENCY:-1}/g" "$LAB/manifests/istio-install.yaml.in" >"$d/istio-install.yaml"
   sed -e "s/@NETWORK@/${NETWORK[$c]}/g" "$LAB/manifests/eastwest-gateway.yaml.in" >"$d/eastwest-gateway.yaml"
   "$ISTIO_BIN/istio-install" -f "$d/istio-install.yaml" -f "$ROOT/wasmplugin/meshconfig-stats.yaml" \
     -f "$ROOT/wasmplugin/meshconfig-access-log.yaml" >"$d/istio-rendered.yaml"

@@ -12,7 +12,6 @@ pub mod envoy;
 pub mod harness;
 pub mod instructions;
 pub mod load;
-pub mod memory;
 pub mod report;
 pub mod scaling;
 
@@ -166,7 +165,7 @@ pub struct Report {
     /// Start-up to first response, milliseconds, per run.
     pub startup: BTreeMap<u8, Vec<f64>>,
     /// Each start-up run's memory after 100 requests.
-    pub startup_memory: BTreeMap<u8, Vec<memory::Footprint>>,
+    pub startup_memory: BTreeMap<u8, Vec<hybridmesh_replica::memory::Footprint>>,
     /// VmRSS after the throughput rounds (direct response), bytes.
     pub rss: BTreeMap<u8, u64>,
     pub memory: MemoryRun,
@@ -186,6 +185,9 @@ pub struct Report {
     pub compare_wasm_bytes: Option<u64>,
     /// How cost grows with routes and clusters, point by point.
     pub scaling: Vec<scaling::Figures>,
+    /// What each pod pays, measured in the Istio lab (`hybridmesh-lab
+    /// --per-pod FILE`'s Markdown, which `scripts/bench --lab` runs first).
+    pub per_pod: Option<String>,
 }
 
 pub fn mode_key(m: Mode) -> u8 {
@@ -386,8 +388,8 @@ impl Ctx<'_> {
 }
 
 /// Builds the SDK reference filters (`probes/sdk-floor`) with cargo into the
-/// workspace's target folder.
-fn build_sdk_probe(workspace: &Path) -> anyhow::Result<PathBuf> {
+/// workspace's target folder; the `.wasm`'s path.
+pub fn build_sdk_probe(workspace: &Path) -> anyhow::Result<PathBuf> {
     let manifest = workspace.join("crates/bench/probes/sdk-floor/Cargo.toml");
     let target = workspace.join("target/probes");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -699,7 +701,7 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> anyhow::Result<Report> {
 /// Start-up, from spawn to the first 200 on the listener, `startup_runs`
 /// times per variant (interleaved); then, in each run, the resident memory
 /// after 100 more requests (VmRSS: V8, the module's compiled code, the VMs'
-/// linear memory, and where it goes: [`memory::Footprint`]), into
+/// linear memory, and where it goes: [`hybridmesh_replica::memory::Footprint`]), into
 /// `report.startup` and `report.startup_memory`.
 fn startup(
     ctx: &Ctx,
@@ -732,7 +734,7 @@ fn startup(
             for _ in 0..100 {
                 load::status(&mut c, envoy::SERVICE, &v.request_headers())?;
             }
-            let m = memory::Footprint::of(&e, v.is_ours());
+            let m = hybridmesh_replica::memory::Footprint::of(&e, v.is_ours());
             drop(fleet);
             line.push_str(&format!(" {} {:.0}ms {}", v.short(), ms, m.line()));
             report.startup.entry(variant_key(v)).or_default().push(ms);
@@ -891,7 +893,7 @@ fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     }
     // The gauge is reported on the filter's 1 s tick.
     std::thread::sleep(Duration::from_millis(1300));
-    run.linear_after_1k = e.stat(memory::LINEAR_MEMORY_STAT)?;
+    run.linear_after_1k = e.stat(hybridmesh_replica::memory::LINEAR_MEMORY_STAT)?;
     run.rss_after_1k = rss_bytes(e.pid);
     let rq = format!("http.{}.downstream_rq_total", envoy::STAT_PREFIX);
     loop {
@@ -916,12 +918,12 @@ fn memory_run(ctx: &Ctx, out: &mut dyn Progress) -> anyhow::Result<MemoryRun> {
     }
     std::thread::sleep(Duration::from_millis(1300));
     run.requests = e.stat(&rq)?;
-    run.linear_at_end = e.stat(memory::LINEAR_MEMORY_STAT)?;
+    run.linear_at_end = e.stat(hybridmesh_replica::memory::LINEAR_MEMORY_STAT)?;
     run.rss_at_end = rss_bytes(e.pid);
     if run.linear_after_1k == 0 {
         bail!(
             "the filter reported no linear memory ({} is 0): see {}",
-            memory::LINEAR_MEMORY_STAT,
+            hybridmesh_replica::memory::LINEAR_MEMORY_STAT,
             e.log.display()
         );
     }

@@ -241,7 +241,11 @@ impl Report {
                 median(
                     self.startup_memory
                         .get(&variant_key(v))
-                        .map(|runs| runs.iter().map(|m| super::memory::mib(m.rss)).collect())
+                        .map(|runs| {
+                            runs.iter()
+                                .map(|m| hybridmesh_replica::memory::mib(m.rss))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 )
             };
@@ -601,6 +605,28 @@ impl Report {
         s.push_str(&startup_table(self));
         s.push('\n');
 
+        let _ = writeln!(s, "## Per pod (the Istio lab)\n");
+        match &self.per_pod {
+            Some(text) => {
+                let _ = writeln!(
+                    s,
+                    "What a new pod of the lab pays with the filter's two plugins, beside the same pod \
+                     with no plugin and with the proxy-wasm Rust SDK's empty filter in both plugins: \
+                     istiod's real config, pilot-agent pulling the module from a registry, Istio's \
+                     default two worker threads (`hybridmesh-lab --per-pod`, \
+                     `crates/lab/tests/per_pod.rs`; measured in this run).\n\n{}",
+                    text.trim_end()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "Not measured in this run (it needs root and the lab: `scripts/bench --lab`)."
+                );
+            }
+        }
+        s.push('\n');
+
         let _ = writeln!(s, "## Memory\n");
         let _ = writeln!(
             s,
@@ -700,7 +726,7 @@ impl Report {
 /// memory goes. `--startup-only` prints it; BENCHMARKS.md's start-up section
 /// is it.
 pub fn startup_table(r: &Report) -> String {
-    use super::memory::{mib, Footprint};
+    use hybridmesh_replica::memory::{mib, Footprint};
     let mut s = String::new();
     let runs = |v: Variant| -> Vec<Footprint> {
         r.startup_memory
@@ -737,7 +763,7 @@ pub fn startup_table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nWhere it goes (MiB, medians): pages of files (Envoy's binary, V8's compiler among its code) and anonymous pages; of the anonymous, what Envoy's allocator (tcmalloc, the admin's `/memory`) has in use and what it keeps free without returning it; the Wasm VMs alive and the filter's linear memory per VM (its gauge).\n\n| variant | files | anonymous | in use | kept free | VMs | linear memory per VM |\n|---|---|---|---|---|---|---|"
+        "\nWhere it goes (MiB, medians): pages of files (Envoy's binary, V8's compiler among its code) and anonymous pages; of the anonymous, what Envoy's allocator (tcmalloc, the admin's `/memory`) has in use and what it keeps free without returning it; the Wasm VMs alive and the filter's linear memory (its gauge: every VM that ticks adds its own 1.06 MiB).\n\n| variant | files | anonymous | in use | kept free | VMs | linear memory, VMs summed |\n|---|---|---|---|---|---|---|"
     );
     for &v in &shown {
         let vms = runs(v).first().map_or(0, |m| m.vms);

@@ -37,6 +37,11 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("BENCHMARKS.md");
+    // The lab's per-pod table as `hybridmesh-lab --per-pod` writes it (the
+    // lab's own test, crates/lab/tests/per_pod.rs, measures it): included.
+    let per_pod = dir.path().join("per-pod.md");
+    let table = "| a new pod, 2 worker threads | Ready |\n|---|---|\n| no plugin | 1196 ms |\n";
+    std::fs::write(&per_pod, table).unwrap();
     let run = Command::cargo_bin("hybridmesh")
         .unwrap()
         .current_dir(workspace())
@@ -44,6 +49,8 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
         .arg(&out)
         .arg("--wasm")
         .arg(filter_support::wasm_path())
+        .arg("--per-pod")
+        .arg(&per_pod)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -59,9 +66,11 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
         "## The harness",
         "## How cost grows with the mesh",
         "## How to read this",
+        "## Per pod (the Istio lab)",
     ] {
         assert!(md.contains(section), "no {section:?} in:\n{md}");
     }
+    assert!(md.contains(table), "the per-pod table is not in:\n{md}");
     assert!(
         md.contains("Failed requests during the run (non-2xx, socket errors): 0\n"),
         "{md}"
@@ -272,4 +281,27 @@ fn startup_only_prints_start_up_and_memory_beside_the_floors() {
         linear >= 1.0,
         "the filter's linear memory per VM, {linear} MiB, is not read:\n{stdout}"
     );
+}
+
+/// `--per-pod` names a file that is not there: refused at once, before the
+/// run (read after it, the mistake would cost 40 minutes).
+#[test]
+fn a_missing_per_pod_file_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::cargo_bin("hybridmesh")
+        .unwrap()
+        .current_dir(workspace())
+        .args(["bench", "--out"])
+        .arg(dir.path().join("BENCHMARKS.md"))
+        .arg("--per-pod")
+        .arg(dir.path().join("nowhere.md"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--per-pod") && stderr.contains("nowhere.md"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("BENCHMARKS.md").exists());
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 /// The Envoy process of a pod: the one named `envoy` in the process group
 /// `sidecar.sh` started (pilot-agent's child).
-fn envoy_pid(pod: &Path) -> anyhow::Result<String> {
+pub(crate) fn envoy_pid(pod: &Path) -> anyhow::Result<String> {
     let group = std::fs::read_to_string(pod.join("pid"))
         .with_context(|| format!("{}: no pid file (did up.sh start it?)", pod.display()))?;
     let out = Command::new("pgrep")
@@ -31,6 +31,13 @@ fn envoy_pid(pod: &Path) -> anyhow::Result<String> {
 /// `GET /<path>` on the pod's Envoy admin.
 pub fn get(pod: &Path, path: &str) -> anyhow::Result<String> {
     pod_get(pod, 15000, "admin", path)
+}
+
+/// Whether the pod is Ready as its kubelet's probe of istio-proxy sees it:
+/// the injected readiness probe, `GET :15021/healthz/ready` (Envoy's
+/// listener, which asks pilot-agent whether Envoy has its first config).
+pub fn ready(pod: &Path) -> bool {
+    pod_get(pod, 15021, "readiness probe", "healthz/ready").is_ok()
 }
 
 /// `GET /<path>` on the pod's istio-agent (127.0.0.1:15020 in the pod).

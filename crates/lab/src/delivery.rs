@@ -165,6 +165,21 @@ impl Lab {
     /// both plugins in some form (module or RBAC stand-in) and its
     /// listeners are active, and returns how long that took.
     pub fn replace_echo_pod(&mut self, cluster: &str, i: usize) -> anyhow::Result<Duration> {
+        let started = self.restart_echo_pod(cluster, i)?;
+        let pod = self.echo_pod(cluster, i);
+        self.wait_for(&format!("{}: both plugins", pod.display()), || {
+            Ok(admin::ecds(&pod, PLUGIN)?.len() == 2)
+        })?;
+        self.wait_for(&format!("{}: listeners active", pod.display()), || {
+            admin::listeners_settled(&pod)
+        })?;
+        Ok(started.elapsed())
+    }
+
+    /// Stops `cluster`'s echo-svc pod `i` (its whole process group) and
+    /// starts it again from the Pod the API stores, as its kubelet would;
+    /// returns when `sidecar.sh` started it, with the moment it was asked to.
+    pub(crate) fn restart_echo_pod(&mut self, cluster: &str, i: usize) -> anyhow::Result<Instant> {
         let name = ["echo-svc-0", "echo-svc-1"][i.min(1)];
         let pod = self.echo_pod(cluster, i);
         for f in ["pid", "app.pid"] {
@@ -195,13 +210,7 @@ impl Lab {
             Command::new(self.root.join("istio-lab/sidecar.sh")).args([cluster, "default", name]),
         )
         .with_context(|| format!("istio-lab/sidecar.sh {cluster} default {name}"))?;
-        self.wait_for(&format!("{}: both plugins", pod.display()), || {
-            Ok(admin::ecds(&pod, PLUGIN)?.len() == 2)
-        })?;
-        self.wait_for(&format!("{}: listeners active", pod.display()), || {
-            admin::listeners_settled(&pod)
-        })?;
-        Ok(started.elapsed())
+        Ok(started)
     }
 
     /// Applies every cluster's overlay with the plugins' url and sha256
@@ -242,11 +251,13 @@ impl Lab {
                 }
             }
             let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            // (A proxy that never had a plugin has no ECDS resource: its
+            // admin answers 404.)
             let before: Vec<String> = self
                 .sidecars(c)
                 .iter()
-                .map(|p| admin::get(p, "config_dump?resource=ecds_filters"))
-                .collect::<anyhow::Result<_>>()?;
+                .map(|p| admin::get(p, "config_dump?resource=ecds_filters").unwrap_or_default())
+                .collect();
             self.kubectl(c, &["apply", "-f", "-"], Some(&list.to_string()))?;
             for (pod, before) in self.sidecars(c).iter().zip(before) {
                 self.wait_for(&format!("{}: the new plugin image", pod.display()), || {
@@ -418,16 +429,7 @@ impl Lab {
     pub fn plugins_in_listeners(&self, cluster: &str) -> anyhow::Result<Vec<BTreeSet<String>>> {
         self.sidecars(cluster)
             .iter()
-            .map(|p| {
-                let text = admin::get(p, "config_dump?resource=dynamic_listeners")?;
-                Ok(text
-                    .split("extensions.istio.io/trafficextension/")
-                    .skip(1)
-                    .filter_map(|rest| rest.split('"').next())
-                    .filter(|name| name.contains(PLUGIN))
-                    .map(str::to_string)
-                    .collect())
-            })
+            .map(|p| plugins_in_pod_listeners(p))
             .collect()
     }
 
@@ -474,4 +476,16 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+/// The filter's plugins the pod's active listeners refer to (ECDS names).
+pub(crate) fn plugins_in_pod_listeners(pod: &std::path::Path) -> anyhow::Result<BTreeSet<String>> {
+    let text = admin::get(pod, "config_dump?resource=dynamic_listeners")?;
+    Ok(text
+        .split("extensions.istio.io/trafficextension/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| name.contains(PLUGIN))
+        .map(str::to_string)
+        .collect())
 }

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod demo;
 mod logs;
 pub mod metrics;
+pub mod per_pod;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -58,6 +59,9 @@ pub struct LabOptions {
     /// The Istio release (an `istio` row of `versions.tsv`: `1.30`), run
     /// with the Envoy it ships; `None`: the newest.
     pub istio: Option<String>,
+    /// Each sidecar's worker threads (`LAB_CONCURRENCY`, the mesh config's
+    /// `defaultConfig.concurrency`); `None`: the lab's 1 (Istio's default is 2).
+    pub concurrency: Option<u32>,
 }
 
 /// What a running lab runs, read from it: the Istio release and its
@@ -102,6 +106,7 @@ impl LabOptions {
             istio: std::env::var("HYBRIDMESH_LAB_ISTIO")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            concurrency: None,
         }
     }
 }
@@ -127,6 +132,9 @@ pub struct Lab {
     /// The plugins' (url, sha256, failStrategy) when a delivery experiment
     /// replaced the delivered ones.
     image_override: Option<(String, String, Option<String>)>,
+    /// How long the last [`Lab::apply_config`] took from its `kubectl
+    /// apply` until every sidecar of the cluster served the new config.
+    last_push: Option<Duration>,
 }
 
 impl Lab {
@@ -148,6 +156,9 @@ impl Lab {
         let mut env = release.clone();
         env.push(("LAB_ISTIOD_ENV", opts.istiod_env.join(" ")));
         env.push(("LAB_APPLY_PLUGINS", "0".to_string()));
+        if let Some(n) = opts.concurrency {
+            env.push(("LAB_CONCURRENCY", n.to_string()));
+        }
         run_script(&lab.join("up.sh"), &env, "istio-lab/up.sh")?;
         let mut l = Lab {
             root: root.to_path_buf(),
@@ -161,6 +172,7 @@ impl Lab {
             delivery: None,
             traffic_extensions: opts.traffic_extensions,
             image_override: None,
+            last_push: None,
         };
         l.delivery = Some(l.deliver(&opts.wasm)?);
         for (c, _, _) in CLUSTERS {
@@ -237,23 +249,13 @@ impl Lab {
     /// WasmPlugins with the lab's registry host in their url. Each istio-agent
     /// then pulls the image with the cluster's pull secret.
     fn deliver(&self, wasm: &Path) -> anyhow::Result<Delivery> {
-        use hybridmesh_ops::deploy::{image, push};
         let module = std::fs::read(wasm).with_context(|| {
             format!(
                 "{}: the filter's .wasm (scripts/build-wasm)",
                 wasm.display()
             )
         })?;
-        let url = std::fs::read_to_string(self.run.join("image-url"))
-            .context("the lab's image url (up.sh writes it)")?;
-        let target = push::Target::parse(url.trim())?;
-        let registry = self.run.join("registry");
-        let config = std::fs::read_to_string(registry.join("docker/config.json"))
-            .context("the lab registry's Docker config (registry.sh writes it)")?;
-        let credentials = push::credentials_from_docker_config(&config, &target.registry)?;
-        let ca = std::fs::read(registry.join("ca.pem")).context("the lab registry's CA")?;
-        let img = image::build(&module, image::Variant::Compat, &target.tag)?;
-        let pushed = push::push(&img, &target, &credentials, Some(&ca))?;
+        let pushed = self.push_module(&module, None)?;
         let mut pinned_as_rendered = true;
         for (c, _, _) in CLUSTERS {
             let overlay = self.run.join(c).join("overlay");
@@ -289,6 +291,31 @@ impl Lab {
             sha256: pushed.sha256,
             pinned_as_rendered,
         })
+    }
+
+    /// Pushes `module` to the lab's registry as `hybridmesh package --push`
+    /// does (the same code, the credentials `docker login` would have
+    /// stored), in the repository of the lab's image url, under `tag` (or
+    /// the url's own).
+    pub fn push_module(
+        &self,
+        module: &[u8],
+        tag: Option<&str>,
+    ) -> anyhow::Result<hybridmesh_ops::deploy::push::Pushed> {
+        use hybridmesh_ops::deploy::{image, push};
+        let url = std::fs::read_to_string(self.run.join("image-url"))
+            .context("the lab's image url (up.sh writes it)")?;
+        let mut target = push::Target::parse(url.trim())?;
+        if let Some(t) = tag {
+            target.tag = t.to_string();
+        }
+        let registry = self.run.join("registry");
+        let config = std::fs::read_to_string(registry.join("docker/config.json"))
+            .context("the lab registry's Docker config (registry.sh writes it)")?;
+        let credentials = push::credentials_from_docker_config(&config, &target.registry)?;
+        let ca = std::fs::read(registry.join("ca.pem")).context("the lab registry's CA")?;
+        let img = image::build(module, image::Variant::Compat, &target.tag)?;
+        push::push(&img, &target, &credentials, Some(&ca))
     }
 
     /// The documents `kubectl kustomize` builds from `cluster`'s overlay
@@ -488,6 +515,7 @@ impl Lab {
             let rejections_before: Vec<usize> =
                 pods.iter().map(|p| admin::ecds_rejections(p)).collect();
             let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            let applied = Instant::now();
             self.kubectl(c, &["apply", "-f", "-"], Some(&list.to_string()))?;
             // Every filter runs the new config, or its Envoy rejected it (the
             // ECDS update NACKed: Envoy keeps the previous one and logs it).
@@ -511,6 +539,7 @@ impl Lab {
                     admin::listeners_settled(pod)
                 })?;
             }
+            self.last_push = Some(applied.elapsed());
             self.applied.insert(c.to_string(), value.clone());
         }
         Ok(accepted)
@@ -1040,17 +1069,8 @@ fn curl(
     spec: &RequestSpec,
     rid: &str,
 ) -> anyhow::Result<Outcome> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns])
-        .args([
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-        ])
-        .args(["curl", "-s", "-i", "-m", "10", "-X", &spec.method])
+    let mut cmd = as_application(netns);
+    cmd.args(["curl", "-s", "-i", "-m", "10", "-X", &spec.method])
         .arg("--resolve")
         .arg(format!("{host}:{port}:{target_ip}"))
         .arg("-H")
@@ -1064,6 +1084,22 @@ fn curl(
     cmd.arg(format!("http://{host}:{port}{}", spec.path));
     let raw = output(&mut cmd).with_context(|| format!("curl from {netns}"))?;
     parse_response(&raw).with_context(|| format!("curl from {netns}: no HTTP response: {raw:?}"))
+}
+
+/// A command to run as the application of the pod whose network namespace
+/// is `netns`: as `nobody`, so Istio's capture applies (the proxy's own user
+/// is excluded from it).
+pub(crate) fn as_application(netns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).args([
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+    ]);
+    cmd
 }
 
 fn parse_response(raw: &str) -> Option<Outcome> {

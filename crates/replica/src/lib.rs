@@ -23,6 +23,7 @@ pub mod echo;
 pub mod envoy_config;
 pub mod http;
 pub mod load;
+pub mod memory;
 pub mod process;
 pub mod terminal;
 pub mod topology;

@@ -75,6 +75,11 @@ pub struct BenchCommand {
     /// Skip the scaling curve (routes 1 to 10,000, clusters 2 to 64)
     #[arg(long)]
     no_scaling: bool,
+    /// The Istio lab's per-pod figures, measured in the same run
+    /// (`hybridmesh-lab --per-pod FILE` writes them; `scripts/bench --lab`
+    /// runs it first): BENCHMARKS.md's "per pod" section.
+    #[arg(long, value_name = "FILE")]
+    per_pod: Option<PathBuf>,
 }
 
 struct Lines;
@@ -145,7 +150,16 @@ impl BenchCommand {
         if self.startup_only {
             opts.startup_runs = opts.rounds;
         }
-        let report = bench::run(&opts, &mut Lines)?;
+        // Read before the run: a missing file must not throw 40 minutes away.
+        let per_pod = match &self.per_pod {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--per-pod {}: {e}", f.display()))?,
+            ),
+            None => None,
+        };
+        let mut report = bench::run(&opts, &mut Lines)?;
+        report.per_pod = per_pod;
         if self.startup_only {
             print!("{}", bench::report::startup_table(&report));
             return Ok(Outcome::Passed);
