@@ -71,6 +71,12 @@ fn the_benchmark_suite_runs_every_measurement_and_writes_the_report() {
         assert!(md.contains(section), "no {section:?} in:\n{md}");
     }
     assert!(md.contains(table), "the per-pod table is not in:\n{md}");
+    // and the report names the command that makes it, not the file passed
+    let written_by = md.lines().find(|l| l.contains("Written by")).unwrap();
+    assert!(
+        written_by.contains(" --lab` on ") && !written_by.contains("--per-pod"),
+        "{written_by}"
+    );
     assert!(
         md.contains("Failed requests during the run (non-2xx, socket errors): 0\n"),
         "{md}"

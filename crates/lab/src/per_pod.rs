@@ -365,7 +365,7 @@ pub fn table(rows: &[PodCost], pushes: Option<&Pushes>, concurrency: u64) -> Str
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let rss = |p| median(p, &|r: &PodCost| mib(r.footprint.rss));
     let mut out = format!(
-        "| a new pod, {concurrency} worker threads | Ready | first request | RSS MiB | over no plugin | over the SDK floor | Wasm VMs | tcmalloc in use / kept free MiB | linear memory per VM MiB |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| a new pod, {concurrency} worker threads | Ready | first request | RSS MiB | over no plugin | over the SDK floor | Wasm VMs | tcmalloc in use / kept free MiB | filter's linear memory, VMs summed, MiB |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     for p in Plugins::ALL.iter().rev() {
         let Some(r) = rss(*p) else { continue };

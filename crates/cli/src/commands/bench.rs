@@ -169,12 +169,16 @@ impl BenchCommand {
         let mut command = String::from("scripts/bench");
         let mut args = std::env::args().skip_while(|a| a != "bench").skip(1);
         while let Some(a) = args.next() {
-            if a == "--out" {
+            if a == "--out" || a == "--per-pod" {
+                // (`--per-pod FILE` is what `scripts/bench --lab` passes)
                 args.next();
-            } else if !a.starts_with("--out=") {
+            } else if !a.starts_with("--out=") && !a.starts_with("--per-pod=") {
                 command.push(' ');
                 command.push_str(&a);
             }
+        }
+        if self.per_pod.is_some() {
+            command.push_str(" --lab");
         }
         std::fs::write(&self.out, report.markdown(&command))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", self.out.display()))?;
