@@ -80,10 +80,7 @@ pub fn agent_metrics(pod: &Path, prefix: &str) -> anyhow::Result<Vec<(String, f6
 /// One counter or gauge by its full name.
 pub fn stat(pod: &Path, name: &str) -> anyhow::Result<Option<u64>> {
     let text = get(pod, &format!("stats?filter=^{}$", name.replace('.', "\\.")))?;
-    Ok(text.lines().find_map(|l| {
-        let (k, v) = l.split_once(": ")?;
-        (k == name).then(|| v.trim().parse().ok()).flatten()
-    }))
+    Ok(hybridmesh_replica::process::stat_in(&text, name))
 }
 
 /// One ECDS filter config as the pod's Envoy holds it: the plugin

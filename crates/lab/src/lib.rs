@@ -130,7 +130,8 @@ pub struct Lab {
     /// The plugins are TrafficExtensions ([`LabOptions::traffic_extensions`]).
     traffic_extensions: bool,
     /// The plugins' (url, sha256, failStrategy) when a delivery experiment
-    /// replaced the delivered ones.
+    /// replaced the delivered ones (all empty: deleted, by
+    /// [`Lab::use_plugins`]); `None`: as delivered.
     image_override: Option<(String, String, Option<String>)>,
     /// How long the last [`Lab::apply_config`] took from its `kubectl
     /// apply` until every sidecar of the cluster served the new config.

@@ -70,10 +70,7 @@ impl Footprint {
     pub fn read(pid: u32, admin: impl Fn(&str) -> Option<String>, ours: bool) -> Footprint {
         let stat = |name: &str| -> Option<u64> {
             let text = admin(&format!("stats?filter={}", crate::process::urlencode(name)))?;
-            text.lines().find_map(|l| {
-                let (k, v) = l.rsplit_once(": ")?;
-                (k == name).then(|| v.trim().parse().ok()).flatten()
-            })
+            crate::process::stat_in(&text, name)
         };
         let mut f = Footprint::default();
         let mut linear = 0;

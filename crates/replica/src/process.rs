@@ -338,12 +338,8 @@ impl Envoy {
     /// Counters and gauges from `/stats` whose name contains `filter`.
     pub fn stats(&self, filter: &str) -> anyhow::Result<Vec<(String, u64)>> {
         let r = http::get(self.admin, &format!("/stats?filter={}", urlencode(filter)))?;
-        Ok(r.text()
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(": ")?;
-                Some((k.to_string(), v.trim().parse().ok()?))
-            })
+        Ok(stats_in(&r.text())
+            .map(|(k, v)| (k.to_string(), v))
             .collect())
     }
 
@@ -365,6 +361,20 @@ impl Envoy {
     pub fn stop(&self) {
         stop(self.pid);
     }
+}
+
+/// The counters and gauges of an admin `/stats` answer (`name: value` lines;
+/// histograms, which are not numbers, are left out).
+pub fn stats_in(text: &str) -> impl Iterator<Item = (&str, u64)> {
+    text.lines().filter_map(|l| {
+        let (k, v) = l.rsplit_once(": ")?;
+        Some((k, v.trim().parse().ok()?))
+    })
+}
+
+/// The stat named exactly `name` in an admin `/stats` answer.
+pub fn stat_in(text: &str, name: &str) -> Option<u64> {
+    stats_in(text).find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// Percent-encodes a query value (admin filters are regexes).
