@@ -344,28 +344,39 @@ pub struct Distribute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalityPattern {
     pub text: String,
-    segments: Vec<Option<String>>,
+    /// The segments as byte ranges of `text`, `None` for `*`; only the first
+    /// `count` are used. One allocation per pattern (the text), not four:
+    /// a big mesh has thousands of them.
+    segments: [Option<(u16, u16)>; 3],
+    count: u8,
 }
 
 impl LocalityPattern {
     pub fn parse(text: &str) -> Option<Self> {
-        let parts: Vec<&str> = text.split('/').collect();
-        if text.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        if text.is_empty() || text.len() > usize::from(u16::MAX) {
             return None;
         }
-        let mut segments = Vec::with_capacity(parts.len());
-        for p in parts {
-            if p == "*" {
-                segments.push(None);
-            } else if p.contains('*') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let mut segments = [None; 3];
+        let mut count = 0;
+        let mut start = 0;
+        for p in text.split('/') {
+            let slot = segments.get_mut(count)?;
+            let end = start + p.len();
+            if p.is_empty()
+                || (p != "*"
+                    && (p.contains('*') || p.chars().any(|c| c.is_whitespace() || c.is_control())))
+            {
                 return None;
-            } else {
-                segments.push(Some(p.to_string()));
             }
+            // Both fit: the text's length was checked above.
+            *slot = (p != "*").then_some((start as u16, end as u16));
+            count += 1;
+            start = end + 1;
         }
         Some(LocalityPattern {
             text: text.to_string(),
             segments,
+            count: count as u8,
         })
     }
 
@@ -376,14 +387,18 @@ impl LocalityPattern {
             locality.zone.as_str(),
             locality.subzone.as_str(),
         ];
-        let trailing_wildcard = matches!(self.segments.last(), Some(None));
+        let count = usize::from(self.count);
+        let trailing_wildcard = count > 0 && matches!(self.segments.get(count - 1), Some(None));
         for (i, part) in parts.iter().enumerate() {
-            match self.segments.get(i) {
-                Some(Some(name)) if name != part => return false,
-                Some(_) => {}
-                // Pattern shorter than the locality: `region/zone` matches only an
-                // empty subzone unless it ended in `*`.
-                None => return trailing_wildcard || part.is_empty(),
+            if i >= count {
+                // Pattern shorter than the locality: `region/zone` matches only
+                // an empty subzone unless it ended in `*`.
+                return trailing_wildcard || part.is_empty();
+            }
+            if let Some(Some((a, b))) = self.segments.get(i) {
+                if self.text.get(usize::from(*a)..usize::from(*b)) != Some(*part) {
+                    return false;
+                }
             }
         }
         true
@@ -526,7 +541,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
             }]));
         }
     };
-    read::raw(&value)
+    read::raw(value)
         .map_err(|e| ConfigErrors(vec![at_line(e, Some(bytes))]))?
         .validate()
 }
@@ -545,7 +560,7 @@ fn at_line(mut e: ConfigError, text: Option<&[u8]>) -> ConfigError {
 /// [`crate::json::parse`], the tools build the tree from YAML. Stops at the
 /// first problem, as a parser does.
 #[inline(never)] // kept in this crate, built for size
-pub fn from_value(value: &crate::json::Value) -> Result<Raw, ConfigErrors> {
+pub fn from_value(value: crate::json::Value) -> Result<Raw, ConfigErrors> {
     read::raw(value).map_err(|e| ConfigErrors(vec![at_line(e, None)]))
 }
 
@@ -783,7 +798,7 @@ impl Raw {
         let clusters = validate_clusters(&mut c, self.clusters);
         let default_outlier = validate_outlier(
             &mut c,
-            "outlierDetection",
+            None,
             self.outlier_detection.as_ref(),
             OutlierDetection::default(),
         );
@@ -930,16 +945,21 @@ fn validate_clusters(c: &mut Checker, raw: Vec<RawCluster>) -> Vec<ClusterInfo> 
 #[inline(never)] // not inlined into its one caller: the .wasm is 0.85 KB smaller
 fn validate_outlier(
     c: &mut Checker,
-    path: &str,
+    route: Option<usize>,
     raw: Option<&RawOutlier>,
     base: OutlierDetection,
 ) -> OutlierDetection {
     let Some(raw) = raw else { return base };
+    // Written only for a message.
+    let path = || match route {
+        None => "outlierDetection".to_string(),
+        Some(i) => format!("routes[{i}].outlierDetection"),
+    };
     let mut out = base;
     if let Some(n) = raw.consecutive_5xx_errors {
         if n > 1000 {
             c.err(
-                format!("{path}.consecutive5xxErrors"),
+                format!("{}.consecutive5xxErrors", path()),
                 format!("{n} is too large, expected 0 (off) to 1000"),
             );
         } else {
@@ -951,10 +971,10 @@ fn validate_outlier(
             match parse_duration_ms(t) {
                 Some(ms) if ms >= 1 => *target = ms,
                 Some(_) => c.err(
-                    format!("{path}.{field}"),
+                    format!("{}.{field}", path()),
                     format!("{t:?} is zero, expected at least 1ms"),
                 ),
-                None => c.err(format!("{path}.{field}"), duration_expected(t)),
+                None => c.err(format!("{}.{field}", path()), duration_expected(t)),
             }
         }
     };
@@ -971,7 +991,7 @@ fn validate_outlier(
     if out.max_ejection_ms < out.base_ejection_ms {
         if raw.max_ejection_time.is_some() {
             c.err(
-                format!("{path}.maxEjectionTime"),
+                format!("{}.maxEjectionTime", path()),
                 format!(
                     "{}ms is shorter than baseEjectionTime {}ms",
                     out.max_ejection_ms, out.base_ejection_ms
@@ -1112,12 +1132,7 @@ fn validate_route(
     };
 
     let outlier = if needs_clusters {
-        validate_outlier(
-            c,
-            &at("outlierDetection"),
-            raw.outlier_detection.as_ref(),
-            default_outlier,
-        )
+        validate_outlier(c, Some(i), raw.outlier_detection.as_ref(), default_outlier)
     } else {
         default_outlier
     };
@@ -1167,18 +1182,18 @@ fn validate_route(
         PolicyKind::Failover => {
             let mut failover = Vec::new();
             for (j, f) in raw.failover.unwrap_or_default().into_iter().enumerate() {
-                let p = format!("routes[{i}].failover[{j}]");
+                let p = || format!("routes[{i}].failover[{j}]");
                 if !is_region(&f.from) {
-                    c.err(format!("{p}.from"), region_expected(&f.from));
+                    c.err(format!("{}.from", p()), region_expected(&f.from));
                     continue;
                 }
                 if !is_region(&f.to) {
-                    c.err(format!("{p}.to"), region_expected(&f.to));
+                    c.err(format!("{}.to", p()), region_expected(&f.to));
                     continue;
                 }
                 if f.from == f.to {
                     c.err(
-                        p,
+                        p(),
                         format!(
                             "from and to are both {:?}, expected two different regions",
                             f.from
@@ -1201,7 +1216,7 @@ fn validate_route(
                         })
                         .collect();
                     c.err(
-                        format!("{p}.to"),
+                        format!("{}.to", p()),
                         format!(
                             "no cluster of this route is in region {:?} (clusters: {})",
                             f.to,
@@ -1264,32 +1279,33 @@ fn validate_distribute(
     clusters: &[ClusterInfo],
     candidates: &[usize],
 ) -> Option<Distribute> {
-    let p = format!("routes[{i}].distribute[{j}]");
+    // Written only for a message.
+    let p = || format!("routes[{i}].distribute[{j}]");
     let before = c.errors.len();
     let from = LocalityPattern::parse(&raw.from);
     if from.is_none() {
         c.err(
-            format!("{p}.from"),
+            format!("{}.from", p()),
             format!("{:?} is not a locality pattern, expected region[/zone[/subzone]] with * for any (e.g. \"asia-northeast1/*\")", raw.from),
         );
     }
     if raw.to.is_empty() {
         c.err(
-            format!("{p}.to"),
+            format!("{}.to", p()),
             "empty, expected cluster names with integer weights summing to 100",
         );
     }
     let mut to: Vec<(usize, u32)> = Vec::with_capacity(raw.to.len());
     let mut sum: u64 = 0;
     for (name, value) in &raw.to {
-        let field = format!("{p}.to.{name}");
+        let field = || format!("{}.to.{name}", p());
         let Some(k) = clusters.iter().position(|cl| &cl.name == name) else {
-            c.err(field, unknown_cluster(name, clusters));
+            c.err(field(), unknown_cluster(name, clusters));
             continue;
         };
         if !candidates.contains(&k) {
             c.err(
-                field,
+                field(),
                 format!("cluster {name:?} is not in this route's clusters"),
             );
             continue;
@@ -1300,18 +1316,18 @@ fn validate_distribute(
                 to.push((k, *w as u32));
             }
             Weight::Int(w) => c.err(
-                field,
+                field(),
                 format!("{w} is not a weight, expected an integer 0-100"),
             ),
             Weight::Invalid(v) => c.err(
-                field,
+                field(),
                 format!("{v} is not a weight, expected an integer 0-100"),
             ),
         }
     }
     if c.errors.len() == before && sum != 100 {
         c.err(
-            format!("{p}.to"),
+            format!("{}.to", p()),
             format!("weights sum to {sum}, expected 100"),
         );
     }
@@ -1456,4 +1472,39 @@ fn is_header_token(s: &str) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locality_patterns_match_as_documented() {
+        let l = |r: &str, z: &str, s: &str| Locality::new(r, z, s);
+        let p = |t: &str| LocalityPattern::parse(t).map(|p| p.text.clone());
+        for bad in ["", "/", "a//b", "a/b/c/d", "a*", "a b", "*x/y"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        let cases = [
+            ("asia-northeast1/*", l("asia-northeast1", "a", "b"), true),
+            ("asia-northeast1/*", l("asia-northeast1", "", ""), true),
+            ("asia-northeast1/*", l("tokyo-onprem", "a", ""), false),
+            ("asia-northeast1", l("asia-northeast1", "", ""), true),
+            ("asia-northeast1", l("asia-northeast1", "a", ""), false),
+            ("r/z", l("r", "z", ""), true),
+            ("r/z", l("r", "z", "s"), false),
+            ("r/z", l("r", "y", ""), false),
+            ("r/*/s", l("r", "any", "s"), true),
+            ("r/*/s", l("r", "any", "t"), false),
+            ("*", l("x", "y", "z"), true),
+            ("*/z", l("x", "z", ""), true),
+            ("r/z/s", l("r", "z", "s"), true),
+        ];
+        for (pattern, locality, want) in cases {
+            let Some(parsed) = LocalityPattern::parse(pattern) else {
+                panic!("{pattern:?} did not parse");
+            };
+            assert_eq!(parsed.matches(&locality), want, "{pattern:?} {locality:?}");
+        }
+    }
 }

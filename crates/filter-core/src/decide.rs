@@ -4,6 +4,8 @@
 //! compiled once into a [`Plan`] at configure time (the `distribute` entry that
 //! matches our locality, the failover order); per request only a pick remains.
 
+use std::fmt::Write as _;
+
 use crate::config::{ClusterInfo, Config, Policy, PolicyKind, TopologyLabel};
 use crate::identity::Identity;
 use crate::text::push_u64;
@@ -70,16 +72,16 @@ impl Plan {
                         .and_then(|e| distribute.get(e))
                         .map(|d| d.from.text.as_str())
                         .unwrap_or_default();
-                    let weights: Vec<String> = table
-                        .iter()
-                        .map(|(k, w)| {
-                            let name = cfg.clusters.get(*k).map(|c| c.name.as_str());
-                            format!("{}:{w}", name.unwrap_or("?"))
-                        })
-                        .collect();
+                    // One allocation per route: a big mesh has thousands.
+                    let mut explained = format!(" from={from} weights=");
+                    for (i, (k, w)) in table.iter().enumerate() {
+                        let name = cfg.clusters.get(*k).map(|c| c.name.as_str());
+                        let comma = if i > 0 { "," } else { "" };
+                        let _ = write!(explained, "{comma}{}:{w}", name.unwrap_or("?"));
+                    }
                     RoutePlan::Weighted {
                         entry,
-                        explained: format!(" from={from} weights={}", weights.join(",")),
+                        explained,
                         table,
                         sticky_header: sticky_header.clone(),
                     }

@@ -10,7 +10,7 @@ use super::{locate, unknown};
 
 /// A serde tree as the filter reader's tree (without positions: the lines
 /// come from the text, [`read`]).
-pub fn core_value(v: &serde_json::Value) -> Value {
+pub fn core_value(v: &serde_json::Value) -> Value<'_> {
     use serde_json::Value as J;
     let kind = match v {
         J::Null => Kind::Null,
@@ -20,12 +20,12 @@ pub fn core_value(v: &serde_json::Value) -> Value {
             (None, Some(i)) => Kind::NegInt(i),
             _ => Kind::Float(n.to_string()),
         },
-        J::String(s) => Kind::Str(s.clone()),
+        J::String(s) => Kind::Str(s.as_str().into()),
         J::Array(items) => Kind::Array(items.iter().map(core_value).collect()),
         J::Object(map) => Kind::Object(
             map.iter()
                 .map(|(k, v)| Member {
-                    key: k.clone(),
+                    key: k.as_str().into(),
                     key_end: 0,
                     value: core_value(v),
                 })
@@ -38,7 +38,7 @@ pub fn core_value(v: &serde_json::Value) -> Value {
 /// The first error of reading `value` as a plugin config: (object path for
 /// an unknown field, else the field's path; message).
 fn first_error(value: &serde_json::Value) -> Option<ConfigError> {
-    from_value(&core_value(value))
+    from_value(core_value(value))
         .err()
         .and_then(|e| e.0.into_iter().next())
 }
@@ -53,7 +53,7 @@ pub fn read(
     text: &str,
     offset: usize,
 ) -> Result<Raw, Vec<ConfigError>> {
-    let mut first = match from_value(&core_value(value)) {
+    let mut first = match from_value(core_value(value)) {
         Ok(raw) => return Ok(raw),
         Err(e) => match e.0.into_iter().next() {
             Some(first) => first,

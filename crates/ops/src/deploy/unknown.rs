@@ -100,7 +100,7 @@ mod tests {
         let value: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
         let parse = |v: &serde_json::Value| {
             let tree = crate::deploy::plugin_config::core_value(v);
-            hybridmesh_filter_core::config::from_value(&tree)
+            hybridmesh_filter_core::config::from_value(tree)
                 .err()
                 .and_then(|e| e.0.into_iter().next())
                 .map(|e| (e.path, e.message))
