@@ -77,8 +77,10 @@
 //! Measured with Envoy 1.40 (the repository's `tests/fixtures/fidelity/*.wat` pin each):
 //! a configuration canary decides acceptance, then a main-thread VM and N worker VMs run
 //! (ticks on all of them); a headers callback's Pause holds body and trailers
-//! (StopAll); local replies in Envoy's header order and as gRPC trailers-only replies
-//! for gRPC requests; callouts only to known clusters, answered on the root context; no
+//! (StopAll); any number of streams in flight ([`Plugin::new_stream`], [`Plugin::on`]);
+//! local replies in Envoy's header order and as gRPC trailers-only replies for gRPC
+//! requests; callouts only to known clusters, answered on the root context, timed out by
+//! the clock with the router's 504, sent with Envoy's wire headers; no
 //! configuration is size 0; the connection manager's `:scheme`, `x-forwarded-proto`,
 //! `x-request-id`, `x-envoy-upstream-service-time`, `date`, `server`; a rejected
 //! configuration (ECDS: 500 NFCF; static: [`Error::ConfigRejected`]); traps per
@@ -108,7 +110,9 @@ pub use envoy::{
 };
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use plugin::{Action, ConfigDelivery, FailStrategy, Module, Plugin, PluginBuilder, Stream};
+pub use plugin::{
+    Action, ConfigDelivery, FailStrategy, Module, Plugin, PluginBuilder, Stream, StreamHandle,
+};
 pub use state::{
     Failure, GrpcCallout, HostCall, HttpCallout, Level, LocalReply, LogEntry, Metric, MetricKind,
     RouteRematch,

@@ -187,10 +187,35 @@ pub struct HttpCallout {
     pub body: Vec<u8>,
     /// Request trailers.
     pub trailers: Vec<(String, String)>,
-    /// Timeout the guest asked for.
+    /// Timeout the guest asked for (0: none, as Envoy's router reads a zero timeout).
     pub timeout: Duration,
-    /// Whether a response has been delivered.
+    /// When it was made, on the harness clock ([`crate::Plugin::elapsed`]): unanswered at
+    /// `issued_at + timeout`, [`crate::Plugin::advance`] times it out as Envoy does.
+    pub issued_at: Duration,
+    /// Whether a response has been delivered (or the callout failed or timed out).
     pub answered: bool,
+}
+
+impl HttpCallout {
+    /// The request as Envoy's async client sends it: the guest's headers, then
+    /// `x-envoy-internal: true` and, for a timeout, `x-envoy-expected-rq-timeout-ms`
+    /// (measured with Envoy 1.40: the Go SDK corpus's `callout` filter).
+    pub fn wire_headers(&self) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        headers.push(("x-envoy-internal".to_owned(), "true".to_owned()));
+        if !self.timeout.is_zero() {
+            headers.push((
+                "x-envoy-expected-rq-timeout-ms".to_owned(),
+                self.timeout.as_millis().to_string(),
+            ));
+        }
+        headers
+    }
+
+    /// When an unanswered callout times out, on the harness clock (`None`: no timeout).
+    pub fn deadline(&self) -> Option<Duration> {
+        (!self.timeout.is_zero()).then(|| self.issued_at + self.timeout)
+    }
 }
 
 /// A gRPC call (`proxy_grpc_call`) or stream (`proxy_grpc_stream`).

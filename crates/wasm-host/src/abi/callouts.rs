@@ -124,6 +124,7 @@ fn proxy_http_call(
             body,
             trailers,
             timeout: Duration::from_millis(u64::from(timeout as u32)),
+            issued_at: state.clock.elapsed(),
             answered: false,
         });
         token

@@ -1,7 +1,7 @@
 //! The proxy-wasm ABI 0.2.1 host functions, one module per ABI area
 //! (<https://github.com/proxy-wasm/spec/tree/main/abi-versions/v0.2.1>).
 //!
-//! Every host function is a plain Rust function returning [`HostResult`]: `Ok(())` or
+//! Every host function is a plain Rust function returning `HostResult`: `Ok(())` or
 //! `Err(HostError::Status(..))` hands a [`Status`] back to the guest, `Err(HostError::Trap(..))`
 //! traps the guest. Bad guest pointers give `InvalidMemoryAccess`, as the spec says (the Rust
 //! SDK then panics, which traps, as in Envoy).

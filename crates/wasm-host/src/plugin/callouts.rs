@@ -11,6 +11,9 @@ use crate::error::{ensure_usage, usage, Error, Result};
 use crate::host::CallResponse;
 use crate::state::{self, Failure};
 
+/// The body of the router's local reply to a timed-out request.
+const TIMEOUT_BODY: &[u8] = b"upstream request timeout";
+
 impl Plugin {
     /// Delivers the response of HTTP callout `token`: `proxy_on_http_call_response` runs
     /// on the calling context's root context (as in Envoy 1.40) with the headers
@@ -35,6 +38,19 @@ impl Plugin {
     /// with zero headers, as Envoy does.
     pub fn fail_http_call(&mut self, token: u32) -> Result<()> {
         self.deliver_http_call(token, None)
+    }
+
+    /// Times HTTP callout `token` out, as Envoy's async client does once the timeout the
+    /// guest gave passed without an answer: the router's local reply, `504` with
+    /// `upstream request timeout`, is the response. [`Plugin::advance`] calls it at the
+    /// callout's deadline; a test may call it earlier.
+    pub fn time_out_http_call(&mut self, token: u32) -> Result<()> {
+        let body = TIMEOUT_BODY.to_vec();
+        let mut map = HeaderMap::default();
+        map.add(":status", "504");
+        map.add("content-length", &body.len().to_string());
+        map.add("content-type", "text/plain");
+        self.deliver_http_call(token, Some((map, body)))
     }
 
     fn deliver_http_call(

@@ -51,11 +51,12 @@ mod stream;
 mod vm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use engine::Module;
-pub use stream::Stream;
+pub use stream::{Stream, StreamHandle};
 
 use crate::envoy::{PluginIdentity, Proxy, Route, RouteTable};
 use crate::error::{usage, Error, Result};
@@ -287,7 +288,9 @@ impl<'m> PluginBuilder<'m> {
             seed: self.seed,
             limits: self.limits,
         });
+        static PLUGINS: AtomicU64 = AtomicU64::new(0);
         let mut plugin = Plugin {
+            id: PLUGINS.fetch_add(1, Ordering::Relaxed),
             module: self.module.clone(),
             env,
             shared: Arc::default(),
@@ -325,6 +328,8 @@ impl<'m> PluginBuilder<'m> {
 /// of one module sharing shared data, queues, metrics, logs and the clock. No global
 /// state: every test holds its own.
 pub struct Plugin {
+    /// Unique in the process: a [`StreamHandle`] names the plugin that opened it.
+    id: u64,
     module: Module,
     env: Arc<PluginEnv>,
     shared: Arc<Mutex<Shared>>,
@@ -458,9 +463,26 @@ impl Plugin {
     }
 
     /// Opens a stream (HTTP context) on `worker`. Nothing runs until the first
-    /// `request_headers`.
+    /// `request_headers`. It borrows the plugin while it lives; for streams in flight
+    /// together see [`Plugin::new_stream`].
     pub fn stream(&mut self, worker: usize) -> Stream<'_> {
         Stream::new(self, worker)
+    }
+
+    /// Opens a stream on `worker` that does not borrow the plugin: drive it with
+    /// [`Plugin::on`], in any order with other streams, ticks ([`Plugin::advance`]),
+    /// callout answers and config pushes. Nothing runs until its first `request_headers`.
+    pub fn new_stream(&self, worker: usize) -> StreamHandle {
+        StreamHandle::new(self.id, worker)
+    }
+
+    /// Drives (or reads) a stream opened with [`Plugin::new_stream`]. A usage error when
+    /// the handle is another plugin's.
+    pub fn on<'a>(&'a mut self, handle: &'a mut StreamHandle) -> Result<Stream<'a>> {
+        if handle.plugin != self.id {
+            return Err(usage("the stream was opened on another plugin"));
+        }
+        Ok(Stream::of(self, handle))
     }
 
     // --- direct access, for ABI tests and debugging ------------------------------------

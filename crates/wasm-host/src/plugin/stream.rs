@@ -10,35 +10,144 @@ use crate::envoy::{Connection, HeaderMap, MatchedRoute, Upstream};
 use crate::error::{ensure_usage, usage};
 use crate::hcm;
 use crate::host::{Phase, StreamState};
-use crate::state::{LocalReply, RouteRematch};
+use crate::state::{GrpcCallout, HttpCallout, LocalReply, RouteRematch, Shared};
 
 /// One HTTP stream on a worker, driven like Envoy drives its filter chain.
+///
+/// [`Plugin::stream`] gives one that borrows the plugin until it is dropped: enough for a
+/// request at a time. For requests in flight together (two callouts answered out of
+/// order, a tick or a config push between a request and its response), keep each as a
+/// [`StreamHandle`] ([`Plugin::new_stream`]) and drive it with [`Plugin::on`].
 ///
 /// Stream methods return `Err` only for harness misuse or host problems; guest traps are
 /// handled by the fail strategy (see [`Plugin::failures`]). The error is an
 /// [`anyhow::Error`] holding a [`crate::Error`] (`err.downcast_ref::<proxy_wasm_host::Error>()`).
 pub struct Stream<'p> {
     plugin: &'p mut Plugin,
-    worker: usize,
-    slot: Option<Slot>,
-    connection: Connection,
-    upstream: Option<Upstream>,
+    h: Held<'p>,
 }
 
-impl<'p> Stream<'p> {
-    pub(super) fn new(plugin: &'p mut Plugin, worker: usize) -> Stream<'p> {
-        Stream {
+/// A stream kept apart from its plugin, so that many are in flight at once: what
+/// [`Plugin::new_stream`] opens and [`Plugin::on`] drives. It holds no borrow; what the
+/// filter did to it stays readable after it finished, through [`Plugin::on`].
+///
+/// ```
+/// use proxy_wasm_host::{Module, Plugin, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_bytes(br#"(module
+///     (memory (export "memory") 1)
+///     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+///     (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1))"#)?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+/// // Two requests in flight on one worker; the second is answered first.
+/// let mut a = plugin.new_stream(0);
+/// let mut b = plugin.new_stream(0);
+/// plugin.on(&mut a)?.request_headers(&get, true)?;
+/// plugin.on(&mut b)?.request_headers(&get, true)?;
+/// plugin.on(&mut b)?.respond(Upstream::new(200).body(b"second"))?;
+/// plugin.on(&mut a)?.respond(Upstream::new(200).body(b"first"))?;
+/// assert_ne!(plugin.on(&mut a)?.context_id(), plugin.on(&mut b)?.context_id());
+/// assert_eq!(plugin.on(&mut a)?.client_response_body(), b"first");
+/// assert_eq!(plugin.on(&mut b)?.client_response_body(), b"second");
+/// # Ok(())
+/// # }
+/// ```
+pub struct StreamHandle {
+    /// The plugin that opened it ([`Plugin::on`] refuses another's).
+    pub(super) plugin: u64,
+    pub(super) worker: usize,
+    pub(super) slot: Option<Slot>,
+    pub(super) connection: Connection,
+    pub(super) upstream: Option<Upstream>,
+    /// How many HTTP and gRPC callouts the plugin had made when the stream opened: its
+    /// own come after.
+    pub(super) callouts_from: (usize, usize),
+}
+
+impl StreamHandle {
+    pub(super) fn new(plugin: u64, worker: usize) -> StreamHandle {
+        StreamHandle {
             plugin,
             worker,
             slot: None,
             connection: Connection::plaintext(),
             upstream: None,
+            callouts_from: (0, 0),
         }
     }
 
     /// The downstream connection (default: plaintext). Set before `request_headers`.
     pub fn connection(mut self, connection: Connection) -> Self {
         self.connection = connection;
+        self
+    }
+
+    /// The worker the stream runs on.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+impl std::fmt::Debug for StreamHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let context = match &self.slot {
+            Some(Slot::Vm { id, .. }) => Some(*id),
+            _ => None,
+        };
+        f.debug_struct("StreamHandle")
+            .field("worker", &self.worker)
+            .field("context_id", &context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stream a [`Stream`] drives: its own ([`Plugin::stream`]) or a test's
+/// ([`Plugin::on`]).
+enum Held<'p> {
+    Owned(Box<StreamHandle>),
+    Borrowed(&'p mut StreamHandle),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = StreamHandle;
+    fn deref(&self) -> &StreamHandle {
+        match self {
+            Held::Owned(h) => h,
+            Held::Borrowed(h) => h,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut StreamHandle {
+        match self {
+            Held::Owned(h) => h,
+            Held::Borrowed(h) => h,
+        }
+    }
+}
+
+impl<'p> Stream<'p> {
+    pub(super) fn new(plugin: &'p mut Plugin, worker: usize) -> Stream<'p> {
+        let h = StreamHandle::new(plugin.id, worker);
+        Stream {
+            plugin,
+            h: Held::Owned(Box::new(h)),
+        }
+    }
+
+    pub(super) fn of(plugin: &'p mut Plugin, handle: &'p mut StreamHandle) -> Stream<'p> {
+        Stream {
+            plugin,
+            h: Held::Borrowed(handle),
+        }
+    }
+
+    /// The downstream connection (default: plaintext). Set before `request_headers`.
+    pub fn connection(mut self, connection: Connection) -> Self {
+        self.h.connection = connection;
         self
     }
 
@@ -60,40 +169,86 @@ impl<'p> Stream<'p> {
             .respond_http_call(token, status, headers, body)?)
     }
 
+    /// Fails HTTP callout `token` (see [`Plugin::fail_http_call`]).
+    pub fn fail_http_call(&mut self, token: u32) -> anyhow::Result<()> {
+        Ok(self.plugin.fail_http_call(token)?)
+    }
+
+    /// The HTTP callouts this stream's callbacks made, in order (answered ones too: see
+    /// [`HttpCallout::answered`]). A callout made from the root context (a tick, another
+    /// callout's answer) belongs to no stream: see [`Plugin::http_callouts`].
+    pub fn http_callouts(&self) -> Vec<HttpCallout> {
+        self.own(
+            self.h.callouts_from.0,
+            |s| &s.http_callouts,
+            |c| (c.worker, c.context_id),
+        )
+    }
+
+    /// The gRPC calls and streams this stream's callbacks opened, in order.
+    pub fn grpc_callouts(&self) -> Vec<GrpcCallout> {
+        self.own(
+            self.h.callouts_from.1,
+            |s| &s.grpc_callouts,
+            |c| (c.worker, c.context_id),
+        )
+    }
+
+    /// The entries of a plugin-wide list of callouts (from `from` on) that this stream
+    /// made: its worker, its context id.
+    fn own<T: Clone>(
+        &self,
+        from: usize,
+        list: fn(&Shared) -> &Vec<T>,
+        by: fn(&T) -> (usize, u32),
+    ) -> Vec<T> {
+        let Some(id) = self.context_id() else {
+            return Vec::new();
+        };
+        let me = (self.h.worker, id);
+        list(&self.plugin.shared())
+            .iter()
+            .skip(from)
+            .filter(|c| by(c) == me)
+            .cloned()
+            .collect()
+    }
+
     /// Context id of this stream in its VM (`None` before `request_headers` or when the
     /// plugin was unusable).
     pub fn context_id(&self) -> Option<u32> {
-        match &self.slot {
+        match &self.h.slot {
             Some(Slot::Vm { id, .. }) => Some(*id),
             _ => None,
         }
     }
 
     fn state(&self) -> Option<&StreamState> {
-        match self.slot.as_ref()? {
+        match self.h.slot.as_ref()? {
             Slot::Detached(state) => Some(state),
             Slot::Vm { id, generation } => {
-                let vm = self.plugin.vm(self.worker)?;
+                let vm = self.plugin.vm(self.h.worker)?;
                 if vm.generation == *generation {
                     if let Some(s) = vm.store.data().streams.get(id) {
                         return Some(s);
                     }
                 }
-                self.plugin.orphans.get(&(self.worker, *id, *generation))
+                self.plugin.orphans.get(&(self.h.worker, *id, *generation))
             }
         }
     }
 
     fn state_mut(&mut self) -> Option<&mut StreamState> {
-        match self.slot.as_mut()? {
+        let worker = self.h.worker;
+        match self.h.slot.as_mut()? {
             Slot::Detached(state) => Some(state),
             Slot::Vm { id, generation } => {
-                let key = (self.worker, *id, *generation);
-                let in_vm = self.plugin.vm(self.worker).is_some_and(|vm| {
+                let key = (worker, *id, *generation);
+                let in_vm = self.plugin.vm(worker).is_some_and(|vm| {
                     vm.generation == *generation && vm.store.data().streams.contains_key(id)
                 });
                 if in_vm {
-                    let vm = self.plugin.vms.get_mut(self.worker)?.as_mut()?;
+                    let vm = self.plugin.vms.get_mut(worker)?.as_mut()?;
                     vm.store.data_mut().streams.get_mut(id)
                 } else {
                     self.plugin.orphans.get_mut(&key)
@@ -104,9 +259,9 @@ impl<'p> Stream<'p> {
 
     /// The context id when the stream is still inside a live VM with the filter active.
     fn live_id(&self) -> Option<u32> {
-        match self.slot.as_ref()? {
+        match self.h.slot.as_ref()? {
             Slot::Vm { id, generation } => {
-                let vm = self.plugin.vm(self.worker)?;
+                let vm = self.plugin.vm(self.h.worker)?;
                 (vm.generation == *generation && vm.store.data().streams.contains_key(id))
                     .then_some(*id)
             }
@@ -126,20 +281,24 @@ impl<'p> Stream<'p> {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> anyhow::Result<Action> {
-        if self.slot.is_some() {
+        if self.h.slot.is_some() {
             return Err(usage("request headers were already sent on this stream").into());
         }
         let mut map = HeaderMap::from_pairs(headers);
         if self.plugin.hcm_headers {
-            let tls = self.connection.is_mtls();
+            let tls = self.h.connection.is_mtls();
             let plugin = &mut *self.plugin;
             hcm::add_request_headers(&mut map, tls, || plugin.next_request_id());
         }
         let grpc = hcm::is_grpc(Some(&map));
+        self.h.callouts_from = {
+            let shared = self.plugin.shared();
+            (shared.http_callouts.len(), shared.grpc_callouts.len())
+        };
         let slot = self
             .plugin
-            .open_stream(self.worker, self.connection.clone(), grpc)?;
-        self.slot = Some(slot);
+            .open_stream(self.h.worker, self.h.connection.clone(), grpc)?;
+        self.h.slot = Some(slot);
         let route = self.plugin.env.routes.select(&map);
         let n = map.len();
         let Some(s) = self.state_mut() else {
@@ -175,7 +334,7 @@ impl<'p> Stream<'p> {
         match self.live_id() {
             Some(id) => Ok(self
                 .plugin
-                .run(self.worker, id, callback, n, end_of_stream)?),
+                .run(self.h.worker, id, callback, n, end_of_stream)?),
             None => Ok(if callback.is_request() {
                 self.passthrough_request()
             } else {
@@ -248,7 +407,7 @@ impl<'p> Stream<'p> {
         );
         s.upstream = Some(upstream.clone());
         s.response_flags = upstream.flags;
-        self.upstream = Some(upstream);
+        self.h.upstream = Some(upstream);
         Ok(())
     }
 
@@ -262,8 +421,9 @@ impl<'p> Stream<'p> {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> anyhow::Result<Action> {
-        let status = self.upstream.as_ref().map(|u| u.status);
+        let status = self.h.upstream.as_ref().map(|u| u.status);
         let service_time = self
+            .h
             .upstream
             .as_ref()
             .filter(|u| u.address.is_some() && self.plugin.hcm_headers)
@@ -362,7 +522,7 @@ impl<'p> Stream<'p> {
     /// calls `proxy_done`) `proxy_on_log` and `proxy_on_delete`.
     pub fn complete(&mut self) -> anyhow::Result<()> {
         match self.live_id() {
-            Some(id) => Ok(self.plugin.complete_stream(self.worker, id)?),
+            Some(id) => Ok(self.plugin.complete_stream(self.h.worker, id)?),
             None => {
                 if let Some(s) = self.state_mut() {
                     s.finished = true;

@@ -444,12 +444,23 @@ impl Plugin {
         vm.store.data_mut().roots.remove(&root);
     }
 
-    /// Moves the harness clock forward and delivers `proxy_on_tick` to every root context
-    /// whose tick period elapsed (once per elapsed period, in time order), the main thread's
-    /// VM's included, as in Envoy.
+    /// Moves the harness clock forward and delivers, in time order, `proxy_on_tick` to
+    /// every root context whose tick period elapsed (once per elapsed period, the main
+    /// thread's VM's included) and the timeout of every unanswered HTTP callout whose
+    /// deadline passed ([`HttpCallout::deadline`](crate::HttpCallout::deadline); see
+    /// [`Plugin::time_out_http_call`]), as in Envoy. At the same instant a timeout comes
+    /// before a tick.
     pub fn advance(&mut self, by: Duration) -> Result<()> {
         let target = self.clock.elapsed() + by;
         loop {
+            let timeout = self
+                .shared()
+                .http_callouts
+                .iter()
+                .filter(|c| !c.answered)
+                .filter_map(|c| Some((c.deadline()?, c.token)))
+                .filter(|(at, _)| *at <= target)
+                .min();
             let due = self
                 .vms
                 .iter()
@@ -465,6 +476,11 @@ impl Plugin {
                         .map(move |(id, r)| (r.next_tick, w, *id))
                 })
                 .min();
+            if let Some((at, token)) = timeout.filter(|(at, _)| due.is_none_or(|d| *at <= d.0)) {
+                self.clock.set_elapsed(at);
+                self.time_out_http_call(token)?;
+                continue;
+            }
             let Some((at, worker, root)) = due else {
                 break;
             };

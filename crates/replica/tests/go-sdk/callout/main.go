@@ -1,5 +1,6 @@
 // callout: asks the "authz" cluster before letting a request through (as an external
-// authorization filter does), and reports a callout to a cluster Envoy does not have.
+// authorization filter does), with a timeout the service misses on /slow and none on
+// /zero, and reports a callout to a cluster Envoy does not have.
 package main
 
 import (
@@ -23,8 +24,15 @@ func (*stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 	if strings.HasPrefix(path, "/nowhere") {
 		cluster = "missing"
 	}
+	// The service answers /check/slow after 1.5 s: past this callout's timeout.
+	timeout := uint32(5000)
+	if strings.HasPrefix(path, "/slow") {
+		timeout = 300
+	} else if strings.HasPrefix(path, "/zero") {
+		timeout = 0
+	}
 	headers := [][2]string{{":method", "GET"}, {":path", "/check" + path}, {":authority", "authz"}}
-	_, err := proxywasm.DispatchHttpCall(cluster, headers, nil, nil, 5000, answered)
+	_, err := proxywasm.DispatchHttpCall(cluster, headers, nil, nil, timeout, answered)
 	if err != nil {
 		proxywasm.LogInfof("go: dispatch to %s: %v", cluster, err)
 		if err := proxywasm.SendHttpResponse(500, nil, []byte("callout failed"), -1); err != nil {
