@@ -156,6 +156,9 @@ fn cases() -> Vec<Case> {
                         body: b"",
                     },
                     get("/plain"),
+                    // The exact path route ignores the query; `/pq` is not under `/p/`.
+                    get("/plain?y=2"),
+                    get("/pq"),
                 ],
             )
         },
@@ -461,8 +464,13 @@ fn bootstrap(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Value {
                         "stat_prefix": name,
                         "route_config": {"name": "local", "virtual_hosts": [{
                             "name": "all", "domains": ["*"],
-                            "routes": [{"name": "to-upstream", "match": {"prefix": "/"},
-                                        "route": {"cluster": "upstream"}}]}]},
+                            "routes": [
+                                {"name": "exact-plain", "match": {"path": "/plain"},
+                                 "route": {"cluster": "second"}},
+                                {"name": "prefix-p", "match": {"prefix": "/p/"},
+                                 "route": {"cluster": "second"}},
+                                {"name": "to-upstream", "match": {"prefix": "/"},
+                                 "route": {"cluster": "upstream"}}]}]},
                         "http_filters": [
                             {"name": name, "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -478,7 +486,7 @@ fn bootstrap(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Value {
         "stats_flush_interval": "1s",
         "admin": {"address": socket(IP, ADMIN)},
         "static_resources": {"listeners": listeners,
-                             "clusters": [upstream("upstream"), upstream("authz")]}
+                             "clusters": [upstream("upstream"), upstream("second"), upstream("authz")]}
     })
 }
 
@@ -616,6 +624,16 @@ fn wait_logs(envoy: &process::Envoy, plugin: &str, before: usize) -> Vec<String>
 
 // --- the harness ------------------------------------------------------------------------
 
+/// The bootstrap's route table: `/plain` exactly (query aside) and the `/p/` prefix go to
+/// cluster `second` (the same server), the rest to `upstream`.
+fn routes() -> Vec<Route> {
+    vec![
+        Route::new("exact-plain").path("/plain").cluster("second"),
+        Route::new("prefix-p").path_prefix("/p/").cluster("second"),
+        Route::new("to-upstream").cluster("upstream"),
+    ]
+}
+
 fn run_harness(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Vec<Seen> {
     let mut out = Vec::new();
     for (i, c) in cases.iter().enumerate() {
@@ -626,7 +644,7 @@ fn run_harness(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Vec<Seen> {
             .workers(1)
             .fail_strategy(c.fail)
             .delivery(ConfigDelivery::Static)
-            .routes(vec![Route::new("to-upstream").cluster("upstream")])
+            .routes(routes())
             .cluster("upstream")
             .cluster("authz")
             .log_level(Level::Debug);

@@ -358,9 +358,19 @@ impl Upstream {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     name: String,
+    path: Option<PathMatch>,
     headers: Vec<(String, String)>,
     cluster: String,
     timeout: Duration,
+}
+
+/// How a route matches `:path` (Envoy's `RouteMatch.path_specifier`; case-sensitive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathMatch {
+    /// `prefix`: the start of the whole `:path`, query included.
+    Prefix(String),
+    /// `path`: all of `:path` once the query and fragment are cut off.
+    Exact(String),
 }
 
 /// Envoy's route timeout when the route sets none.
@@ -371,6 +381,7 @@ impl Route {
     pub fn new(name: &str) -> Route {
         Route {
             name: name.to_owned(),
+            path: None,
             headers: Vec::new(),
             cluster: name.to_owned(),
             timeout: DEFAULT_ROUTE_TIMEOUT,
@@ -382,6 +393,20 @@ impl Route {
     /// with `x-envoy-expected-rq-timeout-ms` when it is not zero.
     pub fn timeout(mut self, timeout: Duration) -> Route {
         self.timeout = timeout;
+        self
+    }
+
+    /// Matches requests whose `:path` starts with `prefix`, query included (Envoy's
+    /// `match.prefix`; a route without a path condition matches any path, as `prefix: "/"`).
+    pub fn path_prefix(mut self, prefix: &str) -> Route {
+        self.path = Some(PathMatch::Prefix(prefix.to_owned()));
+        self
+    }
+
+    /// Matches requests whose `:path`, without its query and fragment, is `path` (Envoy's
+    /// `match.path`).
+    pub fn path(mut self, path: &str) -> Route {
+        self.path = Some(PathMatch::Exact(path.to_owned()));
         self
     }
 
@@ -404,9 +429,20 @@ impl Route {
     }
 
     fn matches(&self, headers: &HeaderMap) -> bool {
-        self.headers
-            .iter()
-            .all(|(k, v)| headers.get_all(k).any(|have| have == v))
+        let path = headers.get(":path").unwrap_or("");
+        let path_matches = match &self.path {
+            None => true,
+            Some(PathMatch::Prefix(prefix)) => path.starts_with(prefix.as_str()),
+            Some(PathMatch::Exact(exact)) => {
+                let end = path.find(['?', '#']).unwrap_or(path.len());
+                &path[..end] == exact
+            }
+        };
+        path_matches
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| headers.get_all(k).any(|have| have == v))
     }
 }
 
