@@ -17,7 +17,12 @@ fn auth_filter() -> Module {
 }
 
 fn plugin(module: &Module) -> Plugin {
+    on_workers(module, 1)
+}
+
+fn on_workers(module: &Module, workers: usize) -> Plugin {
     let mut p = Plugin::builder(module)
+        .workers(workers)
         .default_cluster("backend")
         .cluster("authz")
         .build()
@@ -153,12 +158,7 @@ fn written(p: &mut Plugin, h: &mut StreamHandle) -> Option<String> {
 #[test]
 fn streams_on_two_workers_and_a_handle_of_another_plugin() {
     let module = auth_filter();
-    let mut p = Plugin::builder(&module)
-        .workers(2)
-        .default_cluster("backend")
-        .cluster("authz")
-        .build()
-        .unwrap();
+    let mut p = on_workers(&module, 2);
     let mut a = p.new_stream(0);
     let mut b = p.new_stream(1);
     p.on(&mut a).unwrap().request_headers(&GET, true).unwrap();

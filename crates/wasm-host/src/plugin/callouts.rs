@@ -8,8 +8,9 @@ use super::vm::{Exports, F3};
 use super::{len_i32, Plugin};
 use crate::envoy::HeaderMap;
 use crate::error::{ensure_usage, usage, Error, Result};
+use crate::hcm;
 use crate::host::CallResponse;
-use crate::state::{self, Failure};
+use crate::state::{self, Failure, LocalReply};
 
 /// The body of the router's local reply to a timed-out request.
 const TIMEOUT_BODY: &[u8] = b"upstream request timeout";
@@ -45,12 +46,14 @@ impl Plugin {
     /// `upstream request timeout`, is the response. [`Plugin::advance`] calls it at the
     /// callout's deadline; a test may call it earlier.
     pub fn time_out_http_call(&mut self, token: u32) -> Result<()> {
-        let body = TIMEOUT_BODY.to_vec();
-        let mut map = HeaderMap::default();
-        map.add(":status", "504");
-        map.add("content-length", &body.len().to_string());
-        map.add("content-type", "text/plain");
-        self.deliver_http_call(token, Some((map, body)))
+        let reply = LocalReply {
+            status: 504,
+            details: "upstream_response_timeout".to_owned(),
+            body: TIMEOUT_BODY.to_vec(),
+            headers: Vec::new(),
+            grpc_status: None,
+        };
+        self.deliver_http_call(token, Some(hcm::local_reply(&reply, false)))
     }
 
     fn deliver_http_call(
