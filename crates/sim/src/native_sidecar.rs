@@ -186,7 +186,7 @@ impl NativeStream<'_> {
         let out = {
             let metadata = answer
                 .and_then(|a| a.workload.as_deref())
-                .map(|w| proxy_wasm_host::envoy::HostMetadata::istio_workload(w).encode());
+                .map(|w| proxy_wasm_host::envoy::Metadata::istio_workload(w).encode());
             let mut host = NativeHost {
                 sc: self.sc,
                 peer: self.peer.clone(),

@@ -27,6 +27,10 @@
 //! | `upstream.address` | once an upstream host answered | raw UTF-8 `ip:port` |
 //! | `upstream.port` | once an upstream host answered | 8-byte little-endian integer |
 //! | `xds.upstream_host_metadata` | once an upstream host answered | serialized `envoy.config.core.v3.Metadata`; **`SerializationFailure` when the host has no metadata**, as in Envoy |
+//! | `xds.cluster_name` on a [`Route::direct_response`] route | never (the route has no cluster) | `NotFound` |
+//! | `metadata` | stream | serialized `envoy.config.core.v3.Metadata` of the dynamic metadata other filters set ([`crate::Stream::filter_metadata`]) |
+//! | `metadata.filter_metadata`, `...<namespace>` | stream, when set | proxy-wasm pairs of name and value, the values serialized as fields are |
+//! | `metadata.filter_metadata.<namespace>.<key>[.<key>...]` | stream, when set | string raw, number an 8-byte little-endian double, bool one byte, struct pairs, list pairs of element and empty string; **`SerializationFailure` for a null** (and for a struct or list holding one) |
 //! | anything set with `proxy_set_property` | where it was set (stream or root) | the bytes set |
 //!
 //! Everything else is `NotFound`.
@@ -180,11 +184,23 @@ impl Connection {
         Connection::default()
     }
 
-    /// Sets `request.protocol` (default `HTTP/1.1`; Envoy's names are `HTTP/1.0`,
-    /// `HTTP/1.1`, `HTTP/2`, `HTTP/3`).
+    /// The client's protocol: `request.protocol`, and how Envoy's codec frames the
+    /// response the client gets ([`Connection::is_http1`]). Default `HTTP/1.1`; Envoy's
+    /// names are `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`. A gRPC client speaks
+    /// `HTTP/2` (set it): over HTTP/1.1 Envoy frames a trailers-only reply with
+    /// `connection: close` and `content-length: 0`.
     pub fn protocol(mut self, protocol: &str) -> Connection {
         self.protocol = Some(protocol.to_owned());
         self
+    }
+
+    /// Whether the client speaks HTTP/1.x (the default): Envoy's HTTP/1 codec frames the
+    /// response (`content-length: 0`, `transfer-encoding: chunked`, `connection: close`);
+    /// over `HTTP/2` and `HTTP/3` it adds none of these.
+    pub fn is_http1(&self) -> bool {
+        self.protocol
+            .as_deref()
+            .is_none_or(|p| p.starts_with("HTTP/1"))
     }
 
     /// An mTLS connection with the peer's and our own URI SAN (SPIFFE ids in Istio).
@@ -237,28 +253,100 @@ pub enum StructValue {
     List(Vec<StructValue>),
 }
 
+impl StructValue {
+    /// A value as `get_property` returns it (Envoy serializes the CEL value; measured in
+    /// Envoy 1.40 by the Go SDK corpus's `properties` filter): a string raw, a number as
+    /// an 8-byte little-endian double, a bool as one byte, a struct as pairs of field name
+    /// and value (serialized the same way), a list as pairs of element and empty string.
+    /// A null cannot be serialized: `SerializationFailure`, for it and for any struct or
+    /// list that holds one.
+    fn property(&self) -> Result<Vec<u8>, Status> {
+        Ok(match self {
+            StructValue::Null => return Err(Status::SerializationFailure),
+            StructValue::Number(n) => n.to_le_bytes().to_vec(),
+            StructValue::String(s) => s.as_bytes().to_vec(),
+            StructValue::Bool(b) => vec![u8::from(*b)],
+            StructValue::Struct(fields) => struct_pairs(fields)?,
+            StructValue::List(items) => serialize_byte_pairs(
+                &items
+                    .iter()
+                    .map(|item| Ok((item.property()?, b"")))
+                    .collect::<Result<Vec<_>, Status>>()?,
+            ),
+        })
+    }
+}
+
+/// A `google.protobuf.Struct` as `get_property` returns it: pairs of name and value.
+fn struct_pairs(fields: &BTreeMap<String, StructValue>) -> Result<Vec<u8>, Status> {
+    Ok(serialize_byte_pairs(
+        &fields
+            .iter()
+            .map(|(k, v)| Ok((k.as_bytes(), v.property()?)))
+            .collect::<Result<Vec<_>, Status>>()?,
+    ))
+}
+
 /// `envoy.config.core.v3.Metadata`: `filter_metadata` map<string, google.protobuf.Struct>.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostMetadata {
+pub struct Metadata {
     /// Filter namespace (e.g. `istio`) -> struct fields.
     pub filter_metadata: BTreeMap<String, BTreeMap<String, StructValue>>,
 }
 
-impl HostMetadata {
+impl Metadata {
     /// Istio's endpoint metadata: `istio` -> `workload` = `workload` (e.g.
     /// `"name;namespace;canonical-name;revision;cluster"`, or `";;;;<cluster>"` for a remote
     /// east-west gateway).
-    pub fn istio_workload(workload: &str) -> HostMetadata {
-        HostMetadata::default().field("istio", "workload", StructValue::String(workload.into()))
+    pub fn istio_workload(workload: &str) -> Metadata {
+        Metadata::default().field("istio", "workload", StructValue::String(workload.into()))
     }
 
     /// Adds one field to a filter namespace.
-    pub fn field(mut self, namespace: &str, key: &str, value: StructValue) -> HostMetadata {
+    pub fn field(mut self, namespace: &str, key: &str, value: StructValue) -> Metadata {
         self.filter_metadata
             .entry(namespace.to_owned())
             .or_default()
             .insert(key.to_owned(), value);
         self
+    }
+
+    /// What `get_property` returns for `metadata.<rest>` when this is a stream's dynamic
+    /// metadata: the whole message serialized (`metadata`), else the CEL value
+    /// serialized: the namespace map and a namespace's `Struct` as pairs, a field as
+    /// [`StructValue`]s are (measured in Envoy 1.40). Envoy writes map entries in hash
+    /// order, which changes from request to request; the harness writes them sorted.
+    pub(crate) fn property(&self, rest: &[&str]) -> Result<Vec<u8>, Status> {
+        match rest {
+            [] => Ok(self.encode()),
+            ["filter_metadata"] => Ok(serialize_byte_pairs(
+                &self
+                    .filter_metadata
+                    .iter()
+                    .map(|(namespace, fields)| Ok((namespace.as_bytes(), struct_pairs(fields)?)))
+                    .collect::<Result<Vec<_>, Status>>()?,
+            )),
+            ["filter_metadata", namespace] => self
+                .filter_metadata
+                .get(*namespace)
+                .ok_or(Status::NotFound)
+                .and_then(struct_pairs),
+            ["filter_metadata", namespace, key, inner @ ..] => {
+                let mut value = self
+                    .filter_metadata
+                    .get(*namespace)
+                    .and_then(|fields| fields.get(*key))
+                    .ok_or(Status::NotFound)?;
+                for name in inner {
+                    value = match value {
+                        StructValue::Struct(fields) => fields.get(*name).ok_or(Status::NotFound)?,
+                        _ => return Err(Status::NotFound),
+                    };
+                }
+                value.property()
+            }
+            _ => Err(Status::NotFound),
+        }
     }
 
     /// The serialized protobuf, as Envoy returns it for `xds.upstream_host_metadata`.
@@ -282,7 +370,7 @@ pub struct Upstream {
     pub(crate) body: Vec<u8>,
     pub(crate) trailers: Vec<(String, String)>,
     pub(crate) address: Option<String>,
-    pub(crate) metadata: Option<HostMetadata>,
+    pub(crate) metadata: Option<Metadata>,
     pub(crate) flags: u64,
     pub(crate) service_time_ms: u64,
 }
@@ -316,13 +404,13 @@ impl Upstream {
         self
     }
 
-    /// Host metadata `istio.workload` (see [`HostMetadata::istio_workload`]).
+    /// Host metadata `istio.workload` (see [`Metadata::istio_workload`]).
     pub fn istio_workload(self, workload: &str) -> Upstream {
-        self.host_metadata(HostMetadata::istio_workload(workload))
+        self.host_metadata(Metadata::istio_workload(workload))
     }
 
     /// Host metadata. Without it, `xds.upstream_host_metadata` is `SerializationFailure`.
-    pub fn host_metadata(mut self, metadata: HostMetadata) -> Upstream {
+    pub fn host_metadata(mut self, metadata: Metadata) -> Upstream {
         self.metadata = Some(metadata);
         self
     }
@@ -354,14 +442,28 @@ impl Upstream {
     }
 }
 
-/// One route of the proxy's route table: exact header matches -> cluster.
+/// One route of the proxy's route table: conditions on the path and headers -> a cluster,
+/// or an answer of the router's own ([`Route::direct_response`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     name: String,
     path: Option<PathMatch>,
     headers: Vec<(String, String)>,
     cluster: String,
+    direct_response: Option<DirectResponse>,
     timeout: Duration,
+}
+
+/// A route's `direct_response`: the router answers the request itself, as a local reply
+/// that passes through the filters' response callbacks (`:status`, then `content-length`
+/// and `content-type: text/plain` when there is a body; `content-length: 0` without one),
+/// with details `direct_response`. Nothing is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// The HTTP status.
+    pub status: u32,
+    /// The body (empty: none).
+    pub body: Vec<u8>,
 }
 
 /// How a route matches `:path` (Envoy's `RouteMatch.path_specifier`; case-sensitive).
@@ -384,6 +486,7 @@ impl Route {
             path: None,
             headers: Vec::new(),
             cluster: name.to_owned(),
+            direct_response: None,
             timeout: DEFAULT_ROUTE_TIMEOUT,
         }
     }
@@ -420,12 +523,47 @@ impl Route {
     /// The target cluster.
     pub fn cluster(mut self, cluster: &str) -> Route {
         self.cluster = cluster.to_owned();
+        self.direct_response = None;
         self
     }
 
-    /// The target cluster.
-    pub(crate) fn cluster_name(&self) -> &str {
-        &self.cluster
+    /// The router answers requests on this route itself (Envoy's `direct_response`):
+    /// `status`, and `body` unless it is empty. No cluster, nothing forwarded.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, Route};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///     (memory (export "memory") 1)
+    ///     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#)?;
+    /// let mut plugin = Plugin::builder(&module)
+    ///     .routes(vec![Route::new("health").path("/healthz").direct_response(200, b"ok\n")])
+    ///     .default_cluster("backend")
+    ///     .build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/healthz"), (":authority", "api")], true)?;
+    /// assert!(!s.request_forwarded());
+    /// assert_eq!(s.client_response_status(), Some(200));
+    /// assert_eq!(s.client_response_body(), b"ok\n");
+    /// assert_eq!(s.local_reply().map(|r| r.details).as_deref(), Some("direct_response"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn direct_response(mut self, status: u32, body: &[u8]) -> Route {
+        self.cluster = String::new();
+        self.direct_response = Some(DirectResponse {
+            status,
+            body: body.to_vec(),
+        });
+        self
+    }
+
+    /// The target cluster (none for a direct response).
+    pub(crate) fn cluster_name(&self) -> Option<&str> {
+        self.direct_response
+            .is_none()
+            .then_some(self.cluster.as_str())
     }
 
     fn matches(&self, headers: &HeaderMap) -> bool {
@@ -451,8 +589,10 @@ impl Route {
 pub struct MatchedRoute {
     /// Route name (`default` for the default route).
     pub name: String,
-    /// Target cluster.
+    /// Target cluster (empty for a direct response).
     pub cluster: String,
+    /// The router's own answer, for a [`Route::direct_response`] route.
+    pub direct_response: Option<DirectResponse>,
     /// Its timeout (zero: none).
     pub timeout: Duration,
 }
@@ -471,12 +611,14 @@ impl RouteTable {
             return Some(MatchedRoute {
                 name: route.name.clone(),
                 cluster: route.cluster.clone(),
+                direct_response: route.direct_response.clone(),
                 timeout: route.timeout,
             });
         }
         self.default_cluster.as_ref().map(|cluster| MatchedRoute {
             name: "default".to_owned(),
             cluster: cluster.clone(),
+            direct_response: None,
             timeout: DEFAULT_ROUTE_TIMEOUT,
         })
     }
@@ -588,17 +730,27 @@ impl HeaderMap {
 /// proxy-wasm map serialization: count u32, (key_len u32, value_len u32) each, then
 /// `key\0value\0` each, little-endian.
 pub fn serialize_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> Vec<u8> {
-    let count = pairs.clone().into_iter().count();
+    serialize_byte_pairs(
+        &pairs
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The proxy-wasm pairs encoding of byte strings: a count, each pair's two lengths, then
+/// each key and value followed by a zero byte.
+fn serialize_byte_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&len_u32(count).to_le_bytes());
-    for (k, v) in pairs.clone() {
-        out.extend_from_slice(&len_u32(k.len()).to_le_bytes());
-        out.extend_from_slice(&len_u32(v.len()).to_le_bytes());
+    out.extend_from_slice(&len_u32(pairs.len()).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&len_u32(k.as_ref().len()).to_le_bytes());
+        out.extend_from_slice(&len_u32(v.as_ref().len()).to_le_bytes());
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k.as_ref());
         out.push(0);
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v.as_ref());
         out.push(0);
     }
     out
@@ -646,6 +798,8 @@ pub const XDS_NODE_BLOB_SIZE: usize = 61_440;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StreamFacts<'a> {
     pub connection: &'a Connection,
+    /// Dynamic metadata other filters set.
+    pub metadata: &'a Metadata,
     /// Route chosen before the running callback.
     pub route: Option<&'a MatchedRoute>,
     pub request_headers: Option<&'a HeaderMap>,
@@ -718,7 +872,13 @@ pub(crate) fn property(
         ["route_name"] if proxy.style == NodeMetadataStyle::Legacy => {
             s.route.map(|r| text(&r.name)).ok_or(Status::NotFound)
         }
-        ["xds", "cluster_name"] => s.route.map(|r| text(&r.cluster)).ok_or(Status::NotFound),
+        // A direct-response route has no cluster.
+        ["xds", "cluster_name"] => s
+            .route
+            .filter(|r| r.direct_response.is_none())
+            .map(|r| text(&r.cluster))
+            .ok_or(Status::NotFound),
+        ["metadata", rest @ ..] => s.metadata.property(rest),
         ["connection", "mtls"] => Ok(vec![u8::from(s.connection.mtls)]),
         ["connection", "uri_san_peer_certificate"] => s
             .connection
@@ -778,7 +938,7 @@ pub(crate) fn property(
             Some(u) if u.address.is_some() => u
                 .metadata
                 .as_ref()
-                .map(HostMetadata::encode)
+                .map(Metadata::encode)
                 .ok_or(Status::SerializationFailure),
             _ => Err(Status::NotFound),
         },
@@ -863,7 +1023,7 @@ mod tests {
 
     #[test]
     fn istio_workload_metadata_encodes_as_envoy_does() {
-        let bytes = HostMetadata::istio_workload(";;;;gke").encode();
+        let bytes = Metadata::istio_workload(";;;;gke").encode();
         // Metadata.filter_metadata entry { key "istio", value Struct { fields entry {
         //   key "workload", value Value { string_value ";;;;gke" } } } }
         let value = [&[0x1a, 7][..], b";;;;gke"].concat(); // Value.string_value (3)

@@ -116,13 +116,32 @@ pub(crate) fn local_reply(reply: &LocalReply, grpc: bool) -> (HeaderMap, Vec<u8>
     (headers, reply.body.clone())
 }
 
-/// The client's view of a reply without a body: the HTTP/1.1 codec appends
-/// `content-length: 0` after everything else (after `date` and `server`; measured with
-/// the Go SDK corpus). A gRPC trailers-only reply has none over HTTP/2, which is what the
-/// harness models for gRPC.
-pub(crate) fn add_empty_content_length(headers: &mut HeaderMap, grpc: bool) {
-    if !grpc && headers.get("content-length").is_none() {
-        headers.add("content-length", "0");
+/// What the downstream codec adds to the client's response headers, after everything
+/// else (measured in Envoy 1.40 with curl 7.88 and the Go SDK corpus):
+/// - HTTP/1.x: `connection: close` when the response goes out before the request was
+///   fully received (a local reply or direct response to a POST whose body had not all
+///   arrived, a gRPC request refused at its headers); then `content-length: 0` for a
+///   response that ends with its headers and has no `content-length` (gRPC trailers-only
+///   replies too), or `transfer-encoding: chunked` for one with a body and none.
+/// - HTTP/2 and HTTP/3: nothing (an empty reply has no `content-length`).
+pub(crate) fn add_codec_framing(
+    headers: &mut HeaderMap,
+    http1: bool,
+    headers_only: bool,
+    request_complete: bool,
+) {
+    if !http1 {
+        return;
+    }
+    if !request_complete && headers.get("connection").is_none() {
+        headers.add("connection", "close");
+    }
+    if headers.get("content-length").is_none() && headers.get("transfer-encoding").is_none() {
+        if headers_only {
+            headers.add("content-length", "0");
+        } else {
+            headers.add("transfer-encoding", "chunked");
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
 use crate::envoy::{
-    Connection, HeaderMap, MatchedRoute, PluginIdentity, Proxy, RouteTable, StreamFacts, Upstream,
+    Connection, HeaderMap, MatchedRoute, Metadata, PluginIdentity, Proxy, RouteTable, StreamFacts,
+    Upstream,
 };
 use crate::limits::{Limits, MemoryLimit};
 use crate::state::{self, Level, LocalReply, RouteRematch, Shared};
@@ -121,6 +122,8 @@ pub(crate) struct StreamState {
     pub root_id: u32,
     pub phase: Phase,
     pub connection: Connection,
+    /// Dynamic metadata other filters set (`metadata.*`).
+    pub metadata: Metadata,
     pub request_headers: Option<HeaderMap>,
     pub request_body: Option<Vec<u8>>,
     pub request_trailers: Option<HeaderMap>,
@@ -187,6 +190,7 @@ impl StreamState {
             root_id,
             phase: Phase::Request,
             connection,
+            metadata: Metadata::default(),
             request_headers: None,
             request_body: None,
             request_trailers: None,
@@ -236,6 +240,7 @@ impl StreamState {
     pub fn facts(&self) -> StreamFacts<'_> {
         StreamFacts {
             connection: &self.connection,
+            metadata: &self.metadata,
             route: self.route_snapshot.as_ref(),
             request_headers: self.request_headers.as_ref(),
             response: self.response_code.map(|c| (c, self.response_flags)),

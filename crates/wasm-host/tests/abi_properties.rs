@@ -5,8 +5,8 @@ mod common;
 
 use common::{call, path, put, returned, ARGS, OOB, RET_PTR, RET_SIZE};
 use proxy_wasm_host::{
-    response_flags, Connection, Direction, HostMetadata, NodeMetadataStyle, Plugin, Proxy, Route,
-    Status, Upstream,
+    response_flags, Connection, Direction, Metadata, NodeMetadataStyle, Plugin, Proxy, Route,
+    Status, StructValue, Upstream,
 };
 
 fn get(p: &mut Plugin, ctx: u32, segments: &[&str]) -> Result<Vec<u8>, Status> {
@@ -203,7 +203,7 @@ fn stream_properties_by_phase() {
     );
     assert_eq!(
         get(p, id, &["xds", "upstream_host_metadata"]).unwrap(),
-        HostMetadata::istio_workload("echoserver;default;echoserver;latest;gke").encode()
+        Metadata::istio_workload("echoserver;default;echoserver;latest;gke").encode()
     );
 }
 
@@ -273,4 +273,99 @@ fn set_property_is_filter_state() {
     );
     s.complete().unwrap();
     assert_eq!(s.filter_state().get("hybridmesh.hop").unwrap(), b"gke>aws");
+}
+
+/// Dynamic metadata another filter set, as Envoy 1.40 serves it (measured by the Go SDK
+/// corpus's `properties` filter behind Envoy's `set_metadata` filter; the bytes below are
+/// Envoy's).
+#[test]
+fn another_filters_dynamic_metadata() {
+    let module = common::module("");
+    let mut p = Plugin::builder(&module).build().unwrap();
+    let mut s = p.stream(0);
+    s.filter_metadata("probe", "s", StructValue::String("text".into()));
+    s.filter_metadata("probe", "n", StructValue::Number(7.0));
+    s.filter_metadata("probe", "b", StructValue::Bool(true));
+    s.request_headers(&[(":method", "GET"), (":path", "/")], true)
+        .unwrap();
+    let id = s.context_id().unwrap();
+    // Set after the headers: the next read sees it.
+    s.filter_metadata(
+        "probe",
+        "nested",
+        StructValue::Struct([("k".to_owned(), StructValue::String("v".into()))].into()),
+    );
+    s.filter_metadata(
+        "probe",
+        "list",
+        StructValue::List(vec![
+            StructValue::String("a".into()),
+            StructValue::Number(1.0),
+        ]),
+    );
+    let p = s.plugin();
+    let field =
+        |p: &mut Plugin, key: &str| get(p, id, &["metadata", "filter_metadata", "probe", key]);
+    assert_eq!(field(p, "s").unwrap(), b"text");
+    assert_eq!(field(p, "n").unwrap(), b"\x00\x00\x00\x00\x00\x00\x1c@");
+    assert_eq!(field(p, "b").unwrap(), b"\x01");
+    assert_eq!(
+        field(p, "nested").unwrap(),
+        b"\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00k\x00v\x00"
+    );
+    assert_eq!(
+        get(
+            p,
+            id,
+            &["metadata", "filter_metadata", "probe", "nested", "k"]
+        )
+        .unwrap(),
+        b"v"
+    );
+    assert_eq!(
+        field(p, "list").unwrap(),
+        b"\x02\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\
+          a\x00\x00\x00\x00\x00\x00\x00\x00\xf0?\x00\x00"
+    );
+    assert_eq!(field(p, "absent"), Err(Status::NotFound));
+    assert_eq!(
+        get(p, id, &["metadata", "filter_metadata", "absent"]),
+        Err(Status::NotFound)
+    );
+    // A namespace is pairs of its fields and the whole message the serialized protobuf;
+    // Envoy writes map entries in hash order (the harness sorted), so the sizes are what
+    // compares: Envoy's were 129 and 101 bytes for these five fields.
+    let namespace = get(p, id, &["metadata", "filter_metadata", "probe"]).unwrap();
+    assert_eq!(&namespace[..4], &5u32.to_le_bytes());
+    assert_eq!(namespace.len(), 129);
+    assert_eq!(get(p, id, &["metadata"]).unwrap().len(), 101);
+}
+
+/// A null anywhere in what is asked for cannot be serialized (Envoy 1.40: status 3).
+#[test]
+fn a_null_in_dynamic_metadata_is_a_serialization_failure() {
+    let module = common::module("");
+    let mut p = Plugin::builder(&module).build().unwrap();
+    let mut s = p.stream(0);
+    s.filter_metadata("probe", "z", StructValue::Null);
+    s.filter_metadata("probe", "s", StructValue::String("text".into()));
+    s.request_headers(&[(":method", "GET"), (":path", "/")], true)
+        .unwrap();
+    let id = s.context_id().unwrap();
+    let p = s.plugin();
+    for path in [
+        &["metadata", "filter_metadata", "probe", "z"][..],
+        &["metadata", "filter_metadata", "probe"],
+        &["metadata", "filter_metadata"],
+    ] {
+        assert_eq!(
+            get(p, id, path),
+            Err(Status::SerializationFailure),
+            "{path:?}"
+        );
+    }
+    assert_eq!(
+        get(p, id, &["metadata", "filter_metadata", "probe", "s"]).unwrap(),
+        b"text"
+    );
 }

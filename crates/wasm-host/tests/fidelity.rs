@@ -311,25 +311,35 @@ fn gap2_empty_bodies_grpc_status_mapping_and_details() {
     );
     assert_eq!(s.local_reply().unwrap().details, "denied_by_policy");
     // A gRPC request without a grpc_status: mapped from the HTTP status, no message.
-    let mut s = p.stream(0);
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/a.B/C"),
-            ("content-type", "application/grpc+proto"),
-        ],
-        false,
-    )
-    .unwrap();
-    assert_eq!(
-        without_date(s.client_response_headers().unwrap()),
-        pairs(&[
-            (":status", "200"),
-            ("content-type", "application/grpc"),
-            ("grpc-status", "16"),
-            ("server", "envoy"),
-        ])
-    );
+    // Over HTTP/2 (curl --http2-prior-knowledge) that is all; over HTTP/1.1 the codec
+    // closes the connection (the request's body never came) and frames the empty reply
+    // (curl 7.88 over HTTP/1.1, Envoy 1.40).
+    let reply = [
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "16"),
+        ("server", "envoy"),
+    ];
+    let http1 = [("connection", "close"), ("content-length", "0")];
+    for (protocol, framing) in [("HTTP/2", &[][..]), ("HTTP/1.1", &http1[..])] {
+        let mut s = p
+            .stream(0)
+            .connection(Connection::plaintext().protocol(protocol));
+        s.request_headers(
+            &[
+                (":method", "POST"),
+                (":path", "/a.B/C"),
+                ("content-type", "application/grpc+proto"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            without_date(s.client_response_headers().unwrap()),
+            pairs(&[&reply[..], framing].concat()),
+            "{protocol}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -729,7 +739,10 @@ fn gap7_a_rejected_first_config_by_ecds_answers_500_nfcf_under_every_strategy() 
         );
         assert_eq!(s.response_flags(), response_flags::NO_FILTER_CONFIG_FOUND);
         assert_eq!(s.local_reply().unwrap().details, "");
-        let mut s = p.stream(0);
+        // A gRPC client over HTTP/2, as measured.
+        let mut s = p
+            .stream(0)
+            .connection(Connection::plaintext().protocol("HTTP/2"));
         s.request_headers(
             &[
                 (":method", "POST"),

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use proxy_wasm_host::{
-    Connection, FailStrategy, HostMetadata, Level, Module, Plugin, Proxy, Upstream,
-};
+use proxy_wasm_host::{Connection, FailStrategy, Level, Metadata, Module, Plugin, Proxy, Upstream};
 
 fn module() -> Module {
     Module::from_file(concat!(
@@ -52,7 +50,7 @@ fn sdk_filter_runs_a_request() {
         s.client_response_header("x-probe-upstream").as_deref(),
         Some("10.24.1.9:8080")
     );
-    let encoded = HostMetadata::istio_workload(";;;;aws")
+    let encoded = Metadata::istio_workload(";;;;aws")
         .encode()
         .len()
         .to_string();

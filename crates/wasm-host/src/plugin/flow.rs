@@ -84,6 +84,7 @@ impl Plugin {
         worker: usize,
         connection: Connection,
         grpc: bool,
+        request_ended: bool,
     ) -> Result<Slot> {
         if worker >= self.workers {
             return Err(usage(format!(
@@ -97,6 +98,7 @@ impl Plugin {
             let mut state = StreamState::new(0, connection, false);
             state.grpc = grpc;
             state.hcm = hcm_headers;
+            state.request_ended = request_ended;
             state
         };
         if !self.accepted {
@@ -137,6 +139,7 @@ impl Plugin {
             let mut state = StreamState::new(root, connection, true);
             state.grpc = grpc;
             state.hcm = hcm_headers;
+            state.request_ended = request_ended;
             vm.store.data_mut().streams.insert(id, state);
             let create = vm.exports.on_context_create.clone();
             let generation = vm.generation;
@@ -166,7 +169,7 @@ impl Plugin {
         if self.fail_strategy == FailStrategy::FailOpenLegacy {
             if state.local_reply.is_none() {
                 if state.request_headers.is_some() {
-                    forward_request(&mut state);
+                    forward_unfiltered_request(&mut state, now);
                 }
                 if state.response_headers.is_some() {
                     forward_response(&mut state, now);
@@ -328,6 +331,12 @@ impl Plugin {
             } else {
                 forward_response(s, now);
             }
+        }
+        // The request reached a direct-response route: the router answers.
+        if s.local_reply_pending && !resume_request {
+            s.local_reply_pending = false;
+            self.deliver_local_reply(vm, worker, id);
+            return;
         }
         let finish = s.awaiting_done && s.done_called;
         if resume_request {
@@ -577,6 +586,17 @@ fn envoy_reply(state: &mut StreamState, reply: LocalReply, flags: u64, now: Opti
     forward_response(state, now.unwrap_or_default());
 }
 
+/// The request of a stream the filter no longer sees goes on; a direct response then goes
+/// straight to the client.
+pub(super) fn forward_unfiltered_request(s: &mut StreamState, now: Duration) {
+    forward_request(s);
+    if std::mem::take(&mut s.local_reply_pending) {
+        if let Some(reply) = s.local_reply.take() {
+            envoy_reply(s, reply, 0, Some(now));
+        }
+    }
+}
+
 /// The stream fails closed: a 503 local reply (`wasm_fail_stream`; gRPC: 200 with
 /// `grpc-status: 14`), no filter callbacks.
 pub(super) fn fail_closed(state: &mut StreamState, now: Option<Duration>) {
@@ -608,9 +628,24 @@ fn no_filter_config(state: &mut StreamState, now: Duration) {
     );
 }
 
-/// Request headers (first time), buffered body and trailers go upstream.
+/// Request headers (first time), buffered body and trailers go upstream, or, on a
+/// [`crate::Route::direct_response`] route, the router answers: a local reply is then
+/// pending (`local_reply_pending`) and nothing is forwarded.
 pub(super) fn forward_request(s: &mut StreamState) {
     if !s.request_forwarded {
+        if let Some(direct) = s.route.as_ref().and_then(|r| r.direct_response.as_ref()) {
+            if s.local_reply.is_none() {
+                s.local_reply = Some(LocalReply {
+                    status: direct.status,
+                    details: "direct_response".to_owned(),
+                    body: direct.body.clone(),
+                    headers: Vec::new(),
+                    grpc_status: None,
+                });
+                s.local_reply_pending = true;
+            }
+            return;
+        }
         s.request_forwarded = true;
         s.upstream_request_headers = s.request_headers.clone();
         // The router tells the upstream the route's timeout (Envoy's
@@ -642,9 +677,17 @@ pub(super) fn forward_response(s: &mut StreamState, now: Duration) {
         if let Some(h) = headers.as_mut() {
             if s.hcm {
                 hcm::finish_client_headers(h, now);
-            }
-            if s.local_reply.is_some() && s.response_body.as_ref().is_none_or(Vec::is_empty) {
-                hcm::add_empty_content_length(h, s.grpc);
+                let headers_only = match &s.local_reply {
+                    // A gRPC request's reply is trailers-only: its body is the
+                    // `grpc-message`.
+                    Some(reply) => reply.body.is_empty() || s.grpc,
+                    None => {
+                        s.response_ended
+                            && s.response_body.as_ref().is_none_or(Vec::is_empty)
+                            && s.response_trailers.is_none()
+                    }
+                };
+                hcm::add_codec_framing(h, s.connection.is_http1(), headers_only, s.request_ended);
             }
         }
         s.client_response_headers = headers;

@@ -272,7 +272,11 @@ impl<'m> PluginBuilder<'m> {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| usage("the start time is before the UNIX epoch"))?;
         let mut clusters = self.clusters;
-        clusters.extend(self.routes.iter().map(|r| r.cluster_name().to_owned()));
+        clusters.extend(
+            self.routes
+                .iter()
+                .filter_map(|r| r.cluster_name().map(str::to_owned)),
+        );
         clusters.extend(self.default_cluster.iter().cloned());
         let env = Arc::new(PluginEnv {
             proxy: self.proxy,

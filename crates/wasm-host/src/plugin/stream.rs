@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _};
 
-use super::flow::{forward_request, forward_response, status_of, Slot, StreamCallback};
+use super::flow::{forward_response, forward_unfiltered_request, status_of, Slot, StreamCallback};
 use super::{Action, Plugin};
-use crate::envoy::{Connection, HeaderMap, MatchedRoute, Upstream};
+use crate::envoy::{Connection, HeaderMap, MatchedRoute, Metadata, StructValue, Upstream};
 use crate::error::{ensure_usage, usage};
 use crate::hcm;
 use crate::host::{Phase, StreamState};
@@ -60,6 +60,8 @@ pub struct StreamHandle {
     pub(super) worker: usize,
     pub(super) slot: Option<Slot>,
     pub(super) connection: Connection,
+    /// Dynamic metadata other filters set, for the stream to carry once it opens.
+    pub(super) metadata: Metadata,
     pub(super) upstream: Option<Upstream>,
     /// How many HTTP and gRPC callouts the plugin had made when the stream opened: its
     /// own come after.
@@ -73,6 +75,7 @@ impl StreamHandle {
             worker,
             slot: None,
             connection: Connection::plaintext(),
+            metadata: Metadata::default(),
             upstream: None,
             callouts_from: (0, 0),
         }
@@ -149,6 +152,37 @@ impl<'p> Stream<'p> {
     pub fn connection(mut self, connection: Connection) -> Self {
         self.h.connection = connection;
         self
+    }
+
+    /// Sets a field of the stream's dynamic metadata, as a filter ahead of this one does
+    /// (Envoy's `StreamInfo::setDynamicMetadata`): the filter reads it with
+    /// `get_property` under the path `metadata`, `filter_metadata`, `<namespace>`, `<key>`
+    /// (one path segment each: a namespace with dots, such as
+    /// `envoy.filters.http.jwt_authn`, is one segment), and the whole message under
+    /// `metadata`. Set before the request headers or at any point after: the next
+    /// callback sees it.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, StructValue};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let module = Module::from_bytes(br#"(module
+    /// #     (memory (export "memory") 1)
+    /// #     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.filter_metadata("envoy.filters.http.jwt_authn", "sub", StructValue::String("alice".into()));
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// assert!(s.request_forwarded());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn filter_metadata(&mut self, namespace: &str, key: &str, value: StructValue) {
+        self.h.metadata = std::mem::take(&mut self.h.metadata).field(namespace, key, value);
+        let metadata = self.h.metadata.clone();
+        if let Some(s) = self.state_mut() {
+            s.metadata = metadata;
+        }
     }
 
     /// The plugin, e.g. to answer a callout while the stream waits.
@@ -295,16 +329,21 @@ impl<'p> Stream<'p> {
             let shared = self.plugin.shared();
             (shared.http_callouts.len(), shared.grpc_callouts.len())
         };
-        let slot = self
-            .plugin
-            .open_stream(self.h.worker, self.h.connection.clone(), grpc)?;
+        let slot = self.plugin.open_stream(
+            self.h.worker,
+            self.h.connection.clone(),
+            grpc,
+            end_of_stream,
+        )?;
         self.h.slot = Some(slot);
         let route = self.plugin.env.routes.select(&map);
+        let metadata = self.h.metadata.clone();
         let n = map.len();
         let Some(s) = self.state_mut() else {
             bail!("the stream was lost");
         };
         s.route = route;
+        s.metadata = metadata;
         s.request_ended = end_of_stream;
         if s.request_headers.is_none() {
             s.request_headers = Some(map);
@@ -316,9 +355,10 @@ impl<'p> Stream<'p> {
     }
 
     fn passthrough_request(&mut self) -> Action {
+        let now = self.plugin.clock.now();
         match self.state_mut() {
             Some(s) if s.local_reply.is_none() => {
-                forward_request(s);
+                forward_unfiltered_request(s, now);
                 Action::Continue
             }
             _ => Action::Pause,
@@ -576,9 +616,14 @@ impl<'p> Stream<'p> {
         self.state()?.route.clone()
     }
 
-    /// The cluster the request goes to (after any re-match).
+    /// The cluster the request goes to (after any re-match; none on a direct-response
+    /// route).
     pub fn upstream_cluster(&self) -> Option<String> {
-        self.state()?.route.as_ref().map(|r| r.cluster.clone())
+        self.state()?
+            .route
+            .as_ref()
+            .filter(|r| r.direct_response.is_none())
+            .map(|r| r.cluster.clone())
     }
 
     /// Route re-matches caused by the filter (their count is how many extra matches Envoy
@@ -590,7 +635,7 @@ impl<'p> Stream<'p> {
     }
 
     /// The local reply, if the filter sent one, or Envoy did (a failed VM, no filter
-    /// config).
+    /// config, a [`crate::Route::direct_response`] route: details `direct_response`).
     pub fn local_reply(&self) -> Option<LocalReply> {
         self.state()?.local_reply.clone()
     }
