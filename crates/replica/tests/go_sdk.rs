@@ -738,13 +738,8 @@ fn run_harness(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Vec<Seen> {
                     s.filter_metadata("probe", key, struct_value(value));
                 }
             }
-            s.request_headers(&pairs, r.body.is_empty()).unwrap();
-            if !r.body.is_empty() {
-                // Envoy's HTTP/1.1 codec delivers a body with a content-length as the data,
-                // then an empty end of stream once the message is complete.
-                s.request_body(r.body, false).unwrap();
-                s.request_body(b"", true).unwrap();
-            }
+            // An HTTP/1.1 client, as the harness's default connection.
+            s.request(&pairs, r.body).unwrap();
             // Answer the callouts as the authorization service does.
             let mut callout = "none".to_string();
             let pending = s.http_callouts();
@@ -776,21 +771,18 @@ fn run_harness(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Vec<Seen> {
             }
             if s.request_forwarded() && !s.is_finished() {
                 let len = UPSTREAM_BODY.len().to_string();
-                let mut headers: Vec<(&str, &str)> = UPSTREAM_HEADERS.to_vec();
-                headers.push(("content-length", &len));
                 let mut up = Upstream::new(200)
+                    .protocol("HTTP/1.1")
                     .address(&UPSTREAM.to_string())
-                    .service_time_ms(0);
-                for (k, v) in &headers {
+                    .service_time_ms(0)
+                    .body(UPSTREAM_BODY);
+                for (k, v) in UPSTREAM_HEADERS
+                    .iter()
+                    .chain([&("content-length", len.as_str())])
+                {
                     up = up.header(k, v);
                 }
-                s.upstream(up).unwrap();
-                // As the HTTP/1.1 codec delivers the upstream's answer: headers, the data,
-                // then an empty end of stream.
-                headers.insert(0, (":status", "200"));
-                s.response_headers(&headers, false).unwrap();
-                s.response_body(UPSTREAM_BODY, false).unwrap();
-                s.response_body(b"", true).unwrap();
+                s.respond(up).unwrap();
             }
             s.complete().unwrap();
             seen.push((

@@ -373,6 +373,7 @@ pub struct Upstream {
     pub(crate) metadata: Option<Metadata>,
     pub(crate) flags: u64,
     pub(crate) service_time_ms: u64,
+    pub(crate) http1: bool,
 }
 
 impl Upstream {
@@ -389,7 +390,19 @@ impl Upstream {
             metadata: None,
             flags: 0,
             service_time_ms: 0,
+            http1: false,
         }
+    }
+
+    /// How the upstream's codec hands [`crate::Stream::respond`]'s body to the filter:
+    /// `HTTP/1.1` (or `HTTP/1.0`) as the data, then an empty end of stream (two
+    /// `proxy_on_response_body` calls, as Envoy's HTTP/1 codec delivers a message with a
+    /// `content-length` or chunks; measured in Envoy 1.40); anything else, the default,
+    /// the body in one call with the end of stream, as an HTTP/2 upstream that ends the
+    /// stream on its last data frame.
+    pub fn protocol(mut self, protocol: &str) -> Upstream {
+        self.http1 = protocol.starts_with("HTTP/1");
+        self
     }
 
     /// The `x-envoy-upstream-service-time` the router adds (milliseconds; default 0).

@@ -394,6 +394,45 @@ impl<'p> Stream<'p> {
         }
     }
 
+    /// The client sends a whole request, framed as its protocol frames it
+    /// ([`Connection::protocol`]): the headers (with the end of stream when there is no
+    /// body), then over HTTP/1.x the body as the data and an empty end of stream (two
+    /// `proxy_on_request_body` calls: Envoy's HTTP/1 codec ends the message after its
+    /// data, with a `content-length` or chunked), over HTTP/2 the body with the end of
+    /// stream (one call). Measured in Envoy 1.40 with curl 7.88. For any other framing,
+    /// send the pieces with [`Stream::request_headers`] and [`Stream::request_body`].
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Connection, Module, Plugin, Upstream};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let module = Module::from_bytes(br#"(module
+    /// #     (memory (export "memory") 1)
+    /// #     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let post = [(":method", "POST"), (":path", "/"), (":authority", "api"), ("content-length", "5")];
+    /// let mut s = plugin.stream(0).connection(Connection::plaintext().protocol("HTTP/2"));
+    /// s.request(&post, b"hello")?;
+    /// assert_eq!(s.upstream_request_body(), b"hello");
+    /// s.respond(Upstream::new(200).protocol("HTTP/1.1").body(b"hi"))?;
+    /// assert_eq!(s.client_response_body(), b"hi");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn request(&mut self, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<()> {
+        self.request_headers(headers, body.is_empty())?;
+        if body.is_empty() {
+            return Ok(());
+        }
+        if self.h.connection.is_http1() {
+            self.request_body(body, false)?;
+            self.request_body(b"", true)?;
+        } else {
+            self.request_body(body, true)?;
+        }
+        Ok(())
+    }
+
     /// A request body chunk: `proxy_on_request_body` with the whole buffer so far. While
     /// the filter pauses on the body, chunks are buffered and the filter sees the whole
     /// buffer; while it pauses on the headers, chunks are only buffered (no callback)
@@ -533,7 +572,8 @@ impl<'p> Stream<'p> {
     }
 
     /// The upstream answers: sets it (see [`Stream::upstream`]) and runs its headers, body
-    /// and trailers through the filter's response callbacks.
+    /// and trailers through the filter's response callbacks, the body framed as the
+    /// upstream's protocol delivers it ([`Upstream::protocol`]).
     pub fn respond(&mut self, upstream: Upstream) -> anyhow::Result<()> {
         self.upstream(upstream.clone())?;
         let headers: Vec<(&str, &str)> = upstream
@@ -544,7 +584,10 @@ impl<'p> Stream<'p> {
         let has_body = !upstream.body.is_empty();
         let has_trailers = !upstream.trailers.is_empty();
         self.response_headers(&headers, !has_body && !has_trailers)?;
-        if has_body {
+        if has_body && upstream.http1 && !has_trailers {
+            self.response_body(&upstream.body, false)?;
+            self.response_body(b"", true)?;
+        } else if has_body {
             self.response_body(&upstream.body, !has_trailers)?;
         }
         if has_trailers {
