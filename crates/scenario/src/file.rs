@@ -159,6 +159,11 @@ pub struct ProxyOptions {
     pub server_sidecars: bool,
     #[serde(default)]
     pub seed: u64,
+    /// Envoy clusters besides the mesh's that the module may call out to
+    /// (`proxy_http_call`'s upstream), e.g. an authorization service; a step's
+    /// `request.callouts` answers them.
+    #[serde(default)]
+    pub callout_clusters: Vec<String>,
 }
 
 fn one() -> usize {
@@ -177,6 +182,7 @@ impl Default for ProxyOptions {
             workers: 1,
             server_sidecars: true,
             seed: 0,
+            callout_clusters: Vec::new(),
         }
     }
 }
@@ -238,6 +244,46 @@ pub struct RequestSpec {
     pub direct: Option<String>,
     /// For `direct`: the connection (`plaintext`, or a SPIFFE id for mTLS).
     pub peer: Option<String>,
+    /// How the services the module calls out to answer, in the order the module's
+    /// callouts are made (by either sidecar of the request): each answer is used
+    /// once; a callout with no answer left, or an answer left unused, is a problem.
+    #[serde(default)]
+    pub callouts: Vec<CalloutAnswer>,
+}
+
+/// How a service answers one of the module's HTTP callouts: a response
+/// (`status`, `headers`, `body`), a failure (`fail`), or none in time (`timeout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CalloutAnswer {
+    /// The cluster the callout must go to (checked when given).
+    pub cluster: Option<String>,
+    /// The response's status (default 200).
+    pub status: Option<u32>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// The callout fails (Envoy calls the module back with no headers, as when
+    /// the service resets the stream or has no healthy host).
+    #[serde(default)]
+    pub fail: bool,
+    /// The service does not answer in time: the module gets Envoy's answer to a
+    /// timed-out callout, `504` with body `upstream request timeout`.
+    #[serde(default)]
+    pub timeout: bool,
+}
+
+impl CalloutAnswer {
+    /// What the answer says, for a report.
+    pub fn describe(&self) -> String {
+        if self.fail {
+            "fail".to_string()
+        } else if self.timeout {
+            "timeout".to_string()
+        } else {
+            format!("status {}", self.status.unwrap_or(200))
+        }
+    }
 }
 
 impl RequestSpec {
@@ -252,6 +298,7 @@ impl RequestSpec {
             body: None,
             direct: None,
             peer: None,
+            callouts: Vec::new(),
         }
     }
 }
@@ -338,6 +385,9 @@ pub struct Expect {
     /// Log lines that must have been written.
     #[serde(default)]
     pub logs: Vec<LogExpect>,
+    /// The module traps in this step, with a message containing this text (a
+    /// trap not expected is a problem of the step).
+    pub trap: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -504,6 +554,26 @@ impl Scenario {
                     "{}: steps[{i}]: repeat needs a request",
                     self.path.display()
                 );
+            }
+            for (k, a) in step
+                .request
+                .iter()
+                .flat_map(|r| r.callouts.iter())
+                .enumerate()
+            {
+                let response = a.status.is_some() || !a.headers.is_empty() || a.body.is_some();
+                if [response, a.fail, a.timeout].iter().filter(|x| **x).count() > 1 {
+                    bail!(
+                        "{}: steps[{i}].request.callouts[{k}]: give one of a response (status, headers, body), fail or timeout",
+                        self.path.display()
+                    );
+                }
+                if let Some(status) = a.status.filter(|s| !(100..=599).contains(s)) {
+                    bail!(
+                        "{}: steps[{i}].request.callouts[{k}].status: {status} is not an HTTP status, expected 100 to 599",
+                        self.path.display()
+                    );
+                }
             }
             if let Some(f) = &step.fail {
                 if !(100..=599).contains(&f.status) {

@@ -35,6 +35,16 @@ pub trait Backend {
     fn config_rejections(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether this backend answers the module's callouts from a step's
+    /// `request.callouts` (the simulated mesh does; real proxies call real services).
+    fn answers_callouts(&self) -> bool {
+        false
+    }
+    /// What went wrong with the last request's callouts: one made with no answer
+    /// left, an answer for another cluster, answers left unused.
+    fn callout_problems(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,9 +160,25 @@ fn run_step(
     if let Err(e) = play(s, sim, step, default_from, &mut r, kept) {
         r.problems.push(format!("{e:#}"));
     }
-    // A trap in the module is the first thing its author needs to see.
-    for f in sim.failures_since(&traps_before).into_iter().take(3) {
-        r.problems.push(f);
+    // A trap in the module is the first thing its author needs to see, unless
+    // the step expects it.
+    let traps = sim.failures_since(&traps_before);
+    match step.expect.as_ref().and_then(|e| e.trap.as_deref()) {
+        Some(text) => {
+            let (expected, other): (Vec<String>, Vec<String>) =
+                traps.into_iter().partition(|f| f.contains(text));
+            match expected.first() {
+                Some(first) => r.lines.push(format!("trapped, as expected: {first}")),
+                None if other.is_empty() => r.problems.push(format!(
+                    "expected the module to trap with {text:?}; it did not trap"
+                )),
+                None => r.problems.push(format!(
+                    "expected the module to trap with {text:?}; its traps said otherwise:"
+                )),
+            }
+            r.problems.extend(other.into_iter().take(3));
+        }
+        None => r.problems.extend(traps.into_iter().take(3)),
     }
     if let Some(expect) = &step.expect {
         check_proxies(sim, expect, &mut r.problems);
@@ -184,13 +210,18 @@ fn play(
         // the first few problems are listed.
         const SHOWN: usize = 5;
         let mut hidden = 0usize;
+        if !req.callouts.is_empty() && !sim.answers_callouts() {
+            anyhow::bail!(
+                "request.callouts: this backend cannot answer the module's callouts (real proxies call real services); the simulated mesh (`hybridmesh test`) does"
+            );
+        }
         for k in 0..n {
             let random = sim.is_random(from, req);
             let o = sim.request(req, default_from)?;
             if r.lines.len() < 12 {
                 r.lines.push(curl_line(&o));
             }
-            let mut found = Vec::new();
+            let mut found = sim.callout_problems();
             check_outcome(&o, &expect, &mut found);
             for problem in found {
                 if r.problems.len() >= SHOWN {

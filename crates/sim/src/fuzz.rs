@@ -685,6 +685,7 @@ fn run_episode(
                         body: None,
                         direct: None,
                         peer: None,
+                        callouts: Vec::new(),
                     };
                     let random = wasm.is_random(cluster_names[i], &as_spec);
                     let mut s = wasm.clients[i].open(Connection::plaintext());
@@ -778,6 +779,7 @@ fn run_episode(
                     body: None,
                     direct,
                     peer,
+                    callouts: Vec::new(),
                 };
                 let random = wasm.is_random(from, &spec);
                 let out = wasm.request(&spec, from)?;

@@ -22,7 +22,7 @@ pub mod wasm_sidecar;
 pub use hybridmesh_scenario::{header, Outcome, Pairs};
 pub use mesh::{Sim, SERVICE_NAMESPACE};
 pub use native_sidecar::NativeSidecar;
-pub use sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
+pub use sidecar::{Answer, CalloutQueue, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 pub use wasm_sidecar::WasmSidecar;
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use hybridmesh_filter_core::identity::{Locality, NodeFacts};
 use hybridmesh_filter_core::routing;
 use hybridmesh_filter_core::Filter;
 
-use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
+use crate::sidecar::{Answer, CalloutQueue, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 use hybridmesh_scenario::header;
 use hybridmesh_scenario::{Mesh, Outcome, Pairs, ProxyOptions, RequestSpec};
 use proxy_wasm_host::envoy::{response_flags, Connection, Direction};
@@ -55,6 +55,8 @@ pub struct Sim {
     configs: Vec<Vec<u8>>,
     /// The client sidecar's hop record of the last request (see [`Sim::last_hop`]).
     last_hop: Option<String>,
+    /// What went wrong with the last request's callouts (see [`Sim::callout_problems`]).
+    callout_problems: Vec<String>,
 }
 
 /// The workload namespace of the service (the seed's `echo-svc` lives in `default`).
@@ -112,6 +114,7 @@ impl Sim {
             pinned_header,
             configs,
             last_hop: None,
+            callout_problems: Vec::new(),
         })
     }
 
@@ -299,8 +302,37 @@ impl Sim {
         self.last_hop.as_deref()
     }
 
-    /// Sends one request and follows it through the mesh.
+    /// Sends one request and follows it through the mesh; the module's callouts on
+    /// the way are answered from `spec.callouts`.
     pub fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
+        let queue = CalloutQueue::new(&spec.callouts);
+        for sidecar in self
+            .clients
+            .iter_mut()
+            .chain(self.servers.iter_mut().flatten())
+        {
+            sidecar.answer_callouts_from(&queue);
+        }
+        let outcome = self.follow(spec, default_from);
+        let none = CalloutQueue::default();
+        for sidecar in self
+            .clients
+            .iter_mut()
+            .chain(self.servers.iter_mut().flatten())
+        {
+            sidecar.answer_callouts_from(&none);
+        }
+        self.callout_problems = queue.finish();
+        outcome
+    }
+
+    /// What went wrong with the last request's callouts: a callout with no answer
+    /// left, an answer for another cluster, answers left unused. Taken once.
+    pub fn callout_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.callout_problems)
+    }
+
+    fn follow(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
         self.requests += 1;
         self.last_hop = None;
         let from = spec

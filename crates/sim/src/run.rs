@@ -46,6 +46,12 @@ impl Backend for Sim {
     fn failures_since(&self, counts: &[usize]) -> Vec<String> {
         Sim::failures_since(self, counts)
     }
+    fn answers_callouts(&self) -> bool {
+        true
+    }
+    fn callout_problems(&mut self) -> Vec<String> {
+        Sim::callout_problems(self)
+    }
     fn config_rejections(&self) -> Vec<String> {
         Sim::config_rejections(self)
     }

@@ -4,9 +4,11 @@
 //! [`crate::NativeSidecar`] runs the filter's decision code natively. The same
 //! scenario through both must give the same results.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hybridmesh_scenario::{Pairs, ProxyOptions};
+use hybridmesh_scenario::{CalloutAnswer, Pairs, ProxyOptions};
 use proxy_wasm_host::{Connection, Direction};
 
 /// What leaves a sidecar towards the downstream.
@@ -64,6 +66,73 @@ pub trait Sidecar {
     /// Traps in the module so far, one line each (callback and message).
     fn failures(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Where the module's HTTP callouts are answered from during the next
+    /// request (the step's `request.callouts`, shared by all the request's
+    /// sidecars). A sidecar whose module makes no callouts ignores it.
+    fn answer_callouts_from(&mut self, _queue: &CalloutQueue) {}
+}
+
+/// The answers a step gives for the module's callouts, used in the order the
+/// callouts are made, and what went wrong with them.
+#[derive(Clone, Debug, Default)]
+pub struct CalloutQueue(Arc<Mutex<QueueState>>);
+
+#[derive(Debug, Default)]
+struct QueueState {
+    answers: VecDeque<CalloutAnswer>,
+    used: usize,
+    problems: Vec<String>,
+}
+
+impl CalloutQueue {
+    pub fn new(answers: &[CalloutAnswer]) -> CalloutQueue {
+        CalloutQueue(Arc::new(Mutex::new(QueueState {
+            answers: answers.iter().cloned().collect(),
+            ..QueueState::default()
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer for the next callout (to `cluster`, `what` describing it), or
+    /// `None` when none is left (recorded as a problem).
+    pub fn next(&self, cluster: &str, what: &str) -> Option<CalloutAnswer> {
+        let mut st = self.state();
+        st.used += 1;
+        let n = st.used;
+        let Some(answer) = st.answers.pop_front() else {
+            st.problems.push(format!(
+                "the module called out to {cluster} ({what}) and no answer was left for it: add one under request.callouts"
+            ));
+            return None;
+        };
+        if let Some(expected) = answer.cluster.as_deref().filter(|c| *c != cluster) {
+            st.problems.push(format!(
+                "callout {n} went to {cluster} ({what}), its answer is for {expected}"
+            ));
+        }
+        Some(answer)
+    }
+
+    /// The problems so far, and one for answers nobody asked for; empties the queue.
+    pub fn finish(&self) -> Vec<String> {
+        let mut st = self.state();
+        let left: Vec<String> = st.answers.drain(..).map(|a| a.describe()).collect();
+        let mut problems = std::mem::take(&mut st.problems);
+        if !left.is_empty() {
+            problems.push(format!(
+                "{} callout answer(s) left unused ({}): the module made {} callout(s)",
+                left.len(),
+                left.join(", "),
+                st.used
+            ));
+        }
+        problems
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use hybridmesh_filter_core::identity::Locality;
 
-use crate::sidecar::{Answer, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
+use crate::sidecar::{Answer, CalloutQueue, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 use hybridmesh_scenario::{Fail, NodeMetadata, Pairs};
 use proxy_wasm_host::envoy::{Connection, NodeMetadataStyle, Proxy, Upstream};
 use proxy_wasm_host::plugin::{FailStrategy, Module, Plugin};
@@ -15,6 +15,7 @@ use proxy_wasm_host::Limits;
 pub struct WasmSidecar {
     plugin: Plugin,
     next_worker: usize,
+    callouts: CalloutQueue,
 }
 
 impl WasmSidecar {
@@ -48,7 +49,12 @@ impl WasmSidecar {
                 Fail::FailReload => FailStrategy::FailReload,
             })
             .seed(spec.options.seed)
-            .limits(limits)
+            .limits(limits);
+        let plugin = spec
+            .options
+            .callout_clusters
+            .iter()
+            .fold(plugin, |b, cluster| b.cluster(cluster))
             .build()
             .with_context(|| {
                 format!(
@@ -59,6 +65,7 @@ impl WasmSidecar {
         Ok(WasmSidecar {
             plugin,
             next_worker: 0,
+            callouts: CalloutQueue::default(),
         })
     }
 
@@ -69,6 +76,55 @@ impl WasmSidecar {
 
 struct WasmStream<'p> {
     stream: proxy_wasm_host::plugin::Stream<'p>,
+    callouts: CalloutQueue,
+}
+
+impl WasmStream<'_> {
+    /// Answers the stream's unanswered HTTP callouts from the step's answers, as
+    /// long as there are callouts and answers (an answer may lead to another callout).
+    fn answer_callouts(&mut self) -> anyhow::Result<()> {
+        loop {
+            let pending: Vec<_> = self
+                .stream
+                .http_callouts()
+                .into_iter()
+                .filter(|c| !c.answered)
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for call in pending {
+                let header = |name: &str| {
+                    call.headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                let what = format!("{} {}", header(":method"), header(":path"));
+                let Some(answer) = self.callouts.next(&call.upstream, &what) else {
+                    return Ok(());
+                };
+                if answer.fail {
+                    self.stream.fail_http_call(call.token)?;
+                } else if answer.timeout {
+                    self.stream.plugin().time_out_http_call(call.token)?;
+                } else {
+                    let headers: Vec<(&str, &str)> = answer
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let body = answer.body.clone().unwrap_or_default();
+                    self.stream.respond_http_call(
+                        call.token,
+                        answer.status.unwrap_or(200),
+                        &headers,
+                        body.as_bytes(),
+                    )?;
+                }
+            }
+        }
+    }
 }
 
 fn borrowed(pairs: &Pairs) -> Vec<(&str, &str)> {
@@ -87,6 +143,8 @@ impl SidecarStream for WasmStream<'_> {
                 s.request_body(b, true)?;
             }
         }
+        self.answer_callouts()?;
+        let s = &mut self.stream;
         if s.local_reply().is_some() || !s.request_forwarded() {
             s.complete()?;
             return Ok(Forward::Reply(Reply {
@@ -112,8 +170,9 @@ impl SidecarStream for WasmStream<'_> {
         if let Some(w) = &a.workload {
             up = up.istio_workload(w);
         }
+        self.stream.respond(up)?;
+        self.answer_callouts()?;
         let s = &mut self.stream;
-        s.respond(up)?;
         s.complete()?;
         Ok(Reply {
             status: s.client_response_status().unwrap_or(0),
@@ -139,7 +198,12 @@ impl Sidecar for WasmSidecar {
         self.next_worker += 1;
         Box::new(WasmStream {
             stream: self.plugin.stream(worker).connection(connection),
+            callouts: self.callouts.clone(),
         })
+    }
+
+    fn answer_callouts_from(&mut self, queue: &CalloutQueue) {
+        self.callouts = queue.clone();
     }
 
     fn advance(&mut self, by: Duration) -> anyhow::Result<()> {

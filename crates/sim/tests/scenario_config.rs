@@ -9,22 +9,8 @@ use std::path::{Path, PathBuf};
 use hybridmesh_sim::run::{run_file, Engine};
 use proxy_wasm_host::Module;
 
-/// Writes a scenario (`body` after a header naming the seed's mesh) into its own
-/// folder and returns its path.
 fn scenario(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "hybridmesh-scenario-config-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mesh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh.yaml");
-    let path = dir.join("scenario.yaml");
-    std::fs::write(
-        &path,
-        format!("name: {name}\nmesh: {}\nfrom: gke\n{body}", mesh.display()),
-    )
-    .unwrap();
-    path
+    filter_support::scenario_file(&format!("config-{name}"), body)
 }
 
 /// The gap-5 fixture: logs the configuration size and bytes it gets in

@@ -266,6 +266,7 @@ impl SimulateCommand {
                 body: None,
                 direct: None,
                 peer: None,
+                callouts: Vec::new(),
             };
             let o = sim.request(&spec, &self.from)?;
             if let Some(hop) = sim.last_hop() {

@@ -76,3 +76,19 @@ pub fn routes() -> Vec<Route> {
         })
         .collect()
 }
+
+/// Writes a scenario named `name` (`body` after a header naming the seed's mesh and
+/// `from: gke`) into its own temporary folder and returns its path.
+pub fn scenario_file(name: &str, body: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("hybridmesh-scenario-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mesh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh.yaml");
+    let path = dir.join("scenario.yaml");
+    std::fs::write(
+        &path,
+        format!("name: {name}\nmesh: {}\nfrom: gke\n{body}", mesh.display()),
+    )
+    .unwrap();
+    path
+}
