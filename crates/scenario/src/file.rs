@@ -244,12 +244,24 @@ pub struct RequestSpec {
     pub direct: Option<String>,
     /// For `direct`: the connection (`plaintext`, or a SPIFFE id for mTLS).
     pub peer: Option<String>,
+    /// The client's protocol: `HTTP/1.1` (the default), `HTTP/1.0`, `HTTP/2` or
+    /// `HTTP/3`. It frames what the client's sidecar hands the module (over HTTP/1.x a
+    /// body is its data, then an empty end of stream) and the response the client gets.
+    pub protocol: Option<String>,
+    /// Dynamic metadata that filters ahead of the module set on the client's sidecar:
+    /// namespace -> key -> value (any YAML value; the module reads it under
+    /// `metadata.filter_metadata.<namespace>.<key>`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     /// How the services the module calls out to answer, in the order the module's
     /// callouts are made (by either sidecar of the request): each answer is used
     /// once; a callout with no answer left, or an answer left unused, is a problem.
     #[serde(default)]
     pub callouts: Vec<CalloutAnswer>,
 }
+
+/// The client protocols a request step may name, as Envoy names them.
+pub const PROTOCOLS: [&str; 4] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"];
 
 /// How a service answers one of the module's HTTP callouts: a response
 /// (`status`, `headers`, `body`), a failure (`fail`), or none in time (`timeout`).
@@ -298,6 +310,8 @@ impl RequestSpec {
             body: None,
             direct: None,
             peer: None,
+            protocol: None,
+            metadata: BTreeMap::new(),
             callouts: Vec::new(),
         }
     }
@@ -554,6 +568,15 @@ impl Scenario {
                     "{}: steps[{i}]: repeat needs a request",
                     self.path.display()
                 );
+            }
+            if let Some(p) = step.request.as_ref().and_then(|r| r.protocol.as_deref()) {
+                if !PROTOCOLS.contains(&p) {
+                    bail!(
+                        "{}: steps[{i}].request.protocol: {p:?} is not one of {}",
+                        self.path.display(),
+                        PROTOCOLS.join(", ")
+                    );
+                }
             }
             for (k, a) in step
                 .request

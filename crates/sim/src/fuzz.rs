@@ -685,6 +685,8 @@ fn run_episode(
                         body: None,
                         direct: None,
                         peer: None,
+                        protocol: None,
+                        metadata: Default::default(),
                         callouts: Vec::new(),
                     };
                     let random = wasm.is_random(cluster_names[i], &as_spec);
@@ -779,6 +781,8 @@ fn run_episode(
                     body: None,
                     direct,
                     peer,
+                    protocol: None,
+                    metadata: Default::default(),
                     callouts: Vec::new(),
                 };
                 let random = wasm.is_random(from, &spec);

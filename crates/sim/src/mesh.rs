@@ -32,7 +32,7 @@ use hybridmesh_filter_core::Filter;
 use crate::sidecar::{Answer, CalloutQueue, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 use hybridmesh_scenario::header;
 use hybridmesh_scenario::{Mesh, Outcome, Pairs, ProxyOptions, RequestSpec};
-use proxy_wasm_host::envoy::{response_flags, Connection, Direction};
+use proxy_wasm_host::envoy::{response_flags, Connection, Direction, StructValue};
 
 #[derive(Debug, Clone, Default)]
 struct ClusterState {
@@ -371,6 +371,10 @@ impl Sim {
                 }
                 Some(san) => Connection::mtls(san, &self.spiffe(SERVICE_NAMESPACE, "default")),
             };
+            let connection = match spec.protocol.as_deref() {
+                Some(protocol) => connection.protocol(protocol),
+                None => connection,
+            };
             let reply = self.serve(to_i, connection, &headers, body)?;
             return Ok(Outcome {
                 from,
@@ -385,7 +389,19 @@ impl Sim {
         }
 
         // Client sidecar, outbound.
-        let client_conn = Connection::plaintext();
+        let client_conn = match spec.protocol.as_deref() {
+            Some(protocol) => Connection::plaintext().protocol(protocol),
+            None => Connection::plaintext(),
+        };
+        let metadata: Vec<(String, String, StructValue)> = spec
+            .metadata
+            .iter()
+            .flat_map(|(namespace, fields)| {
+                fields
+                    .iter()
+                    .map(move |(key, value)| (namespace.clone(), key.clone(), struct_value(value)))
+            })
+            .collect();
         let names = self.names.clone();
         let state = self.state.clone();
         let mesh = self.mesh.clone();
@@ -401,7 +417,7 @@ impl Sim {
         // sidecar is taken out of the list for that time.
         let mut client = std::mem::replace(&mut self.clients[from_i], Box::new(Placeholder));
         let result = (|| -> anyhow::Result<Reply> {
-            let mut cs = client.open(client_conn);
+            let mut cs = client.open_with_metadata(client_conn, &metadata);
             let forwarded = match cs.request(&headers, body)? {
                 Forward::Reply(r) => return Ok(r),
                 Forward::Headers(h) => h,
@@ -605,6 +621,24 @@ fn service_fqdn(authority: &str) -> String {
 }
 
 /// Stands in for a client sidecar while its stream is open.
+/// A YAML/JSON value as a `google.protobuf.Value`.
+fn struct_value(v: &serde_json::Value) -> StructValue {
+    use serde_json::Value;
+    match v {
+        Value::Null => StructValue::Null,
+        Value::Bool(b) => StructValue::Bool(*b),
+        Value::Number(n) => StructValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => StructValue::String(s.clone()),
+        Value::Array(items) => StructValue::List(items.iter().map(struct_value).collect()),
+        Value::Object(fields) => StructValue::Struct(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), struct_value(v)))
+                .collect(),
+        ),
+    }
+}
+
 struct Placeholder;
 
 impl Sidecar for Placeholder {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hybridmesh_scenario::{CalloutAnswer, Pairs, ProxyOptions};
-use proxy_wasm_host::{Connection, Direction};
+use proxy_wasm_host::{Connection, Direction, StructValue};
 
 /// What leaves a sidecar towards the downstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,15 @@ pub trait SidecarStream {
 /// One sidecar proxy running the module.
 pub trait Sidecar {
     fn open(&mut self, connection: Connection) -> Box<dyn SidecarStream + '_>;
+    /// [`Sidecar::open`] for a stream that carries dynamic metadata filters ahead of the
+    /// module set ((namespace, key, value)); a sidecar that cannot read it ignores it.
+    fn open_with_metadata(
+        &mut self,
+        connection: Connection,
+        _metadata: &[(String, String, StructValue)],
+    ) -> Box<dyn SidecarStream + '_> {
+        self.open(connection)
+    }
     fn advance(&mut self, by: Duration) -> anyhow::Result<()>;
     fn reconfigure(&mut self, config: &[u8]) -> anyhow::Result<bool>;
     fn configured(&self) -> bool;

@@ -8,7 +8,7 @@ use hybridmesh_filter_core::identity::Locality;
 
 use crate::sidecar::{Answer, CalloutQueue, Forward, Reply, Sidecar, SidecarSpec, SidecarStream};
 use hybridmesh_scenario::{Fail, NodeMetadata, Pairs};
-use proxy_wasm_host::envoy::{Connection, NodeMetadataStyle, Proxy, Upstream};
+use proxy_wasm_host::envoy::{Connection, NodeMetadataStyle, Proxy, StructValue, Upstream};
 use proxy_wasm_host::plugin::{FailStrategy, Module, Plugin};
 use proxy_wasm_host::Limits;
 
@@ -136,13 +136,10 @@ fn borrowed(pairs: &Pairs) -> Vec<(&str, &str)> {
 
 impl SidecarStream for WasmStream<'_> {
     fn request(&mut self, headers: &Pairs, body: Option<&[u8]>) -> anyhow::Result<Forward> {
-        let s = &mut self.stream;
-        s.request_headers(&borrowed(headers), body.is_none())?;
-        if let Some(b) = body {
-            if s.local_reply().is_none() {
-                s.request_body(b, true)?;
-            }
-        }
+        // Framed as the client's protocol frames it (HTTP/1.x: the data, then an
+        // empty end of stream).
+        self.stream
+            .request(&borrowed(headers), body.unwrap_or_default())?;
         self.answer_callouts()?;
         let s = &mut self.stream;
         if s.local_reply().is_some() || !s.request_forwarded() {
@@ -193,11 +190,23 @@ fn hop_record(s: &proxy_wasm_host::plugin::Stream<'_>) -> Option<String> {
 
 impl Sidecar for WasmSidecar {
     fn open(&mut self, connection: Connection) -> Box<dyn SidecarStream + '_> {
+        self.open_with_metadata(connection, &[])
+    }
+
+    fn open_with_metadata(
+        &mut self,
+        connection: Connection,
+        metadata: &[(String, String, StructValue)],
+    ) -> Box<dyn SidecarStream + '_> {
         let workers = self.plugin.workers().max(1);
         let worker = self.next_worker % workers;
         self.next_worker += 1;
+        let mut stream = self.plugin.stream(worker).connection(connection);
+        for (namespace, key, value) in metadata {
+            stream.filter_metadata(namespace, key, value.clone());
+        }
         Box::new(WasmStream {
-            stream: self.plugin.stream(worker).connection(connection),
+            stream,
             callouts: self.callouts.clone(),
         })
     }

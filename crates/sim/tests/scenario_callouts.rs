@@ -1,6 +1,6 @@
-//! Scenario files that answer a module's HTTP callouts and expect its traps (issue 28),
-//! run on the simulated mesh with third-party-style modules: the harness's authorization
-//! fixture (`crates/wasm-host/tests/fixtures/concurrent-auth.wat`: asks cluster `authz`
+//! Scenario files that answer a module's HTTP callouts, expect its traps, give the
+//! client's protocol and another filter's dynamic metadata (issue 28), run on the
+//! simulated mesh with third-party-style modules: the harness's authorization fixture (`crates/wasm-host/tests/fixtures/concurrent-auth.wat`: asks cluster `authz`
 //! `GET /check` per request and passes the answer's `:status`, or `none` when the callout
 //! failed, upstream as `x-authz-status`) and a module that traps on every request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -206,4 +206,72 @@ steps:
         first[1],
         "expected the module to trap with \"unreachable\"; it did not trap"
     );
+}
+
+/// A module that copies the dynamic metadata `envoy.filters.http.jwt_authn` / `sub` (what
+/// a JWT filter ahead of it would leave) into request header `x-user`.
+fn metadata_reader() -> Engine {
+    // The property path, its segments NUL-separated (WAT escapes).
+    let path = r"metadata\00filter_metadata\00envoy.filters.http.jwt_authn\00sub";
+    let wat = format!(
+        r#"(module
+            (import "env" "proxy_get_property"
+              (func $get (param i32 i32 i32 i32) (result i32)))
+            (import "env" "proxy_add_header_map_value"
+              (func $add (param i32 i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "{path}")
+            (data (i32.const 200) "x-user")
+            (global $heap (mut i32) (i32.const 4096))
+            (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+              global.get $heap local.set $p
+              global.get $heap local.get $n i32.add global.set $heap
+              local.get $p)
+            (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+              (if (i32.eqz (call $get (i32.const 100) (i32.const {len}) (i32.const 300) (i32.const 304)))
+                (then (drop (call $add (i32.const 0) (i32.const 200) (i32.const 6)
+                  (i32.load (i32.const 300)) (i32.load (i32.const 304))))))
+              i32.const 0))"#,
+        len = "metadata.filter_metadata.envoy.filters.http.jwt_authn.sub".len(),
+    );
+    Engine::wasm(Module::from_bytes(wat.as_bytes()).unwrap())
+}
+
+#[test]
+fn a_request_carries_another_filters_metadata_and_its_clients_protocol() {
+    let path = scenario(
+        "metadata",
+        "proxy: {serverSidecars: false}
+steps:
+  - name: a JWT filter ahead of the module found alice
+    request:
+      authority: echo-svc.default
+      metadata: {envoy.filters.http.jwt_authn: {sub: alice, groups: [a, b]}}
+    expect:
+      upstreamHeaders: {x-user: alice}
+      # The service's answer has no content-length: over HTTP/1.1 Envoy chunks it.
+      responseHeaders: {transfer-encoding: chunked}
+  - name: none found, over HTTP/2
+    request: {authority: echo-svc.default, protocol: HTTP/2}
+    expect:
+      upstreamHeaders: {x-user: null}
+      responseHeaders: {transfer-encoding: null, content-length: null}
+  - name: not a protocol
+    request: {authority: echo-svc.default, protocol: HTTP/9}
+",
+    );
+    let r = run_file(&path, &metadata_reader());
+    assert_eq!(
+        r.error
+            .as_deref()
+            .map(|e| e.rsplit(": steps").next().unwrap_or(e)),
+        Some("[2].request.protocol: \"HTTP/9\" is not one of HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3")
+    );
+    // Without the bad step, the others pass.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let good = &text[..text.find("  - name: not a protocol").unwrap()];
+    std::fs::write(&path, good).unwrap();
+    let r = run_file(&path, &metadata_reader());
+    assert_eq!(problems(&r), vec![Vec::<String>::new(); 2]);
+    assert!(r.ok);
 }

@@ -266,6 +266,8 @@ impl SimulateCommand {
                 body: None,
                 direct: None,
                 peer: None,
+                protocol: None,
+                metadata: Default::default(),
                 callouts: Vec::new(),
             };
             let o = sim.request(&spec, &self.from)?;
