@@ -34,8 +34,7 @@ use std::time::{Duration, Instant};
 
 use hybridmesh_replica::{http, process};
 use proxy_wasm_host::{
-    ConfigDelivery, Connection, FailStrategy, Level, MetricKind, Module, Plugin, Route,
-    StructValue, Upstream,
+    ConfigDelivery, Connection, FailStrategy, Level, MetricKind, Module, Plugin, Route, Upstream,
 };
 use serde_json::{json, Value};
 
@@ -441,23 +440,6 @@ fn probe_metadata() -> Value {
     json!({"s": "text", "n": 7, "b": true, "z": null, "nested": {"k": "v"}, "list": ["a", 1]})
 }
 
-/// A JSON value as a `google.protobuf.Value`.
-fn struct_value(v: &Value) -> StructValue {
-    match v {
-        Value::Null => StructValue::Null,
-        Value::Bool(b) => StructValue::Bool(*b),
-        Value::Number(n) => StructValue::Number(n.as_f64().unwrap()),
-        Value::String(s) => StructValue::String(s.clone()),
-        Value::Array(items) => StructValue::List(items.iter().map(struct_value).collect()),
-        Value::Object(fields) => StructValue::Struct(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), struct_value(v)))
-                .collect(),
-        ),
-    }
-}
-
 fn string_value(s: &str) -> Value {
     json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": s})
 }
@@ -735,7 +717,7 @@ fn run_harness(cases: &[Case], wasm: &BTreeMap<String, PathBuf>) -> Vec<Seen> {
             // What the listener's `set_metadata` filter leaves for the Wasm filter.
             if let Value::Object(fields) = probe_metadata() {
                 for (key, value) in &fields {
-                    s.filter_metadata("probe", key, struct_value(value));
+                    s.filter_metadata("probe", key, hybridmesh_sim::mesh::struct_value(value));
                 }
             }
             // An HTTP/1.1 client, as the harness's default connection.

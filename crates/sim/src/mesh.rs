@@ -621,8 +621,9 @@ fn service_fqdn(authority: &str) -> String {
 }
 
 /// Stands in for a client sidecar while its stream is open.
-/// A YAML/JSON value as a `google.protobuf.Value`.
-fn struct_value(v: &serde_json::Value) -> StructValue {
+/// A YAML/JSON value as a `google.protobuf.Value` (what a scenario's
+/// `request.metadata` holds).
+pub fn struct_value(v: &serde_json::Value) -> StructValue {
     use serde_json::Value;
     match v {
         Value::Null => StructValue::Null,
