@@ -211,30 +211,13 @@ steps:
 /// A module that copies the dynamic metadata `envoy.filters.http.jwt_authn` / `sub` (what
 /// a JWT filter ahead of it would leave) into request header `x-user`.
 fn metadata_reader() -> Engine {
-    // The property path, its segments NUL-separated (WAT escapes).
-    let path = r"metadata\00filter_metadata\00envoy.filters.http.jwt_authn\00sub";
-    let wat = format!(
-        r#"(module
-            (import "env" "proxy_get_property"
-              (func $get (param i32 i32 i32 i32) (result i32)))
-            (import "env" "proxy_add_header_map_value"
-              (func $add (param i32 i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 100) "{path}")
-            (data (i32.const 200) "x-user")
-            (global $heap (mut i32) (i32.const 4096))
-            (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
-              global.get $heap local.set $p
-              global.get $heap local.get $n i32.add global.set $heap
-              local.get $p)
-            (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-              (if (i32.eqz (call $get (i32.const 100) (i32.const {len}) (i32.const 300) (i32.const 304)))
-                (then (drop (call $add (i32.const 0) (i32.const 200) (i32.const 6)
-                  (i32.load (i32.const 300)) (i32.load (i32.const 304))))))
-              i32.const 0))"#,
-        len = "metadata.filter_metadata.envoy.filters.http.jwt_authn.sub".len(),
-    );
-    Engine::wasm(Module::from_bytes(wat.as_bytes()).unwrap())
+    Engine::wasm(
+        Module::from_file(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../wasm-host/tests/fixtures/jwt-metadata-and-bodies.wat"),
+        )
+        .unwrap(),
+    )
 }
 
 #[test]
