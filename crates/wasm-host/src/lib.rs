@@ -105,8 +105,8 @@ pub mod state;
 
 pub use abi::Status;
 pub use envoy::{
-    response_flags, Connection, Direction, HeaderMap, MatchedRoute, Metadata, NodeMetadataStyle,
-    Proxy, Route, StructValue, Upstream,
+    response_flags, Connection, DirectResponse, Direction, HeaderMap, MatchedRoute, Metadata,
+    NodeMetadataStyle, Proxy, Route, StructValue, Upstream,
 };
 pub use error::{Error, Result};
 pub use limits::Limits;

@@ -249,7 +249,32 @@ pub struct GrpcCallout {
     pub cancelled: bool,
     /// `proxy_grpc_close` was called.
     pub closed: bool,
+    /// When the call was made, on the harness clock: with a timeout, an unanswered call
+    /// times out at `issued_at + timeout` ([`GrpcCallout::deadline`]).
+    pub issued_at: Duration,
+    /// `proxy_on_grpc_close` was delivered (the call is over).
+    pub ended: bool,
 }
+
+impl GrpcCallout {
+    /// When the call times out unless it ended before, on the harness clock: Envoy then
+    /// delivers `proxy_on_grpc_close` with status 14 (UNAVAILABLE) and
+    /// `proxy_get_status` message [`GRPC_TIMEOUT_MESSAGE`] (measured in Envoy 1.36.4,
+    /// 1.39.3 and 1.40.0). `None` for streams, a zero timeout (measured: never times out)
+    /// and calls the guest cancelled or closed.
+    pub fn deadline(&self) -> Option<Duration> {
+        if self.ended || self.cancelled || self.closed {
+            return None;
+        }
+        self.timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| self.issued_at + t)
+    }
+}
+
+/// What `proxy_get_status` says in `proxy_on_grpc_close` for a gRPC call that timed out
+/// (Envoy 1.36-1.40, measured; the status is 14).
+pub const GRPC_TIMEOUT_MESSAGE: &str = "upstream request timeout{response_timeout}";
 
 /// A local reply sent with `proxy_send_local_response`, or by Envoy itself (a failed VM:
 /// 503 `wasm_fail_stream`; no filter config: 500 NFCF).

@@ -837,3 +837,45 @@ fn gap7_a_thread_local_configure_failure_skips_the_filter() {
         assert_eq!(said(&p).len(), 3, "no filter callbacks");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// gRPC callout timeouts (issue 28)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_grpc_callout_times_out_on_the_clock_with_status_14() {
+    let module = fixture("gap8-grpc-callout-timeout");
+    let mut p = Plugin::builder(&module)
+        .default_cluster("upstream")
+        .cluster("callout")
+        .build()
+        .unwrap();
+    let mut s = p.new_stream(0);
+    assert_eq!(
+        p.on(&mut s).unwrap().request_headers(&GET, true).unwrap(),
+        Action::Pause
+    );
+    let call = p.on(&mut s).unwrap().grpc_callouts()[0].clone();
+    assert_eq!(
+        call.deadline(),
+        Some(call.issued_at + Duration::from_millis(300))
+    );
+    // Not before its deadline.
+    p.advance(Duration::from_millis(299)).unwrap();
+    assert_eq!(said(&p), ["grpc_call(300)=0 token=5"]);
+    assert!(!p.on(&mut s).unwrap().request_forwarded());
+    // At it: what Envoy 1.36.4, 1.39.3 and 1.40.0 delivered (the fixture's header).
+    p.advance(Duration::from_millis(1)).unwrap();
+    assert_eq!(
+        said(&p),
+        [
+            "grpc_call(300)=0 token=5",
+            "grpc_close ctx=1 token=5 status=14 get_status=14 message=\"upstream request timeout{response_timeout}\""
+        ]
+    );
+    assert!(p.on(&mut s).unwrap().request_forwarded());
+    assert_eq!(p.grpc_callouts()[0].deadline(), None);
+    // It is over: no second close.
+    p.advance(Duration::from_secs(5)).unwrap();
+    assert_eq!(said(&p).len(), 2);
+}

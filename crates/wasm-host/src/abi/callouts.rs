@@ -185,6 +185,8 @@ fn grpc_open(
             half_closed: false,
             cancelled: false,
             closed: false,
+            issued_at: state.clock.elapsed(),
+            ended: false,
         });
         token
     };

@@ -182,6 +182,14 @@ impl Plugin {
     /// Closes a gRPC call or stream (`proxy_on_grpc_close`; `proxy_get_status` gives
     /// `status` and `message`).
     pub fn grpc_close(&mut self, token: u32, status: u32, message: &str) -> Result<()> {
+        self.grpc_callout(token)?;
+        if let Some(c) = state::lock(&self.shared)
+            .grpc_callouts
+            .iter_mut()
+            .find(|c| c.token == token)
+        {
+            c.ended = true;
+        }
         let call = CallResponse {
             status: (status, message.to_owned()),
             ..CallResponse::default()
@@ -189,6 +197,14 @@ impl Plugin {
         self.deliver_grpc(token, "proxy_on_grpc_close", call, status as i32, |e| {
             e.on_grpc_close.clone()
         })
+    }
+
+    /// Times gRPC call `token` out, as Envoy does once the timeout the guest gave passed
+    /// without the call ending: `proxy_on_grpc_close` with status 14 and
+    /// [`crate::state::GRPC_TIMEOUT_MESSAGE`]. [`Plugin::advance`] calls it at the call's
+    /// deadline ([`crate::GrpcCallout::deadline`]); a test may call it earlier.
+    pub fn time_out_grpc_call(&mut self, token: u32) -> Result<()> {
+        self.grpc_close(token, 14, state::GRPC_TIMEOUT_MESSAGE)
     }
 
     // --- direct access, for ABI tests and debugging ------------------------------------

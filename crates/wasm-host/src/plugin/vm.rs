@@ -446,21 +446,28 @@ impl Plugin {
 
     /// Moves the harness clock forward and delivers, in time order, `proxy_on_tick` to
     /// every root context whose tick period elapsed (once per elapsed period, the main
-    /// thread's VM's included) and the timeout of every unanswered HTTP callout whose
-    /// deadline passed ([`HttpCallout::deadline`](crate::HttpCallout::deadline); see
-    /// [`Plugin::time_out_http_call`]), as in Envoy. At the same instant a timeout comes
-    /// before a tick.
+    /// thread's VM's included) and the timeout of every unanswered HTTP callout and
+    /// unfinished gRPC call whose deadline passed
+    /// ([`HttpCallout::deadline`](crate::HttpCallout::deadline),
+    /// [`GrpcCallout::deadline`](crate::GrpcCallout::deadline); see
+    /// [`Plugin::time_out_http_call`], [`Plugin::time_out_grpc_call`]), as in Envoy. At the
+    /// same instant a timeout comes before a tick.
     pub fn advance(&mut self, by: Duration) -> Result<()> {
         let target = self.clock.elapsed() + by;
         loop {
-            let timeout = self
-                .shared()
-                .http_callouts
-                .iter()
-                .filter(|c| !c.answered)
-                .filter_map(|c| Some((c.deadline()?, c.token)))
-                .filter(|(at, _)| *at <= target)
-                .min();
+            let timeout = {
+                let shared = self.shared();
+                let http = shared
+                    .http_callouts
+                    .iter()
+                    .filter(|c| !c.answered)
+                    .filter_map(|c| Some((c.deadline()?, c.token, false)));
+                let grpc = shared
+                    .grpc_callouts
+                    .iter()
+                    .filter_map(|c| Some((c.deadline()?, c.token, true)));
+                http.chain(grpc).filter(|(at, ..)| *at <= target).min()
+            };
             let due = self
                 .vms
                 .iter()
@@ -476,9 +483,15 @@ impl Plugin {
                         .map(move |(id, r)| (r.next_tick, w, *id))
                 })
                 .min();
-            if let Some((at, token)) = timeout.filter(|(at, _)| due.is_none_or(|d| *at <= d.0)) {
+            if let Some((at, token, grpc)) =
+                timeout.filter(|(at, ..)| due.is_none_or(|d| *at <= d.0))
+            {
                 self.clock.set_elapsed(at);
-                self.time_out_http_call(token)?;
+                if grpc {
+                    self.time_out_grpc_call(token)?;
+                } else {
+                    self.time_out_http_call(token)?;
+                }
                 continue;
             }
             let Some((at, worker, root)) = due else {
