@@ -80,12 +80,22 @@
 //! (StopAll); any number of streams in flight ([`Plugin::new_stream`], [`Plugin::on`]);
 //! local replies in Envoy's header order and as gRPC trailers-only replies for gRPC
 //! requests; callouts only to known clusters, answered on the root context, timed out by
-//! the clock with the router's 504, sent with Envoy's wire headers; no
+//! the clock (HTTP: the router's 504; gRPC: a close with status 14), sent with Envoy's
+//! wire headers; routes on the path and headers, and `direct_response` routes; another
+//! filter's dynamic metadata ([`Stream::filter_metadata`]); the client's protocol framing
+//! bodies and responses ([`Connection::protocol`], [`Stream::request`]); no
 //! configuration is size 0; the connection manager's `:scheme`, `x-forwarded-proto`,
 //! `x-request-id`, `x-envoy-upstream-service-time`, `date`, `server`; a rejected
 //! configuration (ECDS: 500 NFCF; static: [`Error::ConfigRejected`]); traps per
 //! [`FailStrategy`]. The repository's book (`docs/src/verification/harness.md`) lists
-//! what is modelled and what is not.
+//! what is modelled and what is not; `docs/src/verification/filter-authors.md` and the
+//! crate's `examples/` walk a filter author through it.
+//!
+//! Callouts are answered in one place, the plugin, by token: HTTP with
+//! [`Plugin::respond_http_call`], [`Plugin::fail_http_call`] and
+//! [`Plugin::time_out_http_call`]; gRPC with [`Plugin::grpc_initial_metadata`],
+//! [`Plugin::grpc_receive`], [`Plugin::grpc_trailing_metadata`], [`Plugin::grpc_close`]
+//! and [`Plugin::time_out_grpc_call`] ([`Stream`] forwards the HTTP answers for its own).
 //!
 //! Layout, bottom up: [`abi`] holds the host functions, one module per ABI area;
 //! [`envoy`] is the Envoy model (properties, header map, routes); `hcm` the connection
