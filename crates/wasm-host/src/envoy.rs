@@ -189,6 +189,28 @@ impl Connection {
     /// names are `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`. A gRPC client speaks
     /// `HTTP/2` (set it): over HTTP/1.1 Envoy frames a trailers-only reply with
     /// `connection: close` and `content-length: 0`.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Connection, Module, Plugin, Upstream};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let module = Module::from_bytes(br#"(module
+    /// #     (memory (export "memory") 1)
+    /// #     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+    /// // An answer without a content-length: HTTP/1.1 chunks it, HTTP/2 adds nothing.
+    /// for (protocol, framing) in [("HTTP/1.1", Some("chunked")), ("HTTP/2", None)] {
+    ///     let connection = Connection::plaintext().protocol(protocol);
+    ///     assert_eq!(connection.is_http1(), framing.is_some());
+    ///     let mut s = plugin.stream(0).connection(connection);
+    ///     s.request_headers(&get, true)?;
+    ///     s.respond(Upstream::new(200).body(b"streamed"))?;
+    ///     assert_eq!(s.client_response_header("transfer-encoding").as_deref(), framing);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn protocol(mut self, protocol: &str) -> Connection {
         self.protocol = Some(protocol.to_owned());
         self
@@ -303,6 +325,15 @@ impl Metadata {
     }
 
     /// Adds one field to a filter namespace.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Metadata, StructValue};
+    ///
+    /// let m = Metadata::default().field("istio", "workload", StructValue::String("w".into()));
+    /// assert_eq!(m, Metadata::istio_workload("w"));
+    /// // The serialized envoy.config.core.v3.Metadata, as `get_property` returns it.
+    /// assert_eq!(m.encode()[..2], [0x0a, 0x1a]);
+    /// ```
     pub fn field(mut self, namespace: &str, key: &str, value: StructValue) -> Metadata {
         self.filter_metadata
             .entry(namespace.to_owned())
