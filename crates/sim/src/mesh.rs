@@ -306,24 +306,22 @@ impl Sim {
     /// the way are answered from `spec.callouts`.
     pub fn request(&mut self, spec: &RequestSpec, default_from: &str) -> anyhow::Result<Outcome> {
         let queue = CalloutQueue::new(&spec.callouts);
-        for sidecar in self
-            .clients
-            .iter_mut()
-            .chain(self.servers.iter_mut().flatten())
-        {
-            sidecar.answer_callouts_from(&queue);
-        }
+        self.answer_callouts_from(&queue);
         let outcome = self.follow(spec, default_from);
-        let none = CalloutQueue::default();
-        for sidecar in self
-            .clients
-            .iter_mut()
-            .chain(self.servers.iter_mut().flatten())
-        {
-            sidecar.answer_callouts_from(&none);
-        }
+        self.answer_callouts_from(&CalloutQueue::default());
         self.callout_problems = queue.finish();
         outcome
+    }
+
+    /// Every sidecar, client and server, answers its module's callouts from `queue`.
+    fn answer_callouts_from(&mut self, queue: &CalloutQueue) {
+        for sidecar in self
+            .clients
+            .iter_mut()
+            .chain(self.servers.iter_mut().flatten())
+        {
+            sidecar.answer_callouts_from(queue);
+        }
     }
 
     /// What went wrong with the last request's callouts: a callout with no answer
@@ -371,11 +369,7 @@ impl Sim {
                 }
                 Some(san) => Connection::mtls(san, &self.spiffe(SERVICE_NAMESPACE, "default")),
             };
-            let connection = match spec.protocol.as_deref() {
-                Some(protocol) => connection.protocol(protocol),
-                None => connection,
-            };
-            let reply = self.serve(to_i, connection, &headers, body)?;
+            let reply = self.serve(to_i, with_protocol(connection, spec), &headers, body)?;
             return Ok(Outcome {
                 from,
                 status: reply.0.status,
@@ -389,10 +383,7 @@ impl Sim {
         }
 
         // Client sidecar, outbound.
-        let client_conn = match spec.protocol.as_deref() {
-            Some(protocol) => Connection::plaintext().protocol(protocol),
-            None => Connection::plaintext(),
-        };
+        let client_conn = with_protocol(Connection::plaintext(), spec);
         let metadata: Vec<(String, String, StructValue)> = spec
             .metadata
             .iter()
@@ -621,6 +612,14 @@ fn service_fqdn(authority: &str) -> String {
 }
 
 /// Stands in for a client sidecar while its stream is open.
+/// The connection speaking the request's `protocol`, when it names one.
+fn with_protocol(connection: Connection, spec: &RequestSpec) -> Connection {
+    match spec.protocol.as_deref() {
+        Some(protocol) => connection.protocol(protocol),
+        None => connection,
+    }
+}
+
 /// A YAML/JSON value as a `google.protobuf.Value` (what a scenario's
 /// `request.metadata` holds).
 pub fn struct_value(v: &serde_json::Value) -> StructValue {

@@ -17,14 +17,14 @@ fn scenario(name: &str, body: &str) -> PathBuf {
     filter_support::scenario_file(&format!("callouts-{name}"), body)
 }
 
+/// A module among the harness's test fixtures (`crates/wasm-host/tests/fixtures/`).
+fn harness_fixture(file: &str) -> Engine {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm-host/tests/fixtures");
+    Engine::wasm(Module::from_file(path.join(file)).unwrap())
+}
+
 fn auth() -> Engine {
-    Engine::wasm(
-        Module::from_file(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../wasm-host/tests/fixtures/concurrent-auth.wat"),
-        )
-        .unwrap(),
-    )
+    harness_fixture("concurrent-auth.wat")
 }
 
 /// Each step's problems, by step.
@@ -211,13 +211,7 @@ steps:
 /// A module that copies the dynamic metadata `envoy.filters.http.jwt_authn` / `sub` (what
 /// a JWT filter ahead of it would leave) into request header `x-user`.
 fn metadata_reader() -> Engine {
-    Engine::wasm(
-        Module::from_file(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../wasm-host/tests/fixtures/jwt-metadata-and-bodies.wat"),
-        )
-        .unwrap(),
-    )
+    harness_fixture("jwt-metadata-and-bodies.wat")
 }
 
 #[test]

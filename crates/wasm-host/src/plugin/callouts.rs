@@ -182,7 +182,7 @@ impl Plugin {
     /// Closes a gRPC call or stream (`proxy_on_grpc_close`; `proxy_get_status` gives
     /// `status` and `message`).
     pub fn grpc_close(&mut self, token: u32, status: u32, message: &str) -> Result<()> {
-        self.grpc_callout(token)?;
+        // (An unknown token is refused by the delivery below.)
         if let Some(c) = state::lock(&self.shared)
             .grpc_callouts
             .iter_mut()
