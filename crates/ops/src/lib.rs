@@ -3,6 +3,7 @@
 //! the `.wasm` as an OCI image, validate manifests) and reading back what it
 //! recorded ([`trace`]: hop records from access logs).
 
+pub mod api;
 pub mod deploy;
 pub mod par;
 pub mod support;

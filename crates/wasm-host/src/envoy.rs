@@ -41,6 +41,21 @@ use std::time::Duration;
 use crate::abi::Status;
 
 /// Traffic direction of the listener the filter runs on (`listener_direction`).
+///
+/// The filter reads it as an 8-byte little-endian integer, the variant's value:
+///
+/// ```
+/// use proxy_wasm_host::{Direction, Proxy};
+///
+/// assert_eq!(Direction::default(), Direction::Unspecified);
+/// assert_eq!(
+///     [Direction::Unspecified, Direction::Inbound, Direction::Outbound].map(|d| d as u64),
+///     [0, 1, 2]
+/// );
+/// // A sidecar's inbound listener.
+/// let proxy = Proxy::istio("Kubernetes").direction(Direction::Inbound);
+/// assert_ne!(proxy, Proxy::istio("Kubernetes"));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// `UNSPECIFIED` = 0
@@ -53,6 +68,29 @@ pub enum Direction {
 }
 
 /// Where the proxy serves node metadata and locality.
+///
+/// The demo filter copies `xds.node.metadata.CLUSTER_ID` into `x-cluster`: an Envoy 1.40
+/// serves it, an older proxy does not (its filters read `node.metadata.CLUSTER_ID`).
+///
+/// ```
+/// use proxy_wasm_host::{Module, NodeMetadataStyle, Plugin, Proxy};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+/// let mut cluster_id_seen = Vec::new();
+/// for style in [NodeMetadataStyle::Xds, NodeMetadataStyle::Legacy] {
+///     let proxy = Proxy::istio("gke-1").node_metadata_style(style);
+///     let mut plugin = Plugin::builder(&module).proxy(proxy).default_cluster("backend").build()?;
+///     let mut s = plugin.stream(0);
+///     s.request_headers(&get, true)?;
+///     cluster_id_seen.push(s.upstream_request_header("x-cluster"));
+/// }
+/// assert_eq!(cluster_id_seen, [Some("gke-1".to_string()), None]);
+/// assert_eq!(NodeMetadataStyle::default(), NodeMetadataStyle::Xds);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum NodeMetadataStyle {
     /// Envoy 1.40: `xds.node.metadata.*`, `xds.node.locality.*`; the old `node.*` paths
@@ -90,6 +128,48 @@ pub mod response_flags {
 ///
 /// [`Proxy::new`] is a bare Envoy (no node metadata, empty locality, direction
 /// unspecified); [`Proxy::istio`] is a convenience for an Istio sidecar.
+///
+/// # Examples
+///
+/// The demo filter copies node metadata `CLUSTER_ID` into `x-cluster`:
+///
+/// ```
+/// use proxy_wasm_host::{Direction, Module, NodeMetadataStyle, Plugin, Proxy};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let sidecar = Proxy::istio("gke-1")
+///     .network("net-1")
+///     .metadata("MESH_ID", "cluster.local")
+///     .locality("us-central1", "us-central1-a", "")
+///     .direction(Direction::Outbound)
+///     .node_metadata_style(NodeMetadataStyle::Xds);
+/// // `istio` and `network` set the node metadata keys `CLUSTER_ID` and `NETWORK`.
+/// assert_eq!(
+///     sidecar,
+///     Proxy::new()
+///         .metadata("CLUSTER_ID", "gke-1")
+///         .metadata("NETWORK", "net-1")
+///         .metadata("MESH_ID", "cluster.local")
+///         .locality("us-central1", "us-central1-a", "")
+///         .direction(Direction::Outbound)
+/// );
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+///
+/// let mut plugin = Plugin::builder(&module).proxy(sidecar).default_cluster("backend").build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.upstream_request_header("x-cluster").as_deref(), Some("gke-1"));
+///
+/// // A bare Envoy has no node metadata: the property is NotFound, no `x-cluster`.
+/// let mut plugin = Plugin::builder(&module).proxy(Proxy::new()).default_cluster("backend").build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.upstream_request_header("x-cluster"), None);
+/// assert_eq!(s.upstream_request_header("x-demo").as_deref(), Some("yes"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Proxy {
     metadata: BTreeMap<String, String>,
@@ -168,6 +248,41 @@ impl Proxy {
 }
 
 /// The downstream connection of a stream.
+///
+/// # Examples
+///
+/// Envoy's connection manager sets `x-forwarded-proto` from the transport (the demo
+/// filter lets it through):
+///
+/// ```
+/// use proxy_wasm_host::{Connection, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+/// let plain = Connection::plaintext();
+/// assert!(!plain.is_mtls());
+/// assert_eq!(plain.peer_uri_san(), None);
+/// let mtls = Connection::mtls(
+///     "spiffe://cluster.local/ns/shop/sa/frontend",
+///     "spiffe://cluster.local/ns/shop/sa/cart",
+/// )
+/// .source("10.0.0.5:41234")
+/// .destination("10.0.0.9:8080");
+/// assert!(mtls.is_mtls());
+/// assert_eq!(mtls.peer_uri_san(), Some("spiffe://cluster.local/ns/shop/sa/frontend"));
+/// assert!(mtls.is_http1()); // HTTP/1.1 unless told otherwise
+///
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "cart")];
+/// for (connection, proto) in [(plain, "http"), (mtls, "https")] {
+///     let mut s = plugin.stream(0).connection(connection);
+///     s.request_headers(&get, true)?;
+///     assert_eq!(s.upstream_request_header("x-forwarded-proto").as_deref(), Some(proto));
+///     assert_eq!(s.upstream_request_header(":scheme").as_deref(), Some(proto));
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Connection {
     mtls: bool,
@@ -236,6 +351,53 @@ impl Connection {
     }
 
     /// Sets `source.address` ("ip:port").
+    ///
+    /// The filter then also reads `source.port`; without an address neither exists. A
+    /// tiny filter that copies `source.address` and `destination.address` into request
+    /// headers shows what it is served:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Connection, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///   (import "env" "proxy_get_property" (func $property (param i32 i32 i32 i32) (result i32)))
+    ///   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (data (i32.const 100) "source\00address")
+    ///   (data (i32.const 120) "x-source")
+    ///   (data (i32.const 140) "destination\00address")
+    ///   (data (i32.const 160) "x-destination")
+    ///   (global $heap (mut i32) (i32.const 4096))
+    ///   (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    ///     global.get $heap local.set $p
+    ///     global.get $heap local.get $n i32.add global.set $heap
+    ///     local.get $p)
+    ///   (func $copy (param $path i32) (param $path_len i32) (param $name i32) (param $name_len i32)
+    ///     (if (i32.eqz (call $property (local.get $path) (local.get $path_len) (i32.const 200) (i32.const 204)))
+    ///       (then (drop (call $add (i32.const 0) (local.get $name) (local.get $name_len)
+    ///         (i32.load (i32.const 200)) (i32.load (i32.const 204)))))))
+    ///   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    ///     (call $copy (i32.const 100) (i32.const 14) (i32.const 120) (i32.const 8))
+    ///     (call $copy (i32.const 140) (i32.const 19) (i32.const 160) (i32.const 13))
+    ///     i32.const 0))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+    ///
+    /// let client = Connection::plaintext().source("10.0.0.5:41234").destination("10.0.0.9:8080");
+    /// let mut s = plugin.stream(0).connection(client);
+    /// s.request_headers(&get, true)?;
+    /// assert_eq!(s.upstream_request_header("x-source").as_deref(), Some("10.0.0.5:41234"));
+    /// assert_eq!(s.upstream_request_header("x-destination").as_deref(), Some("10.0.0.9:8080"));
+    ///
+    /// // Not given: NotFound, so the filter adds nothing.
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&get, true)?;
+    /// assert_eq!(s.upstream_request_header("x-source"), None);
+    /// assert_eq!(s.upstream_request_header("x-destination"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn source(mut self, address: &str) -> Connection {
         self.source = Some(address.to_owned());
         self
@@ -259,6 +421,32 @@ impl Connection {
 }
 
 /// A value of a `google.protobuf.Struct` field.
+///
+/// # Examples
+///
+/// Each variant is one `google.protobuf.Value` kind, as [`Metadata::encode`] writes it:
+///
+/// ```
+/// use std::collections::BTreeMap;
+///
+/// use proxy_wasm_host::{Metadata, StructValue};
+///
+/// let one = |value: StructValue| Metadata::default().field("ns", "k", value).encode();
+/// // number_value (field 2): a little-endian double.
+/// assert!(one(StructValue::Number(1.5)).ends_with(&[&[0x11][..], &1.5f64.to_le_bytes()].concat()));
+/// // string_value (3), bool_value (4), null_value (1).
+/// assert!(one(StructValue::String("alice".into())).ends_with(b"\x1a\x05alice"));
+/// assert!(one(StructValue::Bool(true)).ends_with(&[0x20, 1]));
+/// assert!(one(StructValue::Null).ends_with(&[0x08, 0]));
+/// // Structs and lists nest.
+/// let claims = StructValue::Struct(BTreeMap::from([
+///     ("sub".to_string(), StructValue::String("alice".into())),
+///     ("groups".to_string(), StructValue::List(vec![StructValue::String("dev".into())])),
+/// ]));
+/// let m = Metadata::default().field("envoy.filters.http.jwt_authn", "claims", claims.clone());
+/// assert_eq!(m.filter_metadata["envoy.filters.http.jwt_authn"]["claims"], claims);
+/// assert!(m.encode().windows(5).any(|w| w == b"alice"));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum StructValue {
     /// `null_value`
@@ -310,6 +498,27 @@ fn struct_pairs(fields: &BTreeMap<String, StructValue>) -> Result<Vec<u8>, Statu
 }
 
 /// `envoy.config.core.v3.Metadata`: `filter_metadata` map<string, google.protobuf.Struct>.
+///
+/// # Examples
+///
+/// An upstream host's metadata ([`Upstream::host_metadata`]), as a filter reads it from
+/// `xds.upstream_host_metadata`:
+///
+/// ```
+/// use proxy_wasm_host::{Metadata, StructValue};
+///
+/// let workload = "reviews-v1;bookinfo;reviews;v1;Kubernetes";
+/// let m = Metadata::istio_workload(workload).field("istio", "version", StructValue::Number(2.0));
+/// assert_eq!(m.filter_metadata["istio"]["workload"], StructValue::String(workload.into()));
+/// assert_eq!(m.filter_metadata["istio"].len(), 2);
+///
+/// let bytes = m.encode();
+/// // filter_metadata (field 1) entry { key (1) "istio", value (2) Struct { ... } }
+/// assert_eq!(bytes[0], 0x0a);
+/// assert_eq!(&bytes[2..9], b"\x0a\x05istio");
+/// assert!(bytes.windows(workload.len()).any(|w| w == workload.as_bytes()));
+/// assert!(Metadata::default().encode().is_empty());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metadata {
     /// Filter namespace (e.g. `istio`) -> struct fields.
@@ -394,6 +603,56 @@ impl Metadata {
 }
 
 /// What the upstream answered (or did not: see [`response_flags`]).
+///
+/// # Examples
+///
+/// ```
+/// use proxy_wasm_host::{response_flags, Metadata, Module, Plugin, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+///
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// s.respond(
+///     Upstream::new(200)
+///         .address("10.0.0.7:8080")
+///         .service_time_ms(12)
+///         .istio_workload("reviews-v1;bookinfo;reviews;v1;Kubernetes")
+///         .protocol("HTTP/2")
+///         .header("Content-Type", "text/plain")
+///         .body(b"hello")
+///         .trailer("x-checksum", "5d41"),
+/// )?;
+/// assert_eq!(s.client_response_status(), Some(200));
+/// assert_eq!(s.client_response_header("content-type").as_deref(), Some("text/plain"));
+/// assert_eq!(s.client_response_header("x-envoy-upstream-service-time").as_deref(), Some("12"));
+/// assert_eq!(s.client_response_header("x-demo-response").as_deref(), Some("yes")); // the filter's
+/// assert_eq!(s.client_response_body(), b"hello");
+/// assert_eq!(s.client_response_trailers(), Some(vec![("x-checksum".into(), "5d41".into())]));
+///
+/// // No healthy upstream: Envoy's own 503, no host, so no service time either.
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// s.respond(
+///     Upstream::new(503)
+///         .flags(response_flags::NO_HEALTHY_UPSTREAM)
+///         .body(b"no healthy upstream"),
+/// )?;
+/// assert_eq!(s.client_response_status(), Some(503));
+/// assert_eq!(s.response_flags(), response_flags::NO_HEALTHY_UPSTREAM);
+/// assert_eq!(s.client_response_header("x-envoy-upstream-service-time"), None);
+///
+/// // `istio_workload` is shorthand for Istio's host metadata.
+/// assert_eq!(
+///     Upstream::new(200).istio_workload(";;;;gke-2"),
+///     Upstream::new(200).host_metadata(Metadata::istio_workload(";;;;gke-2"))
+/// );
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upstream {
     pub(crate) status: u32,
@@ -431,6 +690,36 @@ impl Upstream {
     /// `content-length` or chunks; measured in Envoy 1.40); anything else, the default,
     /// the body in one call with the end of stream, as an HTTP/2 upstream that ends the
     /// stream on its last data frame.
+    ///
+    /// A tiny filter that logs each `proxy_on_response_body` call shows the difference:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Level, Module, Plugin, Upstream};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (data (i32.const 100) "body")
+    ///   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+    ///   (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    ///     (drop (call $log (i32.const 2) (i32.const 100) (i32.const 4)))
+    ///     i32.const 0))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+    /// for (protocol, calls) in [("HTTP/1.1", 2), ("HTTP/2", 1)] {
+    ///     let before = plugin.log_count();
+    ///     let mut s = plugin.stream(0);
+    ///     s.request_headers(&get, true)?;
+    ///     s.respond(Upstream::new(200).protocol(protocol).body(b"hello"))?;
+    ///     assert_eq!(s.client_response_body(), b"hello");
+    ///     let logged = plugin.logs_since(before);
+    ///     assert_eq!(logged.len(), calls);
+    ///     assert!(logged.iter().all(|l| l.level == Level::Info && l.message == "body"));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn protocol(mut self, protocol: &str) -> Upstream {
         self.http1 = protocol.starts_with("HTTP/1");
         self
@@ -488,6 +777,54 @@ impl Upstream {
 
 /// One route of the proxy's route table: conditions on the path and headers -> a cluster,
 /// or an answer of the router's own ([`Route::direct_response`]).
+///
+/// Routes are tried in order; the first whose conditions all hold wins, else the
+/// plugin's default cluster (route `default`), else none. Envoy's router answers a
+/// request no route matches with 404 (`route_not_found`, flag NR); the harness does not
+/// model that answer: such a request is forwarded with no route ([`crate::Stream::route`]
+/// is `None`) for the test to answer.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use proxy_wasm_host::{Module, Plugin, Route};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let routes = vec![
+///     Route::new("health").path("/healthz").direct_response(200, b"ok\n"),
+///     Route::new("api-v2")
+///         .path_prefix("/api/")
+///         .header("X-Version", "v2")
+///         .cluster("outbound|80|v2|api")
+///         .timeout(Duration::from_secs(30)),
+///     Route::new("events").path_prefix("/events").timeout(Duration::ZERO),
+/// ];
+/// let mut plugin = Plugin::builder(&module).routes(routes).default_cluster("backend").build()?;
+///
+/// // (path, x-version) -> (route, cluster, the router's x-envoy-expected-rq-timeout-ms)
+/// let cases = [
+///     (("/api/users", "v2"), ("api-v2", Some("outbound|80|v2|api"), Some("30000"))),
+///     (("/api/users", "v1"), ("default", Some("backend"), Some("15000"))),
+///     (("/events?since=1", "v2"), ("events", Some("events"), None)),
+///     (("/healthz?probe=1", "v2"), ("health", None, None)),
+/// ];
+/// for ((path, version), (route, cluster, timeout)) in cases {
+///     let mut s = plugin.stream(0);
+///     s.request_headers(
+///         &[(":method", "GET"), (":path", path), (":authority", "api"), ("x-version", version)],
+///         true,
+///     )?;
+///     assert_eq!(s.route().map(|r| r.name).as_deref(), Some(route));
+///     assert_eq!(s.upstream_cluster().as_deref(), cluster);
+///     assert_eq!(s.request_forwarded(), cluster.is_some());
+///     assert_eq!(s.upstream_request_header("x-envoy-expected-rq-timeout-ms").as_deref(), timeout);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     name: String,
@@ -502,6 +839,30 @@ pub struct Route {
 /// that passes through the filters' response callbacks (`:status`, then `content-length`
 /// and `content-type: text/plain` when there is a body; `content-length: 0` without one),
 /// with details `direct_response`. Nothing is forwarded.
+///
+/// # Examples
+///
+/// The demo filter's response callback still runs on the router's answer:
+///
+/// ```
+/// use proxy_wasm_host::{DirectResponse, Module, Plugin, Route};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .routes(vec![Route::new("moved").path("/old").direct_response(301, b"")])
+///     .build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&[(":method", "GET"), (":path", "/old"), (":authority", "api")], true)?;
+/// let route = s.route().unwrap();
+/// assert_eq!(route.direct_response, Some(DirectResponse { status: 301, body: Vec::new() }));
+/// assert!(!s.request_forwarded());
+/// assert_eq!(s.client_response_status(), Some(301));
+/// assert_eq!(s.client_response_header("content-length").as_deref(), Some("0"));
+/// assert_eq!(s.client_response_header("x-demo-response").as_deref(), Some("yes"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectResponse {
     /// The HTTP status.
@@ -629,6 +990,32 @@ impl Route {
 }
 
 /// A chosen route.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use proxy_wasm_host::{MatchedRoute, Module, Plugin, Route};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .routes(vec![Route::new("admin").path_prefix("/admin").cluster("admin-svc")])
+///     .default_cluster("backend")
+///     .build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&[(":method", "GET"), (":path", "/admin/users"), (":authority", "api")], true)?;
+/// let expected = MatchedRoute {
+///     name: "admin".into(),
+///     cluster: "admin-svc".into(),
+///     direct_response: None,
+///     timeout: Duration::from_secs(15), // Envoy's default route timeout
+/// };
+/// assert_eq!(s.route(), Some(expected));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatchedRoute {
     /// Route name (`default` for the default route).
@@ -643,14 +1030,14 @@ pub struct MatchedRoute {
 
 /// Ordered routes plus an optional default cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     pub(crate) routes: Vec<Route>,
     pub(crate) default_cluster: Option<String>,
 }
 
 impl RouteTable {
-    /// The first route whose conditions all match, else the default, else none (404 NR).
-    pub fn select(&self, headers: &HeaderMap) -> Option<MatchedRoute> {
+    /// The first route whose conditions all match, else the default, else none.
+    pub(crate) fn select(&self, headers: &HeaderMap) -> Option<MatchedRoute> {
         if let Some(route) = self.routes.iter().find(|r| r.matches(headers)) {
             return Some(MatchedRoute {
                 name: route.name.clone(),
@@ -670,6 +1057,35 @@ impl RouteTable {
 
 /// An Envoy-faithful HTTP header map: ordered, repeated keys allowed, keys lower-cased on
 /// write, lookups return the first value.
+///
+/// # Examples
+///
+/// ```
+/// use proxy_wasm_host::envoy::deserialize_pairs;
+/// use proxy_wasm_host::HeaderMap;
+///
+/// let mut h = HeaderMap::from_pairs(&[(":status", "200"), ("Set-Cookie", "a=1"), ("server", "up")]);
+/// h.add("set-cookie", "b=2");
+/// assert_eq!(h.get("SET-COOKIE"), Some("a=1")); // lookups ignore case; the first value
+/// assert_eq!(h.get_all("set-cookie").collect::<Vec<_>>(), ["a=1", "b=2"]);
+/// assert_eq!(h.len(), 4);
+///
+/// // `replace` is Envoy's setCopy: every entry goes, one is appended at the end.
+/// h.replace("set-cookie", "c=3");
+/// let pairs: Vec<(&str, &str)> = h.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+/// assert_eq!(pairs, [(":status", "200"), ("server", "up"), ("set-cookie", "c=3")]);
+///
+/// h.remove("Server");
+/// assert_eq!(h.get("server"), None);
+/// assert_eq!(h.to_vec(), [(":status".to_string(), "200".to_string()), ("set-cookie".into(), "c=3".into())]);
+/// // What `proxy_get_header_map_pairs` hands the filter.
+/// assert_eq!(deserialize_pairs(&h.serialize()), Some(h.to_vec()));
+///
+/// h.remove(":status");
+/// h.remove("set-cookie");
+/// assert!(h.is_empty());
+/// assert_eq!(h, HeaderMap::default());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderMap {
     entries: Vec<(String, String)>,
@@ -773,6 +1189,22 @@ impl HeaderMap {
 
 /// proxy-wasm map serialization: count u32, (key_len u32, value_len u32) each, then
 /// `key\0value\0` each, little-endian.
+///
+/// ```
+/// use proxy_wasm_host::envoy::serialize_pairs;
+///
+/// let bytes = serialize_pairs([("a", "1"), ("bb", "")]);
+/// assert_eq!(
+///     bytes,
+///     [
+///         2, 0, 0, 0, // two pairs
+///         1, 0, 0, 0, 1, 0, 0, 0, // "a" and "1"
+///         2, 0, 0, 0, 0, 0, 0, 0, // "bb" and ""
+///         b'a', 0, b'1', 0, b'b', b'b', 0, 0,
+///     ]
+/// );
+/// assert_eq!(serialize_pairs([]), [0, 0, 0, 0]);
+/// ```
 pub fn serialize_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> Vec<u8> {
     serialize_byte_pairs(
         &pairs
@@ -806,6 +1238,21 @@ fn len_u32(len: usize) -> u32 {
 
 /// Parses proxy-wasm map serialization. `None` when malformed; an empty input or a single
 /// zero byte is an empty map (the spec allows both).
+///
+/// ```
+/// use proxy_wasm_host::envoy::{deserialize_pairs, serialize_pairs};
+///
+/// let bytes = serialize_pairs([(":method", "GET"), (":path", "/")]);
+/// assert_eq!(
+///     deserialize_pairs(&bytes),
+///     Some(vec![(":method".to_string(), "GET".to_string()), (":path".into(), "/".into())])
+/// );
+/// assert_eq!(deserialize_pairs(b""), Some(vec![]));
+/// assert_eq!(deserialize_pairs(&[0]), Some(vec![]));
+/// // Malformed: cut short, or a count that cannot fit.
+/// assert_eq!(deserialize_pairs(&bytes[..bytes.len() - 2]), None);
+/// assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
+/// ```
 pub fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     if bytes.is_empty() || bytes == [0] {
         return Some(Vec::new());

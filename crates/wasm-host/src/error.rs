@@ -10,6 +10,42 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// What can go wrong loading a module, building a plugin or driving it.
+///
+/// # Examples
+///
+/// The demo filter refuses the configuration `reject`: delivered by ECDS (the default)
+/// that leaves a plugin without a filter config; in a static bootstrap Envoy would not
+/// start, so the build fails. A [`Stream`](crate::Stream) method's error is an
+/// [`anyhow::Error`] holding an `Error`.
+///
+/// ```
+/// use proxy_wasm_host::{ConfigDelivery, Error, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let missing = Module::from_file("no/such/filter.wasm").unwrap_err();
+/// assert!(matches!(&missing, Error::Read { path, .. } if path.ends_with("filter.wasm")));
+///
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let ecds = Plugin::builder(&module).plugin_config(b"reject").build()?;
+/// assert!(!ecds.config_accepted());
+/// let err = Plugin::builder(&module)
+///     .plugin_config(b"reject")
+///     .delivery(ConfigDelivery::Static)
+///     .identity("demo", "", "")
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(&err, Error::ConfigRejected { plugin, .. } if plugin == "demo"));
+/// assert!(err.to_string().contains("Unable to create Wasm plugin \"demo\""), "{err}");
+///
+/// // Harness misuse: response headers for a request the filter answered itself.
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-deny", "1")], true)?;
+/// let err = s.response_headers(&[(":status", "200")], true).unwrap_err();
+/// assert!(matches!(err.downcast_ref::<Error>(), Some(Error::Usage(_))), "{err}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {

@@ -30,6 +30,62 @@ pub const MAX_WORKERS: usize = 256;
 
 /// What a module under test may use. [`Limits::default`] is what `hybridmesh test`
 /// and `simulate` use unless told otherwise.
+///
+/// # Examples
+///
+/// The demo filter asks for a tick every second, on the worker's and on the main
+/// thread's root context: a plugin allowed 3 ticks runs out in the second second.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use proxy_wasm_host::{Error, Limits, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// assert_eq!(
+///     Limits::default(),
+///     Limits {
+///         call_time: Duration::from_secs(10),
+///         memory: 512 << 20,
+///         logs: 10_000,
+///         ticks: 1_000_000,
+///     }
+/// );
+/// let limits = Limits { ticks: 3, ..Limits::default() };
+/// let mut plugin = Plugin::builder(&module).limits(limits).build()?;
+/// plugin.advance(Duration::from_secs(1))?; // two ticks
+/// let err = plugin.advance(Duration::from_secs(1)).unwrap_err();
+/// assert!(matches!(err, Error::Limit(_)), "{err}");
+/// assert!(err.to_string().contains("raise it with --ticks-per-plugin"), "{err}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A call that runs past [`Limits::call_time`] traps, and the failure says so (here a
+/// tiny filter that loops forever on request headers):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use proxy_wasm_host::{Limits, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_bytes(br#"(module
+///     (memory (export "memory") 1)
+///     (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+///     (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+///       (loop $forever (br $forever)) i32.const 0))"#)?;
+/// let limits = Limits { call_time: Duration::from_millis(100), ..Limits::default() };
+/// let mut plugin = Plugin::builder(&module).limits(limits).default_cluster("backend").build()?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+/// assert_eq!(s.client_response_status(), Some(503));
+/// let failure = &plugin.failures()[0];
+/// assert!(failure.message.contains("ran longer than 100ms"), "{}", failure.message);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Wall time one guest call may run (default 10 s).

@@ -44,6 +44,36 @@ pub(crate) mod time;
 pub(crate) mod wasi;
 
 /// `proxy_status_t`.
+///
+/// # Examples
+///
+/// What the demo filter's `proxy_get_shared_data("greeting")` got, before and after the
+/// test set the key, read from the trace:
+///
+/// ```
+/// use proxy_wasm_host::{Module, Plugin, Status};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").trace(true).build()?;
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+/// plugin.stream(0).request_headers(&get, true)?;
+/// plugin.set_shared_data("greeting", b"hello");
+/// plugin.stream(0).request_headers(&get, true)?;
+///
+/// let statuses: Vec<Option<Status>> = plugin
+///     .host_calls()
+///     .into_iter()
+///     .filter(|c| c.function == "proxy_get_shared_data")
+///     .map(|c| c.status)
+///     .collect();
+/// assert_eq!(statuses, [Some(Status::NotFound), Some(Status::Ok)]);
+/// // The guest sees the number.
+/// assert_eq!(Status::NotFound as u32, 1);
+/// assert_eq!(Status::from_raw(1), Some(Status::NotFound));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Status {
@@ -71,6 +101,16 @@ pub enum Status {
 
 impl Status {
     /// The status for a raw ABI value.
+    ///
+    /// ```
+    /// use proxy_wasm_host::Status;
+    ///
+    /// assert_eq!(Status::from_raw(0), Some(Status::Ok));
+    /// assert_eq!(Status::from_raw(8), Some(Status::CasMismatch));
+    /// // 5, 9 and 11 are not statuses of ABI 0.2.1.
+    /// assert_eq!(Status::from_raw(5), None);
+    /// assert_eq!(Status::from_raw(-1), None);
+    /// ```
     pub fn from_raw(raw: i32) -> Option<Status> {
         Some(match raw {
             0 => Status::Ok,

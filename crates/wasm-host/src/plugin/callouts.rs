@@ -37,6 +37,24 @@ impl Plugin {
 
     /// Fails HTTP callout `token` (timeout, reset): `proxy_on_http_call_response` runs
     /// with zero headers, as Envoy does.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").cluster("authz").build()?;
+    /// let mut s = plugin.new_stream(0);
+    /// plugin.on(&mut s)?.request_headers(&[(":method", "GET"), (":path", "/"), ("x-callout", "1")], true)?;
+    /// let token = plugin.http_callouts()[0].token;
+    /// plugin.fail_http_call(token)?;
+    /// // The demo filter found no `:status` in the answer and says so upstream.
+    /// assert_eq!(plugin.on(&mut s)?.upstream_request_header("x-authz-status").as_deref(), Some("none"));
+    /// // A callout is answered once.
+    /// assert!(plugin.respond_http_call(token, 200, &[], b"").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fail_http_call(&mut self, token: u32) -> Result<()> {
         self.deliver_http_call(token, None)
     }
@@ -45,6 +63,28 @@ impl Plugin {
     /// guest gave passed without an answer: the router's local reply, `504` with
     /// `upstream request timeout`, is the response. [`Plugin::advance`] calls it at the
     /// callout's deadline; a test may call it earlier.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").cluster("authz").build()?;
+    /// let mut s = plugin.new_stream(0);
+    /// plugin.on(&mut s)?.request_headers(&[(":method", "GET"), (":path", "/"), ("x-callout", "1")], true)?;
+    /// let callout = plugin.http_callouts()[0].clone();
+    /// assert_eq!(callout.deadline(), Some(Duration::from_millis(500)));
+    ///
+    /// // Timed out before its deadline: the filter sees the router's 504.
+    /// plugin.time_out_http_call(callout.token)?;
+    /// assert_eq!(plugin.on(&mut s)?.upstream_request_header("x-authz-status").as_deref(), Some("504"));
+    /// assert!(plugin.http_callouts()[0].answered);
+    /// // Its deadline passes without a second answer (that would be an error).
+    /// plugin.advance(Duration::from_millis(500))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn time_out_http_call(&mut self, token: u32) -> Result<()> {
         let reply = LocalReply {
             status: 504,
@@ -203,6 +243,28 @@ impl Plugin {
     /// without the call ending: `proxy_on_grpc_close` with status 14 and
     /// [`crate::state::GRPC_TIMEOUT_MESSAGE`]. [`Plugin::advance`] calls it at the call's
     /// deadline ([`crate::GrpcCallout::deadline`]); a test may call it earlier.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").cluster("authz").build()?;
+    /// let mut s = plugin.new_stream(0);
+    /// plugin.on(&mut s)?.request_headers(&[(":method", "GET"), (":path", "/"), ("x-grpc", "1")], true)?;
+    /// let call = plugin.grpc_callouts()[0].clone();
+    /// assert_eq!(call.deadline(), Some(Duration::from_millis(500)));
+    ///
+    /// // The demo filter logs the close and resumes its request.
+    /// plugin.time_out_grpc_call(call.token)?;
+    /// assert_eq!(plugin.logs().last().map(|l| l.message.as_str()), Some("grpc closed"));
+    /// assert!(plugin.on(&mut s)?.request_forwarded());
+    /// assert!(plugin.grpc_callouts()[0].ended);
+    /// assert_eq!(plugin.grpc_callouts()[0].deadline(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn time_out_grpc_call(&mut self, token: u32) -> Result<()> {
         self.grpc_close(token, 14, state::GRPC_TIMEOUT_MESSAGE)
     }
@@ -213,6 +275,30 @@ impl Plugin {
     /// a callback (route re-match, local reply, resume, queue notifications). Arguments are
     /// converted to the export's i32/i64 parameter types; a trap is returned as an error
     /// (and kills the VM, as any trap).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").build()?;
+    /// let root = plugin.root_context_id(0).ok_or("no root context")?;
+    ///
+    /// // A tick on worker 0's root context, without moving the clock.
+    /// let results = plugin.call_export(0, root, "proxy_on_tick", &[i64::from(root)])?;
+    /// assert!(results.is_empty());
+    /// let last = plugin.logs().pop().ok_or("no log")?;
+    /// assert_eq!((last.worker, last.context_id, last.message.as_str()), (0, root, "tick"));
+    ///
+    /// // The demo filter's allocator hands out 16 bytes, then the next 16.
+    /// let first = plugin.call_export(0, root, "proxy_on_memory_allocate", &[16])?;
+    /// let second = plugin.call_export(0, root, "proxy_on_memory_allocate", &[16])?;
+    /// assert_eq!(second[0] - first[0], 16);
+    ///
+    /// assert!(plugin.call_export(0, root, "no_such_export", &[]).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn call_export(
         &mut self,
         worker: usize,

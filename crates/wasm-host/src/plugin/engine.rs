@@ -65,6 +65,34 @@ fn linker() -> Result<&'static Linker<HostState>> {
 }
 
 /// A compiled proxy-wasm module, ready to instantiate cheaply. Cloning is cheap.
+///
+/// ```
+/// use proxy_wasm_host::{Error, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat");
+/// let module = Module::from_file(path)?;
+/// assert_eq!(module.name(), path);
+/// assert!(Plugin::builder(&module).build()?.configured());
+///
+/// // The same text from memory: named `<bytes>`, or as the test says.
+/// let text = std::fs::read(path)?;
+/// assert_eq!(Module::from_bytes(&text)?.name(), "<bytes>");
+/// assert_eq!(Module::from_named_bytes("demo.wat", &text)?.name(), "demo.wat");
+///
+/// // What does not load says which module it was.
+/// assert!(matches!(
+///     Module::from_named_bytes("broken.wasm", b"\0asm\x01\0\0\0\x05"),
+///     Err(Error::Compile { ref module, .. }) if module == "broken.wasm"
+/// ));
+/// assert!(matches!(
+///     Module::from_bytes(br#"(module (import "env" "proxy_teleport" (func)))"#),
+///     Err(Error::UnknownImports { ref imports, .. }) if imports == &["env.proxy_teleport"]
+/// ));
+/// assert!(matches!(Module::from_file("no/such/filter.wasm"), Err(Error::Read { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Module {
     pub(crate) inner: Arc<ModuleInner>,

@@ -68,6 +68,30 @@ use crate::state::{
 use vm::Vm;
 
 /// What a filter callback told the proxy to do.
+///
+/// ```
+/// use proxy_wasm_host::{Action, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("api").cluster("authz").build()?;
+///
+/// // A plain request: the demo filter marks it and lets it go on.
+/// let mut s = plugin.stream(0);
+/// assert_eq!(s.request_headers(&[(":method", "GET"), (":path", "/")], true)?, Action::Continue);
+/// assert!(s.request_forwarded());
+///
+/// // With `x-callout` it waits for its callout's answer, which resumes it.
+/// let mut s = plugin.stream(0);
+/// let headers = [(":method", "GET"), (":path", "/"), ("x-callout", "1")];
+/// assert_eq!(s.request_headers(&headers, true)?, Action::Pause);
+/// assert!(!s.request_forwarded());
+/// let token = s.http_callouts()[0].token;
+/// s.respond_http_call(token, 200, &[], b"")?;
+/// assert!(s.request_forwarded());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Go on with the next filter / forward.
@@ -91,6 +115,58 @@ impl Action {
 /// What happens to traffic when a VM fails while serving (a trap), as Envoy 1.40 does it
 /// (measured; `tests/fixtures/fidelity/MEASURED.md`, gap 7). It does not apply to a
 /// configuration the canary rejected: see [`ConfigDelivery`].
+///
+/// The demo filter traps on a request with `x-trap`. What that request and the next
+/// one get under each strategy:
+///
+/// ```
+/// use std::time::Duration;
+/// use proxy_wasm_host::{FailStrategy, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let get = [(":method", "GET"), (":path", "/")];
+/// let trap = [(":method", "GET"), (":path", "/"), ("x-trap", "1")];
+/// for (strategy, trapping, next) in [
+///     // (strategy, what the trapping request gets, what the next one gets)
+///     (FailStrategy::FailClose, Some(503), Some(503)),
+///     (FailStrategy::FailOpen, Some(503), None), // None: forwarded
+///     (FailStrategy::FailOpenLegacy, None, None),
+/// ] {
+///     let mut plugin = Plugin::builder(&module).default_cluster("api").fail_strategy(strategy).build()?;
+///     let mut s = plugin.stream(0);
+///     s.request_headers(&trap, true)?;
+///     assert_eq!(s.client_response_status(), trapping, "{strategy:?}");
+///     assert_eq!(s.request_forwarded(), trapping.is_none());
+///     let mut s = plugin.stream(0);
+///     s.request_headers(&get, true)?;
+///     assert_eq!(s.client_response_status(), next, "{strategy:?}");
+///     assert!(!s.is_filtered()); // the dead VM no longer filters
+///     assert!(plugin.is_failed(0));
+///     assert_eq!(plugin.failures()[0].callback, "proxy_on_request_headers");
+/// }
+///
+/// // FailReload: 503s without the guest until the backoff has passed, then a fresh VM.
+/// let mut plugin = Plugin::builder(&module)
+///     .default_cluster("api")
+///     .fail_strategy(FailStrategy::FailReload)
+///     .reload_backoff(Duration::from_secs(1))
+///     .build()?;
+/// plugin.stream(0).request_headers(&trap, true)?;
+/// plugin.advance(Duration::from_millis(999))?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.client_response_status(), Some(503));
+/// assert_eq!(plugin.reloads(), 0);
+/// plugin.advance(Duration::from_millis(1))?;
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.upstream_request_header("x-demo").as_deref(), Some("yes"));
+/// assert_eq!(plugin.reloads(), 1);
+/// assert!(plugin.configured() && !plugin.is_failed(0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailStrategy {
     /// `failure_policy: FAIL_CLOSED`: the trapping stream and every later one get a 503
@@ -111,6 +187,39 @@ pub enum FailStrategy {
 
 /// How the plugin configuration reaches Envoy; it decides what a configuration rejected
 /// by the canary does (measured with Envoy 1.40, under every [`FailStrategy`]).
+///
+/// The demo filter refuses the configuration `reject`:
+///
+/// ```
+/// use proxy_wasm_host::{response_flags, ConfigDelivery, Error, Module, Plugin};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let get = [(":method", "GET"), (":path", "/")];
+///
+/// // ECDS (the default): the plugin is built, and every stream gets Envoy's 500.
+/// let mut plugin = Plugin::builder(&module).default_cluster("api").plugin_config(b"reject").build()?;
+/// assert!(!plugin.config_accepted() && !plugin.configured());
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.client_response_status(), Some(500));
+/// assert_eq!(s.response_flags(), response_flags::NO_FILTER_CONFIG_FOUND);
+/// // Until an update is accepted.
+/// assert!(plugin.reconfigure(b"{}")?);
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.upstream_request_header("x-demo").as_deref(), Some("yes"));
+///
+/// // A static bootstrap: Envoy would not start.
+/// let built = Plugin::builder(&module)
+///     .identity("demo", "demo_root", "demo_vm")
+///     .plugin_config(b"reject")
+///     .delivery(ConfigDelivery::Static)
+///     .build();
+/// assert!(matches!(built, Err(Error::ConfigRejected { ref plugin, .. }) if plugin == "demo"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConfigDelivery {
     /// ECDS, as Istio delivers a WasmPlugin: a rejected first configuration leaves the
@@ -125,6 +234,50 @@ pub enum ConfigDelivery {
 }
 
 /// Builds a [`Plugin`]; see [`Plugin::builder`].
+///
+/// Every setting has Envoy's (or Istio's) default; a test sets what its filter depends
+/// on. The demo filter (`examples/filters/demo.wat`) as Istio would run it:
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use proxy_wasm_host::{
+///     ConfigDelivery, FailStrategy, Level, Limits, Module, Plugin, Proxy, Route, Upstream,
+/// };
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .proxy(Proxy::istio("gke"))
+///     .identity("demo", "demo_root", "demo_vm")
+///     .plugin_config(br#"{"mode": "strict"}"#)
+///     .vm_config(b"{}")
+///     .delivery(ConfigDelivery::Ecds)
+///     .workers(2)
+///     .fail_strategy(FailStrategy::FailReload)
+///     .reload_backoff(Duration::from_secs(1))
+///     .limits(Limits { ticks: 100, ..Limits::default() })
+///     .routes(vec![Route::new("v2").header("x-version", "2").cluster("outbound|80|v2|api")])
+///     .default_cluster("outbound|80||api")
+///     .cluster("authz")
+///     .hcm_headers(true)
+///     .seed(7)
+///     .start_time(UNIX_EPOCH + Duration::from_secs(951_782_400)) // 2000-02-29
+///     .log_level(Level::Info)
+///     .trace(false)
+///     .build()?;
+/// assert!(plugin.configured());
+/// assert_eq!(plugin.workers(), 2);
+///
+/// let mut s = plugin.stream(1);
+/// s.request_headers(&[(":method", "GET"), (":path", "/"), ("x-version", "2")], true)?;
+/// assert_eq!(s.upstream_cluster().as_deref(), Some("outbound|80|v2|api"));
+/// assert_eq!(s.upstream_request_header("x-cluster").as_deref(), Some("gke"));
+/// s.respond(Upstream::new(200))?;
+/// // The connection manager's `date`, on the harness clock.
+/// assert_eq!(s.client_response_header("date").as_deref(), Some("Tue, 29 Feb 2000 00:00:00 GMT"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PluginBuilder<'m> {
     module: &'m Module,
@@ -168,6 +321,21 @@ impl<'m> PluginBuilder<'m> {
     /// What the module may use: time per guest call, memory per VM, log entries kept
     /// per request (default: [`Limits::default`]). A call past its time or a VM past
     /// its memory traps, and the failure names the limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proxy_wasm_host::{Error, Limits, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// // The demo filter ticks every second on the worker and on the main thread's VM.
+    /// let mut plugin = Plugin::builder(&module).limits(Limits { ticks: 3, ..Limits::default() }).build()?;
+    /// plugin.advance(Duration::from_secs(1))?; // 2 ticks
+    /// let stopped = plugin.advance(Duration::from_secs(1)); // the 4th is one too many
+    /// assert!(matches!(stopped, Err(Error::Limit(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -195,6 +363,24 @@ impl<'m> PluginBuilder<'m> {
         self
     }
     /// Seed of the WASI random source and of generated request ids (default 0).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let request_id = |seed: u64| -> Result<Option<String>, Box<dyn std::error::Error>> {
+    ///     let mut plugin = Plugin::builder(&module).default_cluster("api").seed(seed).build()?;
+    ///     let mut s = plugin.stream(0);
+    ///     s.request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+    ///     Ok(s.upstream_request_header("x-request-id"))
+    /// };
+    /// // The same seed gives the same run; another seed other ids.
+    /// assert_eq!(request_id(1)?, request_id(1)?);
+    /// assert_ne!(request_id(1)?, request_id(2)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -213,6 +399,31 @@ impl<'m> PluginBuilder<'m> {
     /// Declares a cluster Envoy knows besides the routes' ones, e.g. the target of the
     /// plugin's HTTP or gRPC callouts. A callout to a cluster nobody declared fails as in
     /// Envoy (`BadArgument` for `proxy_http_call`).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let callout = [(":method", "GET"), (":path", "/"), ("x-callout", "1")];
+    ///
+    /// // With `authz` declared, the demo filter's callout goes out and holds the request.
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").cluster("authz").build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&callout, true)?;
+    /// assert!(!s.request_forwarded());
+    /// assert_eq!(plugin.http_callouts().len(), 1);
+    ///
+    /// // Without it, `proxy_http_call` fails: the filter goes on as for a plain request.
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&callout, true)?;
+    /// assert!(s.request_forwarded());
+    /// assert_eq!(s.upstream_request_header("x-demo").as_deref(), Some("yes"));
+    /// assert!(plugin.http_callouts().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cluster(mut self, name: &str) -> Self {
         self.clusters.insert(name.to_owned());
         self
@@ -220,7 +431,34 @@ impl<'m> PluginBuilder<'m> {
     /// Whether Envoy's connection manager adds its headers (default true): before
     /// `proxy_on_request_headers` `:scheme`, `x-forwarded-proto` and `x-request-id` when
     /// absent; `x-envoy-upstream-service-time` on upstream responses; `date` and
-    /// `server: envoy` for the client. Turn off to see exactly the headers a test sent.
+    /// `server: envoy` for the client. Turn off to see the headers a test sent, plus only
+    /// what the router adds (`x-envoy-expected-rq-timeout-ms` for a route's timeout).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, Upstream};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").hcm_headers(false).build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+    /// // What the test sent, the filter's x-demo and the router's timeout header: no
+    /// // `:scheme`, `x-forwarded-proto` or `x-request-id` from the connection manager.
+    /// assert_eq!(
+    ///     s.upstream_request_headers(),
+    ///     Some(vec![
+    ///         (":method".to_owned(), "GET".to_owned()),
+    ///         (":path".to_owned(), "/".to_owned()),
+    ///         ("x-demo".to_owned(), "yes".to_owned()),
+    ///         ("x-envoy-expected-rq-timeout-ms".to_owned(), "15000".to_owned()),
+    ///     ])
+    /// );
+    /// s.respond(Upstream::new(204))?;
+    /// assert_eq!(s.client_response_header("server"), None);
+    /// assert_eq!(s.client_response_header("date"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn hcm_headers(mut self, on: bool) -> Self {
         self.hcm_headers = on;
         self
@@ -231,6 +469,20 @@ impl<'m> PluginBuilder<'m> {
         self
     }
     /// Log level the host reports and filters by (default `Trace`: everything is kept).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Level, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// // The demo filter logs `configured` and `request` at info: dropped at warn.
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").log_level(Level::Warn).build()?;
+    /// plugin.stream(0).request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+    /// assert_eq!(plugin.log_count(), 0);
+    /// assert_eq!(plugin.metric("demo_requests"), Some(1)); // the filter did run
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log_level(mut self, level: Level) -> Self {
         self.log_level = level;
         self
@@ -331,6 +583,93 @@ impl<'m> PluginBuilder<'m> {
 /// One plugin in one Envoy: a configuration canary, the main thread's VM and N worker VMs
 /// of one module sharing shared data, queues, metrics, logs and the clock. No global
 /// state: every test holds its own.
+///
+/// The demo filter (`examples/filters/demo.wat`) on two workers: requests in flight
+/// together, an HTTP callout answered and one timed out by the clock, a gRPC call
+/// answered and closed, ticks, and what the filter left behind read back.
+///
+/// ```
+/// use std::time::Duration;
+/// use proxy_wasm_host::{Level, Module, Plugin, Proxy, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .proxy(Proxy::istio("gke"))
+///     .default_cluster("backend")
+///     .cluster("authz") // the filter's callouts go there
+///     .workers(2)
+///     .build()?;
+/// assert!(plugin.config_accepted() && plugin.configured());
+/// // VMs 0 and 1 are the workers, 2 the main thread's, 3 the configuration canary.
+/// assert_eq!((plugin.workers(), plugin.main_vm(), plugin.canary_vm()), (2, 2, 3));
+/// assert_eq!(plugin.vm_name(1), "worker 1");
+/// assert_eq!(plugin.vm_name(plugin.main_vm()), "the main thread's VM");
+/// assert_eq!(plugin.vm_name(3), "the configuration canary");
+/// assert_eq!(plugin.root_context_id(0), Some(1));
+/// assert!(!plugin.is_failed(0));
+/// // Each of the four ran proxy_on_configure, which logs `configured`.
+/// assert_eq!(plugin.logs_at(Level::Info), ["configured"; 4]);
+///
+/// // A plain request: marked, with shared data set by the test and the node's metadata.
+/// plugin.set_shared_data("greeting", b"hello");
+/// assert_eq!(plugin.shared_data("greeting").as_deref(), Some(&b"hello"[..]));
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// assert_eq!(s.upstream_request_header("x-greeting").as_deref(), Some("hello"));
+/// assert_eq!(s.upstream_request_header("x-cluster").as_deref(), Some("gke"));
+/// s.respond(Upstream::new(200))?;
+/// assert_eq!(s.client_response_header("x-demo-response").as_deref(), Some("yes"));
+///
+/// // Two requests in flight on two workers, each paused on its callout to authz.
+/// let callout = [(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-callout", "1")];
+/// let mut a = plugin.new_stream(0);
+/// let mut b = plugin.new_stream(1);
+/// plugin.on(&mut a)?.request_headers(&callout, true)?;
+/// plugin.on(&mut b)?.request_headers(&callout, true)?;
+/// let calls = plugin.http_callouts();
+/// assert_eq!(calls.len(), 2);
+/// assert_eq!((calls[0].upstream.as_str(), calls[0].timeout), ("authz", Duration::from_millis(500)));
+/// assert!(!plugin.on(&mut a)?.request_forwarded());
+///
+/// // authz answers the first; nobody answers the second, and at its 500 ms deadline
+/// // Envoy answers it 504.
+/// plugin.respond_http_call(calls[0].token, 200, &[("x-authz", "ok")], b"")?;
+/// plugin.advance(Duration::from_millis(500))?;
+/// assert_eq!(plugin.elapsed(), Duration::from_millis(500));
+/// assert_eq!(plugin.on(&mut a)?.upstream_request_header("x-authz-status").as_deref(), Some("200"));
+/// assert_eq!(plugin.on(&mut b)?.upstream_request_header("x-authz-status").as_deref(), Some("504"));
+///
+/// // A gRPC call to authz: metadata, a message, trailers, then the close resumes the request.
+/// let grpc = [(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-grpc", "1")];
+/// let mut g = plugin.new_stream(0);
+/// plugin.on(&mut g)?.request_headers(&grpc, true)?;
+/// let call = plugin.grpc_callouts()[0].clone();
+/// assert_eq!((call.service.as_str(), call.method.as_str()), ("demo.Checker", "Check"));
+/// plugin.grpc_initial_metadata(call.token, &[("x-served-by", "authz")])?;
+/// plugin.grpc_receive(call.token, b"\x08\x01")?;
+/// plugin.grpc_trailing_metadata(call.token, &[("grpc-status", "0")])?;
+/// assert!(!plugin.on(&mut g)?.request_forwarded());
+/// plugin.grpc_close(call.token, 0, "")?;
+/// assert!(plugin.on(&mut g)?.request_forwarded());
+/// assert_eq!(plugin.logs().last().map(|l| l.message.as_str()), Some("grpc closed"));
+///
+/// // The clock reaches 1000 ms: one tick on every root context (workers, main thread).
+/// let before = plugin.log_count();
+/// plugin.advance(Duration::from_millis(500))?;
+/// let ticks: Vec<(usize, String)> =
+///     plugin.logs_since(before).into_iter().map(|l| (l.worker, l.message)).collect();
+/// assert_eq!(ticks, [(0, "tick".into()), (1, "tick".into()), (2, "tick".into())]);
+///
+/// // Four requests ran the filter: counted, and enqueued on `requests`.
+/// assert_eq!(plugin.metric("demo_requests"), Some(4));
+/// assert_eq!(plugin.metrics().len(), 1);
+/// assert_eq!(plugin.queue("requests"), Some(vec![b"request".to_vec(); 4]));
+/// assert!(plugin.failures().is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Plugin {
     /// Unique in the process: a [`StreamHandle`] names the plugin that opened it.
     id: u64,
@@ -457,6 +796,33 @@ impl Plugin {
     }
 
     /// How many VMs were replaced under [`FailStrategy::FailReload`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proxy_wasm_host::{FailStrategy, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module)
+    ///     .default_cluster("api")
+    ///     .fail_strategy(FailStrategy::FailReload)
+    ///     .build()?;
+    /// let trap = [(":method", "GET"), (":path", "/"), ("x-trap", "1")];
+    /// plugin.stream(0).request_headers(&trap, true)?; // kills worker 0's VM
+    /// assert!(plugin.is_failed(0));
+    /// plugin.advance(Duration::from_secs(2))?; // the default backoff
+    /// assert_eq!(plugin.reloads(), 0); // a VM is replaced when a stream needs it
+    /// plugin.stream(0).request_headers(&trap, true)?; // a fresh VM, killed again
+    /// assert_eq!(plugin.reloads(), 1);
+    /// assert!(plugin.is_failed(0));
+    /// plugin.advance(Duration::from_secs(2))?;
+    /// plugin.stream(0).request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+    /// assert_eq!(plugin.reloads(), 2);
+    /// assert!(!plugin.is_failed(0));
+    /// assert_eq!(plugin.failures().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reloads(&self) -> usize {
         self.reloads
     }
@@ -482,6 +848,21 @@ impl Plugin {
 
     /// Drives (or reads) a stream opened with [`Plugin::new_stream`]. A usage error when
     /// the handle is another plugin's.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Error, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").build()?;
+    /// let mut other = Plugin::builder(&module).default_cluster("api").build()?;
+    /// let mut s = plugin.new_stream(0);
+    /// assert!(matches!(other.on(&mut s), Err(Error::Usage(_))));
+    /// plugin.on(&mut s)?.request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+    /// assert!(plugin.on(&mut s)?.request_forwarded());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on<'a>(&'a mut self, handle: &'a mut StreamHandle) -> Result<Stream<'a>> {
         if handle.plugin != self.id {
             return Err(usage("the stream was opened on another plugin"));
@@ -493,6 +874,19 @@ impl Plugin {
 
     /// The size of a VM's linear memory in bytes (`None` without a VM or an exported
     /// memory).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let plugin = Plugin::builder(&module).build()?;
+    /// assert_eq!(plugin.memory_bytes(0), Some(65_536)); // the demo filter's one page
+    /// assert_eq!(plugin.memory_bytes(plugin.main_vm()), Some(65_536));
+    /// assert_eq!(plugin.memory_bytes(plugin.canary_vm()), None); // dropped after configuring
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn memory_bytes(&self, worker: usize) -> Option<u64> {
         let vm = self.vm(worker)?;
         let memory = vm.store.data().memory?;
@@ -500,6 +894,19 @@ impl Plugin {
     }
 
     /// Copies guest memory of a VM (`None` when out of bounds).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).build()?;
+    /// // The demo filter keeps the header names it looks for at fixed addresses.
+    /// assert_eq!(plugin.read_memory(0, 240, 6).as_deref(), Some(&b"x-deny"[..]));
+    /// assert_eq!(plugin.read_memory(0, 65_530, 10), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn read_memory(&mut self, worker: usize, ptr: u32, len: u32) -> Option<Vec<u8>> {
         let vm = self.vm(worker)?;
         let memory = vm.store.data().memory?;
@@ -511,6 +918,27 @@ impl Plugin {
     }
 
     /// Writes guest memory of a VM.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").build()?;
+    /// // Rename the header the demo filter denies on, in worker 0's memory.
+    /// plugin.write_memory(0, 240, b"x-nope")?;
+    /// assert_eq!(plugin.read_memory(0, 240, 6).as_deref(), Some(&b"x-nope"[..]));
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), ("x-nope", "1")], true)?;
+    /// assert_eq!(s.client_response_status(), Some(403));
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), ("x-deny", "1")], true)?;
+    /// assert!(s.request_forwarded());
+    ///
+    /// assert!(plugin.write_memory(0, 65_535, b"xy").is_err()); // out of bounds
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn write_memory(&mut self, worker: usize, ptr: u32, bytes: &[u8]) -> Result<()> {
         let vm = self
             .vms
@@ -605,6 +1033,28 @@ impl Plugin {
     }
 
     /// The host-call trace (empty unless built with `.trace(true)`).
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, Status};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("api").trace(true).build()?;
+    /// let configuring = plugin.host_calls().len();
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), ("x-deny", "1")], true)?;
+    /// let context = s.context_id().ok_or("no context")?;
+    /// let calls = plugin.host_calls().split_off(configuring);
+    /// let reply = calls
+    ///     .iter()
+    ///     .find(|c| c.function == "proxy_send_local_response")
+    ///     .ok_or("no local reply")?;
+    /// assert_eq!(reply.args[0], 403);
+    /// assert_eq!(reply.status, Some(Status::Ok));
+    /// assert_eq!(reply.context_id, context);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn host_calls(&self) -> Vec<HostCall> {
         self.shared().host_calls.clone()
     }
@@ -625,6 +1075,30 @@ impl Plugin {
     }
 
     /// Filter state set with `proxy_set_property` on a VM's root context.
+    ///
+    /// A module that sets `mode` to `strict` on its root context when configured (the
+    /// demo filter sets no property):
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///   (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (data (i32.const 100) "mode")
+    ///   (data (i32.const 110) "strict")
+    ///   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+    ///   (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    ///     (drop (call $set (i32.const 100) (i32.const 4) (i32.const 110) (i32.const 6)))
+    ///     i32.const 1))"#)?;
+    /// let plugin = Plugin::builder(&module).build()?;
+    /// let state = plugin.root_filter_state(0);
+    /// assert_eq!(state.get("mode").map(Vec::as_slice), Some(&b"strict"[..]));
+    /// assert_eq!(plugin.root_filter_state(plugin.main_vm()).len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn root_filter_state(&self, worker: usize) -> BTreeMap<String, Vec<u8>> {
         self.vm(worker)
             .and_then(|vm| vm.store.data().roots.get(&vm.root_id))

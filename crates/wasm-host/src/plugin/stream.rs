@@ -22,6 +22,170 @@ use crate::state::{GrpcCallout, HttpCallout, LocalReply, RouteRematch, Shared};
 /// Stream methods return `Err` only for harness misuse or host problems; guest traps are
 /// handled by the fail strategy (see [`Plugin::failures`]). The error is an
 /// [`anyhow::Error`] holding a [`crate::Error`] (`err.downcast_ref::<proxy_wasm_host::Error>()`).
+///
+/// # A request and its response
+///
+/// The demo filter adds `x-demo`, `x-greeting` (shared data `greeting`) and `x-cluster`
+/// (the node's `CLUSTER_ID`) to each request, and `x-demo-response` to each response.
+/// Here a request goes through in pieces (headers, body, trailers), then the upstream's
+/// answer (headers, body, trailers), then the stream ends:
+///
+/// ```
+/// use proxy_wasm_host::{Action, Module, Plugin, Proxy, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .proxy(Proxy::istio("gke"))
+///     .default_cluster("backend")
+///     .build()?;
+/// plugin.set_shared_data("greeting", b"hello");
+///
+/// let mut s = plugin.stream(0);
+/// assert_eq!(s.context_id(), None); // no context before the request headers
+/// let post = [(":method", "POST"), (":path", "/upload"), (":authority", "api")];
+/// assert_eq!(s.request_headers(&post, false)?, Action::Continue);
+/// assert!(s.context_id().is_some());
+/// assert!(s.is_filtered());
+/// assert_eq!(s.request_body(b"hello", false)?, Action::Continue);
+/// assert_eq!(s.request_trailers(&[("x-checksum", "5d41")])?, Action::Continue);
+///
+/// // The request headers as the filter left them, and as they went upstream (with what
+/// // Envoy's connection manager adds).
+/// let headers = s.request_header_map().unwrap();
+/// assert!(headers.contains(&("x-demo".to_string(), "yes".to_string())));
+/// assert!(s.request_forwarded());
+/// assert_eq!(s.upstream_request_header("x-greeting").as_deref(), Some("hello"));
+/// assert_eq!(s.upstream_request_header("x-cluster").as_deref(), Some("gke"));
+/// let upstream = s.upstream_request_headers().unwrap();
+/// assert!(upstream.iter().any(|(k, _)| k == "x-request-id"));
+/// assert_eq!(s.upstream_request_body(), b"hello");
+/// assert_eq!(s.route().unwrap().name, "default");
+/// assert_eq!(s.upstream_cluster().as_deref(), Some("backend"));
+///
+/// // The upstream answers, piece by piece (`respond` does it in one call).
+/// s.upstream(Upstream::new(200).address("10.0.0.7:8080").service_time_ms(3))?;
+/// s.response_headers(&[("content-type", "text/plain")], false)?;
+/// s.response_body(b"stored", false)?;
+/// s.response_trailers(&[("x-upload-id", "42")])?;
+/// assert_eq!(s.client_response_status(), Some(200));
+/// assert_eq!(s.client_response_header("x-demo-response").as_deref(), Some("yes"));
+/// assert_eq!(s.client_response_header("x-envoy-upstream-service-time").as_deref(), Some("3"));
+/// let response = s.client_response_headers().unwrap();
+/// assert_eq!(response[0], (":status".to_string(), "200".to_string()));
+/// assert_eq!(s.client_response_body(), b"stored");
+/// assert_eq!(
+///     s.client_response_trailers(),
+///     Some(vec![("x-upload-id".to_string(), "42".to_string())])
+/// );
+/// assert_eq!(s.local_reply(), None);
+/// assert_eq!(s.response_flags(), 0);
+///
+/// assert!(!s.is_finished());
+/// s.complete()?; // proxy_on_done, proxy_on_log, proxy_on_delete
+/// assert!(s.is_finished());
+/// assert!(!s.was_reset());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # A local reply
+///
+/// With `x-deny` the demo filter answers 403 itself: nothing goes upstream, the client
+/// gets the filter's reply, and the upstream can no longer answer. A plugin whose
+/// configuration was rejected (delivered by ECDS, the default) has no filter config at
+/// all: Envoy answers every stream 500 with the response flag NFCF.
+///
+/// ```
+/// use proxy_wasm_host::{response_flags, Action, Module, Plugin, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+/// let mut s = plugin.stream(0);
+/// let denied = [(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-deny", "1")];
+/// assert_eq!(s.request_headers(&denied, true)?, Action::Pause);
+/// assert!(!s.request_forwarded());
+/// assert_eq!(s.upstream_request_headers(), None);
+/// let reply = s.local_reply().unwrap();
+/// assert_eq!((reply.status, reply.details.as_str()), (403, "demo_denied"));
+/// assert_eq!(s.client_response_status(), Some(403));
+/// assert_eq!(s.client_response_body(), b"denied");
+/// // The local reply goes through the filter's response callback too.
+/// assert_eq!(s.client_response_header("x-demo-response").as_deref(), Some("yes"));
+/// assert_eq!(s.response_flags(), 0);
+/// assert!(s.respond(Upstream::new(200)).is_err()); // nothing was forwarded
+///
+/// let mut rejected = Plugin::builder(&module)
+///     .plugin_config(b"reject")
+///     .default_cluster("backend")
+///     .build()?;
+/// let mut s = rejected.stream(0);
+/// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+/// assert!(!s.is_filtered());
+/// assert_eq!(s.client_response_status(), Some(500));
+/// assert_eq!(s.response_flags(), response_flags::NO_FILTER_CONFIG_FOUND);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # A callout answered on the stream
+///
+/// With `x-callout` the demo filter pauses the request on an HTTP callout to cluster
+/// `authz` and sends the answer's `:status` upstream as `x-authz-status` (`none` when the
+/// callout failed); with `x-grpc` it pauses on a gRPC call until it closes. The stream
+/// lists its own callouts and answers the HTTP ones; [`Stream::plugin`] reaches the rest
+/// of the plugin while the stream is open.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use proxy_wasm_host::{Action, Module, Plugin, Upstream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+/// let mut plugin = Plugin::builder(&module)
+///     .default_cluster("backend")
+///     .cluster("authz")
+///     .build()?;
+/// let get = [(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-callout", "1")];
+///
+/// let mut s = plugin.stream(0);
+/// assert_eq!(s.request_headers(&get, true)?, Action::Pause);
+/// assert!(!s.request_forwarded());
+/// let callouts = s.http_callouts();
+/// assert_eq!(callouts.len(), 1);
+/// assert_eq!(callouts[0].upstream, "authz");
+/// assert_eq!(callouts[0].timeout, Duration::from_millis(500));
+/// s.respond_http_call(callouts[0].token, 200, &[], b"ok")?;
+/// assert!(s.request_forwarded());
+/// assert_eq!(s.upstream_request_header("x-authz-status").as_deref(), Some("200"));
+/// assert!(s.http_callouts()[0].answered);
+/// s.respond(Upstream::new(200))?;
+/// assert_eq!(s.client_response_status(), Some(200));
+/// drop(s);
+///
+/// // A callout that fails (reset, no healthy upstream...).
+/// let mut s = plugin.stream(0);
+/// s.request_headers(&get, true)?;
+/// let token = s.http_callouts()[0].token;
+/// s.fail_http_call(token)?;
+/// assert_eq!(s.upstream_request_header("x-authz-status").as_deref(), Some("none"));
+/// drop(s);
+///
+/// // A gRPC call, closed through the plugin.
+/// let mut s = plugin.stream(0);
+/// let grpc = [(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-grpc", "1")];
+/// assert_eq!(s.request_headers(&grpc, true)?, Action::Pause);
+/// assert!(s.http_callouts().is_empty());
+/// let calls = s.grpc_callouts();
+/// assert_eq!((calls[0].service.as_str(), calls[0].method.as_str()), ("demo.Checker", "Check"));
+/// s.plugin().grpc_close(calls[0].token, 0, "")?;
+/// assert!(s.request_forwarded());
+/// assert!(s.plugin().logs_at(proxy_wasm_host::Level::Info).contains(&"grpc closed".to_string()));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Stream<'p> {
     plugin: &'p mut Plugin,
     h: Held<'p>,
@@ -82,12 +246,44 @@ impl StreamHandle {
     }
 
     /// The downstream connection (default: plaintext). Set before `request_headers`.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Connection, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let tls = Connection::mtls("spiffe://cluster.local/ns/a/sa/client", "spiffe://cluster.local/ns/b/sa/api");
+    /// let mut handle = plugin.new_stream(0).connection(tls);
+    /// let mut s = plugin.on(&mut handle)?;
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// assert_eq!(s.upstream_request_header("x-forwarded-proto").as_deref(), Some("https"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connection(mut self, connection: Connection) -> Self {
         self.connection = connection;
         self
     }
 
     /// The worker the stream runs on.
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).workers(2).default_cluster("backend").build()?;
+    /// let mut handle = plugin.new_stream(1);
+    /// assert_eq!(handle.worker(), 1);
+    /// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+    /// plugin.on(&mut handle)?.request_headers(&get, true)?;
+    /// // Each worker has its own VM: the filter's `request` log came from worker 1's.
+    /// let by: Vec<usize> = plugin.logs().iter().filter(|l| l.message == "request").map(|l| l.worker).collect();
+    /// assert_eq!(by, [1]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn worker(&self) -> usize {
         self.worker
     }
@@ -149,6 +345,23 @@ impl<'p> Stream<'p> {
     }
 
     /// The downstream connection (default: plaintext). Set before `request_headers`.
+    ///
+    /// Over TLS, the connection manager marks the request `https`:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Connection, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let tls = Connection::mtls("spiffe://cluster.local/ns/a/sa/client", "spiffe://cluster.local/ns/b/sa/api");
+    /// let mut s = plugin.stream(0).connection(tls);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// assert_eq!(s.upstream_request_header(":scheme").as_deref(), Some("https"));
+    /// assert_eq!(s.upstream_request_header("x-forwarded-proto").as_deref(), Some("https"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connection(mut self, connection: Connection) -> Self {
         self.h.connection = connection;
         self
@@ -437,6 +650,30 @@ impl<'p> Stream<'p> {
     /// the filter pauses on the body, chunks are buffered and the filter sees the whole
     /// buffer; while it pauses on the headers, chunks are only buffered (no callback)
     /// and delivered in one `proxy_on_request_body` once it resumes.
+    ///
+    /// The demo filter pauses a request with `x-callout` at its headers until the callout
+    /// is answered; the body waits with it:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Action, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").cluster("authz").build()?;
+    /// let mut s = plugin.stream(0);
+    /// let post = [(":method", "POST"), (":path", "/"), (":authority", "api"), ("x-callout", "1")];
+    /// assert_eq!(s.request_headers(&post, false)?, Action::Pause);
+    /// assert_eq!(s.request_body(b"hel", false)?, Action::Pause);
+    /// assert_eq!(s.request_body(b"lo", true)?, Action::Pause);
+    /// assert!(!s.request_forwarded());
+    /// assert_eq!(s.upstream_request_body(), b"");
+    /// let token = s.http_callouts()[0].token;
+    /// s.respond_http_call(token, 200, &[], b"")?;
+    /// assert!(s.request_forwarded());
+    /// assert_eq!(s.upstream_request_body(), b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> anyhow::Result<Action> {
         let s = self
             .state_mut()
@@ -671,6 +908,32 @@ impl<'p> Stream<'p> {
 
     /// Route re-matches caused by the filter (their count is how many extra matches Envoy
     /// would do).
+    ///
+    /// Changing request headers clears Envoy's route cache: the route is matched again
+    /// once the callback returns. The demo filter adds `x-demo: yes`, which a route here
+    /// matches:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, Route};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module)
+    ///     .routes(vec![Route::new("demo").header("x-demo", "yes").cluster("demo-backend")])
+    ///     .default_cluster("backend")
+    ///     .build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// let rematches = s.route_rematches();
+    /// assert_eq!(rematches.len(), 1);
+    /// assert_eq!(rematches[0].callback, "proxy_on_request_headers");
+    /// assert_eq!(rematches[0].changed_headers, ["x-demo"]);
+    /// assert_eq!(rematches[0].previous_route.as_deref(), Some("default"));
+    /// assert_eq!(rematches[0].route.as_deref(), Some("demo"));
+    /// assert_eq!(s.upstream_cluster().as_deref(), Some("demo-backend"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn route_rematches(&self) -> Vec<RouteRematch> {
         self.state()
             .map(|s| s.rematches.clone())
@@ -713,6 +976,31 @@ impl<'p> Stream<'p> {
     }
 
     /// Filter state set with `proxy_set_property` on this stream.
+    ///
+    /// Keyed by the property path, its segments joined by `.` (the demo filter sets none:
+    /// here a tiny filter sets `wasm` / `user`):
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///   (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (data (i32.const 100) "wasm\00user")
+    ///   (data (i32.const 120) "alice")
+    ///   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+    ///   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    ///     (drop (call $set (i32.const 100) (i32.const 9) (i32.const 120) (i32.const 5)))
+    ///     i32.const 0))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let mut s = plugin.stream(0);
+    /// assert!(s.filter_state().is_empty());
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// assert_eq!(s.filter_state().get("wasm.user").map(Vec::as_slice), Some(&b"alice"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn filter_state(&self) -> BTreeMap<String, Vec<u8>> {
         self.state()
             .map(|s| s.filter_state.clone())
@@ -721,11 +1009,71 @@ impl<'p> Stream<'p> {
 
     /// Whether the filter runs on this stream (false: fail-open pass-through, fail-close
     /// reply, no filter config, the filter skipped on this thread, or after a trap).
+    ///
+    /// Under [`FailStrategy::FailOpen`](crate::FailStrategy::FailOpen), a trap (the demo
+    /// filter traps on `x-trap`) answers that stream 503, then the filter no longer runs:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{FailStrategy, Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module)
+    ///     .fail_strategy(FailStrategy::FailOpen)
+    ///     .default_cluster("backend")
+    ///     .build()?;
+    /// let get = [(":method", "GET"), (":path", "/"), (":authority", "api")];
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&get, true)?;
+    /// assert!(s.is_filtered());
+    /// assert_eq!(s.upstream_request_header("x-demo").as_deref(), Some("yes"));
+    /// drop(s);
+    ///
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api"), ("x-trap", "1")], true)?;
+    /// assert_eq!(s.client_response_status(), Some(503));
+    /// drop(s);
+    ///
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&get, true)?;
+    /// assert!(!s.is_filtered());
+    /// assert!(s.request_forwarded());
+    /// assert_eq!(s.upstream_request_header("x-demo"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_filtered(&self) -> bool {
         self.state().is_some_and(|s| s.filtered)
     }
 
     /// Whether the filter reset the stream with `proxy_close_stream`.
+    ///
+    /// The demo filter never resets; here a tiny filter resets every request at its
+    /// headers (and stops there):
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin, Upstream};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_bytes(br#"(module
+    ///   (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+    ///   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    ///     (drop (call $close (i32.const 0)))
+    ///     i32.const 1))"#)?;
+    /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
+    /// let mut s = plugin.stream(0);
+    /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
+    /// assert!(s.was_reset());
+    /// assert!(!s.request_forwarded());
+    /// assert_eq!(s.client_response_status(), None); // no response: the client sees a reset
+    /// assert!(s.respond(Upstream::new(200)).is_err());
+    /// s.complete()?;
+    /// assert!(s.is_finished());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn was_reset(&self) -> bool {
         self.state().is_some_and(|s| s.close_requested)
     }

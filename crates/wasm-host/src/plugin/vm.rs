@@ -396,6 +396,33 @@ impl Plugin {
     ///    accepted the update).
     ///
     /// When no configuration was accepted before, the VMs start now.
+    ///
+    /// The demo filter refuses the configuration `reject`:
+    ///
+    /// ```
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// let mut plugin = Plugin::builder(&module).plugin_config(b"{}").build()?;
+    /// assert_eq!(plugin.root_context_id(0), Some(1));
+    /// let configured = |plugin: &Plugin| plugin.logs().iter().filter(|l| l.message == "configured").count();
+    /// assert_eq!(configured(&plugin), 3); // the canary, the main thread's VM, worker 0
+    ///
+    /// // Refused by a new canary: the running VMs keep their root context and config.
+    /// assert!(!plugin.reconfigure(b"reject")?);
+    /// assert!(plugin.configured());
+    /// assert_eq!(plugin.root_context_id(0), Some(1));
+    /// assert_eq!(configured(&plugin), 3);
+    ///
+    /// // Accepted: every VM configures a new root context.
+    /// assert!(plugin.reconfigure(br#"{"v": 2}"#)?);
+    /// assert_eq!(plugin.root_context_id(0), Some(2));
+    /// assert_eq!(plugin.root_context_id(plugin.main_vm()), Some(2));
+    /// assert_eq!(configured(&plugin), 6);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reconfigure(&mut self, config: &[u8]) -> Result<bool> {
         if !self.run_canary(config)? {
             return Ok(false);
@@ -452,6 +479,26 @@ impl Plugin {
     /// [`GrpcCallout::deadline`](crate::GrpcCallout::deadline); see
     /// [`Plugin::time_out_http_call`], [`Plugin::time_out_grpc_call`]), as in Envoy. At the
     /// same instant a timeout comes before a tick.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proxy_wasm_host::{Module, Plugin};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let module = Module::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/filters/demo.wat"))?;
+    /// // The demo filter asks for a tick every second and logs `tick`.
+    /// let mut plugin = Plugin::builder(&module).build()?;
+    /// let ticks = |plugin: &Plugin| plugin.logs().iter().filter(|l| l.message == "tick").count();
+    /// plugin.advance(Duration::from_millis(999))?;
+    /// assert_eq!(ticks(&plugin), 0);
+    /// // One advance over three periods: three ticks on worker 0 and three on the main
+    /// // thread's VM, each at its time.
+    /// plugin.advance(Duration::from_millis(2501))?;
+    /// assert_eq!(ticks(&plugin), 6);
+    /// assert_eq!(plugin.elapsed(), Duration::from_millis(3500));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn advance(&mut self, by: Duration) -> Result<()> {
         let target = self.clock.elapsed() + by;
         loop {
