@@ -779,10 +779,11 @@ impl Upstream {
 /// or an answer of the router's own ([`Route::direct_response`]).
 ///
 /// Routes are tried in order; the first whose conditions all hold wins, else the
-/// plugin's default cluster (route `default`), else none. Envoy's router answers a
-/// request no route matches with 404 (`route_not_found`, flag NR); the harness does not
-/// model that answer: such a request is forwarded with no route ([`crate::Stream::route`]
-/// is `None`) for the test to answer.
+/// plugin's default cluster (route `default`), else none: the router answers 404 itself
+/// (details `route_not_found`, flag NR, no body), through the filter's response
+/// callbacks, as Envoy does. A plugin given no routes and no default cluster has no
+/// route table: every request is forwarded with no route ([`crate::Stream::route`] is
+/// `None`) for the test to answer.
 ///
 /// # Examples
 ///
@@ -1036,6 +1037,12 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
+    /// No routes and no default cluster: the test routes nothing, and every request is
+    /// forwarded with no route (the harness's stand-in for a catch-all route).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.default_cluster.is_none()
+    }
+
     /// The first route whose conditions all match, else the default, else none.
     pub(crate) fn select(&self, headers: &HeaderMap) -> Option<MatchedRoute> {
         if let Some(route) = self.routes.iter().find(|r| r.matches(headers)) {

@@ -132,6 +132,9 @@ pub(crate) struct StreamState {
     pub response_trailers: Option<HeaderMap>,
 
     pub route: Option<MatchedRoute>,
+    /// The proxy has routes and none matched: the router answers 404 NR instead of
+    /// forwarding.
+    pub no_route: bool,
     /// Route as it was when the running callback started (`xds.route_name` inside it).
     pub route_snapshot: Option<MatchedRoute>,
     pub route_cache_cleared: bool,
@@ -174,6 +177,8 @@ pub(crate) struct StreamState {
     pub continue_request: bool,
     pub continue_response: bool,
     pub close_requested: bool,
+    /// The reset `close_requested` asked for happened: the stream ended at once.
+    pub reset: bool,
     pub filter_state: BTreeMap<String, Vec<u8>>,
     pub awaiting_done: bool,
     pub done_called: bool,
@@ -198,6 +203,7 @@ impl StreamState {
             response_body: None,
             response_trailers: None,
             route: None,
+            no_route: false,
             route_snapshot: None,
             route_cache_cleared: false,
             changed_headers: Vec::new(),
@@ -228,6 +234,7 @@ impl StreamState {
             continue_request: false,
             continue_response: false,
             close_requested: false,
+            reset: false,
             filter_state: BTreeMap::new(),
             awaiting_done: false,
             done_called: false,
@@ -249,6 +256,7 @@ impl StreamState {
                 .as_ref()
                 .filter(|_| self.response_headers.is_some()),
             details: match &self.local_reply {
+                _ if self.reset => Some("wasm_close_stream"),
                 Some(reply) => Some(reply.details.as_str()),
                 None => self
                     .upstream

@@ -649,8 +649,7 @@ pub struct RouteRematch {
     pub changed_headers: Vec<String>,
     /// Route chosen before.
     pub previous_route: Option<String>,
-    /// Route chosen now (`None`: no route matched; Envoy would answer 404 NR, which the
-    /// harness does not model).
+    /// Route chosen now (`None`: no route matched, and the router answers 404 NR).
     pub route: Option<String>,
     /// Cluster chosen now.
     pub cluster: Option<String>,

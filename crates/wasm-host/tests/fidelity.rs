@@ -879,3 +879,103 @@ fn a_grpc_callout_times_out_on_the_clock_with_status_14() {
     p.advance(Duration::from_secs(5)).unwrap();
     assert_eq!(said(&p).len(), 2);
 }
+
+/// The one route of the gap9 measurement: prefix `/` with `x-route: yes`, to `up`.
+fn gap9_plugin(module: &Module) -> Plugin {
+    Plugin::builder(module)
+        .routes(vec![proxy_wasm_host::Route::new("only-with-header")
+            .header("x-route", "yes")
+            .cluster("up")])
+        .build()
+        .unwrap()
+}
+
+const GAP9_PATH: [(&str, &str); 3] = [(":method", "GET"), (":path", "/p"), (":authority", "fid")];
+
+#[test]
+fn gap9_a_request_no_route_matches_gets_the_routers_404_through_the_filter() {
+    let module = fixture("gap9-reset-and-no-route");
+    let mut p = gap9_plugin(&module);
+    let mut s = p.stream(0);
+    s.request_headers(&GAP9_PATH, true).unwrap();
+    assert!(!s.request_forwarded());
+    assert_eq!(s.route(), None);
+    assert_eq!(s.client_response_status(), Some(404));
+    assert!(s.client_response_body().is_empty());
+    assert_eq!(
+        without_date(s.client_response_headers().unwrap()),
+        // As Envoy's client got it over HTTP/1.1: date, server, content-length: 0.
+        pairs(&[
+            (":status", "404"),
+            ("server", "envoy"),
+            ("content-length", "0")
+        ])
+    );
+    assert_eq!(s.response_flags(), response_flags::NO_ROUTE_FOUND);
+    assert_eq!(s.local_reply().unwrap().details, "route_not_found");
+    s.complete().unwrap();
+    // What Envoy 1.40.0 and 1.36.4 delivered (the fixture's header): proxy_on_log first.
+    assert_eq!(
+        said(&p),
+        [
+            "request_headers route_name=1 cluster_name=1",
+            "response_headers details=0:route_not_found eos=1",
+            "log details=0:route_not_found code=0:404",
+            "done",
+        ]
+    );
+}
+
+#[test]
+fn gap9_a_routed_stream_is_logged_before_it_is_done() {
+    let module = fixture("gap9-reset-and-no-route");
+    let mut p = gap9_plugin(&module);
+    let mut s = p.stream(0);
+    let mut headers = GAP9_PATH.to_vec();
+    headers.push(("x-route", "yes"));
+    s.request_headers(&headers, true).unwrap();
+    assert!(s.request_forwarded());
+    s.respond(Upstream::new(200).body(b"up-ok\n")).unwrap();
+    s.complete().unwrap();
+    assert_eq!(
+        said(&p),
+        [
+            "request_headers route_name=0:only-with-header cluster_name=0:up",
+            "response_headers details=0:via_upstream eos=0",
+            "log details=0:via_upstream code=0:200",
+            "done",
+        ]
+    );
+}
+
+#[test]
+fn gap9_a_stream_the_filter_resets_ends_at_once_even_when_it_continues() {
+    let module = fixture("gap9-reset-and-no-route");
+    for (routed, route_name) in [
+        (true, "route_name=0:only-with-header cluster_name=0:up"),
+        (false, "route_name=1 cluster_name=1"),
+    ] {
+        let mut p = gap9_plugin(&module);
+        let mut s = p.stream(0);
+        let mut headers = GAP9_PATH.to_vec();
+        headers.push(("x-close", "1"));
+        if routed {
+            headers.push(("x-route", "yes"));
+        }
+        assert_eq!(s.request_headers(&headers, true).unwrap(), Action::Continue);
+        assert!(s.was_reset());
+        assert!(!s.request_forwarded(), "nothing reaches the upstream");
+        assert_eq!(s.client_response_status(), None, "the client sees a reset");
+        assert!(s.is_finished());
+        assert!(s.respond(Upstream::new(200)).is_err());
+        assert_eq!(
+            said(&p),
+            [
+                format!("request_headers {route_name}"),
+                "close_stream(0)= 0".to_owned(),
+                "log details=0:wasm_close_stream code=1".to_owned(),
+                "done".to_owned(),
+            ]
+        );
+    }
+}

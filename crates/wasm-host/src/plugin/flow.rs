@@ -276,6 +276,7 @@ impl Plugin {
             if !s.request_forwarded {
                 let previous = s.route.take();
                 s.route = s.request_headers.as_ref().and_then(|h| routes.select(h));
+                s.no_route = s.route.is_none() && !routes.is_empty();
                 s.rematches.push(RouteRematch {
                     callback: name.to_owned(),
                     changed_headers: changed,
@@ -284,6 +285,16 @@ impl Plugin {
                     cluster: s.route.as_ref().map(|r| r.cluster.clone()),
                 });
             }
+        }
+        // The filter reset the stream (`proxy_close_stream`): Envoy ends it at once,
+        // whatever the callback returned: nothing more goes upstream or to the client,
+        // and the filter gets `proxy_on_log` and `proxy_on_done` (measured in Envoy
+        // 1.40.0 and 1.36.4: tests/fixtures/fidelity/gap9-reset-and-no-route.wat).
+        if s.close_requested && !s.reset && s.phase != Phase::Log {
+            s.reset = true;
+            s.local_reply_pending = false;
+            self.end_stream(vm, worker, id);
+            return;
         }
         if s.local_reply_pending {
             s.local_reply_pending = false;
@@ -535,13 +546,30 @@ impl Plugin {
         }
     }
 
-    /// `proxy_on_log` and `proxy_on_delete`, then the stream leaves the VM.
-    fn finalize(&mut self, vm: &mut Vm, worker: usize, id: u32) {
+    /// The stream ends as Envoy ends it: its access log first (`proxy_on_log`), then
+    /// its filters are destroyed (`proxy_on_done`; when that returns false, the filter
+    /// finishes with `proxy_done`), then `proxy_on_delete` (the order measured in Envoy
+    /// 1.40.0 and 1.36.4: tests/fixtures/fidelity/gap9-reset-and-no-route.wat).
+    fn end_stream(&mut self, vm: &mut Vm, worker: usize, id: u32) {
         if let Some(s) = vm.store.data_mut().streams.get_mut(&id) {
             s.phase = Phase::Log;
         }
         let log = vm.exports.on_log.clone();
         self.call(vm, worker, "proxy_on_log", id, log, id as i32);
+        let done = vm.exports.on_done.clone();
+        match self.call(vm, worker, "proxy_on_done", id, done, id as i32) {
+            Called::Returned(0) => {
+                if let Some(s) = vm.store.data_mut().streams.get_mut(&id) {
+                    s.awaiting_done = true;
+                }
+            }
+            Called::Trapped => self.fail_stream(vm, worker, id),
+            _ => self.finalize(vm, worker, id),
+        }
+    }
+
+    /// `proxy_on_delete`, then the stream leaves the VM.
+    fn finalize(&mut self, vm: &mut Vm, worker: usize, id: u32) {
         let delete = vm.exports.on_delete.clone();
         self.call(vm, worker, "proxy_on_delete", id, delete, id as i32);
         if let Some(mut s) = vm.store.data_mut().streams.remove(&id) {
@@ -555,16 +583,7 @@ impl Plugin {
             if !vm.store.data().streams.contains_key(&id) {
                 return;
             }
-            let done = vm.exports.on_done.clone();
-            match p.call(vm, worker, "proxy_on_done", id, done, id as i32) {
-                Called::Returned(0) => {
-                    if let Some(s) = vm.store.data_mut().streams.get_mut(&id) {
-                        s.awaiting_done = true;
-                    }
-                }
-                Called::Trapped => p.fail_stream(vm, worker, id),
-                _ => p.finalize(vm, worker, id),
-            }
+            p.end_stream(vm, worker, id);
             p.settle(worker, vm, "proxy_on_done");
         })
     }
@@ -629,10 +648,27 @@ fn no_filter_config(state: &mut StreamState, now: Duration) {
 }
 
 /// Request headers (first time), buffered body and trailers go upstream, or, on a
-/// [`crate::Route::direct_response`] route, the router answers: a local reply is then
-/// pending (`local_reply_pending`) and nothing is forwarded.
+/// [`crate::Route::direct_response`] route or when no route matched, the router answers:
+/// a local reply is then pending (`local_reply_pending`) and nothing is forwarded.
 pub(super) fn forward_request(s: &mut StreamState) {
     if !s.request_forwarded {
+        // No route matched: the router answers 404, details `route_not_found`, flag NR,
+        // no body, through the filter's response callbacks (measured in Envoy 1.40.0 and
+        // 1.36.4: tests/fixtures/fidelity/gap9-reset-and-no-route.wat).
+        if s.no_route {
+            if s.local_reply.is_none() {
+                s.local_reply = Some(LocalReply {
+                    status: 404,
+                    details: "route_not_found".to_owned(),
+                    body: Vec::new(),
+                    headers: Vec::new(),
+                    grpc_status: None,
+                });
+                s.response_flags |= response_flags::NO_ROUTE_FOUND;
+                s.local_reply_pending = true;
+            }
+            return;
+        }
         if let Some(direct) = s.route.as_ref().and_then(|r| r.direct_response.as_ref()) {
             if s.local_reply.is_none() {
                 s.local_reply = Some(LocalReply {

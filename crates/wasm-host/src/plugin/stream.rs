@@ -82,7 +82,7 @@ use crate::state::{GrpcCallout, HttpCallout, LocalReply, RouteRematch, Shared};
 /// assert_eq!(s.response_flags(), 0);
 ///
 /// assert!(!s.is_finished());
-/// s.complete()?; // proxy_on_done, proxy_on_log, proxy_on_delete
+/// s.complete()?; // proxy_on_log, proxy_on_done, proxy_on_delete
 /// assert!(s.is_finished());
 /// assert!(!s.was_reset());
 /// # Ok(())
@@ -550,12 +550,14 @@ impl<'p> Stream<'p> {
         )?;
         self.h.slot = Some(slot);
         let route = self.plugin.env.routes.select(&map);
+        let no_route = route.is_none() && !self.plugin.env.routes.is_empty();
         let metadata = self.h.metadata.clone();
         let n = map.len();
         let Some(s) = self.state_mut() else {
             bail!("the stream was lost");
         };
         s.route = route;
+        s.no_route = no_route;
         s.metadata = metadata;
         s.request_ended = end_of_stream;
         if s.request_headers.is_none() {
@@ -838,8 +840,9 @@ impl<'p> Stream<'p> {
         Ok(())
     }
 
-    /// The stream ends: `proxy_on_done`, then (when it returned true, or once the filter
-    /// calls `proxy_done`) `proxy_on_log` and `proxy_on_delete`.
+    /// The stream ends, as Envoy ends it: `proxy_on_log` (the access log runs first),
+    /// then `proxy_on_done`, then (when that returned true, or once the filter calls
+    /// `proxy_done`) `proxy_on_delete`.
     pub fn complete(&mut self) -> anyhow::Result<()> {
         match self.live_id() {
             Some(id) => Ok(self.plugin.complete_stream(self.h.worker, id)?),
@@ -1048,8 +1051,11 @@ impl<'p> Stream<'p> {
 
     /// Whether the filter reset the stream with `proxy_close_stream`.
     ///
-    /// The demo filter never resets; here a tiny filter resets every request at its
-    /// headers (and stops there):
+    /// The stream ends at once, whatever the callback then returned, as in Envoy (which
+    /// logs details `wasm_close_stream`): nothing reaches the upstream, the client sees a
+    /// reset, and the filter gets `proxy_on_log` and `proxy_on_done`. The demo filter
+    /// never resets; here a tiny filter resets every request at its headers and returns
+    /// Continue:
     ///
     /// ```
     /// use proxy_wasm_host::{Module, Plugin, Upstream};
@@ -1061,16 +1067,15 @@ impl<'p> Stream<'p> {
     ///   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
     ///   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     ///     (drop (call $close (i32.const 0)))
-    ///     i32.const 1))"#)?;
+    ///     i32.const 0))"#)?;
     /// let mut plugin = Plugin::builder(&module).default_cluster("backend").build()?;
     /// let mut s = plugin.stream(0);
     /// s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
     /// assert!(s.was_reset());
     /// assert!(!s.request_forwarded());
     /// assert_eq!(s.client_response_status(), None); // no response: the client sees a reset
+    /// assert!(s.is_finished()); // proxy_on_log, proxy_on_done, proxy_on_delete ran
     /// assert!(s.respond(Upstream::new(200)).is_err());
-    /// s.complete()?;
-    /// assert!(s.is_finished());
     /// # Ok(())
     /// # }
     /// ```
