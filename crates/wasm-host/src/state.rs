@@ -410,7 +410,8 @@ impl HttpCallout {
         headers
     }
 
-    /// When an unanswered callout times out, on the harness clock (`None`: no timeout).
+    /// When the callout times out unless answered first, on the harness clock (`None`: it
+    /// has no timeout, or it was answered, as [`GrpcCallout::deadline`] once a call ended).
     ///
     /// [`Plugin::advance`](crate::Plugin::advance) past it answers the callout as Envoy's
     /// router does, with a 504:
@@ -441,7 +442,7 @@ impl HttpCallout {
     /// # }
     /// ```
     pub fn deadline(&self) -> Option<Duration> {
-        (!self.timeout.is_zero()).then(|| self.issued_at + self.timeout)
+        (!self.timeout.is_zero() && !self.answered).then(|| self.issued_at + self.timeout)
     }
 }
 

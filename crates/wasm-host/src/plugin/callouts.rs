@@ -80,7 +80,8 @@ impl Plugin {
     /// plugin.time_out_http_call(callout.token)?;
     /// assert_eq!(plugin.on(&mut s)?.upstream_request_header("x-authz-status").as_deref(), Some("504"));
     /// assert!(plugin.http_callouts()[0].answered);
-    /// // Its deadline passes without a second answer (that would be an error).
+    /// assert_eq!(plugin.http_callouts()[0].deadline(), None); // it is over
+    /// // Its old deadline passes without a second answer (that would be an error).
     /// plugin.advance(Duration::from_millis(500))?;
     /// # Ok(())
     /// # }

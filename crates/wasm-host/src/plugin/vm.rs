@@ -507,7 +507,6 @@ impl Plugin {
                 let http = shared
                     .http_callouts
                     .iter()
-                    .filter(|c| !c.answered)
                     .filter_map(|c| Some((c.deadline()?, c.token, false)));
                 let grpc = shared
                     .grpc_callouts
