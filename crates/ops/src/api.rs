@@ -282,24 +282,22 @@ impl<'a> Reader<'a> {
                     &path,
                     item,
                     signature_until(&self.source(item)?, "{;"),
-                )?;
+                );
                 self.members(kind, inner, &path)?;
             }
-            "function" => {
-                self.push("fn", &path, item, signature_until(&self.source(item)?, "{"))?
-            }
+            "function" => self.push("fn", &path, item, signature_until(&self.source(item)?, "{")),
             "constant" => self.push(
                 "const",
                 &path,
                 item,
                 signature_until(&self.source(item)?, "="),
-            )?,
+            ),
             "type_alias" => self.push(
                 "type",
                 &path,
                 item,
                 signature_until(&self.source(item)?, ""),
-            )?,
+            ),
             other => bail!("{path}: a public {other}, which this check does not know"),
         }
         Ok(())
@@ -326,7 +324,7 @@ impl<'a> Reader<'a> {
                 collapse(&source)
             };
             let kind = if variant { "variant" } else { "field" };
-            self.push(kind, &format!("{path}::{name}"), member, signature)?;
+            self.push(kind, &format!("{path}::{name}"), member, signature);
         }
         let impls = inner.get("impls").and_then(Value::as_array);
         for id in impls.into_iter().flatten() {
@@ -360,7 +358,7 @@ impl<'a> Reader<'a> {
                         }
                         let name = str_of(m, "name")?;
                         let signature = signature_until(&self.source(m)?, "{");
-                        self.push("method", &format!("{path}::{name}"), m, signature)?;
+                        self.push("method", &format!("{path}::{name}"), m, signature);
                     }
                 }
             }
@@ -368,13 +366,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn push(
-        &mut self,
-        kind: &'static str,
-        path: &str,
-        item: &Value,
-        signature: String,
-    ) -> anyhow::Result<()> {
+    fn push(&mut self, kind: &'static str, path: &str, item: &Value, signature: String) {
         let non_exhaustive = item
             .get("attrs")
             .and_then(Value::as_array)
@@ -395,7 +387,6 @@ impl<'a> Reader<'a> {
             signature,
             examples: runnable_examples(docs),
         });
-        Ok(())
     }
 
     /// The source text of an item's span.

@@ -132,9 +132,9 @@ pub(crate) struct StreamState {
     pub response_trailers: Option<HeaderMap>,
 
     pub route: Option<MatchedRoute>,
-    /// The proxy has routes and none matched: the router answers 404 NR instead of
-    /// forwarding.
-    pub no_route: bool,
+    /// The proxy has a route table (routes or a default cluster): when no route matches,
+    /// the router answers 404 NR instead of forwarding.
+    pub route_table: bool,
     /// Route as it was when the running callback started (`xds.route_name` inside it).
     pub route_snapshot: Option<MatchedRoute>,
     pub route_cache_cleared: bool,
@@ -203,7 +203,7 @@ impl StreamState {
             response_body: None,
             response_trailers: None,
             route: None,
-            no_route: false,
+            route_table: false,
             route_snapshot: None,
             route_cache_cleared: false,
             changed_headers: Vec::new(),

@@ -94,10 +94,12 @@ impl Plugin {
         }
         let now = self.clock.now();
         let hcm_headers = self.hcm_headers;
+        let route_table = !self.env.routes.is_empty();
         let detached = |connection: Connection| {
             let mut state = StreamState::new(0, connection, false);
             state.grpc = grpc;
             state.hcm = hcm_headers;
+            state.route_table = route_table;
             state.request_ended = request_ended;
             state
         };
@@ -139,6 +141,7 @@ impl Plugin {
             let mut state = StreamState::new(root, connection, true);
             state.grpc = grpc;
             state.hcm = hcm_headers;
+            state.route_table = route_table;
             state.request_ended = request_ended;
             vm.store.data_mut().streams.insert(id, state);
             let create = vm.exports.on_context_create.clone();
@@ -276,7 +279,6 @@ impl Plugin {
             if !s.request_forwarded {
                 let previous = s.route.take();
                 s.route = s.request_headers.as_ref().and_then(|h| routes.select(h));
-                s.no_route = s.route.is_none() && !routes.is_empty();
                 s.rematches.push(RouteRematch {
                     callback: name.to_owned(),
                     changed_headers: changed,
@@ -655,7 +657,7 @@ pub(super) fn forward_request(s: &mut StreamState) {
         // No route matched: the router answers 404, details `route_not_found`, flag NR,
         // no body, through the filter's response callbacks (measured in Envoy 1.40.0 and
         // 1.36.4: tests/fixtures/fidelity/gap9-reset-and-no-route.wat).
-        if s.no_route {
+        if s.route.is_none() && s.route_table {
             if s.local_reply.is_none() {
                 s.local_reply = Some(LocalReply {
                     status: 404,

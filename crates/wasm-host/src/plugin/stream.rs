@@ -550,14 +550,12 @@ impl<'p> Stream<'p> {
         )?;
         self.h.slot = Some(slot);
         let route = self.plugin.env.routes.select(&map);
-        let no_route = route.is_none() && !self.plugin.env.routes.is_empty();
         let metadata = self.h.metadata.clone();
         let n = map.len();
         let Some(s) = self.state_mut() else {
             bail!("the stream was lost");
         };
         s.route = route;
-        s.no_route = no_route;
         s.metadata = metadata;
         s.request_ended = end_of_stream;
         if s.request_headers.is_none() {
